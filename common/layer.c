@@ -1,0 +1,430 @@
+/* The front of the channel layer: option parsing, name validation, the error text, and the
+ * encode/decode steps both backends share. Backends get only validated arguments. */
+#include "common/layer.h"
+#include "common/codec.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <fnmatch.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static _Thread_local char error_text[512];
+
+int layer_fail(int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(error_text, sizeof(error_text), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+void layer_clear_error(void)
+{
+	error_text[0] = '\0';
+}
+
+const char *laurel_layer_error(const struct laurel_layer *layer)
+{
+	(void)layer;
+	return error_text;
+}
+
+static bool name_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '-' || c == '_' || c == '.';
+}
+
+bool laurel_valid_channel(const char *name)
+{
+	/* ^[a-zA-Z\d\-_.]+((\?|\!)[\d\w\-_.]*)?$ and shorter than 100 characters. */
+	size_t i = 0;
+	if (!name)
+		return false;
+	while (name_char((unsigned char)name[i]))
+		i++;
+	if (i == 0)
+		return false;
+	if (name[i] == '?' || name[i] == '!') {
+		i++;
+		while (name_char((unsigned char)name[i]))
+			i++;
+	}
+	return name[i] == '\0' && i < LAUREL_NAME_MAX;
+}
+
+bool laurel_valid_group(const char *name)
+{
+	size_t i = 0;
+	if (!name)
+		return false;
+	while (name_char((unsigned char)name[i]))
+		i++;
+	return i > 0 && name[i] == '\0' && i < LAUREL_NAME_MAX;
+}
+
+size_t layer_queue_len(const char *channel)
+{
+	const char *bang = strchr(channel, '!');
+	return bang ? (size_t)(bang - channel) + 1 : strlen(channel);
+}
+
+int layer_capacity_for(const struct layer_config *cfg, const char *channel)
+{
+	char queue[LAUREL_NAME_MAX + 1];
+	size_t n = layer_queue_len(channel);
+	if (n > LAUREL_NAME_MAX)
+		n = LAUREL_NAME_MAX;
+	memcpy(queue, channel, n);
+	queue[n] = '\0';
+	for (size_t i = 0; i < cfg->ncapacities; i++)
+		if (fnmatch(cfg->capacities[i].pattern, queue, 0) == 0)
+			return cfg->capacities[i].capacity;
+	return cfg->capacity;
+}
+
+int layer_encode(const struct layer_config *cfg, const char *channel, const struct laurel_msg *msg,
+		 struct buf *out)
+{
+	size_t start = out->len;
+	if (strchr(channel, '!')) {
+		codec_encode(msg, LAYER_CHANNEL_KEY, out);
+		codec_put_str(out, channel, strlen(channel));
+	} else {
+		codec_encode(msg, NULL, out);
+	}
+	if (out->len - start > cfg->max_message) {
+		size_t n = out->len - start;
+		out->len = start;
+		return layer_fail(-EMSGSIZE, "message for %s is %zu bytes, above the limit of %zu",
+				  channel, n, cfg->max_message);
+	}
+	return 0;
+}
+
+int layer_decode(const char *queue, size_t queuelen, const void *payload, size_t len,
+		 struct laurel_received *r)
+{
+	struct laurel_msg *m;
+	int rc = laurel_msg_decode(payload, len, NULL, &m);
+	if (rc < 0)
+		return layer_fail(-EPROTO, "undecodable message on %.*s (%zu bytes)", (int)queuelen,
+				  queue, len);
+	memset(r, 0, sizeof(*r));
+	const struct laurel_value *v = laurel_msg_get(m, LAYER_CHANNEL_KEY);
+	if (v && v->type == LAUREL_TEXT && v->u.s.len <= LAUREL_NAME_MAX) {
+		memcpy(r->channel, v->u.s.ptr, v->u.s.len);
+		r->channel[v->u.s.len] = '\0';
+	} else {
+		if (queuelen > LAUREL_NAME_MAX)
+			queuelen = LAUREL_NAME_MAX;
+		memcpy(r->channel, queue, queuelen);
+		r->channel[queuelen] = '\0';
+	}
+	laurel_map_remove(laurel_msg_root(m), LAYER_CHANNEL_KEY);
+	v = laurel_msg_get(m, LAYER_MULTICAST_KEY);
+	if (v && v->type == LAUREL_LIST) {
+		r->recipients = xcalloc(v->u.list.len + 1, sizeof(char *));
+		for (size_t i = 0; i < v->u.list.len; i++) {
+			const struct laurel_value *e = &v->u.list.items[i];
+			if (e->type == LAUREL_TEXT)
+				r->recipients[r->nrecipients++] = xstrndup(e->u.s.ptr, e->u.s.len);
+		}
+	}
+	laurel_map_remove(laurel_msg_root(m), LAYER_MULTICAST_KEY);
+	r->msg = m;
+	return 0;
+}
+
+void laurel_received_fini(struct laurel_received *r)
+{
+	if (!r)
+		return;
+	laurel_msg_free(r->msg);
+	laurel_strv_free(r->recipients);
+	memset(r, 0, sizeof(*r));
+}
+
+void laurel_strv_free(char **v)
+{
+	if (!v)
+		return;
+	for (char **p = v; *p; p++)
+		free(*p);
+	free(v);
+}
+
+void layer_config_fini(struct layer_config *cfg)
+{
+	free(cfg->prefix);
+	free(cfg->stats_prefix);
+	for (size_t i = 0; i < cfg->ncapacities; i++)
+		free((char *)cfg->capacities[i].pattern);
+	free(cfg->capacities);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+static bool valid_prefix(const char *p)
+{
+	/* Key prefixes end up in Redis KEYS patterns for flush: keep them to plain characters. */
+	if (!*p || strlen(p) > 64)
+		return false;
+	for (; *p; p++)
+		if (*p == '*' || *p == '?' || *p == '[' || *p == ']' || *p == '\\' ||
+		    (unsigned char)*p <= ' ')
+			return false;
+	return true;
+}
+
+int layer_config_init(struct layer_config *cfg, const struct laurel_layer_options *opts, char *err,
+		      size_t errlen)
+{
+	struct laurel_layer_options o = {0};
+	if (opts)
+		o = *opts;
+	memset(cfg, 0, sizeof(*cfg));
+#define BAD(...)                                                                                   \
+	do {                                                                                       \
+		if (errlen)                                                                        \
+			snprintf(err, errlen, __VA_ARGS__);                                        \
+		layer_config_fini(cfg);                                                            \
+		return -EINVAL;                                                                    \
+	} while (0)
+	cfg->prefix = xstrdup(o.prefix ? o.prefix : "asgi:");
+	cfg->stats_prefix = xstrdup(o.stats_prefix ? o.stats_prefix : "asgi-meta:");
+	cfg->expiry = o.expiry ? o.expiry : 60;
+	cfg->group_expiry = o.group_expiry ? o.group_expiry : 86400;
+	cfg->capacity = o.capacity ? o.capacity : 100;
+	cfg->max_message = o.max_message ? o.max_message : 1024 * 1024;
+	cfg->connect_timeout_ms = o.connect_timeout_ms ? o.connect_timeout_ms : 2000;
+	cfg->command_timeout_ms = o.command_timeout_ms ? o.command_timeout_ms : 5000;
+	if (!valid_prefix(cfg->prefix))
+		BAD("bad key prefix \"%s\": 1 to 64 characters, no spaces or glob characters",
+		    o.prefix);
+	if (!valid_prefix(cfg->stats_prefix))
+		BAD("bad statistics prefix \"%s\": 1 to 64 characters, no spaces or glob characters",
+		    o.stats_prefix);
+	if (cfg->expiry < 1)
+		BAD("expiry must be at least 1 second (got %d)", o.expiry);
+	if (cfg->group_expiry < 1)
+		BAD("group expiry must be at least 1 second (got %d)", o.group_expiry);
+	if (cfg->capacity < 1)
+		BAD("capacity must be at least 1 (got %d)", o.capacity);
+	if (cfg->connect_timeout_ms < 1 || cfg->command_timeout_ms < 1)
+		BAD("timeouts must be positive");
+	if (o.ncapacities) {
+		cfg->capacities = xcalloc(o.ncapacities, sizeof(*cfg->capacities));
+		for (size_t i = 0; i < o.ncapacities; i++) {
+			if (!o.capacities[i].pattern || o.capacities[i].capacity < 1)
+				BAD("capacity override %zu needs a pattern and a capacity of at least 1",
+				    i + 1);
+			cfg->capacities[i].pattern = xstrdup(o.capacities[i].pattern);
+			cfg->capacities[i].capacity = o.capacities[i].capacity;
+			cfg->ncapacities++;
+		}
+	}
+#undef BAD
+	return 0;
+}
+
+int laurel_layer_new(struct laurel_layer **out, const struct laurel_layer_options *opts, char *err,
+		     size_t errlen)
+{
+	static const char *const default_urls[] = {"redis://127.0.0.1:6379"};
+	struct layer_config cfg;
+	const char *const *urls = opts && opts->nurls ? opts->urls : default_urls;
+	size_t nurls = opts && opts->nurls ? opts->nurls : 1;
+	if (errlen)
+		err[0] = '\0';
+	int rc = layer_config_init(&cfg, opts, err, errlen);
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < nurls; i++) {
+		if (!urls[i]) {
+			if (errlen)
+				snprintf(err, errlen, "layer URL %zu is missing", i + 1);
+			layer_config_fini(&cfg);
+			return -EINVAL;
+		}
+	}
+	if (strcmp(urls[0], "memory://") == 0) {
+		if (nurls > 1) {
+			if (errlen)
+				snprintf(err, errlen, "memory:// cannot be combined with other layer URLs");
+			layer_config_fini(&cfg);
+			return -EINVAL;
+		}
+		return layer_memory_new(out, &cfg);
+	}
+	rc = layer_redis_new(out, &cfg, urls, nurls, err, errlen);
+	if (rc < 0)
+		layer_config_fini(&cfg);
+	return rc;
+}
+
+void laurel_layer_free(struct laurel_layer *layer)
+{
+	if (layer)
+		layer->ops->free(layer);
+}
+
+#define CHECK_CHANNEL(name)                                                                        \
+	do {                                                                                       \
+		if (!laurel_valid_channel(name))                                                   \
+			return layer_fail(-EINVAL, "invalid channel name \"%.120s\"",              \
+					  (name) ? (name) : "(null)");                             \
+	} while (0)
+#define CHECK_GROUP(name)                                                                          \
+	do {                                                                                       \
+		if (!laurel_valid_group(name))                                                     \
+			return layer_fail(-EINVAL, "invalid group name \"%.120s\"",                \
+					  (name) ? (name) : "(null)");                             \
+	} while (0)
+
+int laurel_layer_send(struct laurel_layer *layer, const char *channel, const struct laurel_msg *msg)
+{
+	layer_clear_error();
+	CHECK_CHANNEL(channel);
+	if (!msg)
+		return layer_fail(-EINVAL, "no message to send on %s", channel);
+	return layer->ops->send(layer, channel, msg);
+}
+
+int laurel_layer_receive(struct laurel_layer *layer, const char *const *channels, size_t nchannels,
+			 int timeout_ms, struct laurel_received *out, size_t max, size_t *got)
+{
+	layer_clear_error();
+	*got = 0;
+	if (max < 1 || nchannels < 1)
+		return layer_fail(-EINVAL, "receive needs at least one channel and room for one message");
+	for (size_t i = 0; i < nchannels; i++) {
+		CHECK_CHANNEL(channels[i]);
+		const char *bang = strchr(channels[i], '!');
+		if (bang && bang[1])
+			return layer_fail(-EINVAL,
+					  "receive on the process channel prefix \"%.*s\", not on \"%s\"",
+					  (int)(bang - channels[i] + 1), channels[i], channels[i]);
+	}
+	if (timeout_ms < -1)
+		timeout_ms = -1;
+	return layer->ops->receive(layer, channels, nchannels, timeout_ms, out, max, got);
+}
+
+int laurel_layer_new_channel(struct laurel_layer *layer, const char *pattern, char *out)
+{
+	layer_clear_error();
+	size_t n = pattern ? strlen(pattern) : 0;
+	if (n < 2 || (pattern[n - 1] != '?' && pattern[n - 1] != '!') || n + 12 >= LAUREL_NAME_MAX ||
+	    !laurel_valid_channel(pattern))
+		return layer_fail(-EINVAL,
+				  "new_channel needs a name ending in '?' or '!' with room for 12 "
+				  "more characters, not \"%.120s\"",
+				  pattern ? pattern : "(null)");
+	return layer->ops->new_channel(layer, pattern, out);
+}
+
+int laurel_layer_group_add(struct laurel_layer *layer, const char *group, const char *channel)
+{
+	layer_clear_error();
+	CHECK_GROUP(group);
+	CHECK_CHANNEL(channel);
+	return layer->ops->group_add(layer, group, channel);
+}
+
+int laurel_layer_group_discard(struct laurel_layer *layer, const char *group, const char *channel)
+{
+	layer_clear_error();
+	CHECK_GROUP(group);
+	CHECK_CHANNEL(channel);
+	return layer->ops->group_discard(layer, group, channel);
+}
+
+int laurel_layer_group_members(struct laurel_layer *layer, const char *group, char ***members,
+			       size_t *n)
+{
+	size_t dummy;
+	layer_clear_error();
+	*members = NULL;
+	CHECK_GROUP(group);
+	return layer->ops->group_members(layer, group, members, n ? n : &dummy);
+}
+
+int laurel_layer_group_count(struct laurel_layer *layer, const char *group, size_t *n)
+{
+	layer_clear_error();
+	*n = 0;
+	CHECK_GROUP(group);
+	return layer->ops->group_count(layer, group, n);
+}
+
+int laurel_layer_group_send(struct laurel_layer *layer, const char *group,
+			    const struct laurel_msg *msg, size_t *delivered)
+{
+	size_t dummy;
+	layer_clear_error();
+	if (!delivered)
+		delivered = &dummy;
+	*delivered = 0;
+	CHECK_GROUP(group);
+	if (!msg)
+		return layer_fail(-EINVAL, "no message to send to group %s", group);
+	return layer->ops->group_send(layer, group, msg, delivered);
+}
+
+static int check_prefix(const char *prefix)
+{
+	size_t n = prefix ? strlen(prefix) : 0;
+	if (n < 2 || prefix[n - 1] != '!' || !laurel_valid_channel(prefix))
+		return layer_fail(-EINVAL, "not a process channel prefix (\"name!\"): \"%.120s\"",
+				  prefix ? prefix : "(null)");
+	return 0;
+}
+
+int laurel_layer_announce(struct laurel_layer *layer, const char *process_prefix, int ttl_s)
+{
+	layer_clear_error();
+	int rc = check_prefix(process_prefix);
+	if (rc < 0)
+		return rc;
+	if (ttl_s < 1)
+		return layer_fail(-EINVAL, "announce needs a ttl of at least 1 second");
+	return layer->ops->announce(layer, process_prefix, ttl_s);
+}
+
+int laurel_layer_withdraw(struct laurel_layer *layer, const char *process_prefix)
+{
+	layer_clear_error();
+	int rc = check_prefix(process_prefix);
+	if (rc < 0)
+		return rc;
+	return layer->ops->withdraw(layer, process_prefix);
+}
+
+int laurel_layer_interfaces(struct laurel_layer *layer, char ***prefixes, size_t *n)
+{
+	size_t dummy;
+	layer_clear_error();
+	*prefixes = NULL;
+	return layer->ops->interfaces(layer, prefixes, n ? n : &dummy);
+}
+
+int laurel_layer_flush(struct laurel_layer *layer)
+{
+	layer_clear_error();
+	return layer->ops->flush(layer);
+}
+
+int laurel_layer_stats(struct laurel_layer *layer, const char *channel, struct laurel_stats *out)
+{
+	layer_clear_error();
+	memset(out, 0, sizeof(*out));
+	out->messages_pending = -1;
+	out->messages_max_age = -1;
+	if (channel)
+		CHECK_CHANNEL(channel);
+	return layer->ops->stats(layer, channel, out);
+}

@@ -1,0 +1,1519 @@
+/* The Redis backend of the channel layer: a synchronous hiredis client that keeps asgi_redis 1.4.3's
+ * key layout (SPEC §3) so Python Channels 1 peers share the same Redis, sharded over several
+ * servers by the CRC-32 rule.
+ *
+ * Round trips: a send is one EVALSHA (capacity check, body, queue, TTLs and statistics in one
+ * script). A receive of ready messages is one EVALSHA per shard that pops, reads and deletes up to
+ * max bodies. When nothing is ready it blocks in BLPOP — on every shard that can hold one of the
+ * channels at once, so an empty shard never stalls the others — and cancels the other shards'
+ * BLPOPs with CLIENT UNBLOCK when one answers. A group send is one ZRANGE on the group's shard,
+ * then one script call per shard that holds members, pipelined.
+ *
+ * When a server goes away, calls that need it fail at once with -ENOTCONN, the connection is made
+ * again on a later call after a backoff (100 ms doubling to 5 s), and one warning is logged per
+ * outage. */
+#include "common/layer.h"
+#include "common/codec.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define STATS_CHANNEL_TTL 3600
+#define STATS_GLOBAL_TTL 86400
+
+
+/* KEYS: body, queue, channel messages_count, global messages_count, channel channel_full_count,
+ * global channel_full_count. ARGV: payload, expiry, capacity. */
+static const char script_send[] =
+	"if redis.call('llen', KEYS[2]) >= tonumber(ARGV[3]) then\n"
+	"  redis.call('incr', KEYS[5]) redis.call('expire', KEYS[5], 3600)\n"
+	"  redis.call('incr', KEYS[6]) redis.call('expire', KEYS[6], 86400)\n"
+	"  return redis.error_reply('full')\n"
+	"end\n"
+	"redis.call('set', KEYS[1], ARGV[1])\n"
+	"redis.call('expire', KEYS[1], ARGV[2])\n"
+	"redis.call('rpush', KEYS[2], KEYS[1])\n"
+	"redis.call('expire', KEYS[2], tonumber(ARGV[2]) + 1)\n"
+	"redis.call('incr', KEYS[3]) redis.call('expire', KEYS[3], 3600)\n"
+	"redis.call('incr', KEYS[4]) redis.call('expire', KEYS[4], 86400)\n"
+	"return 1\n";
+
+/* KEYS: queues, in the order to try. ARGV[1]: most messages to take from KEYS. ARGV[2], ARGV[3]
+ * (optional): a body key already popped by BLPOP and its queue key, read and deleted first.
+ * Returns a flat list of queue key, body pairs. Bodies that expired are skipped. */
+static const char script_pop[] =
+	"local out = {}\n"
+	"local max = tonumber(ARGV[1])\n"
+	"if ARGV[2] then\n"
+	"  local body = redis.call('get', ARGV[2])\n"
+	"  if body then\n"
+	"    redis.call('del', ARGV[2])\n"
+	"    out[1] = ARGV[3]\n"
+	"    out[2] = body\n"
+	"    max = max + 1\n"
+	"  end\n"
+	"end\n"
+	"for i = 1, #KEYS do\n"
+	"  while #out < 2 * max do\n"
+	"    local bk = redis.call('lpop', KEYS[i])\n"
+	"    if not bk then break end\n"
+	"    local body = redis.call('get', bk)\n"
+	"    if body then\n"
+	"      redis.call('del', bk)\n"
+	"      out[#out + 1] = KEYS[i]\n"
+	"      out[#out + 1] = body\n"
+	"    end\n"
+	"  end\n"
+	"  if #out >= 2 * max then break end\n"
+	"end\n"
+	"return out\n";
+
+/* One shard's part of a group send. KEYS: interface registry, global messages_count, global
+ * channel_full_count. ARGV: expiry, body key base (key prefix + 24 hex digits), plain payload,
+ * payload head ending in the key __asgi_channel__, payload head ending in the key
+ * __laurel_multicast__, now, key prefix, statistics prefix, then member, capacity pairs.
+ * Members of one live interface's process channel get one message listing them all; every other
+ * member gets its own. Full queues are skipped. Returns the number of members reached. */
+static const char script_group_send[] =
+	"local expiry = tonumber(ARGV[1])\n"
+	"local now = tonumber(ARGV[6])\n"
+	"local kp, sp = ARGV[7], ARGV[8]\n"
+	"local seq, sent = 0, 0\n"
+	"local counts, fulls = {}, {}\n"
+	"local function mpstr(s)\n"
+	"  local n = #s\n"
+	"  if n < 32 then return string.char(0xa0 + n) .. s end\n"
+	"  if n < 256 then return string.char(0xd9, n) .. s end\n"
+	"  return string.char(0xda, math.floor(n / 256), n % 256) .. s\n"
+	"end\n"
+	"local function push(queue, cap, payload)\n"
+	"  local qk = kp .. queue\n"
+	"  if redis.call('llen', qk) >= cap then\n"
+	"    fulls[queue] = (fulls[queue] or 0) + 1\n"
+	"    return false\n"
+	"  end\n"
+	"  seq = seq + 1\n"
+	"  local bk = ARGV[2] .. string.format('%08x', seq)\n"
+	"  redis.call('set', bk, payload)\n"
+	"  redis.call('expire', bk, expiry)\n"
+	"  redis.call('rpush', qk, bk)\n"
+	"  redis.call('expire', qk, expiry + 1)\n"
+	"  counts[queue] = (counts[queue] or 0) + 1\n"
+	"  return true\n"
+	"end\n"
+	"local live, buckets, order = {}, {}, {}\n"
+	"for i = 9, #ARGV, 2 do\n"
+	"  local member, cap = ARGV[i], tonumber(ARGV[i + 1])\n"
+	"  local bang = string.find(member, '!', 1, true)\n"
+	"  if bang then\n"
+	"    local p = string.sub(member, 1, bang)\n"
+	"    local l = live[p]\n"
+	"    if l == nil then\n"
+	"      local score = redis.call('zscore', KEYS[1], p)\n"
+	"      l = (score and tonumber(score) >= now) or false\n"
+	"      live[p] = l\n"
+	"    end\n"
+	"    if l then\n"
+	"      local b = buckets[p]\n"
+	"      if not b then\n"
+	"        b = {cap = cap, members = {}}\n"
+	"        buckets[p] = b\n"
+	"        order[#order + 1] = p\n"
+	"      end\n"
+	"      b.members[#b.members + 1] = member\n"
+	"    elseif push(p, cap, ARGV[4] .. mpstr(member)) then\n"
+	"      sent = sent + 1\n"
+	"    end\n"
+	"  elseif push(member, cap, ARGV[3]) then\n"
+	"    sent = sent + 1\n"
+	"  end\n"
+	"end\n"
+	"for _, p in ipairs(order) do\n"
+	"  local ms = buckets[p].members\n"
+	"  local n = #ms\n"
+	"  local hdr\n"
+	"  if n < 16 then hdr = string.char(0x90 + n)\n"
+	"  elseif n < 65536 then hdr = string.char(0xdc, math.floor(n / 256), n % 256)\n"
+	"  else hdr = string.char(0xdd, math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,\n"
+	"                         math.floor(n / 256) % 256, n % 256) end\n"
+	"  local parts = {ARGV[5], hdr}\n"
+	"  for j = 1, n do parts[#parts + 1] = mpstr(ms[j]) end\n"
+	"  if push(p, buckets[p].cap, table.concat(parts)) then sent = sent + n end\n"
+	"end\n"
+	"local total, totalfull = 0, 0\n"
+	"for q, c in pairs(counts) do\n"
+	"  local k = sp .. q .. ':messages_count'\n"
+	"  redis.call('incrby', k, c) redis.call('expire', k, 3600)\n"
+	"  total = total + c\n"
+	"end\n"
+	"for q, c in pairs(fulls) do\n"
+	"  local k = sp .. q .. ':channel_full_count'\n"
+	"  redis.call('incrby', k, c) redis.call('expire', k, 3600)\n"
+	"  totalfull = totalfull + c\n"
+	"end\n"
+	"if total > 0 then redis.call('incrby', KEYS[2], total) redis.call('expire', KEYS[2], 86400) end\n"
+	"if totalfull > 0 then\n"
+	"  redis.call('incrby', KEYS[3], totalfull) redis.call('expire', KEYS[3], 86400)\n"
+	"end\n"
+	"return sent\n";
+
+/* ARGV: KEYS patterns whose keys are all deleted (asgi_redis's delprefix, for several). */
+static const char script_flush[] =
+	"for _, pat in ipairs(ARGV) do\n"
+	"  local keys = redis.call('keys', pat)\n"
+	"  for i = 1, #keys, 5000 do\n"
+	"    redis.call('del', unpack(keys, i, math.min(i + 4999, #keys)))\n"
+	"  end\n"
+	"end\n"
+	"return 1\n";
+
+static const char *const script_source[SCRIPT_COUNT] = {script_send, script_pop, script_group_send,
+							 script_flush};
+static char script_sha[SCRIPT_COUNT][41];
+static pthread_once_t script_sha_once = PTHREAD_ONCE_INIT;
+
+static void hash_scripts(void)
+{
+	for (int i = 0; i < SCRIPT_COUNT; i++)
+		util_sha1_hex(script_source[i], strlen(script_source[i]), script_sha[i]);
+}
+
+const char *layer_script_source(enum script_id id)
+{
+	return script_source[id];
+}
+
+const char *layer_script_sha(enum script_id id)
+{
+	pthread_once(&script_sha_once, hash_scripts);
+	return script_sha[id];
+}
+
+size_t layer_shard_of(size_t nshards, const char *name, size_t len)
+{
+	if (nshards <= 1)
+		return 0;
+	uint32_t crc = util_crc32(name, len);
+	return (size_t)(((uint64_t)(crc & 0xfff) * nshards) / 4096);
+}
+
+size_t layer_channel_home(size_t nshards, const char *channel)
+{
+	const char *bang = strchr(channel, '!');
+	if (bang)
+		return layer_shard_of(nshards, channel, (size_t)(bang - channel) + 1);
+	if (strchr(channel, '?'))
+		return layer_shard_of(nshards, channel, strlen(channel));
+	return SIZE_MAX;
+}
+
+struct shard {
+	struct layer_endpoint ep;
+	redisContext *c;    /* commands, and BLPOP */
+	redisContext *ctl;  /* only to CLIENT UNBLOCK c, made when first needed */
+	long long client_id;
+	int64_t retry_at;   /* no new connection attempt before this (monotonic ms) */
+	int backoff_ms;
+	bool down;	    /* an outage has been logged and not yet ended */
+	bool blocked;	    /* a BLPOP is outstanding on c */
+};
+
+struct held {
+	char *queue; /* queue name without the key prefix */
+	char *payload;
+	size_t len;
+};
+
+struct redis_layer {
+	struct laurel_layer base;
+	struct shard *shards;
+	size_t nshards;
+	struct util_rng rng;
+	size_t rr; /* round-robin shard for normal channels */
+	struct held *held;
+	size_t nheld;
+	size_t prefixlen;
+};
+
+static const struct layer_ops redis_ops;
+
+/* --- URLs ------------------------------------------------------------------------------------ */
+
+static int parse_int(const char *s, size_t n, int min, int max, int *out)
+{
+	if (n == 0 || n > 9)
+		return -1;
+	int v = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	if (v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int layer_endpoint_parse(struct layer_endpoint *s, const char *url, char *err, size_t errlen)
+{
+	const char *p;
+	if (strncmp(url, "unix://", 7) == 0) {
+		p = url + 7;
+		const char *q = strchr(p, '?');
+		size_t n = q ? (size_t)(q - p) : strlen(p);
+		if (n == 0 || p[0] != '/')
+			goto bad;
+		s->path = xstrndup(p, n);
+		if (q) {
+			if (strncmp(q, "?db=", 4) != 0 || parse_int(q + 4, strlen(q + 4), 0, 1 << 20,
+								     &s->db) < 0)
+				goto bad;
+		}
+		s->desc = xstrdup(url);
+		return 0;
+	}
+	if (strncmp(url, "redis://", 8) != 0)
+		goto bad;
+	p = url + 8;
+	const char *at = strrchr(p, '@');
+	if (at) {
+		const char *colon = memchr(p, ':', (size_t)(at - p));
+		if (!colon)
+			goto bad;
+		if (colon > p)
+			s->user = xstrndup(p, (size_t)(colon - p));
+		s->password = xstrndup(colon + 1, (size_t)(at - colon - 1));
+		p = at + 1;
+	}
+	const char *hend;
+	if (*p == '[') {
+		hend = strchr(p, ']');
+		if (!hend)
+			goto bad;
+		s->host = xstrndup(p + 1, (size_t)(hend - p - 1));
+		hend++;
+	} else {
+		hend = p + strcspn(p, ":/");
+		s->host = xstrndup(p, (size_t)(hend - p));
+	}
+	if (!s->host[0])
+		goto bad;
+	s->port = 6379;
+	p = hend;
+	if (*p == ':') {
+		size_t n = strcspn(p + 1, "/");
+		if (parse_int(p + 1, n, 1, 65535, &s->port) < 0)
+			goto bad;
+		p += 1 + n;
+	}
+	if (*p == '/' && p[1]) {
+		if (parse_int(p + 1, strlen(p + 1), 0, 1 << 20, &s->db) < 0)
+			goto bad;
+	} else if (*p && strcmp(p, "/") != 0) {
+		goto bad;
+	}
+	char desc[512];
+	if (strchr(s->host, ':'))
+		snprintf(desc, sizeof(desc), "redis://[%s]:%d/%d", s->host, s->port, s->db);
+	else
+		snprintf(desc, sizeof(desc), "redis://%s:%d/%d", s->host, s->port, s->db);
+	s->desc = xstrdup(desc);
+	return 0;
+bad:
+	if (errlen)
+		snprintf(err, errlen,
+			 "bad layer URL \"%s\": expected redis://[[user]:password@]host[:port][/db] "
+			 "or unix:///path.sock[?db=N]",
+			 url);
+	return -EINVAL;
+}
+
+void layer_endpoint_fini(struct layer_endpoint *e)
+{
+	free(e->desc);
+	free(e->host);
+	free(e->path);
+	free(e->user);
+	free(e->password);
+	memset(e, 0, sizeof(*e));
+}
+
+/* --- Connections ----------------------------------------------------------------------------- */
+
+static struct timeval ms_tv(int ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	return tv;
+}
+
+static void drop_connection(struct shard *s)
+{
+	redisFree(s->c);
+	s->c = NULL;
+	redisFree(s->ctl);
+	s->ctl = NULL;
+	s->blocked = false;
+}
+
+/* Marks the shard unreachable after a failure, logging once per outage. */
+static int shard_failed(struct shard *s, const char *what)
+{
+	drop_connection(s);
+	if (!s->down) {
+		log_warn("redis %s unreachable: %s; retrying with backoff", s->ep.desc, what);
+		s->down = true;
+		s->backoff_ms = 0;
+	}
+	s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
+	if (s->backoff_ms > BACKOFF_MAX_MS)
+		s->backoff_ms = BACKOFF_MAX_MS;
+	s->retry_at = util_now_ms() + s->backoff_ms;
+	return layer_fail(-ENOTCONN, "cannot reach redis %s: %s", s->ep.desc, what);
+}
+
+/* An established connection broke: allow one immediate reconnection attempt. */
+static int connection_lost(struct shard *s)
+{
+	char what[256];
+	snprintf(what, sizeof(what), "%s", s->c && s->c->errstr[0] ? s->c->errstr : "connection lost");
+	int rc = shard_failed(s, what);
+	s->retry_at = util_now_ms();
+	return rc;
+}
+
+static redisContext *open_context(struct redis_layer *L, struct shard *s)
+{
+	struct timeval tv = ms_tv(L->base.cfg.connect_timeout_ms);
+	return s->ep.host ? redisConnectWithTimeout(s->ep.host, s->ep.port, tv)
+		       : redisConnectUnixWithTimeout(s->ep.path, tv);
+}
+
+static redisReply *ctx_command(redisContext *c, int argc, const char **argv, const size_t *lens)
+{
+	return redisCommandArgv(c, argc, argv, lens);
+}
+
+/* Authenticates and selects the database on a new context. Returns NULL or an error text. */
+static const char *setup_context(struct redis_layer *L, struct shard *s, redisContext *c)
+{
+	static char why[256];
+	redisReply *r;
+	if (s->ep.password) {
+		if (s->ep.user)
+			r = redisCommand(c, "AUTH %s %s", s->ep.user, s->ep.password);
+		else
+			r = redisCommand(c, "AUTH %s", s->ep.password);
+		if (!r || r->type == REDIS_REPLY_ERROR) {
+			snprintf(why, sizeof(why), "AUTH failed: %s",
+				 r ? r->str : c->errstr);
+			freeReplyObject(r);
+			return why;
+		}
+		freeReplyObject(r);
+	}
+	if (s->ep.db) {
+		r = redisCommand(c, "SELECT %d", s->ep.db);
+		if (!r || r->type == REDIS_REPLY_ERROR) {
+			snprintf(why, sizeof(why), "SELECT %d failed: %s", s->ep.db,
+				 r ? r->str : c->errstr);
+			freeReplyObject(r);
+			return why;
+		}
+		freeReplyObject(r);
+	}
+	redisSetTimeout(c, ms_tv(L->base.cfg.command_timeout_ms));
+	redisEnableKeepAlive(c);
+	return NULL;
+}
+
+static int load_script(struct shard *s, enum script_id id)
+{
+	redisReply *r = redisCommand(s->c, "SCRIPT LOAD %s", script_source[id]);
+	if (!r)
+		return -1;
+	int rc = r->type == REDIS_REPLY_STRING ? 0 : -1;
+	freeReplyObject(r);
+	return rc;
+}
+
+/* Makes sure the shard has a working connection. Fails fast during the backoff. */
+static int shard_connect(struct redis_layer *L, struct shard *s)
+{
+	if (s->c)
+		return 0;
+	int64_t now = util_now_ms();
+	if (now < s->retry_at)
+		return layer_fail(-ENOTCONN, "cannot reach redis %s (next attempt in %lld ms)",
+				  s->ep.desc, (long long)(s->retry_at - now));
+	redisContext *c = open_context(L, s);
+	if (!c || c->err) {
+		char what[256];
+		snprintf(what, sizeof(what), "%s", c ? c->errstr : "out of memory");
+		redisFree(c);
+		return shard_failed(s, what);
+	}
+	const char *why = setup_context(L, s, c);
+	if (why) {
+		redisFree(c);
+		return shard_failed(s, why);
+	}
+	s->c = c;
+	if (L->nshards > 1) {
+		redisReply *r = redisCommand(c, "CLIENT ID");
+		if (!r)
+			return connection_lost(s);
+		s->client_id = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+		freeReplyObject(r);
+	}
+	if (s->down)
+		log_info("redis %s reachable again", s->ep.desc);
+	s->down = false;
+	s->backoff_ms = 0;
+	return 0;
+}
+
+/* Runs one command. Returns the reply (caller frees) or NULL with the error recorded in *rc. */
+static redisReply *shard_command(struct redis_layer *L, struct shard *s, int *rc, int argc,
+				 const char **argv, const size_t *lens)
+{
+	*rc = shard_connect(L, s);
+	if (*rc < 0)
+		return NULL;
+	redisReply *r = ctx_command(s->c, argc, argv, lens);
+	if (!r) {
+		*rc = connection_lost(s);
+		return NULL;
+	}
+	return r;
+}
+
+static int reply_error(struct shard *s, redisReply *r, const char *what)
+{
+	int rc = layer_fail(-EPROTO, "redis %s answered %s with %s%.*s", s->ep.desc, what,
+			    r->type == REDIS_REPLY_ERROR ? "" : "an unexpected reply ",
+			    r->type == REDIS_REPLY_ERROR ? (int)r->len : 0,
+			    r->type == REDIS_REPLY_ERROR ? r->str : "");
+	return rc;
+}
+
+/* EVALSHA, loading the script again if the server lost it (SCRIPT FLUSH). argv[0..2] are left
+ * free for the command, the script's hash and the key count; the caller fills the rest. */
+static redisReply *shard_script(struct redis_layer *L, struct shard *s, int *rc, enum script_id id,
+				size_t nkeys, size_t argc, const char **argv, size_t *lens)
+{
+	*rc = shard_connect(L, s);
+	if (*rc < 0)
+		return NULL;
+	char numkeys[24];
+	snprintf(numkeys, sizeof(numkeys), "%zu", nkeys);
+	const char **args = xmalloc(argc * sizeof(*args));
+	memcpy(args, argv, argc * sizeof(*args));
+	args[0] = "EVALSHA";
+	lens[0] = 7;
+	lens[1] = 40;
+	args[2] = numkeys;
+	lens[2] = strlen(numkeys);
+	redisReply *r = NULL;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		args[1] = layer_script_sha(id);
+		r = ctx_command(s->c, (int)argc, args, lens);
+		if (!r) {
+			*rc = connection_lost(s);
+			break;
+		}
+		if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 &&
+		    attempt == 0) {
+			freeReplyObject(r);
+			r = NULL;
+			if (load_script(s, id) < 0) {
+				*rc = connection_lost(s);
+				break;
+			}
+			continue;
+		}
+		break;
+	}
+	free(args);
+	return r;
+}
+
+/* --- Placement ------------------------------------------------------------------------------- */
+
+static size_t shard_of(const struct redis_layer *L, const char *name, size_t len)
+{
+	return layer_shard_of(L->nshards, name, len);
+}
+
+static size_t channel_home(const struct redis_layer *L, const char *channel)
+{
+	return layer_channel_home(L->nshards, channel);
+}
+
+static size_t send_shard(struct redis_layer *L, const char *channel)
+{
+	size_t home = channel_home(L, channel);
+	if (home != SIZE_MAX)
+		return home;
+	return L->rr++ % L->nshards;
+}
+
+/* --- Send ------------------------------------------------------------------------------------ */
+
+static int redis_send(struct laurel_layer *base, const char *channel, const struct laurel_msg *msg)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	const struct layer_config *cfg = &base->cfg;
+	struct buf payload;
+	buf_init(&payload);
+	int rc = layer_encode(cfg, channel, msg, &payload);
+	if (rc < 0) {
+		buf_fini(&payload);
+		return rc;
+	}
+	size_t qlen = layer_queue_len(channel);
+	char body[128], queue[192], chmsgs[224], glmsgs[128], chfull[224], glfull[128];
+	char hex[32], expiry[16], capacity[16];
+	util_rng_hex(&L->rng, hex, 32);
+	snprintf(body, sizeof(body), "%s%.32s", cfg->prefix, hex);
+	snprintf(queue, sizeof(queue), "%s%.*s", cfg->prefix, (int)qlen, channel);
+	snprintf(chmsgs, sizeof(chmsgs), "%s%.*s:messages_count", cfg->stats_prefix, (int)qlen,
+		 channel);
+	snprintf(chfull, sizeof(chfull), "%s%.*s:channel_full_count", cfg->stats_prefix, (int)qlen,
+		 channel);
+	snprintf(glmsgs, sizeof(glmsgs), "%s#global#:messages_count", cfg->stats_prefix);
+	snprintf(glfull, sizeof(glfull), "%s#global#:channel_full_count", cfg->stats_prefix);
+	snprintf(expiry, sizeof(expiry), "%d", cfg->expiry);
+	snprintf(capacity, sizeof(capacity), "%d", layer_capacity_for(cfg, channel));
+	const char *argv[12] = {NULL, NULL, NULL, body, queue, chmsgs, glmsgs, chfull, glfull,
+				payload.data, expiry, capacity};
+	size_t lens[12];
+	for (int i = 3; i < 12; i++)
+		lens[i] = i == 9 ? payload.len : strlen(argv[i]);
+	struct shard *s = &L->shards[send_shard(L, channel)];
+	redisReply *r = shard_script(L, s, &rc, SCRIPT_SEND, 6, 12, argv, lens);
+	buf_fini(&payload);
+	if (!r)
+		return rc;
+	if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "full"))
+		rc = LAUREL_FULL;
+	else if (r->type != REDIS_REPLY_INTEGER)
+		rc = reply_error(s, r, "a send");
+	freeReplyObject(r);
+	if (rc == LAUREL_FULL)
+		layer_fail(LAUREL_FULL, "channel %s is full", channel);
+	return rc;
+}
+
+/* --- Receive --------------------------------------------------------------------------------- */
+
+/* Channels of one receive, as queue key names, per shard. */
+struct plan {
+	const char ***keys; /* keys[shard][i] */
+	size_t *nkeys;
+	char **owned;	    /* the key strings */
+	size_t nowned;
+};
+
+static void plan_init(struct redis_layer *L, struct plan *p, const char *const *channels,
+		      size_t nchannels)
+{
+	const char *prefix = L->base.cfg.prefix;
+	p->keys = xcalloc(L->nshards, sizeof(*p->keys));
+	p->nkeys = xcalloc(L->nshards, sizeof(*p->nkeys));
+	p->owned = xcalloc(nchannels, sizeof(char *));
+	p->nowned = 0;
+	for (size_t i = 0; i < L->nshards; i++)
+		p->keys[i] = xcalloc(nchannels, sizeof(char *));
+	for (size_t i = 0; i < nchannels; i++) {
+		size_t n = strlen(prefix) + strlen(channels[i]) + 1;
+		char *k = xmalloc(n);
+		snprintf(k, n, "%s%s", prefix, channels[i]);
+		/* The same channel named twice is popped once. */
+		bool dup = false;
+		for (size_t j = 0; j < p->nowned; j++)
+			if (strcmp(p->owned[j], k) == 0)
+				dup = true;
+		if (dup) {
+			free(k);
+			continue;
+		}
+		p->owned[p->nowned++] = k;
+		size_t home = channel_home(L, channels[i]);
+		for (size_t sh = 0; sh < L->nshards; sh++)
+			if (home == SIZE_MAX || home == sh)
+				p->keys[sh][p->nkeys[sh]++] = k;
+	}
+}
+
+static void plan_fini(struct redis_layer *L, struct plan *p)
+{
+	for (size_t i = 0; i < p->nowned; i++)
+		free(p->owned[i]);
+	for (size_t i = 0; i < L->nshards; i++)
+		free(p->keys[i]);
+	free(p->owned);
+	free(p->keys);
+	free(p->nkeys);
+}
+
+static void shuffle(struct redis_layer *L, const char **v, size_t n)
+{
+	for (size_t i = n; i > 1; i--) {
+		size_t j = util_rng_below(&L->rng, i);
+		const char *t = v[i - 1];
+		v[i - 1] = v[j];
+		v[j] = t;
+	}
+}
+
+/* Decodes one popped payload into out[*got]; undecodable ones are logged and skipped. */
+static void deliver(struct redis_layer *L, const char *queuekey, size_t keylen, const char *payload,
+		    size_t len, struct laurel_received *out, size_t *got)
+{
+	const char *queue = queuekey + L->prefixlen;
+	size_t qlen = keylen - L->prefixlen;
+	if (layer_decode(queue, qlen, payload, len, &out[*got]) == 0)
+		(*got)++;
+	else
+		log_warn("dropped a message on %.*s that does not decode (%zu bytes)", (int)qlen,
+			 queue, len);
+}
+
+static void take_held(struct redis_layer *L, struct plan *p, struct laurel_received *out,
+		      size_t max, size_t *got)
+{
+	size_t w = 0;
+	for (size_t i = 0; i < L->nheld; i++) {
+		struct held *h = &L->held[i];
+		bool wanted = false;
+		for (size_t j = 0; j < p->nowned && !wanted; j++)
+			wanted = strcmp(p->owned[j] + L->prefixlen, h->queue) == 0;
+		if (wanted && *got < max) {
+			size_t qn = strlen(h->queue);
+			if (layer_decode(h->queue, qn, h->payload, h->len, &out[*got]) == 0)
+				(*got)++;
+			free(h->queue);
+			free(h->payload);
+		} else {
+			L->held[w++] = *h;
+		}
+	}
+	L->nheld = w;
+}
+
+static void hold(struct redis_layer *L, const char *queuekey, size_t keylen, const char *payload,
+		 size_t len)
+{
+	L->held = xrealloc(L->held, (L->nheld + 1) * sizeof(*L->held));
+	struct held *h = &L->held[L->nheld++];
+	h->queue = xstrndup(queuekey + L->prefixlen, keylen - L->prefixlen);
+	h->payload = xmalloc(len);
+	memcpy(h->payload, payload, len);
+	h->len = len;
+}
+
+/* Pops whatever is ready on one shard, up to max - *got messages; first reads and deletes the
+ * body key a BLPOP popped (popped: [queue key, body key]) if given, which is held for the next
+ * receive when the batch is already full. Returns 0 or an error. */
+static int pop_ready(struct redis_layer *L, size_t sh, struct plan *p, redisReply *popped,
+		     struct laurel_received *out, size_t max, size_t *got)
+{
+	size_t n = p->nkeys[sh];
+	if (n == 0 || (*got >= max && !popped))
+		return 0;
+	const char **argv = xcalloc(n + 6, sizeof(char *));
+	size_t *lens = xcalloc(n + 6, sizeof(size_t));
+	shuffle(L, p->keys[sh], n);
+	char smax[24];
+	size_t want = *got < max ? max - *got : 0;
+	if (popped && want)
+		want--; /* the popped one counts */
+	snprintf(smax, sizeof(smax), "%zu", want);
+	for (size_t i = 0; i < n; i++) {
+		argv[3 + i] = p->keys[sh][i];
+		lens[3 + i] = strlen(argv[3 + i]);
+	}
+	size_t argc = 3 + n;
+	argv[argc] = smax;
+	lens[argc++] = strlen(smax);
+	if (popped) {
+		argv[argc] = popped->element[1]->str;
+		lens[argc++] = popped->element[1]->len;
+		argv[argc] = popped->element[0]->str;
+		lens[argc++] = popped->element[0]->len;
+	}
+	int rc;
+	struct shard *s = &L->shards[sh];
+	redisReply *r = shard_script(L, s, &rc, SCRIPT_POP, n, argc, argv, lens);
+	free(argv);
+	free(lens);
+	if (!r)
+		return rc;
+	if (r->type != REDIS_REPLY_ARRAY) {
+		rc = reply_error(s, r, "a receive");
+		freeReplyObject(r);
+		return rc;
+	}
+	for (size_t i = 0; i + 1 < r->elements; i += 2) {
+		redisReply *k = r->element[i], *b = r->element[i + 1];
+		if (*got < max)
+			deliver(L, k->str, k->len, b->str, b->len, out, got);
+		else
+			hold(L, k->str, k->len, b->str, b->len);
+	}
+	freeReplyObject(r);
+	return 0;
+}
+
+static int append_blpop(struct redis_layer *L, size_t sh, struct plan *p, double seconds)
+{
+	struct shard *s = &L->shards[sh];
+	size_t n = p->nkeys[sh];
+	const char **argv = xcalloc(n + 2, sizeof(char *));
+	size_t *lens = xcalloc(n + 2, sizeof(size_t));
+	char tmo[32];
+	snprintf(tmo, sizeof(tmo), "%.3f", seconds);
+	shuffle(L, p->keys[sh], n);
+	argv[0] = "BLPOP";
+	lens[0] = 5;
+	for (size_t i = 0; i < n; i++) {
+		argv[1 + i] = p->keys[sh][i];
+		lens[1 + i] = strlen(argv[1 + i]);
+	}
+	argv[1 + n] = tmo;
+	lens[1 + n] = strlen(tmo);
+	int rc = redisAppendCommandArgv(s->c, (int)n + 2, argv, lens) == REDIS_OK ? 0 : -1;
+	free(argv);
+	free(lens);
+	if (rc < 0)
+		return connection_lost(s);
+	/* A finite BLPOP answers within its own timeout; the socket waits a little longer. A wait
+	 * forever relies on TCP keepalive to notice a dead server. */
+	struct timeval tv = {0, 0};
+	if (seconds > 0)
+		tv = ms_tv((int)(seconds * 1000) + L->base.cfg.command_timeout_ms);
+	redisSetTimeout(s->c, tv);
+	int done = 0;
+	while (!done)
+		if (redisBufferWrite(s->c, &done) != REDIS_OK)
+			return connection_lost(s);
+	s->blocked = true;
+	return 0;
+}
+
+/* Reads the reply of an outstanding BLPOP on shard sh; a popped body key is read and deleted,
+ * with whatever else is ready up to max, in one more round trip. */
+static int finish_blpop(struct redis_layer *L, size_t sh, struct plan *p,
+			struct laurel_received *out, size_t max, size_t *got)
+{
+	struct shard *s = &L->shards[sh];
+	redisReply *r = NULL;
+	int ok = redisGetReply(s->c, (void **)&r);
+	s->blocked = false;
+	if (ok != REDIS_OK)
+		return connection_lost(s);
+	redisSetTimeout(s->c, ms_tv(L->base.cfg.command_timeout_ms));
+	int rc = 0;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2)
+		rc = pop_ready(L, sh, p, r, out, max, got);
+	else if (r->type == REDIS_REPLY_ERROR)
+		rc = reply_error(s, r, "BLPOP");
+	freeReplyObject(r);
+	return rc;
+}
+
+/* Cancels the outstanding BLPOP on s from its control connection; what it may have popped in
+ * the meantime is delivered or held. */
+static int cancel_blpop(struct redis_layer *L, size_t sh, struct plan *p,
+			struct laurel_received *out, size_t max, size_t *got)
+{
+	struct shard *s = &L->shards[sh];
+	if (!s->ctl) {
+		s->ctl = open_context(L, s);
+		if (!s->ctl || s->ctl->err || setup_context(L, s, s->ctl)) {
+			redisFree(s->ctl);
+			s->ctl = NULL;
+			return connection_lost(s);
+		}
+	}
+	redisReply *r = redisCommand(s->ctl, "CLIENT UNBLOCK %lld", s->client_id);
+	if (!r)
+		return connection_lost(s);
+	freeReplyObject(r);
+	return finish_blpop(L, sh, p, out, max, got);
+}
+
+/* Blocks until a message arrives on any shard of the plan, or the time runs out. */
+static int wait_any(struct redis_layer *L, struct plan *p, int timeout_ms,
+		    struct laurel_received *out, size_t max, size_t *got)
+{
+	double seconds = timeout_ms < 0 ? 0 : timeout_ms / 1000.0;
+	if (timeout_ms > 0 && seconds < 0.001)
+		seconds = 0.001;
+	size_t active[64], nactive = 0;
+	int rc = 0;
+	for (size_t sh = 0; sh < L->nshards && nactive < ARRAY_SIZE(active); sh++) {
+		if (!p->nkeys[sh])
+			continue;
+		if (shard_connect(L, &L->shards[sh]) < 0)
+			continue;
+		if (append_blpop(L, sh, p, seconds) == 0)
+			active[nactive++] = sh;
+	}
+	if (nactive == 0)
+		return -ENOTCONN; /* the error text is already recorded */
+	if (nactive == 1)
+		return finish_blpop(L, active[0], p, out, max, got);
+
+	struct pollfd pfd[64];
+	for (size_t i = 0; i < nactive; i++) {
+		pfd[i].fd = L->shards[active[i]].c->fd;
+		pfd[i].events = POLLIN;
+		pfd[i].revents = 0;
+	}
+	int slack = timeout_ms < 0 ? -1 : timeout_ms + L->base.cfg.command_timeout_ms;
+	int n;
+	do
+		n = poll(pfd, nactive, slack);
+	while (n < 0 && errno == EINTR);
+	/* Read the first shard that answered, then cancel and collect the others. */
+	for (size_t i = 0; i < nactive; i++) {
+		struct shard *s = &L->shards[active[i]];
+		if (!s->blocked)
+			continue;
+		int r;
+		if (pfd[i].revents)
+			r = finish_blpop(L, active[i], p, out, max, got);
+		else
+			r = cancel_blpop(L, active[i], p, out, max, got);
+		if (r < 0)
+			rc = r;
+	}
+	return *got ? 0 : rc;
+}
+
+/* Waits for a shard of the plan to be reachable again, up to deadline (-1: none). Returns 0 when
+ * one is connected, else the failure. */
+static int wait_reachable(struct redis_layer *L, struct plan *p, int64_t deadline)
+{
+	for (;;) {
+		int rc = -ENOTCONN;
+		int64_t next = INT64_MAX;
+		for (size_t sh = 0; sh < L->nshards; sh++) {
+			if (!p->nkeys[sh])
+				continue;
+			struct shard *s = &L->shards[sh];
+			if (s->c || util_now_ms() >= s->retry_at)
+				rc = shard_connect(L, s);
+			if (rc == 0)
+				return 0;
+			if (s->retry_at < next)
+				next = s->retry_at;
+		}
+		int64_t now = util_now_ms();
+		if (deadline >= 0 && (now >= deadline || next >= deadline))
+			return rc;
+		if (next > now) {
+			int64_t ms = next - now;
+			struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+			nanosleep(&ts, NULL);
+		}
+	}
+}
+
+static int redis_receive(struct laurel_layer *base, const char *const *channels, size_t nchannels,
+			 int timeout_ms, struct laurel_received *out, size_t max, size_t *got)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	struct plan p;
+	int rc = 0, last = 0;
+	int64_t deadline = timeout_ms < 0 ? -1 : util_now_ms() + timeout_ms;
+	plan_init(L, &p, channels, nchannels);
+	take_held(L, &p, out, max, got);
+	for (;;) {
+		/* Whatever is ready, on every shard, starting at a different one each time. */
+		size_t start = L->nshards > 1 ? util_rng_below(&L->rng, L->nshards) : 0;
+		size_t reachable = 0;
+		for (size_t i = 0; i < L->nshards && *got < max; i++) {
+			size_t sh = (start + i) % L->nshards;
+			if (!p.nkeys[sh])
+				continue;
+			rc = pop_ready(L, sh, &p, NULL, out, max, got);
+			if (rc < 0)
+				last = rc;
+			else
+				reachable++;
+		}
+		if (*got > 0 || timeout_ms == 0)
+			break;
+		int64_t now = util_now_ms();
+		if (deadline >= 0 && now >= deadline)
+			break;
+		if (reachable == 0) {
+			/* Every shard is down: wait for one to come back instead of spinning. */
+			rc = wait_reachable(L, &p, deadline);
+			if (rc < 0) {
+				last = rc;
+				break;
+			}
+			continue;
+		}
+		rc = wait_any(L, &p, deadline < 0 ? -1 : (int)(deadline - now), out, max, got);
+		if (rc < 0)
+			last = rc;
+		if (*got > 0)
+			break;
+		if (rc < 0 && deadline >= 0 && util_now_ms() >= deadline)
+			break;
+	}
+	plan_fini(L, &p);
+	if (*got > 0) {
+		layer_clear_error();
+		return 0;
+	}
+	if (last < 0) {
+		/* Report the failure, unless a reachable shard simply had nothing. */
+		for (size_t sh = 0; sh < L->nshards; sh++)
+			if (L->shards[sh].c)
+				return 0;
+		return last;
+	}
+	return 0;
+}
+
+/* --- Channels and groups --------------------------------------------------------------------- */
+
+static int redis_new_channel(struct laurel_layer *base, const char *pattern, char *out)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	size_t n = strlen(pattern);
+	for (int attempt = 0; attempt < 100; attempt++) {
+		memcpy(out, pattern, n);
+		util_rng_letters(&L->rng, out + n, 12);
+		out[n + 12] = '\0';
+		if (pattern[n - 1] == '!')
+			return 0; /* a local part of a process channel has no key of its own */
+		int rc;
+		struct shard *s = &L->shards[shard_of(L, out, n + 12)];
+		char key[256];
+		snprintf(key, sizeof(key), "%s%s", base->cfg.prefix, out);
+		const char *argv[2] = {"EXISTS", key};
+		size_t lens[2] = {6, strlen(key)};
+		redisReply *r = shard_command(L, s, &rc, 2, argv, lens);
+		if (!r)
+			return rc;
+		bool exists = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
+		if (r->type != REDIS_REPLY_INTEGER)
+			rc = reply_error(s, r, "EXISTS");
+		freeReplyObject(r);
+		if (rc < 0)
+			return rc;
+		if (!exists)
+			return 0;
+	}
+	return layer_fail(-EPROTO, "could not find an unused channel name for %s", pattern);
+}
+
+static void group_key(const struct redis_layer *L, const char *group, char *key, size_t n)
+{
+	snprintf(key, n, "%s:group:%s", L->base.cfg.prefix, group);
+}
+
+static struct shard *group_shard(struct redis_layer *L, const char *group)
+{
+	return &L->shards[shard_of(L, group, strlen(group))];
+}
+
+/* Runs a pipeline of printf-style commands on s; replies go to out[0..n). */
+static int pipeline(struct redis_layer *L, struct shard *s, redisReply **out, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (redisGetReply(s->c, (void **)&out[i]) != REDIS_OK) {
+			for (size_t j = 0; j < i; j++)
+				freeReplyObject(out[j]);
+			return connection_lost(s);
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		if (out[i]->type == REDIS_REPLY_ERROR) {
+			int rc = reply_error(s, out[i], "a command");
+			for (size_t j = 0; j < n; j++)
+				freeReplyObject(out[j]);
+			return rc;
+		}
+	return 0;
+}
+
+static int redis_group_add(struct laurel_layer *base, const char *group, const char *channel)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	struct shard *s = group_shard(L, group);
+	char key[160], score[32];
+	int rc = shard_connect(L, s);
+	if (rc < 0)
+		return rc;
+	group_key(L, group, key, sizeof(key));
+	snprintf(score, sizeof(score), "%.6f", util_wall_time());
+	redisAppendCommand(s->c, "ZADD %s %s %s", key, score, channel);
+	redisAppendCommand(s->c, "EXPIRE %s %d", key, base->cfg.group_expiry);
+	redisReply *r[2];
+	rc = pipeline(L, s, r, 2);
+	if (rc < 0)
+		return rc;
+	freeReplyObject(r[0]);
+	freeReplyObject(r[1]);
+	return 0;
+}
+
+static int redis_group_discard(struct laurel_layer *base, const char *group, const char *channel)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	struct shard *s = group_shard(L, group);
+	char key[160];
+	group_key(L, group, key, sizeof(key));
+	int rc = shard_connect(L, s);
+	if (rc < 0)
+		return rc;
+	redisAppendCommand(s->c, "ZREM %s %s", key, channel);
+	redisReply *r;
+	rc = pipeline(L, s, &r, 1);
+	if (rc < 0)
+		return rc;
+	freeReplyObject(r);
+	return 0;
+}
+
+/* Prunes expired memberships and runs one more command on the group (ZRANGE or ZCARD). */
+static int group_query(struct redis_layer *L, const char *group, const char *cmd, redisReply **out)
+{
+	struct shard *s = group_shard(L, group);
+	char key[160];
+	group_key(L, group, key, sizeof(key));
+	int rc = shard_connect(L, s);
+	if (rc < 0)
+		return rc;
+	long long cutoff = (long long)util_wall_time() - L->base.cfg.group_expiry;
+	redisAppendCommand(s->c, "ZREMRANGEBYSCORE %s 0 %lld", key, cutoff);
+	if (strcmp(cmd, "ZRANGE") == 0)
+		redisAppendCommand(s->c, "ZRANGE %s 0 -1", key);
+	else
+		redisAppendCommand(s->c, "ZCARD %s", key);
+	redisReply *r[2];
+	rc = pipeline(L, s, r, 2);
+	if (rc < 0)
+		return rc;
+	freeReplyObject(r[0]);
+	*out = r[1];
+	return 0;
+}
+
+static char **strv_from_reply(redisReply *r, size_t *n)
+{
+	char **v = xcalloc(r->elements + 1, sizeof(char *));
+	*n = 0;
+	for (size_t i = 0; i < r->elements; i++)
+		if (r->element[i]->type == REDIS_REPLY_STRING)
+			v[(*n)++] = xstrndup(r->element[i]->str, r->element[i]->len);
+	return v;
+}
+
+static int redis_group_members(struct laurel_layer *base, const char *group, char ***members,
+			       size_t *n)
+{
+	redisReply *r;
+	int rc = group_query((struct redis_layer *)base, group, "ZRANGE", &r);
+	if (rc < 0)
+		return rc;
+	*members = strv_from_reply(r, n);
+	freeReplyObject(r);
+	return 0;
+}
+
+static int redis_group_count(struct laurel_layer *base, const char *group, size_t *n)
+{
+	redisReply *r;
+	int rc = group_query((struct redis_layer *)base, group, "ZCARD", &r);
+	if (rc < 0)
+		return rc;
+	*n = r->type == REDIS_REPLY_INTEGER ? (size_t)r->integer : 0;
+	freeReplyObject(r);
+	return 0;
+}
+
+struct shard_batch {
+	const char **argv;
+	size_t *lens;
+	size_t argc;
+	char **owned; /* capacity strings */
+	size_t nowned;
+	bool sent;
+};
+
+static int redis_group_send(struct laurel_layer *base, const char *group,
+			    const struct laurel_msg *msg, size_t *delivered)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	const struct layer_config *cfg = &base->cfg;
+	redisReply *members;
+	int rc = group_query(L, group, "ZRANGE", &members);
+	if (rc < 0)
+		return rc;
+	if (members->type != REDIS_REPLY_ARRAY || members->elements == 0) {
+		freeReplyObject(members);
+		return 0;
+	}
+	struct buf plain, uni, multi;
+	buf_init(&plain);
+	buf_init(&uni);
+	buf_init(&multi);
+	codec_encode(msg, NULL, &plain);
+	codec_encode(msg, LAYER_CHANNEL_KEY, &uni);
+	codec_encode(msg, LAYER_MULTICAST_KEY, &multi);
+	if (plain.len > cfg->max_message) {
+		rc = layer_fail(-EMSGSIZE, "message for group %s is %zu bytes, above the limit of %zu",
+				group, plain.len, cfg->max_message);
+		goto out;
+	}
+	char registry[96], glmsgs[128], glfull[128], expiry[16], now[32], basekey[128];
+	snprintf(registry, sizeof(registry), "%s:interfaces", cfg->prefix);
+	snprintf(glmsgs, sizeof(glmsgs), "%s#global#:messages_count", cfg->stats_prefix);
+	snprintf(glfull, sizeof(glfull), "%s#global#:channel_full_count", cfg->stats_prefix);
+	snprintf(expiry, sizeof(expiry), "%d", cfg->expiry);
+	snprintf(now, sizeof(now), "%.3f", util_wall_time());
+
+	struct shard_batch *b = xcalloc(L->nshards, sizeof(*b));
+	size_t nm = members->elements;
+	for (size_t i = 0; i < nm; i++) {
+		redisReply *m = members->element[i];
+		if (m->type != REDIS_REPLY_STRING || !laurel_valid_channel(m->str))
+			continue;
+		size_t sh = send_shard(L, m->str);
+		struct shard_batch *sb = &b[sh];
+		if (!sb->argv) {
+			sb->argv = xcalloc(14 + 2 * nm, sizeof(char *));
+			sb->lens = xcalloc(14 + 2 * nm, sizeof(size_t));
+			sb->owned = xcalloc(nm + 1, sizeof(char *));
+			char hex[24];
+			util_rng_hex(&L->rng, hex, 24);
+			snprintf(basekey, sizeof(basekey), "%s%.24s", cfg->prefix, hex);
+			const char *fixed[] = {registry, glmsgs, glfull, expiry, xstrdup(basekey),
+					       plain.data, uni.data, multi.data, now, cfg->prefix,
+					       cfg->stats_prefix};
+			size_t flens[] = {0, 0, 0, 0, 0, plain.len, uni.len, multi.len, 0, 0, 0};
+			sb->owned[sb->nowned++] = (char *)fixed[4];
+			for (size_t k = 0; k < ARRAY_SIZE(fixed); k++) {
+				sb->argv[3 + k] = fixed[k];
+				sb->lens[3 + k] = flens[k] ? flens[k] : strlen(fixed[k]);
+			}
+			sb->argc = 3 + ARRAY_SIZE(fixed);
+		}
+		char cap[16];
+		snprintf(cap, sizeof(cap), "%d", layer_capacity_for(cfg, m->str));
+		char *capdup = xstrdup(cap);
+		sb->owned[sb->nowned++] = capdup;
+		sb->argv[sb->argc] = m->str;
+		sb->lens[sb->argc++] = m->len;
+		sb->argv[sb->argc] = capdup;
+		sb->lens[sb->argc++] = strlen(capdup);
+	}
+	/* One script call per shard, all written before any reply is read. */
+	for (size_t sh = 0; sh < L->nshards; sh++) {
+		struct shard_batch *sb = &b[sh];
+		struct shard *s = &L->shards[sh];
+		if (!sb->argv)
+			continue;
+		int crc = shard_connect(L, s);
+		if (crc < 0) {
+			rc = crc;
+			continue;
+		}
+		sb->argv[0] = "EVALSHA";
+		sb->lens[0] = 7;
+		sb->argv[1] = layer_script_sha(SCRIPT_GROUP_SEND);
+		sb->lens[1] = 40;
+		sb->argv[2] = "3";
+		sb->lens[2] = 1;
+		redisAppendCommandArgv(s->c, (int)sb->argc, sb->argv, sb->lens);
+		sb->sent = true;
+	}
+	for (size_t sh = 0; sh < L->nshards; sh++) {
+		struct shard_batch *sb = &b[sh];
+		struct shard *s = &L->shards[sh];
+		if (sb->sent) {
+			redisReply *r = NULL;
+			if (redisGetReply(s->c, (void **)&r) != REDIS_OK) {
+				rc = connection_lost(s);
+			} else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+				freeReplyObject(r);
+				int lrc;
+				r = shard_script(L, s, &lrc, SCRIPT_GROUP_SEND, 3, sb->argc, sb->argv,
+						 sb->lens);
+				if (!r)
+					rc = lrc;
+			}
+			if (r && r->type == REDIS_REPLY_INTEGER)
+				*delivered += (size_t)r->integer;
+			else if (r)
+				rc = reply_error(s, r, "a group send");
+			freeReplyObject(r);
+		}
+		for (size_t k = 0; k < sb->nowned; k++)
+			free(sb->owned[k]);
+		free(sb->owned);
+		free(sb->argv);
+		free(sb->lens);
+	}
+	free(b);
+out:
+	buf_fini(&plain);
+	buf_fini(&uni);
+	buf_fini(&multi);
+	freeReplyObject(members);
+	return rc < 0 ? rc : 0;
+}
+
+/* --- Interface registry ---------------------------------------------------------------------- */
+
+static int redis_announce(struct laurel_layer *base, const char *prefix, int ttl_s)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	struct shard *s = &L->shards[shard_of(L, prefix, strlen(prefix))];
+	int rc = shard_connect(L, s);
+	if (rc < 0)
+		return rc;
+	char key[96];
+	snprintf(key, sizeof(key), "%s:interfaces", base->cfg.prefix);
+	double now = util_wall_time();
+	redisAppendCommand(s->c, "ZADD %s %.3f %s", key, now + ttl_s, prefix);
+	redisAppendCommand(s->c, "ZREMRANGEBYSCORE %s -inf (%.3f", key, now);
+	redisAppendCommand(s->c, "EXPIRE %s %d", key, base->cfg.group_expiry);
+	redisReply *r[3];
+	rc = pipeline(L, s, r, 3);
+	if (rc < 0)
+		return rc;
+	for (int i = 0; i < 3; i++)
+		freeReplyObject(r[i]);
+	return 0;
+}
+
+static int redis_withdraw(struct laurel_layer *base, const char *prefix)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	struct shard *s = &L->shards[shard_of(L, prefix, strlen(prefix))];
+	int rc = shard_connect(L, s);
+	if (rc < 0)
+		return rc;
+	redisAppendCommand(s->c, "ZREM %s:interfaces %s", base->cfg.prefix, prefix);
+	redisReply *r;
+	rc = pipeline(L, s, &r, 1);
+	if (rc < 0)
+		return rc;
+	freeReplyObject(r);
+	return 0;
+}
+
+static int redis_interfaces(struct laurel_layer *base, char ***prefixes, size_t *n)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	size_t cap = 16, count = 0;
+	char **v = xcalloc(cap, sizeof(char *));
+	for (size_t sh = 0; sh < L->nshards; sh++) {
+		struct shard *s = &L->shards[sh];
+		int rc = shard_connect(L, s);
+		if (rc < 0) {
+			laurel_strv_free(v);
+			return rc;
+		}
+		redisAppendCommand(s->c, "ZRANGEBYSCORE %s:interfaces %.3f +inf", base->cfg.prefix,
+				   util_wall_time());
+		redisReply *r;
+		rc = pipeline(L, s, &r, 1);
+		if (rc < 0) {
+			laurel_strv_free(v);
+			return rc;
+		}
+		for (size_t i = 0; i < r->elements; i++) {
+			if (count + 2 > cap) {
+				cap *= 2;
+				v = xrealloc(v, cap * sizeof(char *));
+			}
+			v[count++] = xstrndup(r->element[i]->str, r->element[i]->len);
+			v[count] = NULL;
+		}
+		freeReplyObject(r);
+	}
+	*prefixes = v;
+	*n = count;
+	return 0;
+}
+
+/* --- Flush and statistics -------------------------------------------------------------------- */
+
+static int redis_flush(struct laurel_layer *base)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	char p1[80], p2[80];
+	snprintf(p1, sizeof(p1), "%s*", base->cfg.prefix);
+	snprintf(p2, sizeof(p2), "%s*", base->cfg.stats_prefix);
+	int rc = 0;
+	for (size_t sh = 0; sh < L->nshards; sh++) {
+		const char *argv[5] = {NULL, NULL, NULL, p1, p2};
+		size_t lens[5] = {0, 0, 0, strlen(p1), strlen(p2)};
+		int src;
+		redisReply *r = shard_script(L, &L->shards[sh], &src, SCRIPT_FLUSH, 0, 5, argv, lens);
+		if (!r) {
+			rc = src;
+			continue;
+		}
+		if (r->type == REDIS_REPLY_ERROR)
+			rc = reply_error(&L->shards[sh], r, "a flush");
+		freeReplyObject(r);
+	}
+	for (size_t i = 0; i < L->nheld; i++) {
+		free(L->held[i].queue);
+		free(L->held[i].payload);
+	}
+	L->nheld = 0;
+	return rc;
+}
+
+static long long reply_ll(redisReply *r)
+{
+	if (r->type == REDIS_REPLY_INTEGER)
+		return r->integer;
+	if (r->type == REDIS_REPLY_STRING)
+		return strtoll(r->str, NULL, 10);
+	return 0;
+}
+
+static int redis_stats(struct laurel_layer *base, const char *channel, struct laurel_stats *out)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	const struct layer_config *cfg = &base->cfg;
+	char name[LAUREL_NAME_MAX + 16];
+	size_t home = SIZE_MAX;
+	if (channel) {
+		size_t q = layer_queue_len(channel);
+		snprintf(name, sizeof(name), "%.*s", (int)q, channel);
+		home = channel_home(L, channel);
+		out->messages_pending = 0;
+		out->messages_max_age = 0;
+	} else {
+		snprintf(name, sizeof(name), "#global#");
+	}
+	for (size_t sh = 0; sh < L->nshards; sh++) {
+		if (home != SIZE_MAX && home != sh)
+			continue;
+		struct shard *s = &L->shards[sh];
+		int rc = shard_connect(L, s);
+		if (rc < 0)
+			return rc;
+		redisAppendCommand(s->c, "GET %s%s:messages_count", cfg->stats_prefix, name);
+		redisAppendCommand(s->c, "GET %s%s:channel_full_count", cfg->stats_prefix, name);
+		size_t n = 2;
+		if (channel) {
+			redisAppendCommand(s->c, "LLEN %s%s", cfg->prefix, name);
+			redisAppendCommand(s->c, "LINDEX %s%s 0", cfg->prefix, name);
+			n = 4;
+		}
+		redisReply *r[4];
+		rc = pipeline(L, s, r, n);
+		if (rc < 0)
+			return rc;
+		out->messages_count += reply_ll(r[0]);
+		out->channel_full_count += reply_ll(r[1]);
+		if (channel) {
+			out->messages_pending += reply_ll(r[2]);
+			if (r[3]->type == REDIS_REPLY_STRING) {
+				redisAppendCommand(s->c, "TTL %b", r[3]->str, r[3]->len);
+				redisReply *t;
+				if (pipeline(L, s, &t, 1) == 0) {
+					long long ttl = reply_ll(t);
+					if (ttl >= 0 && cfg->expiry - ttl > out->messages_max_age)
+						out->messages_max_age = cfg->expiry - ttl;
+					freeReplyObject(t);
+				}
+			}
+		}
+		for (size_t i = 0; i < n; i++)
+			freeReplyObject(r[i]);
+	}
+	return 0;
+}
+
+/* --- Lifecycle ------------------------------------------------------------------------------- */
+
+static void redis_free(struct laurel_layer *base)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	for (size_t i = 0; i < L->nshards; i++) {
+		struct shard *s = &L->shards[i];
+		drop_connection(s);
+		layer_endpoint_fini(&s->ep);
+	}
+	for (size_t i = 0; i < L->nheld; i++) {
+		free(L->held[i].queue);
+		free(L->held[i].payload);
+	}
+	free(L->held);
+	free(L->shards);
+	layer_config_fini(&base->cfg);
+	free(L);
+}
+
+int layer_redis_new(struct laurel_layer **out, struct layer_config *cfg, const char *const *urls,
+		    size_t nurls, char *err, size_t errlen)
+{
+	if (nurls > 64) {
+		if (errlen)
+			snprintf(err, errlen, "at most 64 Redis shards (got %zu)", nurls);
+		return -EINVAL;
+	}
+	struct redis_layer *L = xcalloc(1, sizeof(*L));
+	L->base.ops = &redis_ops;
+	L->shards = xcalloc(nurls, sizeof(*L->shards));
+	L->nshards = nurls;
+	for (size_t i = 0; i < nurls; i++) {
+		if (layer_endpoint_parse(&L->shards[i].ep, urls[i], err, errlen) < 0) {
+			redis_free(&L->base);
+			return -EINVAL;
+		}
+	}
+	L->base.cfg = *cfg;
+	memset(cfg, 0, sizeof(*cfg));
+	L->prefixlen = strlen(L->base.cfg.prefix);
+	util_rng_init(&L->rng);
+	L->rr = util_rng_below(&L->rng, nurls);
+	*out = &L->base;
+	return 0;
+}
+
+static const struct layer_ops redis_ops = {
+	.name = "redis",
+	.send = redis_send,
+	.receive = redis_receive,
+	.new_channel = redis_new_channel,
+	.group_add = redis_group_add,
+	.group_discard = redis_group_discard,
+	.group_members = redis_group_members,
+	.group_count = redis_group_count,
+	.group_send = redis_group_send,
+	.announce = redis_announce,
+	.withdraw = redis_withdraw,
+	.interfaces = redis_interfaces,
+	.flush = redis_flush,
+	.stats = redis_stats,
+	.free = redis_free,
+};

@@ -1,0 +1,43 @@
+#include "common/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <sys/time.h>
+
+int log_level = LOG_WARN;
+static const char *program = "laurel";
+
+void log_set_program(const char *name)
+{
+	program = name;
+}
+
+void log_write(int level, int errnum, const char *fmt, ...)
+{
+	static const char *const names[] = {"error", "warning", "info", "debug"};
+	char line[2048];
+	struct timeval tv;
+	struct tm tm;
+	gettimeofday(&tv, NULL);
+	localtime_r(&tv.tv_sec, &tm);
+	int n = snprintf(line, sizeof(line), "%04d-%02d-%02d %02d:%02d:%02d.%03d %s %s: ",
+			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+			 tm.tm_sec, (int)(tv.tv_usec / 1000), program,
+			 names[level < 0 ? 0 : level > 3 ? 3 : level]);
+	va_list ap;
+	va_start(ap, fmt);
+	n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	va_end(ap);
+	if (n >= (int)sizeof(line) - 1)
+		n = (int)sizeof(line) - 2;
+	if (errnum)
+		n += snprintf(line + n, sizeof(line) - (size_t)n, ": %s",
+			      strerror(errnum < 0 ? -errnum : errnum));
+	if (n >= (int)sizeof(line) - 1)
+		n = (int)sizeof(line) - 2;
+	line[n++] = '\n';
+	/* One write per line so lines from several threads do not interleave. */
+	fwrite(line, 1, (size_t)n, stderr);
+}

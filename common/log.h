@@ -1,0 +1,29 @@
+/* The one logging family. Lines go to stderr (supervisord owns the files). The level is checked
+ * before any argument is evaluated. Every line about a connection should name it. */
+#ifndef LAUREL_COMMON_LOG_H
+#define LAUREL_COMMON_LOG_H
+
+#include <errno.h>
+
+enum log_level { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
+
+extern int log_level;
+
+/* Sets the program name printed at the start of each line (default "laurel"). */
+void log_set_program(const char *name);
+void log_write(int level, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+#define log_at(lvl, errnum, ...)                                                                   \
+	do {                                                                                       \
+		if ((lvl) <= log_level)                                                            \
+			log_write((lvl), (errnum), __VA_ARGS__);                                   \
+	} while (0)
+
+#define log_error(...) log_at(LOG_ERROR, 0, __VA_ARGS__)
+#define log_warn(...) log_at(LOG_WARN, 0, __VA_ARGS__)
+#define log_info(...) log_at(LOG_INFO, 0, __VA_ARGS__)
+#define log_debug(...) log_at(LOG_DEBUG, 0, __VA_ARGS__)
+/* Appends ": strerror(errnum)". errnum may be positive or negative. */
+#define log_errno(lvl, errnum, ...) log_at((lvl), (errnum), __VA_ARGS__)
+
+#endif

@@ -1,0 +1,153 @@
+/* The laurel channel layer client (SPEC §2–3): named channels and groups, over Redis (compatible
+ * with asgi_redis 1.4, sharded over several servers) or in memory (one process, several threads).
+ *
+ * Any C program can use it — a worker, a cron job, a background task — to send to a channel or to
+ * a group, exactly as laurel's own processes do.
+ *
+ * Return values: 0 on success; LAUREL_FULL (positive) when the channel is at capacity; otherwise a
+ * negative errno:
+ *   -EINVAL     a bad channel or group name, or a bad argument (nothing was sent anywhere)
+ *   -EMSGSIZE   the encoded message is larger than the configured maximum
+ *   -ENOTCONN   the backend (a Redis server) is unreachable; the client reconnects by itself,
+ *               with backoff, on later calls, so the caller just retries later
+ *   -EPROTO     the backend answered something unexpected
+ * laurel_layer_error() then describes the last failure in a sentence.
+ *
+ * Threads: a Redis layer object is used by one thread at a time (make one per thread). A memory
+ * layer object is shared by all the threads of a process, and every call on it is thread-safe;
+ * it is the only way two threads see the same channels.
+ *
+ * Nothing here calls back; every call is synchronous. The interface server uses the asynchronous
+ * Redis client in common/ instead.
+ */
+#ifndef LAUREL_LAYER_H
+#define LAUREL_LAYER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "laurel/message.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LAUREL_FULL 1
+
+/* Channel and group names are shorter than this (SPEC §2). */
+#define LAUREL_NAME_MAX 100
+
+/* A capacity override: channels whose name (up to and including '!') matches the fnmatch glob
+ * get this capacity. The first matching pattern wins. */
+struct laurel_capacity {
+	const char *pattern;
+	int capacity;
+};
+
+struct laurel_layer_options {
+	/* "memory://" for the in-memory backend, or one or more Redis URLs (several = shards, the
+	 * same list in the same order in every process):
+	 *   redis://[[user]:password@]host[:port][/db]     (host may be [ipv6])
+	 *   unix:///path/to/redis.sock[?db=N]
+	 * NULL / 0 means one URL, "redis://127.0.0.1:6379". */
+	const char *const *urls;
+	size_t nurls;
+	const char *prefix;	   /* key prefix; default "asgi:" */
+	const char *stats_prefix;  /* default "asgi-meta:" */
+	int expiry;		   /* seconds an unread message lives; default 60 */
+	int group_expiry;	   /* seconds a group membership lives; default 86400 */
+	int capacity;		   /* default per-channel capacity; default 100 */
+	const struct laurel_capacity *capacities; /* overrides, copied */
+	size_t ncapacities;
+	size_t max_message;	   /* largest encoded message accepted by send; default 1 MiB */
+	int connect_timeout_ms;	   /* default 2000 */
+	int command_timeout_ms;	   /* a Redis reply later than this fails the call; default 5000 */
+};
+
+struct laurel_layer;
+
+/* Creates a layer. Does not connect yet: the first call that needs a server does, so a layer can be
+ * made while Redis is down. Returns 0, or -EINVAL with a message in err (errlen bytes, may be 0)
+ * for a bad URL or option. */
+int laurel_layer_new(struct laurel_layer **out, const struct laurel_layer_options *opts, char *err,
+		     size_t errlen);
+/* Closes connections and frees. NULL is a no-op. */
+void laurel_layer_free(struct laurel_layer *layer);
+
+/* The last failure on this layer, as a sentence ("" if none). Borrowed until the next call. */
+const char *laurel_layer_error(const struct laurel_layer *layer);
+
+/* Name checks (SPEC §2), usable without a layer. */
+bool laurel_valid_channel(const char *name);
+bool laurel_valid_group(const char *name);
+
+/* Sends msg (borrowed) on channel. For a process channel "a!b" the message is stored on "a!" with
+ * "__asgi_channel__" set to "a!b", as asgi_redis does. Returns 0, LAUREL_FULL, or an error. */
+int laurel_layer_send(struct laurel_layer *layer, const char *channel, const struct laurel_msg *msg);
+
+/* One received message. Caller-owned; release with laurel_received_fini. */
+struct laurel_received {
+	char channel[LAUREL_NAME_MAX + 1]; /* the channel it was sent to (full name for "a!b") */
+	struct laurel_msg *msg;
+	/* A multicast group message (SPEC §3) for several local channels of one process channel:
+	 * channel is then the process channel "a!", and these are the full names it is for. */
+	char **recipients;
+	size_t nrecipients;
+};
+void laurel_received_fini(struct laurel_received *r);
+
+/* Receives up to max messages (max >= 1) from any of the channels, into out[0..*got). Process
+ * channels are named by their prefix ("a!"), and deliver every "a!*" message. Waits up to
+ * timeout_ms for the first message (0: do not wait; -1: wait forever), blocking in the backend —
+ * never polling on a timer. Returns 0 with *got possibly 0 on timeout, or an error (*got is then
+ * 0). Each message is delivered to exactly one receiver, at most once; the order of the channels
+ * does not matter (they are tried in a fresh random order on each call so none starves). */
+int laurel_layer_receive(struct laurel_layer *layer, const char *const *channels, size_t nchannels,
+			 int timeout_ms, struct laurel_received *out, size_t max, size_t *got);
+
+/* Makes a new unique single-reader channel name from pattern, which must end in '?' or '!'
+ * ("http.request.body?" -> "http.request.body?AbCdEfGhIjKl"), checked to be unused. out must
+ * hold LAUREL_NAME_MAX + 1 bytes. */
+int laurel_layer_new_channel(struct laurel_layer *layer, const char *pattern, char *out);
+
+/* Groups (SPEC §3). Adding is idempotent and refreshes the membership's time. */
+int laurel_layer_group_add(struct laurel_layer *layer, const char *group, const char *channel);
+int laurel_layer_group_discard(struct laurel_layer *layer, const char *group, const char *channel);
+/* The live members (expired ones are dropped first), as a NULL-terminated array of strings that
+ * the caller frees with laurel_strv_free. *n may be NULL. */
+int laurel_layer_group_members(struct laurel_layer *layer, const char *group, char ***members,
+			       size_t *n);
+int laurel_layer_group_count(struct laurel_layer *layer, const char *group, size_t *n);
+/* Sends msg to every live member; members whose channel is full are skipped silently. Members
+ * that are local channels of a live laurel interface ("a!x", "a!y" with "a!" announced) get one
+ * multicast message per interface. *delivered (may be NULL) counts the member channels reached. */
+int laurel_layer_group_send(struct laurel_layer *layer, const char *group,
+			    const struct laurel_msg *msg, size_t *delivered);
+void laurel_strv_free(char **v);
+
+/* Live laurel interfaces (SPEC §3, multicast). An interface announces its process channel
+ * prefix ("laurel.response.AbCdEfGhIj!") and renews it before ttl_s runs out; withdraw removes
+ * it at shutdown. See docs/layer.md for the layout. */
+int laurel_layer_announce(struct laurel_layer *layer, const char *process_prefix, int ttl_s);
+int laurel_layer_withdraw(struct laurel_layer *layer, const char *process_prefix);
+/* The announced, unexpired process prefixes, as for group_members. */
+int laurel_layer_interfaces(struct laurel_layer *layer, char ***prefixes, size_t *n);
+
+/* Deletes every message, queue, group, announcement and counter of this layer (all shards). */
+int laurel_layer_flush(struct laurel_layer *layer);
+
+struct laurel_stats {
+	int64_t messages_count;	    /* messages sent (counters expire after an hour per channel) */
+	int64_t channel_full_count; /* sends refused because the channel was full */
+	int64_t messages_pending;   /* per channel only: queued now (-1 for global) */
+	int64_t messages_max_age;   /* per channel only: age in seconds of the oldest queued (-1) */
+};
+/* Global statistics (channel NULL) or one channel's. */
+int laurel_layer_stats(struct laurel_layer *layer, const char *channel, struct laurel_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,1174 @@
+/* One conformance suite for every channel layer backend, through the public API only.
+ *
+ *   test-layer memory          the in-memory layer ("memory://"), one object shared by all threads
+ *   test-layer redis           one redis-server started here
+ *   test-layer redis-sharded   three redis-servers started here, used as shards
+ *
+ * A Redis layer object serves one thread, so threaded cases open one per thread there; the memory
+ * layer is shared, which is the point of it.
+ */
+#include "laurel/layer.h"
+#include "laurel/message.h"
+#include "tests/lib/test.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+static const char *urls[3];
+static size_t nurls;
+static bool memory;
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* Opens a layer on the backend under test with the given options (NULL: defaults), flushed. */
+static struct laurel_layer *open_layer(const struct laurel_layer_options *opts)
+{
+	struct laurel_layer_options o = {0};
+	struct laurel_layer *l = NULL;
+	char err[256];
+	if (opts)
+		o = *opts;
+	o.urls = urls;
+	o.nurls = nurls;
+	int rc = laurel_layer_new(&l, &o, err, sizeof(err));
+	CHECK_EQ(rc, 0);
+	if (rc != 0) {
+		fprintf(stderr, "laurel_layer_new: %s\n", err);
+		exit(1);
+	}
+	rc = laurel_layer_flush(l);
+	CHECK_EQ(rc, 0);
+	if (rc != 0)
+		fprintf(stderr, "flush: %s\n", laurel_layer_error(l));
+	return l;
+}
+
+/* A layer for another thread: the same object for memory, a new one (same options) for Redis. */
+static struct laurel_layer *peer_layer(struct laurel_layer *l, const struct laurel_layer_options *o)
+{
+	struct laurel_layer *p = NULL;
+	struct laurel_layer_options opts = {0};
+	char err[256];
+	if (memory)
+		return l;
+	if (o)
+		opts = *o;
+	opts.urls = urls;
+	opts.nurls = nurls;
+	int rc = laurel_layer_new(&p, &opts, err, sizeof(err));
+	CHECK_EQ(rc, 0);
+	if (rc != 0) {
+		fprintf(stderr, "laurel_layer_new: %s\n", err);
+		exit(1);
+	}
+	return p;
+}
+
+static void peer_free(struct laurel_layer *l, struct laurel_layer *p)
+{
+	if (p != l)
+		laurel_layer_free(p);
+}
+
+static struct laurel_msg *msg_n(int64_t n)
+{
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_int(m, "n", n);
+	return m;
+}
+
+static int64_t get_n(const struct laurel_msg *m)
+{
+	int64_t n = -1;
+	if (!m || laurel_msg_get_int(m, "n", &n) != 0)
+		return -1;
+	return n;
+}
+
+static int send_n(struct laurel_layer *l, const char *channel, int64_t n)
+{
+	struct laurel_msg *m = msg_n(n);
+	int rc = laurel_layer_send(l, channel, m);
+	laurel_msg_free(m);
+	return rc;
+}
+
+/* Receives on one channel without waiting. */
+static size_t recv_now(struct laurel_layer *l, const char *channel, struct laurel_received *out,
+		       size_t max)
+{
+	size_t got = 99;
+	int rc = laurel_layer_receive(l, &channel, 1, 0, out, max, &got);
+	CHECK_EQ(rc, 0);
+	if (rc != 0) {
+		fprintf(stderr, "receive on %s: %s\n", channel, laurel_layer_error(l));
+		return 0;
+	}
+	return got;
+}
+
+/* Receives everything ready on channel (up to max, several calls, waiting briefly between them so
+ * every shard is seen) into out. */
+static size_t drain(struct laurel_layer *l, const char *channel, struct laurel_received *out,
+		    size_t max)
+{
+	size_t total = 0;
+	int empty = 0;
+	while (total < max && empty < (nurls > 1 ? 2 : 1)) {
+		size_t got = 0;
+		int rc = laurel_layer_receive(l, &channel, 1, empty ? 100 : 0, out + total,
+					      max - total, &got);
+		CHECK_EQ(rc, 0);
+		if (rc != 0)
+			break;
+		empty = got ? 0 : empty + 1;
+		total += got;
+	}
+	return total;
+}
+
+static void fini_all(struct laurel_received *r, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		laurel_received_fini(&r[i]);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int cmp_int64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static bool strv_has(char **v, const char *s)
+{
+	for (; v && *v; v++)
+		if (strcmp(*v, s) == 0)
+			return true;
+	return false;
+}
+
+/* --- Messages ---------------------------------------------------------------------------------- */
+
+static struct laurel_msg *every_type(void)
+{
+	static char big[70000];
+	struct laurel_msg *m = laurel_msg_new();
+	struct laurel_value *root = laurel_msg_root(m);
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (char)(i * 7);
+	laurel_msg_set_text(m, "text", "h\xc3\xa9llo");
+	laurel_msg_set_text(m, "empty", "");
+	laurel_msg_set_bytes(m, "bytes", "\0\1\2\xff", 4);
+	laurel_msg_set_bytes(m, "big", big, sizeof(big));
+	laurel_msg_set_int(m, "small", 7);
+	laurel_msg_set_int(m, "negative", -1234567890123LL);
+	laurel_msg_set_int(m, "max", INT64_MAX);
+	laurel_msg_set_int(m, "min", INT64_MIN);
+	laurel_msg_set_double(m, "double", -3.25e100);
+	laurel_msg_set_bool(m, "yes", true);
+	laurel_msg_set_bool(m, "no", false);
+	laurel_msg_set_nil(m, "nil");
+	struct laurel_value *list = laurel_map_put(m, root, "headers");
+	laurel_value_set_list(m, list, 2);
+	struct laurel_value *pair = laurel_list_push(m, list);
+	laurel_value_set_list(m, pair, 2);
+	laurel_value_set_bytes(m, laurel_list_push(m, pair), "host", 4);
+	laurel_value_set_bytes(m, laurel_list_push(m, pair), "example.com", 11);
+	laurel_value_set_text(m, laurel_list_push(m, list), "mixed", 5);
+	laurel_value_set_int(laurel_list_push(m, list), 42);
+	struct laurel_value *map = laurel_map_put(m, root, "map");
+	laurel_value_set_map(m, map, 2);
+	laurel_value_set_double(laurel_map_put(m, map, "pi"), 3.5);
+	struct laurel_value *inner = laurel_map_put(m, map, "inner");
+	laurel_value_set_map(m, inner, 1);
+	laurel_value_set_nil(laurel_map_put(m, inner, "deep"));
+	laurel_value_set_list(m, laurel_map_put(m, root, "empty_list"), 0);
+	laurel_value_set_map(m, laurel_map_put(m, root, "empty_map"), 0);
+	return m;
+}
+
+static void test_round_trip(void)
+{
+	struct laurel_layer *l = open_layer(NULL);
+	struct laurel_msg *m = every_type();
+	struct laurel_received r[2];
+	const char *chans[] = {"rt.normal", "rt.single?abc", "rt.proc!local"};
+	const char *queues[] = {"rt.normal", "rt.single?abc", "rt.proc!"};
+
+	for (size_t i = 0; i < ARRAY_SIZE(chans); i++) {
+		CHECK_EQ(laurel_layer_send(l, chans[i], m), 0);
+		size_t got = drain(l, queues[i], r, 2);
+		CHECK_EQ(got, 1);
+		if (got < 1)
+			continue;
+		CHECK_STR(r[0].channel, chans[i]);
+		CHECK(r[0].msg != NULL);
+		CHECK(laurel_value_equal(laurel_msg_croot(r[0].msg), laurel_msg_croot(m)));
+		CHECK(laurel_msg_get(r[0].msg, "__asgi_channel__") == NULL);
+		CHECK_EQ(r[0].nrecipients, 0);
+		fini_all(r, got);
+	}
+	laurel_msg_free(m);
+	laurel_layer_free(l);
+}
+
+/* Sends 100 messages and checks they come back in order (on sharded normal channels only as a
+ * set: sends go round-robin over the shards, so only each shard's queue is FIFO). */
+static void check_fifo(struct laurel_layer *l, const char *const *send_to, size_t nsend,
+		       const char *queue, bool ordered)
+{
+	enum { N = 100 };
+	struct laurel_received r[N + 1];
+	int64_t got_n[N];
+	for (int i = 0; i < N; i++)
+		CHECK_EQ(send_n(l, send_to[i % nsend], i), 0);
+	size_t got = drain(l, queue, r, N + 1);
+	CHECK_EQ(got, N);
+	for (size_t i = 0; i < got && i < N; i++) {
+		got_n[i] = get_n(r[i].msg);
+		if (got_n[i] >= 0)
+			CHECK_STR(r[i].channel, send_to[got_n[i] % (int64_t)nsend]);
+	}
+	if (!ordered)
+		qsort(got_n, got < N ? got : N, sizeof(got_n[0]), cmp_int64);
+	for (size_t i = 0; i < got && i < N; i++)
+		CHECK_EQ(got_n[i], i);
+	fini_all(r, got);
+}
+
+static void test_fifo(void)
+{
+	struct laurel_layer_options o = {.capacity = 200};
+	struct laurel_layer *l = open_layer(&o);
+	const char *normal[] = {"fifo.normal"};
+	const char *single[] = {"fifo.single?xyz"};
+	const char *proc[] = {"fifo.proc!a", "fifo.proc!b"};
+	check_fifo(l, normal, 1, "fifo.normal", nurls == 1);
+	check_fifo(l, single, 1, "fifo.single?xyz", true);
+	check_fifo(l, proc, 2, "fifo.proc!", true);
+	laurel_layer_free(l);
+}
+
+static void test_timeouts(void)
+{
+	struct laurel_layer *l = open_layer(NULL);
+	const char *chans[] = {"to.a", "to.b?x", "to.c!"};
+	struct laurel_received r[1];
+	size_t got = 99;
+
+	int64_t t0 = now_ms();
+	CHECK_EQ(laurel_layer_receive(l, chans, 3, 0, r, 1, &got), 0);
+	int64_t t1 = now_ms();
+	CHECK_EQ(got, 0);
+	CHECK_INT(t1 - t0, <, 50);
+
+	got = 99;
+	CHECK_EQ(laurel_layer_receive(l, chans, 3, 200, r, 1, &got), 0);
+	int64_t t2 = now_ms();
+	CHECK_EQ(got, 0);
+	CHECK_INT(t2 - t1, >=, 190);
+	CHECK_INT(t2 - t1, <, 500);
+	laurel_layer_free(l);
+}
+
+struct waker {
+	struct laurel_layer *l;
+	const char *channel;
+	_Atomic int64_t received_at;
+	size_t got;
+	int rc;
+	int64_t n;
+};
+
+static void *wake_reader(void *arg)
+{
+	struct waker *w = arg;
+	struct laurel_received r[1];
+	w->rc = laurel_layer_receive(w->l, &w->channel, 1, 5000, r, 1, &w->got);
+	atomic_store(&w->received_at, now_ms());
+	if (w->rc == 0 && w->got == 1) {
+		w->n = get_n(r[0].msg);
+		laurel_received_fini(&r[0]);
+	}
+	return NULL;
+}
+
+static void test_wake(void)
+{
+	struct laurel_layer *l = open_layer(NULL);
+	const char *chans[] = {"wake.normal", "wake.single?abc", "wake.proc!"};
+	const char *send_to[] = {"wake.normal", "wake.single?abc", "wake.proc!conn"};
+
+	for (size_t i = 0; i < ARRAY_SIZE(chans); i++) {
+		struct waker w = {.l = peer_layer(l, NULL), .channel = chans[i], .n = -1};
+		pthread_t t;
+		pthread_create(&t, NULL, wake_reader, &w);
+		sleep_ms(150); /* let it block */
+		int64_t sent_at = now_ms();
+		CHECK_EQ(send_n(l, send_to[i], 7), 0);
+		pthread_join(t, NULL);
+		CHECK_EQ(w.rc, 0);
+		CHECK_EQ(w.got, 1);
+		CHECK_EQ(w.n, 7);
+		CHECK_INT(atomic_load(&w.received_at) - sent_at, <, 100);
+		peer_free(l, w.l);
+	}
+	laurel_layer_free(l);
+}
+
+static void test_receive_many(void)
+{
+	struct laurel_layer *l = open_layer(NULL);
+	struct laurel_received r[10];
+	const char *single = "many.single?abc";
+	const char *proc = "many.proc!";
+
+	/* One queue on one server: all five at once, in order. */
+	for (int i = 0; i < 5; i++)
+		CHECK_EQ(send_n(l, single, i), 0);
+	size_t got = recv_now(l, single, r, 10);
+	CHECK_EQ(got, 5);
+	for (size_t i = 0; i < got; i++)
+		CHECK_EQ(get_n(r[i].msg), i);
+	fini_all(r, got);
+
+	for (int i = 0; i < 5; i++)
+		CHECK_EQ(send_n(l, i % 2 ? "many.proc!x" : "many.proc!y", i), 0);
+	got = recv_now(l, proc, r, 3);
+	CHECK_EQ(got, 3);
+	for (size_t i = 0; i < got; i++) {
+		CHECK_EQ(get_n(r[i].msg), i);
+		CHECK_STR(r[i].channel, i % 2 ? "many.proc!x" : "many.proc!y");
+	}
+	fini_all(r, got);
+	got = recv_now(l, proc, r, 10);
+	CHECK_EQ(got, 2);
+	fini_all(r, got);
+
+	/* Several channels in one call. */
+	const char *chans[] = {"many.a", "many.b?c", "many.c!"};
+	CHECK_EQ(send_n(l, "many.a", 1), 0);
+	CHECK_EQ(send_n(l, "many.b?c", 2), 0);
+	CHECK_EQ(send_n(l, "many.c!d", 3), 0);
+	got = 0;
+	size_t total = 0;
+	int64_t sum = 0;
+	for (int i = 0; i < 5 && total < 3; i++) {
+		CHECK_EQ(laurel_layer_receive(l, chans, 3, 100, r, 10, &got), 0);
+		if (nurls == 1 && i == 0)
+			CHECK_EQ(got, 3);
+		for (size_t k = 0; k < got; k++)
+			sum += get_n(r[k].msg);
+		total += got;
+		fini_all(r, got);
+	}
+	CHECK_EQ(total, 3);
+	CHECK_EQ(sum, 6);
+
+	/* A normal channel: on shards they may come from several calls. */
+	for (int i = 0; i < 5; i++)
+		CHECK_EQ(send_n(l, "many.normal", i), 0);
+	got = recv_now(l, "many.normal", r, 10);
+	CHECK_INT(got, >=, 1);
+	if (nurls == 1)
+		CHECK_EQ(got, 5);
+	fini_all(r, got);
+	size_t more = drain(l, "many.normal", r, 10);
+	CHECK_EQ(got + more, 5);
+	fini_all(r, more);
+	laurel_layer_free(l);
+}
+
+/* --- At most once, with competing readers ------------------------------------------------------ */
+
+enum { AMO_MESSAGES = 2000, AMO_READERS = 4 };
+
+struct amo {
+	atomic_int seen[AMO_MESSAGES];
+	atomic_int total;
+	atomic_int exited;
+	atomic_int stalls;
+	atomic_int errors;
+	atomic_int bad;
+};
+
+struct amo_reader {
+	struct amo *amo;
+	struct laurel_layer *l;
+	size_t max;
+	int count;
+};
+
+static void *amo_read(void *arg)
+{
+	struct amo_reader *rd = arg;
+	struct amo *amo = rd->amo;
+	const char *chans[] = {"amo.a", "amo.b"};
+	struct laurel_received r[10];
+	bool stop = false;
+	while (!stop) {
+		size_t got = 0;
+		int rc = laurel_layer_receive(rd->l, chans, 2, 3000, r, rd->max, &got);
+		if (rc != 0) {
+			fprintf(stderr, "amo receive: %d %s\n", rc, laurel_layer_error(rd->l));
+			atomic_fetch_add(&amo->errors, 1);
+			break;
+		}
+		if (got == 0 && atomic_load(&amo->total) < AMO_MESSAGES)
+			atomic_fetch_add(&amo->stalls, 1);
+		for (size_t i = 0; i < got; i++) {
+			int64_t n = get_n(r[i].msg);
+			if (laurel_msg_get(r[i].msg, "stop")) {
+				stop = true;
+			} else if (n >= 0 && n < AMO_MESSAGES) {
+				atomic_fetch_add(&amo->seen[n], 1);
+				atomic_fetch_add(&amo->total, 1);
+				rd->count++;
+			} else {
+				atomic_fetch_add(&amo->bad, 1);
+			}
+			laurel_received_fini(&r[i]);
+		}
+	}
+	atomic_fetch_add(&amo->exited, 1);
+	return NULL;
+}
+
+static void test_at_most_once(void)
+{
+	struct laurel_layer_options o = {.capacity = 3 * AMO_MESSAGES};
+	struct laurel_layer *l = open_layer(&o);
+	struct amo *amo = calloc(1, sizeof(*amo));
+	struct amo_reader rd[AMO_READERS];
+	pthread_t t[AMO_READERS];
+
+	for (int i = 0; i < AMO_READERS; i++) {
+		/* Half take one message per call, half up to ten. */
+		rd[i] = (struct amo_reader){amo, peer_layer(l, &o), i % 2 ? 10 : 1, 0};
+		pthread_create(&t[i], NULL, amo_read, &rd[i]);
+	}
+	int failed_sends = 0;
+	for (int i = 0; i < AMO_MESSAGES; i++)
+		failed_sends += send_n(l, i % 2 ? "amo.b" : "amo.a", i) != 0;
+	CHECK_EQ(failed_sends, 0);
+	int64_t deadline = now_ms() + 30000;
+	while (atomic_load(&amo->total) < AMO_MESSAGES && now_ms() < deadline)
+		sleep_ms(10);
+	/* Stop the readers: one stop each, repeated until all are gone (a reader may take two). */
+	struct laurel_msg *stop = laurel_msg_new();
+	laurel_msg_set_bool(stop, "stop", true);
+	for (int i = 0; i < AMO_READERS; i++)
+		CHECK_EQ(laurel_layer_send(l, i % 2 ? "amo.b" : "amo.a", stop), 0);
+	deadline = now_ms() + 10000;
+	while (atomic_load(&amo->exited) < AMO_READERS && now_ms() < deadline) {
+		sleep_ms(20);
+		laurel_layer_send(l, "amo.a", stop);
+	}
+	laurel_msg_free(stop);
+	for (int i = 0; i < AMO_READERS; i++) {
+		pthread_join(t[i], NULL);
+		peer_free(l, rd[i].l);
+	}
+	int missing = 0, twice = 0;
+	for (int i = 0; i < AMO_MESSAGES; i++) {
+		missing += atomic_load(&amo->seen[i]) == 0;
+		twice += atomic_load(&amo->seen[i]) > 1;
+	}
+	CHECK_EQ(atomic_load(&amo->total), AMO_MESSAGES);
+	CHECK_EQ(missing, 0);
+	CHECK_EQ(twice, 0);
+	CHECK_EQ(atomic_load(&amo->stalls), 0);
+	CHECK_EQ(atomic_load(&amo->errors), 0);
+	CHECK_EQ(atomic_load(&amo->bad), 0);
+	printf("  readers got %d %d %d %d\n", rd[0].count, rd[1].count, rd[2].count, rd[3].count);
+	free(amo);
+	laurel_layer_free(l);
+}
+
+/* --- Names ------------------------------------------------------------------------------------- */
+
+static void test_process_channels(void)
+{
+	struct laurel_layer *l = open_layer(NULL);
+	struct laurel_received r[10];
+	size_t got = 99;
+	CHECK_EQ(send_n(l, "pc.daphne!x", 1), 0);
+	CHECK_EQ(send_n(l, "pc.daphne!y", 2), 0);
+	/* The queue is the prefix: nothing is on a queue named after the full channel. */
+	const char *full = "pc.daphne!x";
+	CHECK_EQ(laurel_layer_receive(l, &full, 1, 0, r, 10, &got), -EINVAL);
+	CHECK_EQ(got, 0);
+	CHECK_EQ(recv_now(l, "pc.daphne", r, 10), 0);
+	got = recv_now(l, "pc.daphne!", r, 10);
+	CHECK_EQ(got, 2);
+	if (got == 2) {
+		CHECK_STR(r[0].channel, "pc.daphne!x");
+		CHECK_EQ(get_n(r[0].msg), 1);
+		CHECK_STR(r[1].channel, "pc.daphne!y");
+		CHECK_EQ(get_n(r[1].msg), 2);
+		CHECK(laurel_msg_get(r[0].msg, "__asgi_channel__") == NULL);
+	}
+	fini_all(r, got);
+	/* The prefix itself is a channel too. */
+	CHECK_EQ(send_n(l, "pc.daphne!", 3), 0);
+	got = recv_now(l, "pc.daphne!", r, 10);
+	CHECK_EQ(got, 1);
+	if (got == 1)
+		CHECK_STR(r[0].channel, "pc.daphne!");
+	fini_all(r, got);
+	laurel_layer_free(l);
+}
+
+static void test_new_channel(void)
+{
+	enum { N = 1000 };
+	struct laurel_layer *l = open_layer(NULL);
+	char **names = calloc(N, sizeof(*names));
+	char out[LAUREL_NAME_MAX + 1];
+	int bad = 0;
+	for (int i = 0; i < N; i++) {
+		memset(out, 0, sizeof(out));
+		CHECK_EQ(laurel_layer_new_channel(l, "nc.test?", out), 0);
+		names[i] = strdup(out);
+		bad += !laurel_valid_channel(out) || strncmp(out, "nc.test?", 8) != 0 ||
+		       strlen(out) != 8 + 12;
+		for (int k = 8; k < 20; k++)
+			bad += !((out[k] >= 'a' && out[k] <= 'z') || (out[k] >= 'A' && out[k] <= 'Z'));
+	}
+	CHECK_EQ(bad, 0);
+	qsort(names, N, sizeof(*names), cmp_str);
+	int dups = 0;
+	for (int i = 1; i < N; i++)
+		dups += strcmp(names[i - 1], names[i]) == 0;
+	CHECK_EQ(dups, 0);
+	for (int i = 0; i < N; i++)
+		free(names[i]);
+	free(names);
+
+	CHECK_EQ(laurel_layer_new_channel(l, "nc.proc!", out), 0);
+	CHECK(laurel_valid_channel(out));
+	CHECK_EQ(strlen(out), 8 + 12);
+	CHECK_EQ(strncmp(out, "nc.proc!", 8), 0);
+
+	/* A new name is usable at once. */
+	CHECK_EQ(laurel_layer_new_channel(l, "nc.body?", out), 0);
+	CHECK_EQ(send_n(l, out, 5), 0);
+	struct laurel_received r[2];
+	size_t got = recv_now(l, out, r, 2);
+	CHECK_EQ(got, 1);
+	if (got == 1) {
+		CHECK_STR(r[0].channel, out);
+		CHECK_EQ(get_n(r[0].msg), 5);
+	}
+	fini_all(r, got);
+
+	CHECK_EQ(laurel_layer_new_channel(l, "nc.noend", out), -EINVAL);
+	CHECK_EQ(laurel_layer_new_channel(l, "bad name?", out), -EINVAL);
+	char longp[LAUREL_NAME_MAX];
+	memset(longp, 'x', sizeof(longp));
+	longp[90] = '?';
+	longp[91] = '\0';
+	CHECK_EQ(laurel_layer_new_channel(l, longp, out), -EINVAL);
+	laurel_layer_free(l);
+}
+
+static void test_bad_names(void)
+{
+	struct laurel_layer *l = open_layer(NULL);
+	struct laurel_msg *m = msg_n(1);
+	char name[LAUREL_NAME_MAX + 2];
+
+	CHECK(laurel_valid_channel("http.request"));
+	CHECK(laurel_valid_channel("http.response?AbC_12-x.y"));
+	CHECK(laurel_valid_channel("daphne.response.abc!def"));
+	CHECK(laurel_valid_channel("daphne.response.abc!"));
+	CHECK(laurel_valid_channel("a?"));
+	CHECK(!laurel_valid_channel(""));
+	CHECK(!laurel_valid_channel(NULL));
+	CHECK(!laurel_valid_channel("has space"));
+	CHECK(!laurel_valid_channel("a?b?c"));
+	CHECK(!laurel_valid_channel("a!b!c"));
+	CHECK(!laurel_valid_channel("a?b!c"));
+	CHECK(!laurel_valid_channel("?abc"));
+	CHECK(!laurel_valid_channel("caf\xc3\xa9"));
+	CHECK(!laurel_valid_channel("tab\there"));
+	CHECK(laurel_valid_group("chat.room-1_x"));
+	CHECK(!laurel_valid_group("room?x"));
+	CHECK(!laurel_valid_group("room!x"));
+	CHECK(!laurel_valid_group(""));
+
+	memset(name, 'x', sizeof(name));
+	name[LAUREL_NAME_MAX - 1] = '\0'; /* 99 characters: allowed */
+	CHECK(laurel_valid_channel(name));
+	CHECK(laurel_valid_group(name));
+	CHECK_EQ(laurel_layer_send(l, name, m), 0);
+	name[LAUREL_NAME_MAX - 1] = 'x';
+	name[LAUREL_NAME_MAX] = '\0'; /* 100: too long */
+	CHECK(!laurel_valid_channel(name));
+	CHECK(!laurel_valid_group(name));
+	CHECK_EQ(laurel_layer_send(l, name, m), -EINVAL);
+	CHECK(laurel_layer_error(l)[0] != '\0');
+
+	const char *bad[] = {"has space", "", "a?b?c", "a!b!c", "new\nline", "semi;colon"};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		struct laurel_received r[1];
+		size_t got = 99;
+		CHECK_EQ(laurel_layer_send(l, bad[i], m), -EINVAL);
+		CHECK_EQ(laurel_layer_receive(l, &bad[i], 1, 0, r, 1, &got), -EINVAL);
+		CHECK_EQ(got, 0);
+		CHECK_EQ(laurel_layer_group_add(l, "good", bad[i]), -EINVAL);
+		CHECK_EQ(laurel_layer_group_add(l, bad[i], "good"), -EINVAL);
+	}
+	CHECK_EQ(laurel_layer_group_add(l, "group?x", "good"), -EINVAL);
+	CHECK_EQ(laurel_layer_group_add(l, "group!x", "good"), -EINVAL);
+	CHECK_EQ(laurel_layer_group_send(l, "bad group", m, NULL), -EINVAL);
+	CHECK_EQ(laurel_layer_stats(l, "bad name", &(struct laurel_stats){0}), -EINVAL);
+	CHECK_EQ(laurel_layer_announce(l, "not.a.prefix", 10), -EINVAL);
+	CHECK_EQ(laurel_layer_announce(l, "a.prefix!", 0), -EINVAL);
+	CHECK_EQ(laurel_layer_send(l, "ok.channel", NULL), -EINVAL);
+
+	/* Bad arguments. */
+	const char *ok = "ok.channel";
+	struct laurel_received r[1];
+	size_t got = 99;
+	CHECK_EQ(laurel_layer_receive(l, &ok, 1, 0, r, 0, &got), -EINVAL);
+	CHECK_EQ(laurel_layer_receive(l, &ok, 0, 0, r, 1, &got), -EINVAL);
+
+	/* Nothing was sent by any of that. */
+	size_t n = 99;
+	CHECK_EQ(laurel_layer_group_count(l, "good", &n), 0);
+	CHECK_EQ(n, 0);
+	struct laurel_stats st;
+	CHECK_EQ(laurel_layer_stats(l, NULL, &st), 0);
+	CHECK_EQ(st.messages_count, 1);
+	laurel_msg_free(m);
+	laurel_layer_free(l);
+}
+
+/* --- Expiry and capacity ----------------------------------------------------------------------- */
+
+static void test_expiry(void)
+{
+	const struct laurel_capacity caps[] = {{"exp.cap*", 2}};
+	struct laurel_layer_options o = {
+		.expiry = 2, .group_expiry = 2, .capacities = caps, .ncapacities = 1};
+	struct laurel_layer *l = open_layer(&o);
+	struct laurel_received r[10];
+	char **v = NULL;
+	size_t n = 0, got;
+
+	CHECK_EQ(send_n(l, "exp.old", 1), 0);
+	CHECK_EQ(send_n(l, "exp.cap?x", 1), 0);
+	CHECK_EQ(send_n(l, "exp.cap?x", 2), 0);
+	CHECK_EQ(send_n(l, "exp.cap?x", 3), LAUREL_FULL);
+	CHECK_EQ(laurel_layer_group_add(l, "exp.group", "exp.member.old"), 0);
+	CHECK_EQ(laurel_layer_announce(l, "exp.iface!", 1), 0);
+	CHECK_EQ(laurel_layer_interfaces(l, &v, &n), 0);
+	CHECK_EQ(n, 1);
+	CHECK(strv_has(v, "exp.iface!"));
+	laurel_strv_free(v);
+
+	sleep_ms(2500);
+	/* The old message is gone; one sent now is delivered alone. */
+	CHECK_EQ(send_n(l, "exp.old", 2), 0);
+	got = recv_now(l, "exp.old", r, 10);
+	CHECK_EQ(got, 1);
+	if (got >= 1)
+		CHECK_EQ(get_n(r[0].msg), 2);
+	fini_all(r, got);
+	CHECK_EQ(recv_now(l, "exp.old", r, 10), 0);
+
+	/* The old membership and the announcement are gone too. */
+	CHECK_EQ(laurel_layer_group_add(l, "exp.group", "exp.member.new"), 0);
+	CHECK_EQ(laurel_layer_group_members(l, "exp.group", &v, &n), 0);
+	CHECK_EQ(n, 1);
+	if (n == 1)
+		CHECK_STR(v[0], "exp.member.new");
+	laurel_strv_free(v);
+	CHECK_EQ(laurel_layer_group_count(l, "exp.group", &n), 0);
+	CHECK_EQ(n, 1);
+	CHECK_EQ(laurel_layer_interfaces(l, &v, &n), 0);
+	CHECK_EQ(n, 0);
+	CHECK(!strv_has(v, "exp.iface!"));
+	laurel_strv_free(v);
+
+	/* Expired messages stop counting toward capacity (on Redis once the queue key expired,
+	 * expiry + 1 seconds after the last push). */
+	sleep_ms(1200);
+	CHECK_EQ(send_n(l, "exp.cap?x", 4), 0);
+	got = recv_now(l, "exp.cap?x", r, 10);
+	CHECK_EQ(got, 1);
+	if (got >= 1)
+		CHECK_EQ(get_n(r[0].msg), 4);
+	fini_all(r, got);
+	laurel_layer_free(l);
+}
+
+/* Sends until the channel is full; returns how many were accepted. */
+static int fill(struct laurel_layer *l, const char *channel, int limit)
+{
+	int sent = 0;
+	for (int i = 0; i < limit; i++) {
+		int rc = send_n(l, channel, i);
+		if (rc == LAUREL_FULL)
+			return sent;
+		CHECK_EQ(rc, 0);
+		if (rc != 0)
+			return sent;
+		sent++;
+	}
+	return sent;
+}
+
+static void test_capacity(void)
+{
+	const struct laurel_capacity caps[] = {
+		{"cap.small*", 2}, {"cap.pr!", 1}, {"cap.*", 5}, {"cap.other*", 9}};
+	struct laurel_layer_options o = {.capacity = 3, .capacities = caps, .ncapacities = 4};
+	struct laurel_layer *l = open_layer(&o);
+	struct laurel_received r[10];
+
+	/* Single-reader channels live on one shard: exact. */
+	CHECK_EQ(fill(l, "default?x", 10), 3);
+	CHECK_EQ(fill(l, "cap.small?x", 10), 2);
+	CHECK_EQ(fill(l, "cap.other?x", 10), 5); /* "cap.*" comes first */
+	/* Process channels share the prefix's capacity, and match patterns by the prefix. */
+	CHECK_EQ(send_n(l, "cap.pr!a", 1), 0);
+	CHECK_EQ(send_n(l, "cap.pr!b", 2), LAUREL_FULL);
+	CHECK_EQ(send_n(l, "cap.pr!", 3), LAUREL_FULL);
+	CHECK_EQ(send_n(l, "cap.proc!a", 1), 0);
+	CHECK_EQ(send_n(l, "cap.proc!b", 2), 0);
+	CHECK_EQ(fill(l, "cap.proc!c", 10), 3);
+	CHECK_EQ(send_n(l, "cap.proc!d", 9), LAUREL_FULL);
+
+	/* Room again once one is read. */
+	size_t got = recv_now(l, "cap.small?x", r, 1);
+	CHECK_EQ(got, 1);
+	fini_all(r, got);
+	CHECK_EQ(send_n(l, "cap.small?x", 7), 0);
+	CHECK_EQ(send_n(l, "cap.small?x", 8), LAUREL_FULL);
+
+	/* A normal channel: exact on one server; on shards each shard's queue has the capacity. */
+	int sent = fill(l, "cap.normal", 40);
+	if (nurls == 1)
+		CHECK_EQ(sent, 5);
+	CHECK_INT(sent, >=, 5);
+	CHECK_INT(sent, <=, 5 * (int)nurls);
+	laurel_layer_free(l);
+}
+
+/* --- Groups ------------------------------------------------------------------------------------ */
+
+static void test_groups(void)
+{
+	struct laurel_layer *l = open_layer(NULL);
+	struct laurel_msg *m = msg_n(11);
+	struct laurel_received r[10];
+	char **v = NULL;
+	size_t n = 99, delivered = 99, got;
+
+	CHECK_EQ(laurel_layer_group_count(l, "grp.none", &n), 0);
+	CHECK_EQ(n, 0);
+	CHECK_EQ(laurel_layer_group_members(l, "grp.none", &v, &n), 0);
+	CHECK_EQ(n, 0);
+	CHECK(!v || !v[0]);
+	laurel_strv_free(v);
+	CHECK_EQ(laurel_layer_group_send(l, "grp.none", m, &delivered), 0);
+	CHECK_EQ(delivered, 0);
+
+	CHECK_EQ(laurel_layer_group_add(l, "grp", "grp.a"), 0);
+	CHECK_EQ(laurel_layer_group_add(l, "grp", "grp.a"), 0);
+	CHECK_EQ(laurel_layer_group_count(l, "grp", &n), 0);
+	CHECK_EQ(n, 1);
+	CHECK_EQ(laurel_layer_group_add(l, "grp", "grp.b?x"), 0);
+	CHECK_EQ(laurel_layer_group_add(l, "grp", "grp.proc!c"), 0);
+	CHECK_EQ(laurel_layer_group_count(l, "grp", &n), 0);
+	CHECK_EQ(n, 3);
+	CHECK_EQ(laurel_layer_group_members(l, "grp", &v, &n), 0);
+	CHECK_EQ(n, 3);
+	if (n == 3) {
+		CHECK(v[3] == NULL);
+		qsort(v, n, sizeof(*v), cmp_str);
+		CHECK_STR(v[0], "grp.a");
+		CHECK_STR(v[1], "grp.b?x");
+		CHECK_STR(v[2], "grp.proc!c");
+	}
+	laurel_strv_free(v);
+	CHECK_EQ(laurel_layer_group_members(l, "grp", &v, NULL), 0);
+	laurel_strv_free(v);
+
+	CHECK_EQ(laurel_layer_group_send(l, "grp", m, &delivered), 0);
+	CHECK_EQ(delivered, 3);
+	const char *queues[] = {"grp.a", "grp.b?x", "grp.proc!"};
+	const char *names[] = {"grp.a", "grp.b?x", "grp.proc!c"};
+	for (size_t i = 0; i < 3; i++) {
+		got = drain(l, queues[i], r, 10);
+		CHECK_EQ(got, 1);
+		if (got == 1) {
+			CHECK_STR(r[0].channel, names[i]);
+			CHECK_EQ(get_n(r[0].msg), 11);
+			CHECK_EQ(r[0].nrecipients, 0);
+		}
+		fini_all(r, got);
+	}
+
+	CHECK_EQ(laurel_layer_group_discard(l, "grp", "grp.a"), 0);
+	CHECK_EQ(laurel_layer_group_discard(l, "grp", "grp.never"), 0);
+	CHECK_EQ(laurel_layer_group_discard(l, "grp.none", "grp.a"), 0);
+	CHECK_EQ(laurel_layer_group_count(l, "grp", &n), 0);
+	CHECK_EQ(n, 2);
+	CHECK_EQ(laurel_layer_group_send(l, "grp", m, NULL), 0);
+	CHECK_EQ(drain(l, "grp.a", r, 10), 0);
+	got = drain(l, "grp.b?x", r, 10);
+	CHECK_EQ(got, 1);
+	fini_all(r, got);
+	got = drain(l, "grp.proc!", r, 10);
+	CHECK_EQ(got, 1);
+	fini_all(r, got);
+	CHECK_EQ(laurel_layer_group_discard(l, "grp", "grp.b?x"), 0);
+	CHECK_EQ(laurel_layer_group_discard(l, "grp", "grp.proc!c"), 0);
+	CHECK_EQ(laurel_layer_group_count(l, "grp", &n), 0);
+	CHECK_EQ(n, 0);
+
+	/* One channel in several groups. */
+	CHECK_EQ(laurel_layer_group_add(l, "grp.x", "grp.shared"), 0);
+	CHECK_EQ(laurel_layer_group_add(l, "grp.y", "grp.shared"), 0);
+	CHECK_EQ(laurel_layer_group_send(l, "grp.x", m, &delivered), 0);
+	CHECK_EQ(delivered, 1);
+	CHECK_EQ(laurel_layer_group_send(l, "grp.y", m, &delivered), 0);
+	CHECK_EQ(delivered, 1);
+	got = drain(l, "grp.shared", r, 10);
+	CHECK_EQ(got, 2);
+	fini_all(r, got);
+	laurel_msg_free(m);
+	laurel_layer_free(l);
+}
+
+static void test_group_full(void)
+{
+	const struct laurel_capacity caps[] = {{"gfull.a?x", 1}};
+	struct laurel_layer_options o = {.capacities = caps, .ncapacities = 1};
+	struct laurel_layer *l = open_layer(&o);
+	struct laurel_msg *m = msg_n(2);
+	struct laurel_received r[10];
+	size_t delivered = 99, got;
+
+	CHECK_EQ(send_n(l, "gfull.a?x", 1), 0);
+	CHECK_EQ(laurel_layer_group_add(l, "gfull", "gfull.a?x"), 0);
+	CHECK_EQ(laurel_layer_group_add(l, "gfull", "gfull.b"), 0);
+	CHECK_EQ(laurel_layer_group_send(l, "gfull", m, &delivered), 0);
+	CHECK_EQ(delivered, 1);
+	got = drain(l, "gfull.a?x", r, 10);
+	CHECK_EQ(got, 1);
+	if (got == 1)
+		CHECK_EQ(get_n(r[0].msg), 1);
+	fini_all(r, got);
+	got = drain(l, "gfull.b", r, 10);
+	CHECK_EQ(got, 1);
+	if (got == 1)
+		CHECK_EQ(get_n(r[0].msg), 2);
+	fini_all(r, got);
+	struct laurel_stats st;
+	CHECK_EQ(laurel_layer_stats(l, "gfull.a?x", &st), 0);
+	CHECK_EQ(st.channel_full_count, 1);
+	laurel_msg_free(m);
+	laurel_layer_free(l);
+}
+
+static void test_multicast(void)
+{
+	struct laurel_layer *l = open_layer(NULL);
+	struct laurel_msg *m = msg_n(5);
+	struct laurel_received r[10];
+	char **v = NULL;
+	size_t n = 0, delivered = 0, got;
+
+	laurel_msg_set_text(m, "text", "hello all");
+	CHECK_EQ(laurel_layer_announce(l, "mc.proc!", 30), 0);
+	CHECK_EQ(laurel_layer_announce(l, "mc.proc!", 30), 0);
+	CHECK_EQ(laurel_layer_announce(l, "mc.idle!", 30), 0);
+	CHECK_EQ(laurel_layer_interfaces(l, &v, &n), 0);
+	CHECK_EQ(n, 2);
+	CHECK(strv_has(v, "mc.proc!"));
+	CHECK(strv_has(v, "mc.idle!"));
+	laurel_strv_free(v);
+	CHECK_EQ(laurel_layer_interfaces(l, &v, NULL), 0);
+	laurel_strv_free(v);
+
+	CHECK_EQ(laurel_layer_group_add(l, "mc", "mc.proc!a"), 0);
+	CHECK_EQ(laurel_layer_group_add(l, "mc", "mc.proc!b"), 0);
+	CHECK_EQ(laurel_layer_group_add(l, "mc", "other.x"), 0);
+	CHECK_EQ(laurel_layer_group_add(l, "mc", "mc.foreign!z"), 0);
+	CHECK_EQ(laurel_layer_group_send(l, "mc", m, &delivered), 0);
+	CHECK_EQ(delivered, 4);
+
+	got = drain(l, "mc.proc!", r, 10);
+	CHECK_EQ(got, 1);
+	if (got == 1) {
+		CHECK_STR(r[0].channel, "mc.proc!");
+		CHECK_EQ(r[0].nrecipients, 2);
+		if (r[0].nrecipients == 2) {
+			qsort(r[0].recipients, 2, sizeof(char *), cmp_str);
+			CHECK_STR(r[0].recipients[0], "mc.proc!a");
+			CHECK_STR(r[0].recipients[1], "mc.proc!b");
+		}
+		CHECK(laurel_value_equal(laurel_msg_croot(r[0].msg), laurel_msg_croot(m)));
+	}
+	fini_all(r, got);
+	got = drain(l, "other.x", r, 10);
+	CHECK_EQ(got, 1);
+	if (got == 1) {
+		CHECK_STR(r[0].channel, "other.x");
+		CHECK_EQ(r[0].nrecipients, 0);
+		CHECK(laurel_value_equal(laurel_msg_croot(r[0].msg), laurel_msg_croot(m)));
+	}
+	fini_all(r, got);
+	got = drain(l, "mc.foreign!", r, 10);
+	CHECK_EQ(got, 1);
+	if (got == 1) {
+		CHECK_STR(r[0].channel, "mc.foreign!z");
+		CHECK_EQ(r[0].nrecipients, 0);
+	}
+	fini_all(r, got);
+	CHECK_EQ(drain(l, "mc.idle!", r, 10), 0);
+
+	/* Withdrawn: one message per member again. */
+	CHECK_EQ(laurel_layer_withdraw(l, "mc.proc!"), 0);
+	CHECK_EQ(laurel_layer_withdraw(l, "mc.never!"), 0);
+	CHECK_EQ(laurel_layer_interfaces(l, &v, &n), 0);
+	CHECK_EQ(n, 1);
+	CHECK(!strv_has(v, "mc.proc!"));
+	laurel_strv_free(v);
+	CHECK_EQ(laurel_layer_group_send(l, "mc", m, &delivered), 0);
+	CHECK_EQ(delivered, 4);
+	got = drain(l, "mc.proc!", r, 10);
+	CHECK_EQ(got, 2);
+	if (got == 2) {
+		char *chans[] = {r[0].channel, r[1].channel};
+		qsort(chans, 2, sizeof(char *), cmp_str);
+		CHECK_STR(chans[0], "mc.proc!a");
+		CHECK_STR(chans[1], "mc.proc!b");
+		CHECK_EQ(r[0].nrecipients, 0);
+		CHECK_EQ(r[1].nrecipients, 0);
+	}
+	fini_all(r, got);
+	got = drain(l, "other.x", r, 10);
+	CHECK_EQ(got, 1);
+	fini_all(r, got);
+	got = drain(l, "mc.foreign!", r, 10);
+	CHECK_EQ(got, 1);
+	fini_all(r, got);
+	laurel_msg_free(m);
+	laurel_layer_free(l);
+}
+
+/* --- Flush and statistics ---------------------------------------------------------------------- */
+
+static void test_flush(void)
+{
+	struct laurel_layer *l = open_layer(NULL);
+	struct laurel_received r[10];
+	struct laurel_stats st;
+	char **v = NULL;
+	size_t n = 99, got = 99;
+
+	CHECK_EQ(send_n(l, "fl.a", 1), 0);
+	CHECK_EQ(send_n(l, "fl.b?x", 1), 0);
+	CHECK_EQ(send_n(l, "fl.p!x", 1), 0);
+	CHECK_EQ(laurel_layer_group_add(l, "fl.group", "fl.a"), 0);
+	CHECK_EQ(laurel_layer_announce(l, "fl.p!", 30), 0);
+	CHECK_EQ(laurel_layer_flush(l), 0);
+
+	const char *chans[] = {"fl.a", "fl.b?x", "fl.p!"};
+	CHECK_EQ(laurel_layer_receive(l, chans, 3, 100, r, 10, &got), 0);
+	CHECK_EQ(got, 0);
+	CHECK_EQ(laurel_layer_group_count(l, "fl.group", &n), 0);
+	CHECK_EQ(n, 0);
+	CHECK_EQ(laurel_layer_interfaces(l, &v, &n), 0);
+	CHECK_EQ(n, 0);
+	laurel_strv_free(v);
+	CHECK_EQ(laurel_layer_stats(l, NULL, &st), 0);
+	CHECK_EQ(st.messages_count, 0);
+	CHECK_EQ(st.channel_full_count, 0);
+	CHECK_EQ(laurel_layer_stats(l, "fl.a", &st), 0);
+	CHECK_EQ(st.messages_count, 0);
+	CHECK_EQ(st.messages_pending, 0);
+
+	/* Usable after a flush. */
+	CHECK_EQ(send_n(l, "fl.a", 2), 0);
+	got = recv_now(l, "fl.a", r, 10);
+	CHECK_EQ(got, 1);
+	fini_all(r, got);
+	laurel_layer_free(l);
+}
+
+static void test_stats(void)
+{
+	const struct laurel_capacity caps[] = {{"st.full?x", 1}};
+	struct laurel_layer_options o = {.capacities = caps, .ncapacities = 1};
+	struct laurel_layer *l = open_layer(&o);
+	struct laurel_received r[10];
+	struct laurel_stats st;
+
+	CHECK_EQ(laurel_layer_stats(l, NULL, &st), 0);
+	CHECK_EQ(st.messages_count, 0);
+	CHECK_EQ(st.channel_full_count, 0);
+	CHECK_EQ(st.messages_pending, -1);
+	CHECK_EQ(st.messages_max_age, -1);
+	CHECK_EQ(laurel_layer_stats(l, "st.empty", &st), 0);
+	CHECK_EQ(st.messages_count, 0);
+	CHECK_EQ(st.channel_full_count, 0);
+	CHECK_EQ(st.messages_pending, 0);
+	CHECK_EQ(st.messages_max_age, 0);
+
+	for (int i = 0; i < 3; i++)
+		CHECK_EQ(send_n(l, "st.a?x", i), 0);
+	CHECK_EQ(send_n(l, "st.full?x", 1), 0);
+	CHECK_EQ(send_n(l, "st.full?x", 2), LAUREL_FULL);
+	CHECK_EQ(send_n(l, "st.p!x", 1), 0);
+	CHECK_EQ(send_n(l, "st.p!y", 2), 0);
+
+	CHECK_EQ(laurel_layer_stats(l, NULL, &st), 0);
+	CHECK_EQ(st.messages_count, 6);
+	CHECK_EQ(st.channel_full_count, 1);
+	CHECK_EQ(laurel_layer_stats(l, "st.a?x", &st), 0);
+	CHECK_EQ(st.messages_count, 3);
+	CHECK_EQ(st.channel_full_count, 0);
+	CHECK_EQ(st.messages_pending, 3);
+	CHECK_INT(st.messages_max_age, >=, 0);
+	CHECK_INT(st.messages_max_age, <=, 1);
+	CHECK_EQ(laurel_layer_stats(l, "st.full?x", &st), 0);
+	CHECK_EQ(st.messages_count, 1);
+	CHECK_EQ(st.channel_full_count, 1);
+	CHECK_EQ(st.messages_pending, 1);
+	/* Process channels are counted on their prefix. */
+	CHECK_EQ(laurel_layer_stats(l, "st.p!", &st), 0);
+	CHECK_EQ(st.messages_count, 2);
+	CHECK_EQ(st.messages_pending, 2);
+	CHECK_EQ(laurel_layer_stats(l, "st.p!y", &st), 0);
+	CHECK_EQ(st.messages_count, 2);
+	CHECK_EQ(st.messages_pending, 2);
+
+	sleep_ms(1300);
+	CHECK_EQ(laurel_layer_stats(l, "st.a?x", &st), 0);
+	CHECK_INT(st.messages_max_age, >=, 1);
+	CHECK_INT(st.messages_max_age, <=, 2);
+	size_t got = recv_now(l, "st.a?x", r, 1);
+	CHECK_EQ(got, 1);
+	fini_all(r, got);
+	CHECK_EQ(laurel_layer_stats(l, "st.a?x", &st), 0);
+	CHECK_EQ(st.messages_count, 3);
+	CHECK_EQ(st.messages_pending, 2);
+	CHECK_EQ(laurel_layer_stats(l, NULL, &st), 0);
+	CHECK_EQ(st.messages_count, 6);
+	laurel_layer_free(l);
+}
+
+static const char *only;
+
+/* Runs one case, unless another was asked for on the command line. */
+static void run(const char *name, void (*fn)(void))
+{
+	if (only && strcmp(only, name) != 0)
+		return;
+	int before = test_failures;
+	int64_t t0 = now_ms();
+	printf("# %s\n", name);
+	fflush(stdout);
+	fn();
+	printf("# %s: %s (%" PRId64 " ms)\n", name, test_failures == before ? "ok" : "FAILED",
+	       now_ms() - t0);
+	fflush(stdout);
+}
+
+static struct test_redis servers[3];
+static size_t nservers;
+
+/* A crash must not leave redis-servers behind. */
+static void on_fatal(int sig)
+{
+	for (size_t i = 0; i < nservers; i++)
+		if (servers[i].pid > 0)
+			kill(servers[i].pid, SIGKILL);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+int main(int argc, char **argv)
+{
+	const char *backend = argc > 1 ? argv[1] : "memory";
+	only = argc > 2 ? argv[2] : NULL;
+
+	if (strcmp(backend, "memory") == 0) {
+		memory = true;
+		urls[0] = "memory://";
+		nurls = 1;
+	} else if (strcmp(backend, "redis") == 0) {
+		nservers = 1;
+	} else if (strcmp(backend, "redis-sharded") == 0) {
+		nservers = 3;
+	} else {
+		fprintf(stderr, "usage: %s memory|redis|redis-sharded [case]\n", argv[0]);
+		return 2;
+	}
+	const int fatal[] = {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGINT, SIGTERM};
+	for (size_t i = 0; i < ARRAY_SIZE(fatal); i++)
+		signal(fatal[i], on_fatal);
+	for (size_t i = 0; i < nservers; i++) {
+		if (test_redis_start(&servers[i]) < 0) {
+			for (size_t k = 0; k <= i; k++)
+				test_redis_cleanup(&servers[k]);
+			return 1;
+		}
+		urls[i] = servers[i].url;
+		nurls = i + 1;
+	}
+
+	run("round trip", test_round_trip);
+	run("fifo", test_fifo);
+	run("timeouts", test_timeouts);
+	run("wake", test_wake);
+	run("receive many", test_receive_many);
+	run("at most once", test_at_most_once);
+	run("process channels", test_process_channels);
+	run("new channel", test_new_channel);
+	run("bad names", test_bad_names);
+	run("expiry", test_expiry);
+	run("capacity", test_capacity);
+	run("groups", test_groups);
+	run("group full", test_group_full);
+	run("multicast", test_multicast);
+	run("flush", test_flush);
+	run("stats", test_stats);
+
+	for (size_t i = 0; i < nservers; i++)
+		test_redis_cleanup(&servers[i]);
+	return test_done();
+}

@@ -1,0 +1,804 @@
+/* laurel: the operator's tool for the channel layer (docs/tool.md). It sends to channels and
+ * groups, shows group members and statistics, and flushes the layer.
+ *
+ * Subcommands and options are two declarative tables; parsing, defaults, the environment and
+ * --help are all generated from them. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "laurel/layer.h"
+#include "laurel/message.h"
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "tool/json.h"
+
+#ifndef LAUREL_VERSION
+#define LAUREL_VERSION "0.1.0"
+#endif
+
+#define HELP_WIDTH 80
+#define HELP_COLUMN 26
+/* A message read from stdin ("-") larger than this is refused before parsing. */
+#define STDIN_MAX (64u << 20)
+
+enum exit_code {
+	EXIT_OK = 0,
+	EXIT_FULL = 1,	/* send: the channel is at capacity */
+	EXIT_USAGE = 2, /* bad command line, JSON, name or message; nothing was sent */
+	EXIT_LAYER = 3, /* the layer is unreachable or failed */
+};
+
+static const char exit_help[] =
+	"  0  success\n"
+	"  1  the channel is full (send); nothing was sent\n"
+	"  2  usage error, bad JSON, bad name or message too large; nothing was "
+	"sent\n"
+	"  3  the layer is unreachable (Redis down) or failed\n";
+
+static const char json_help[] =
+	"The message is a JSON object (or \"-\" to read it from stdin). Strings become text, "
+	"{\"$bytes\": \"BASE64\"} becomes bytes, integers 64-bit ints, reals doubles, true and "
+	"false "
+	"bools, null nil, arrays lists and objects maps.";
+
+struct strlist {
+	char **v;
+	size_t n;
+};
+
+struct config {
+	struct strlist layers;
+	char *prefix;
+	int expiry;
+	int group_expiry;
+	int capacity;
+	int verbose;
+	bool dry_run;
+	bool help;
+	bool version;
+};
+
+enum opt_type {
+	OPT_FLAG,  /* bool, set when given */
+	OPT_COUNT, /* int, +1 each time given */
+	OPT_INT,   /* int in [min, max] */
+	OPT_STRING,
+	OPT_URLS, /* struct strlist; repeatable; a value may hold several, space- or comma-separated
+		   */
+};
+
+struct opt {
+	const char *name;
+	char short_name;
+	enum opt_type type;
+	size_t offset;
+	long min, max;	     /* OPT_INT: range; OPT_STRING: min is the least length */
+	const char *def;     /* parsed like a command-line value when neither flag nor env is set */
+	const char *env;     /* environment variable read when the flag is not given */
+	const char *metavar; /* NULL for flags */
+	const char *help;
+};
+
+#define CFG(field) offsetof(struct config, field)
+#define DAY 86400L
+#define YEAR (365 * DAY)
+
+static const struct opt opts[] = {
+	{"layer", 0, OPT_URLS, CFG(layers), 0, 0, "redis://127.0.0.1:6379", "LAUREL_LAYER", "URL",
+	 "Redis server of the layer: redis://[[user]:password@]host[:port][/db] or "
+	 "unix:///path[?db=N]. Repeat it for shards, listed in the same order everywhere."},
+	{"prefix", 0, OPT_STRING, CFG(prefix), 1, 0, "asgi:", NULL, "PREFIX",
+	 "Prefix of the layer's Redis keys."},
+	{"expiry", 0, OPT_INT, CFG(expiry), 1, YEAR, "60", NULL, "SECONDS",
+	 "How long a sent message waits to be read."},
+	{"group-expiry", 0, OPT_INT, CFG(group_expiry), 1, YEAR, "86400", NULL, "SECONDS",
+	 "How long a group membership lives; older members are dropped."},
+	{"capacity", 0, OPT_INT, CFG(capacity), 1, 1000000000L, "100", NULL, "N",
+	 "Messages a channel holds; a send to a fuller channel fails (exit 1)."},
+	{"dry-run", 'n', OPT_FLAG, CFG(dry_run), 0, 0, NULL, NULL, NULL,
+	 "send, group-send: check the name and the message and print the message as JSON, but "
+	 "send nothing."},
+	{"verbose", 'v', OPT_COUNT, CFG(verbose), 0, 0, NULL, NULL, NULL,
+	 "Log what happens to stderr; twice for debug detail."},
+	{"help", 'h', OPT_FLAG, CFG(help), 0, 0, NULL, NULL, NULL,
+	 "Show this help, or a command's (laurel COMMAND --help)."},
+	{"version", 0, OPT_FLAG, CFG(version), 0, 0, NULL, NULL, NULL, "Print the version."},
+};
+
+struct tool {
+	struct config cfg;
+	struct laurel_layer *layer; /* made before a command that uses_layer runs */
+};
+
+struct command {
+	const char *name;
+	const char *operands;
+	int min_args, max_args;
+	bool uses_layer;
+	bool dry_run; /* honours --dry-run (any other command refuses it) */
+	int (*run)(struct tool *t, char **args, int nargs);
+	const char *summary;
+	const char *details;
+};
+
+static int cmd_send(struct tool *t, char **args, int nargs);
+static int cmd_group_send(struct tool *t, char **args, int nargs);
+static int cmd_group_members(struct tool *t, char **args, int nargs);
+static int cmd_stats(struct tool *t, char **args, int nargs);
+static int cmd_flush(struct tool *t, char **args, int nargs);
+static int cmd_help(struct tool *t, char **args, int nargs);
+
+static const struct command commands[] = {
+	{.name = "send",
+	 .operands = "CHANNEL JSON",
+	 .min_args = 2,
+	 .max_args = 2,
+	 .uses_layer = true,
+	 .dry_run = true,
+	 .run = cmd_send,
+	 .summary = "Send one message to a channel.",
+	 .details = "Sends the message to CHANNEL (a normal channel \"name\", a single-reader "
+		    "channel \"name?xxxx\" or a process channel \"name!xxxx\"). Prints nothing on "
+		    "success; exits 1 if the channel already holds --capacity messages."},
+	{.name = "group-send",
+	 .operands = "GROUP JSON",
+	 .min_args = 2,
+	 .max_args = 2,
+	 .uses_layer = true,
+	 .dry_run = true,
+	 .run = cmd_group_send,
+	 .summary = "Send one message to every member of a group.",
+	 .details = "Sends the message to every live member of GROUP, skipping members whose "
+		    "channel is full, and prints how many member channels it reached."},
+	{.name = "group-members",
+	 .operands = "GROUP",
+	 .min_args = 1,
+	 .max_args = 1,
+	 .uses_layer = true,
+	 .run = cmd_group_members,
+	 .summary = "Show who is in a group.",
+	 .details = "Prints the number of live members of GROUP, then one member channel per "
+		    "line."},
+	{.name = "stats",
+	 .operands = "[CHANNEL]",
+	 .min_args = 0,
+	 .max_args = 1,
+	 .uses_layer = true,
+	 .run = cmd_stats,
+	 .summary = "Show statistics.",
+	 .details = "Without CHANNEL: prints the global messages_count and channel_full_count, "
+		    "then \"interfaces N\" and one \"interface PREFIX\" line per live laurel "
+		    "interface. With CHANNEL: prints its messages_count, channel_full_count, "
+		    "messages_pending (queued now) and messages_max_age (seconds the oldest queued "
+		    "message has waited, 0 if none). One \"name value\" pair per line. Counters "
+		    "expire (an hour per channel, a day globally)."},
+	{.name = "flush",
+	 .operands = "",
+	 .min_args = 0,
+	 .max_args = 0,
+	 .uses_layer = true,
+	 .run = cmd_flush,
+	 .summary = "Delete everything of the layer.",
+	 .details = "Deletes every message, queue, group, interface announcement and counter "
+		    "under the layer's prefixes, on every shard. Other keys in the same Redis "
+		    "database are left alone."},
+	{.name = "help",
+	 .operands = "[COMMAND]",
+	 .min_args = 0,
+	 .max_args = 1,
+	 .run = cmd_help,
+	 .summary = "Show help for the tool or a command.",
+	 .details = "Prints the help of COMMAND, or of the whole tool."},
+};
+
+/* The tool speaks to its operator in single stderr lines "laurel: ..." and returns an exit code;
+ * the log_* family (timestamps, levels) is for the library's diagnostics, shown with -v. */
+static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int fail(int code, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	for (char *p = line; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	fprintf(stderr, "laurel: %s\n", line);
+	return code;
+}
+
+/* s in double quotes, with quotes, backslashes and control characters escaped, cut short with
+ * "..." if it does not fit: for names an operator typed, which may hold anything. */
+static const char *quote(const char *s, char *out, size_t size)
+{
+	size_t n = 0;
+	out[n++] = '"';
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		char esc[8];
+		if (ch == '"' || ch == '\\')
+			snprintf(esc, sizeof(esc), "\\%c", ch);
+		else if (ch < 0x20 || ch == 0x7f)
+			snprintf(esc, sizeof(esc), "\\x%02x", ch);
+		else
+			snprintf(esc, sizeof(esc), "%c", ch);
+		size_t len = strlen(esc);
+		if (n + len + 5 > size) {
+			memcpy(out + n, "...", 3);
+			n += 3;
+			break;
+		}
+		memcpy(out + n, esc, len);
+		n += len;
+	}
+	out[n++] = '"';
+	out[n] = '\0';
+	return out;
+}
+
+static void strlist_push(struct strlist *l, const char *s, size_t len)
+{
+	l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
+	l->v[l->n++] = xstrndup(s, len);
+}
+
+static void strlist_fini(struct strlist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+static void config_fini(struct config *cfg)
+{
+	strlist_fini(&cfg->layers);
+	free(cfg->prefix);
+}
+
+/* --- Options -------------------------------------------------------------------------------- */
+
+static const struct opt *find_long(const char *name, size_t len)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(opts); i++)
+		if (strlen(opts[i].name) == len && memcmp(opts[i].name, name, len) == 0)
+			return &opts[i];
+	return NULL;
+}
+
+static const struct opt *find_short(char c)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(opts); i++)
+		if (opts[i].short_name && opts[i].short_name == c)
+			return &opts[i];
+	return NULL;
+}
+
+static bool takes_value(const struct opt *o)
+{
+	return o->type != OPT_FLAG && o->type != OPT_COUNT;
+}
+
+/* Applies one value of option o; source names where it came from, for the error message. */
+static int set_option(struct config *cfg, const struct opt *o, const char *val, const char *source)
+{
+	void *field = (char *)cfg + o->offset;
+	char q[128];
+	switch (o->type) {
+	case OPT_FLAG:
+		*(bool *)field = true;
+		return 0;
+	case OPT_COUNT:
+		(*(int *)field)++;
+		return 0;
+	case OPT_INT: {
+		char *end;
+		errno = 0;
+		long v = strtol(val, &end, 10);
+		if (errno || end == val || *end || v < o->min || v > o->max)
+			return fail(EXIT_USAGE, "%s must be a whole number from %ld to %ld, not %s",
+				    source, o->min, o->max, quote(val, q, sizeof(q)));
+		*(int *)field = (int)v;
+		return 0;
+	}
+	case OPT_STRING:
+		if (strlen(val) < (size_t)o->min)
+			return fail(EXIT_USAGE, "%s must not be empty", source);
+		free(*(char **)field);
+		*(char **)field = xstrdup(val);
+		return 0;
+	case OPT_URLS: {
+		struct strlist *l = field;
+		size_t before = l->n;
+		for (const char *p = val; *p;) {
+			size_t skip = strspn(p, " ,\t\n");
+			p += skip;
+			size_t len = strcspn(p, " ,\t\n");
+			if (len)
+				strlist_push(l, p, len);
+			p += len;
+		}
+		if (l->n == before)
+			return fail(EXIT_USAGE, "%s holds no URL", source);
+		return 0;
+	}
+	}
+	return fail(EXIT_USAGE, "%s: unknown option type", source);
+}
+
+/* Parses argv: options anywhere (until "--"), the rest into pos[0..*npos). Then fills every
+ * option not given from its environment variable, else its default. Returns 0 or EXIT_USAGE. */
+static int parse_args(struct config *cfg, int argc, char **argv, char **pos, int *npos)
+{
+	bool given[ARRAY_SIZE(opts)] = {false};
+	bool only_operands = false;
+	char source[64], q[128];
+	*npos = 0;
+	for (int i = 1; i < argc; i++) {
+		char *a = argv[i];
+		if (only_operands || a[0] != '-' || a[1] == '\0') {
+			pos[(*npos)++] = a;
+			continue;
+		}
+		if (strcmp(a, "--") == 0) {
+			only_operands = true;
+			continue;
+		}
+		if (a[1] == '-') {
+			const char *name = a + 2, *eq = strchr(name, '=');
+			size_t len = eq ? (size_t)(eq - name) : strlen(name);
+			const struct opt *o = find_long(name, len);
+			if (!o)
+				return fail(EXIT_USAGE, "unknown option %s (see laurel --help)",
+					    quote(a, q, sizeof(q)));
+			snprintf(source, sizeof(source), "--%s", o->name);
+			const char *val = eq ? eq + 1 : NULL;
+			if (takes_value(o) && !val) {
+				if (i + 1 >= argc)
+					return fail(EXIT_USAGE, "option --%s needs a value (%s)",
+						    o->name, o->metavar);
+				val = argv[++i];
+			} else if (!takes_value(o) && val) {
+				return fail(EXIT_USAGE, "option --%s takes no value", o->name);
+			}
+			if (set_option(cfg, o, val, source))
+				return EXIT_USAGE;
+			given[o - opts] = true;
+			continue;
+		}
+		for (const char *c = a + 1; *c; c++) {
+			const struct opt *o = find_short(*c);
+			if (!o)
+				return fail(EXIT_USAGE, "unknown option -%c (see laurel --help)",
+					    *c);
+			snprintf(source, sizeof(source), "-%c", *c);
+			const char *val = NULL;
+			if (takes_value(o)) {
+				if (c[1])
+					val = c + 1;
+				else if (i + 1 < argc)
+					val = argv[++i];
+				else
+					return fail(EXIT_USAGE, "option -%c needs a value (%s)", *c,
+						    o->metavar);
+			}
+			if (set_option(cfg, o, val, source))
+				return EXIT_USAGE;
+			given[o - opts] = true;
+			if (val)
+				break;
+		}
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(opts); i++) {
+		const struct opt *o = &opts[i];
+		const char *env = o->env ? getenv(o->env) : NULL;
+		if (given[i])
+			continue;
+		if (env && env[strspn(env, " ,\t\n")]) {
+			if (set_option(cfg, o, env, o->env))
+				return EXIT_USAGE;
+		} else if (o->def) {
+			snprintf(source, sizeof(source), "the default of --%s", o->name);
+			if (set_option(cfg, o, o->def, source))
+				return EXIT_USAGE;
+		}
+	}
+	return 0;
+}
+
+/* --- Help ----------------------------------------------------------------------------------- */
+
+/* Prints text word-wrapped to HELP_WIDTH, every line but the first indented by indent columns;
+ * the first starts at column col. */
+static void print_wrapped(FILE *f, const char *text, int indent, int col)
+{
+	const char *p = text;
+	while (*p) {
+		size_t word = strcspn(p, " ");
+		if (col > indent && col + 1 + (int)word > HELP_WIDTH) {
+			fprintf(f, "\n%*s", indent, "");
+			col = indent;
+		} else if (col > indent) {
+			fputc(' ', f);
+			col++;
+		}
+		fwrite(p, 1, word, f);
+		col += (int)word;
+		p += word;
+		p += strspn(p, " ");
+	}
+	fputc('\n', f);
+}
+
+/* Prints "  left" padded to HELP_COLUMN, then text wrapped beside it. */
+static void print_item(FILE *f, const char *left, const char *text)
+{
+	int col = fprintf(f, "  %s", left);
+	if (col >= HELP_COLUMN - 1) {
+		fprintf(f, "\n%*s", HELP_COLUMN, "");
+		col = HELP_COLUMN;
+	} else {
+		col += fprintf(f, "%*s", HELP_COLUMN - col, "");
+	}
+	/* col == HELP_COLUMN: the first word must not get a separating space. */
+	print_wrapped(f, text, HELP_COLUMN, col);
+}
+
+static void print_options(FILE *f)
+{
+	fprintf(f, "\nOptions (anywhere on the line; \"--\" ends them):\n");
+	for (size_t i = 0; i < ARRAY_SIZE(opts); i++) {
+		const struct opt *o = &opts[i];
+		char left[64], text[512];
+		size_t n;
+		if (o->short_name)
+			n = (size_t)snprintf(left, sizeof(left), "-%c, --%s", o->short_name,
+					     o->name);
+		else
+			n = (size_t)snprintf(left, sizeof(left), "    --%s", o->name);
+		if (o->metavar)
+			snprintf(left + n, sizeof(left) - n, " %s", o->metavar);
+		n = (size_t)snprintf(text, sizeof(text), "%s", o->help);
+		if (o->env)
+			n += (size_t)snprintf(text + n, sizeof(text) - n, " Environment: %s.",
+					      o->env);
+		if (o->def && o->type == OPT_STRING)
+			snprintf(text + n, sizeof(text) - n, " Default: \"%s\".", o->def);
+		else if (o->def)
+			snprintf(text + n, sizeof(text) - n, " Default: %s.", o->def);
+		print_item(f, left, text);
+	}
+}
+
+static void print_tail(FILE *f)
+{
+	print_options(f);
+	fprintf(f, "\nExit status:\n%s", exit_help);
+}
+
+static void print_help(FILE *f)
+{
+	fprintf(f, "Usage: laurel [OPTIONS] COMMAND [ARGS...]\n\n");
+	print_wrapped(f,
+		      "Operates a laurel channel layer: named channels and groups in Redis, in the "
+		      "asgi_redis 1.4 layout.",
+		      0, 0);
+	fprintf(f, "\nCommands:\n");
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
+		char left[64];
+		snprintf(left, sizeof(left), "%s %s", commands[i].name, commands[i].operands);
+		print_item(f, left, commands[i].summary);
+	}
+	fputc('\n', f);
+	print_wrapped(f, json_help, 0, 0);
+	print_tail(f);
+	fprintf(f, "\nlaurel COMMAND --help shows more about a command. See docs/tool.md.\n");
+}
+
+static void print_command_help(FILE *f, const struct command *c)
+{
+	fprintf(f, "Usage: laurel [OPTIONS] %s %s\n\n", c->name, c->operands);
+	print_wrapped(f, c->summary, 0, 0);
+	fputc('\n', f);
+	print_wrapped(f, c->details, 0, 0);
+	if (c->run == cmd_send || c->run == cmd_group_send) {
+		fputc('\n', f);
+		print_wrapped(f, json_help, 0, 0);
+	}
+	print_tail(f);
+}
+
+static const struct command *find_command(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
+		if (strcmp(commands[i].name, name) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+static int unknown_command(const char *name)
+{
+	char q[128];
+	return fail(EXIT_USAGE, "unknown command %s (see laurel --help)",
+		    quote(name, q, sizeof(q)));
+}
+
+static int cmd_help(struct tool *t, char **args, int nargs)
+{
+	if (nargs == 0) {
+		print_help(stdout);
+		return EXIT_OK;
+	}
+	const struct command *c = find_command(args[0]);
+	if (!c)
+		return unknown_command(args[0]);
+	print_command_help(stdout, c);
+	return EXIT_OK;
+}
+
+/* --- Commands ------------------------------------------------------------------------------- */
+
+static int check_name(const char *name, bool group)
+{
+	const char *what = group ? "group" : "channel";
+	char q[LAUREL_NAME_MAX + 64];
+	size_t len = strlen(name);
+	if (group ? laurel_valid_group(name) : laurel_valid_channel(name))
+		return 0;
+	if (len == 0)
+		return fail(EXIT_USAGE, "the %s name is empty", what);
+	if (len >= LAUREL_NAME_MAX)
+		return fail(EXIT_USAGE, "%s name %s is too long: %zu characters, at most %d", what,
+			    quote(name, q, sizeof(q)), len, LAUREL_NAME_MAX - 1);
+	if (group)
+		return fail(EXIT_USAGE,
+			    "invalid group name %s: use only letters, digits, '-', '_' and '.'",
+			    quote(name, q, sizeof(q)));
+	return fail(EXIT_USAGE,
+		    "invalid channel name %s: use letters, digits, '-', '_' and '.', then "
+		    "optionally one '?' or '!' followed by more of those",
+		    quote(name, q, sizeof(q)));
+}
+
+static int read_stdin(struct buf *in)
+{
+	char chunk[65536];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof(chunk), stdin)) > 0) {
+		if (in->len + n > STDIN_MAX)
+			return fail(EXIT_USAGE, "the message on stdin is larger than %u bytes",
+				    STDIN_MAX);
+		buf_append(in, chunk, n);
+	}
+	if (ferror(stdin))
+		return fail(EXIT_USAGE, "cannot read the message from stdin: %s", strerror(errno));
+	return 0;
+}
+
+/* Parses the JSON operand ("-" = stdin) into *out. Returns 0 or EXIT_USAGE. */
+static int load_message(const char *arg, struct laurel_msg **out)
+{
+	struct buf in;
+	char err[512];
+	int code = 0;
+	buf_init(&in);
+	if (strcmp(arg, "-") == 0)
+		code = read_stdin(&in);
+	else
+		buf_append_str(&in, arg);
+	if (code == 0 && json_to_msg(in.len ? in.data : "", in.len, out, err, sizeof(err)) < 0)
+		code = fail(EXIT_USAGE, "%s", err);
+	buf_fini(&in);
+	return code;
+}
+
+static int print_message(const struct laurel_msg *msg)
+{
+	char *text = json_from_msg(msg, false);
+	printf("%s\n", text);
+	free(text);
+	return EXIT_OK;
+}
+
+static int layer_error(struct tool *t, int rc)
+{
+	const char *detail = laurel_layer_error(t->layer);
+	return fail(rc == -EINVAL || rc == -EMSGSIZE ? EXIT_USAGE : EXIT_LAYER, "%s",
+		    detail && *detail ? detail : strerror(-rc));
+}
+
+static int cmd_send(struct tool *t, char **args, int nargs)
+{
+	const char *channel = args[0];
+	struct laurel_msg *msg;
+	char q[LAUREL_NAME_MAX + 64];
+	int code = check_name(channel, false);
+	if (code || (code = load_message(args[1], &msg)))
+		return code;
+	if (t->cfg.dry_run) {
+		code = print_message(msg);
+	} else {
+		int rc = laurel_layer_send(t->layer, channel, msg);
+		if (rc == LAUREL_FULL)
+			code = fail(EXIT_FULL,
+				    "channel %s is full (capacity %d); the message was not sent",
+				    quote(channel, q, sizeof(q)), t->cfg.capacity);
+		else if (rc < 0)
+			code = layer_error(t, rc);
+		else
+			log_info("sent a message to %s", quote(channel, q, sizeof(q)));
+	}
+	laurel_msg_free(msg);
+	return code;
+}
+
+static int cmd_group_send(struct tool *t, char **args, int nargs)
+{
+	const char *group = args[0];
+	struct laurel_msg *msg;
+	size_t delivered = 0;
+	int code = check_name(group, true);
+	if (code || (code = load_message(args[1], &msg)))
+		return code;
+	if (t->cfg.dry_run) {
+		code = print_message(msg);
+	} else {
+		int rc = laurel_layer_group_send(t->layer, group, msg, &delivered);
+		if (rc < 0)
+			code = layer_error(t, rc);
+		else
+			printf("%zu\n", delivered);
+	}
+	laurel_msg_free(msg);
+	return code;
+}
+
+static int cmd_group_members(struct tool *t, char **args, int nargs)
+{
+	char **members = NULL;
+	size_t n = 0;
+	int code = check_name(args[0], true);
+	if (code)
+		return code;
+	int rc = laurel_layer_group_members(t->layer, args[0], &members, &n);
+	if (rc < 0)
+		return layer_error(t, rc);
+	printf("%zu\n", n);
+	for (size_t i = 0; i < n; i++)
+		printf("%s\n", members[i]);
+	laurel_strv_free(members);
+	return EXIT_OK;
+}
+
+static int cmd_stats(struct tool *t, char **args, int nargs)
+{
+	const char *channel = nargs ? args[0] : NULL;
+	struct laurel_stats st;
+	int code = channel ? check_name(channel, false) : 0;
+	if (code)
+		return code;
+	int rc = laurel_layer_stats(t->layer, channel, &st);
+	if (rc < 0)
+		return layer_error(t, rc);
+	printf("messages_count %" PRId64 "\n", st.messages_count);
+	printf("channel_full_count %" PRId64 "\n", st.channel_full_count);
+	if (channel) {
+		printf("messages_pending %" PRId64 "\n", st.messages_pending);
+		printf("messages_max_age %" PRId64 "\n", st.messages_max_age);
+		return EXIT_OK;
+	}
+	char **prefixes = NULL;
+	size_t n = 0;
+	rc = laurel_layer_interfaces(t->layer, &prefixes, &n);
+	if (rc < 0)
+		return layer_error(t, rc);
+	printf("interfaces %zu\n", n);
+	for (size_t i = 0; i < n; i++)
+		printf("interface %s\n", prefixes[i]);
+	laurel_strv_free(prefixes);
+	return EXIT_OK;
+}
+
+static int cmd_flush(struct tool *t, char **args, int nargs)
+{
+	int rc = laurel_layer_flush(t->layer);
+	if (rc < 0)
+		return layer_error(t, rc);
+	log_info("flushed the layer");
+	return EXIT_OK;
+}
+
+/* --- Main ----------------------------------------------------------------------------------- */
+
+static int open_layer(struct tool *t)
+{
+	const struct config *cfg = &t->cfg;
+	struct laurel_layer_options o = {
+		.urls = (const char *const *)cfg->layers.v,
+		.nurls = cfg->layers.n,
+		.prefix = cfg->prefix,
+		.expiry = cfg->expiry,
+		.group_expiry = cfg->group_expiry,
+		.capacity = cfg->capacity,
+	};
+	char err[256] = "";
+	for (size_t i = 0; i < cfg->layers.n; i++)
+		if (strncmp(cfg->layers.v[i], "memory:", 7) == 0)
+			return fail(
+				EXIT_USAGE,
+				"the memory layer lives inside one process and would vanish with "
+				"this one: give a Redis URL");
+	int rc = laurel_layer_new(&t->layer, &o, err, sizeof(err));
+	if (rc < 0)
+		return fail(EXIT_USAGE, "%s", err[0] ? err : strerror(-rc));
+	return 0;
+}
+
+static int run(struct tool *t, char **pos, int npos)
+{
+	if (t->cfg.version) {
+		printf("laurel %s\n", LAUREL_VERSION);
+		return EXIT_OK;
+	}
+	if (npos == 0) {
+		if (t->cfg.help) {
+			print_help(stdout);
+			return EXIT_OK;
+		}
+		return fail(EXIT_USAGE, "no command given (see laurel --help)");
+	}
+	const struct command *c = find_command(pos[0]);
+	if (!c)
+		return unknown_command(pos[0]);
+	if (t->cfg.help) {
+		print_command_help(stdout, c);
+		return EXIT_OK;
+	}
+	int nargs = npos - 1;
+	if (nargs < c->min_args || nargs > c->max_args) {
+		if (c->max_args == 0)
+			return fail(EXIT_USAGE, "%s takes no arguments (see laurel %s --help)",
+				    c->name, c->name);
+		return fail(EXIT_USAGE, "usage: laurel %s %s (see laurel %s --help)", c->name,
+			    c->operands, c->name);
+	}
+	/* Refused rather than ignored: "laurel -n flush" must not flush. */
+	if (t->cfg.dry_run && !c->dry_run)
+		return fail(EXIT_USAGE, "--dry-run applies to send and group-send only, not %s",
+			    c->name);
+	if (c->uses_layer) {
+		int code = open_layer(t);
+		if (code)
+			return code;
+	}
+	return c->run(t, pos + 1, nargs);
+}
+
+int main(int argc, char **argv)
+{
+	struct tool t = {0};
+	char **pos = xcalloc((size_t)argc, sizeof(*pos));
+	int npos = 0;
+	log_set_program("laurel");
+	int code = parse_args(&t.cfg, argc, argv, pos, &npos);
+	if (code == 0) {
+		/* Quiet by default: a failure is reported once, by the tool, in one line. */
+		log_level = t.cfg.verbose ? LOG_INFO + t.cfg.verbose - 1 : LOG_ERROR - 1;
+		code = run(&t, pos, npos);
+	}
+	laurel_layer_free(t.layer);
+	config_fini(&t.cfg);
+	free(pos);
+	return code;
+}
