@@ -221,7 +221,7 @@ static char **strv_new(size_t n)
 	return xcalloc(n + 1, sizeof(char *));
 }
 
-/* --- Queues ------------------------------------------------------------------------------------ */
+/* --- Queues ---------------------------------------------------------------------------------- */
 
 static int64_t expiry_ms(const struct layer_memory *m)
 {
@@ -317,7 +317,7 @@ static void wake_one(struct queue *q)
 	}
 }
 
-/* --- Statistics -------------------------------------------------------------------------------- */
+/* --- Statistics ------------------------------------------------------------------------------ */
 
 static bool counters_live(const struct counters *c, int64_t now)
 {
@@ -351,12 +351,11 @@ static struct counters *counters_get(struct layer_memory *m, const char *queue, 
 	return c;
 }
 
-/* --- Sending ----------------------------------------------------------------------------------- */
+/* --- Sending --------------------------------------------------------------------------------- */
 
 /* Queues it on the queue named queue[0..len) unless that is full, and wakes one reader. Returns 0
  * (it is then owned by the queue) or LAUREL_FULL (it is still the caller's). */
-static int push(struct layer_memory *m, const char *queue, size_t len, struct item *it,
-		int64_t now)
+static int push(struct layer_memory *m, const char *queue, size_t len, struct item *it, int64_t now)
 {
 	char name[LAUREL_NAME_MAX + 1];
 	if (len > LAUREL_NAME_MAX)
@@ -407,7 +406,7 @@ static int op_send(struct laurel_layer *l, const char *channel, const struct lau
 	return rc;
 }
 
-/* --- Receiving --------------------------------------------------------------------------------- */
+/* --- Receiving ------------------------------------------------------------------------------- */
 
 /* Pops up to max messages, one per channel per round, in the given channel order. Records in
  * from[] the index of the channel each came from. */
@@ -582,7 +581,7 @@ static int op_new_channel(struct laurel_layer *l, const char *pattern, char *out
 	return 0;
 }
 
-/* --- Groups ------------------------------------------------------------------------------------ */
+/* --- Groups ---------------------------------------------------------------------------------- */
 
 static int64_t group_expiry_ms(const struct layer_memory *m)
 {
@@ -816,7 +815,7 @@ static int op_group_send(struct laurel_layer *l, const char *group, const struct
 	return 0;
 }
 
-/* --- Interfaces -------------------------------------------------------------------------------- */
+/* --- Interfaces ------------------------------------------------------------------------------ */
 
 static int op_announce(struct laurel_layer *l, const char *prefix, int ttl_s)
 {
@@ -874,7 +873,7 @@ static int op_interfaces(struct laurel_layer *l, char ***prefixes, size_t *count
 	return 0;
 }
 
-/* --- Flush, statistics, lifetime --------------------------------------------------------------- */
+/* --- Flush, statistics, lifetime ------------------------------------------------------------- */
 
 static void clear_all(struct layer_memory *m)
 {

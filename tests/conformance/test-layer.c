@@ -174,7 +174,7 @@ static bool strv_has(char **v, const char *s)
 	return false;
 }
 
-/* --- Messages ---------------------------------------------------------------------------------- */
+/* --- Messages -------------------------------------------------------------------------------- */
 
 static struct laurel_msg *every_type(void)
 {
@@ -406,7 +406,7 @@ static void test_receive_many(void)
 	laurel_layer_free(l);
 }
 
-/* --- At most once, with competing readers ------------------------------------------------------ */
+/* --- At most once, with competing readers ---------------------------------------------------- */
 
 enum { AMO_MESSAGES = 2000, AMO_READERS = 4 };
 
@@ -512,7 +512,7 @@ static void test_at_most_once(void)
 	laurel_layer_free(l);
 }
 
-/* --- Names ------------------------------------------------------------------------------------- */
+/* --- Names ----------------------------------------------------------------------------------- */
 
 static void test_process_channels(void)
 {
@@ -560,7 +560,8 @@ static void test_new_channel(void)
 		bad += !laurel_valid_channel(out) || strncmp(out, "nc.test?", 8) != 0 ||
 		       strlen(out) != 8 + 12;
 		for (int k = 8; k < 20; k++)
-			bad += !((out[k] >= 'a' && out[k] <= 'z') || (out[k] >= 'A' && out[k] <= 'Z'));
+			bad += !((out[k] >= 'a' && out[k] <= 'z') ||
+				 (out[k] >= 'A' && out[k] <= 'Z'));
 	}
 	CHECK_EQ(bad, 0);
 	qsort(names, N, sizeof(*names), cmp_str);
@@ -672,7 +673,7 @@ static void test_bad_names(void)
 	laurel_layer_free(l);
 }
 
-/* --- Expiry and capacity ----------------------------------------------------------------------- */
+/* --- Expiry and capacity --------------------------------------------------------------------- */
 
 static void test_expiry(void)
 {
@@ -784,7 +785,7 @@ static void test_capacity(void)
 	laurel_layer_free(l);
 }
 
-/* --- Groups ------------------------------------------------------------------------------------ */
+/* --- Groups ---------------------------------------------------------------------------------- */
 
 static void test_groups(void)
 {
@@ -989,7 +990,7 @@ static void test_multicast(void)
 	laurel_layer_free(l);
 }
 
-/* --- Flush and statistics ---------------------------------------------------------------------- */
+/* --- Flush and statistics -------------------------------------------------------------------- */
 
 static void test_flush(void)
 {

@@ -1,0 +1,618 @@
+/* The asynchronous Redis client (see layer_async.h). One command connection per shard for sends
+ * and the registry; one connection per listened channel and shard, dedicated to its BLPOP loop.
+ *
+ * Scripts: every new connection queues SCRIPT LOAD for each script before anything else, so the
+ * EVALSHA calls queued behind it always find them; a NOSCRIPT (someone ran SCRIPT FLUSH) loads
+ * them again and resends the same command. */
+#include "common/layer_async.h"
+#include "common/layer.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/adapters/libevent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define BATCH 64
+
+struct layer_async;
+
+/* One connection with its reconnect timer. */
+struct conn {
+	struct layer_async *a;
+	size_t shard;
+	redisAsyncContext *ac;
+	bool connected;
+	int backoff_ms;
+	struct event *timer; /* reconnect after backoff, or give up a slow connect */
+	void (*on_up)(struct conn *c);
+	struct listener *listener; /* NULL for a command connection */
+};
+
+struct listener {
+	struct layer_async *a;
+	char channel[LAUREL_NAME_MAX + 1];
+	char key[LAUREL_NAME_MAX + 80];
+	layer_async_message_cb cb;
+	void *arg;
+	struct conn *conns; /* one per shard the channel can be on */
+	size_t nconns;
+};
+
+struct announcement {
+	char prefix[LAUREL_NAME_MAX + 1];
+	int ttl_s;
+	struct event *timer;
+	struct layer_async *a;
+};
+
+struct shard {
+	struct layer_endpoint ep;
+	struct conn cmd;
+	bool down; /* an outage was logged and has not ended */
+};
+
+struct layer_async {
+	struct event_base *base;
+	struct layer_config cfg;
+	struct shard *shards;
+	size_t nshards;
+	size_t rr;
+	struct util_rng rng;
+	struct listener **listeners;
+	size_t nlisteners;
+	struct announcement **announcements;
+	size_t nannouncements;
+	bool freeing;
+};
+
+/* A command in flight: its callback, and the formatted command for a NOSCRIPT resend. */
+struct pending {
+	struct layer_async *a;
+	size_t shard;
+	layer_async_done_cb cb;
+	void *arg;
+	char *cmd;
+	size_t cmdlen;
+	bool retried;
+	char channel[LAUREL_NAME_MAX + 1];
+};
+
+static void conn_start(struct conn *c);
+
+/* --- Outage logging -------------------------------------------------------------------------- */
+
+static void shard_down(struct layer_async *a, size_t sh, const char *why)
+{
+	struct shard *s = &a->shards[sh];
+	if (!s->down && !a->freeing) {
+		log_warn("redis %s unreachable: %s; retrying with backoff", s->ep.desc, why);
+		s->down = true;
+	}
+}
+
+static void shard_up(struct layer_async *a, size_t sh)
+{
+	struct shard *s = &a->shards[sh];
+	if (s->down) {
+		log_info("redis %s reachable again", s->ep.desc);
+		s->down = false;
+	}
+}
+
+/* --- Connections ----------------------------------------------------------------------------- */
+
+static void schedule(struct conn *c, int ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	evtimer_add(c->timer, &tv);
+}
+
+static void conn_lost(struct conn *c, const char *why)
+{
+	c->ac = NULL;
+	c->connected = false;
+	if (c->a->freeing)
+		return;
+	shard_down(c->a, c->shard, why);
+	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
+	if (c->backoff_ms > BACKOFF_MAX_MS)
+		c->backoff_ms = BACKOFF_MAX_MS;
+	schedule(c, c->backoff_ms);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+	struct conn *c = ac->data;
+	if (!c)
+		return;
+	evtimer_del(c->timer);
+	if (status != REDIS_OK) {
+		/* hiredis frees the context after this returns. */
+		conn_lost(c, ac->errstr[0] ? ac->errstr : "connection failed");
+		return;
+	}
+	c->connected = true;
+	c->backoff_ms = 0;
+	shard_up(c->a, c->shard);
+	if (c->on_up)
+		c->on_up(c);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+	struct conn *c = ac->data;
+	if (!c)
+		return;
+	conn_lost(c, ac->errstr[0] ? ac->errstr : "connection closed");
+}
+
+static void on_setup_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	redisReply *r = reply;
+	struct conn *c = ac->data;
+	if (r && r->type == REDIS_REPLY_ERROR && c)
+		log_error("redis %s: %s failed: %s", c->a->shards[c->shard].ep.desc,
+			  (const char *)privdata, r->str);
+}
+
+static void queue_script_loads(redisAsyncContext *ac)
+{
+	for (int i = 0; i < SCRIPT_COUNT; i++)
+		redisAsyncCommand(ac, on_setup_reply, "SCRIPT LOAD", "SCRIPT LOAD %s",
+				  layer_script_source((enum script_id)i));
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (c->ac && !c->connected) {
+		/* The connect took too long: give up on it (no hiredis callback is running). */
+		redisAsyncContext *ac = c->ac;
+		ac->data = NULL;
+		c->ac = NULL;
+		redisAsyncFree(ac);
+		conn_lost(c, "connect timed out");
+		return;
+	}
+	if (!c->ac)
+		conn_start(c);
+}
+
+static void conn_start(struct conn *c)
+{
+	struct layer_async *a = c->a;
+	struct layer_endpoint *ep = &a->shards[c->shard].ep;
+	redisAsyncContext *ac =
+		ep->host ? redisAsyncConnect(ep->host, ep->port) : redisAsyncConnectUnix(ep->path);
+	if (!ac || ac->err) {
+		char why[256];
+		snprintf(why, sizeof(why), "%s", ac ? ac->errstr : "out of memory");
+		if (ac)
+			redisAsyncFree(ac);
+		conn_lost(c, why);
+		return;
+	}
+	ac->data = c;
+	redisLibeventAttach(ac, a->base);
+	redisAsyncSetConnectCallback(ac, on_connect);
+	redisAsyncSetDisconnectCallback(ac, on_disconnect);
+	if (ep->password) {
+		if (ep->user)
+			redisAsyncCommand(ac, on_setup_reply, "AUTH", "AUTH %s %s", ep->user,
+					  ep->password);
+		else
+			redisAsyncCommand(ac, on_setup_reply, "AUTH", "AUTH %s", ep->password);
+	}
+	if (ep->db)
+		redisAsyncCommand(ac, on_setup_reply, "SELECT", "SELECT %d", ep->db);
+	queue_script_loads(ac);
+	c->ac = ac;
+	c->connected = false;
+	schedule(c, a->cfg.connect_timeout_ms);
+}
+
+static void conn_init(struct layer_async *a, struct conn *c, size_t shard, void (*on_up)(struct conn *),
+		      struct listener *l)
+{
+	c->a = a;
+	c->shard = shard;
+	c->on_up = on_up;
+	c->listener = l;
+	c->timer = evtimer_new(a->base, on_timer, c);
+}
+
+static void conn_fini(struct conn *c)
+{
+	if (c->ac) {
+		redisAsyncContext *ac = c->ac;
+		c->ac = NULL;
+		redisAsyncFree(ac);
+	}
+	if (c->timer)
+		event_free(c->timer);
+	c->timer = NULL;
+}
+
+/* --- Commands -------------------------------------------------------------------------------- */
+
+static void complete(struct pending *p, int status)
+{
+	if (p->cb)
+		p->cb(status, p->arg);
+	free(p->cmd);
+	free(p);
+}
+
+static void on_command_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct pending *p = privdata;
+	redisReply *r = reply;
+	if (!r) {
+		complete(p, p->a->freeing ? -ECANCELED : -ENOTCONN);
+		return;
+	}
+	if (r->type == REDIS_REPLY_ERROR) {
+		if (strncmp(r->str, "NOSCRIPT", 8) == 0 && !p->retried) {
+			p->retried = true;
+			queue_script_loads(ac);
+			if (redisAsyncFormattedCommand(ac, on_command_reply, p, p->cmd, p->cmdlen) ==
+			    REDIS_OK)
+				return;
+		}
+		if (strstr(r->str, "full")) {
+			complete(p, LAUREL_FULL);
+			return;
+		}
+		log_warn("redis %s: command failed: %s", p->a->shards[p->shard].ep.desc, r->str);
+		complete(p, -EPROTO);
+		return;
+	}
+	complete(p, 0);
+}
+
+/* Sends a command on a shard's command connection. Takes cmd (from redisFormatCommandArgv). */
+static int submit(struct layer_async *a, size_t sh, char *cmd, size_t len, layer_async_done_cb cb,
+		  void *arg)
+{
+	struct conn *c = &a->shards[sh].cmd;
+	/* While a shard is known to be down, fail at once rather than queue behind a connect
+	 * attempt that will most likely fail too. */
+	if (!c->ac || (!c->connected && a->shards[sh].down)) {
+		free(cmd);
+		return layer_fail(-ENOTCONN, "cannot reach redis %s", a->shards[sh].ep.desc);
+	}
+	struct pending *p = xcalloc(1, sizeof(*p));
+	p->a = a;
+	p->shard = sh;
+	p->cb = cb;
+	p->arg = arg;
+	p->cmd = cmd;
+	p->cmdlen = len;
+	if (redisAsyncFormattedCommand(c->ac, on_command_reply, p, cmd, len) != REDIS_OK) {
+		free(cmd);
+		free(p);
+		return layer_fail(-ENOTCONN, "cannot reach redis %s", a->shards[sh].ep.desc);
+	}
+	return 0;
+}
+
+static int submit_argv(struct layer_async *a, size_t sh, int argc, const char **argv,
+		       const size_t *lens, layer_async_done_cb cb, void *arg)
+{
+	char *cmd = NULL;
+	int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+	if (len < 0)
+		return layer_fail(-ENOMEM, "cannot format a Redis command");
+	return submit(a, sh, cmd, (size_t)len, cb, arg);
+}
+
+int layer_async_send(struct layer_async *a, const char *channel, const struct laurel_msg *msg,
+		     layer_async_done_cb cb, void *arg)
+{
+	const struct layer_config *cfg = &a->cfg;
+	if (!laurel_valid_channel(channel))
+		return layer_fail(-EINVAL, "invalid channel name \"%.120s\"", channel);
+	struct buf payload;
+	buf_init(&payload);
+	int rc = layer_encode(cfg, channel, msg, &payload);
+	if (rc < 0) {
+		buf_fini(&payload);
+		return rc;
+	}
+	size_t home = layer_channel_home(a->nshards, channel);
+	size_t sh = home != SIZE_MAX ? home : a->rr++ % a->nshards;
+	size_t qlen = layer_queue_len(channel);
+	char body[128], queue[192], chmsgs[224], glmsgs[128], chfull[224], glfull[128];
+	char hex[32], expiry[16], capacity[16];
+	util_rng_hex(&a->rng, hex, 32);
+	snprintf(body, sizeof(body), "%s%.32s", cfg->prefix, hex);
+	snprintf(queue, sizeof(queue), "%s%.*s", cfg->prefix, (int)qlen, channel);
+	snprintf(chmsgs, sizeof(chmsgs), "%s%.*s:messages_count", cfg->stats_prefix, (int)qlen,
+		 channel);
+	snprintf(chfull, sizeof(chfull), "%s%.*s:channel_full_count", cfg->stats_prefix, (int)qlen,
+		 channel);
+	snprintf(glmsgs, sizeof(glmsgs), "%s#global#:messages_count", cfg->stats_prefix);
+	snprintf(glfull, sizeof(glfull), "%s#global#:channel_full_count", cfg->stats_prefix);
+	snprintf(expiry, sizeof(expiry), "%d", cfg->expiry);
+	snprintf(capacity, sizeof(capacity), "%d", layer_capacity_for(cfg, channel));
+	const char *argv[12] = {"EVALSHA", layer_script_sha(SCRIPT_SEND), "6", body, queue,
+				chmsgs, glmsgs, chfull, glfull, payload.data, expiry, capacity};
+	size_t lens[12];
+	for (int i = 0; i < 12; i++)
+		lens[i] = i == 9 ? payload.len : strlen(argv[i]);
+	rc = submit_argv(a, sh, 12, argv, lens, cb, arg);
+	buf_fini(&payload);
+	return rc;
+}
+
+/* --- Listening ------------------------------------------------------------------------------- */
+
+static void listen_pop(struct conn *c, redisReply *popped);
+
+static void on_blpop(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct conn *c = privdata;
+	redisReply *r = reply;
+	if (!r || c->a->freeing)
+		return; /* the connection went away; on_disconnect takes over */
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+		listen_pop(c, r);
+		return;
+	}
+	if (r->type == REDIS_REPLY_ERROR)
+		log_warn("redis %s: BLPOP %s failed: %s", c->a->shards[c->shard].ep.desc,
+			 c->listener->key, r->str);
+	/* A timeout (nil) or an error: block again. */
+	redisAsyncCommand(c->ac, on_blpop, c, "BLPOP %s 0", c->listener->key);
+}
+
+static void on_pop(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct conn *c = privdata;
+	struct listener *l = c->listener;
+	redisReply *r = reply;
+	if (!r || c->a->freeing)
+		return;
+	if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+		queue_script_loads(ac);
+		listen_pop(c, NULL);
+		return;
+	}
+	size_t n = 0;
+	if (r->type == REDIS_REPLY_ARRAY) {
+		size_t prefixlen = strlen(c->a->cfg.prefix);
+		for (size_t i = 0; i + 1 < r->elements; i += 2) {
+			redisReply *k = r->element[i], *b = r->element[i + 1];
+			struct laurel_received rcv;
+			n++;
+			if (k->len < prefixlen ||
+			    layer_decode(k->str + prefixlen, k->len - prefixlen, b->str, b->len,
+					 &rcv) < 0) {
+				log_warn("dropped a message on %s that does not decode (%zu bytes)",
+					 l->channel, b->len);
+				continue;
+			}
+			l->cb(&rcv, l->arg);
+			laurel_received_fini(&rcv);
+			if (c->a->freeing || !c->ac)
+				return;
+		}
+	} else {
+		log_warn("redis %s: receive on %s failed: %s", c->a->shards[c->shard].ep.desc,
+			 l->channel, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+	}
+	/* A full batch means more may be waiting: take it at once; else block. */
+	if (n >= BATCH)
+		listen_pop(c, NULL);
+	else
+		redisAsyncCommand(c->ac, on_blpop, c, "BLPOP %s 0", l->key);
+}
+
+/* One script call: the body BLPOP popped (if any) and up to a batch of what else is ready. */
+static void listen_pop(struct conn *c, redisReply *popped)
+{
+	struct listener *l = c->listener;
+	char max[16];
+	snprintf(max, sizeof(max), "%d", popped ? BATCH - 1 : BATCH);
+	const char *argv[7] = {"EVALSHA", layer_script_sha(SCRIPT_POP), "1", l->key, max};
+	size_t lens[7];
+	int argc = 5;
+	if (popped) {
+		argv[argc++] = popped->element[1]->str;
+		argv[argc++] = popped->element[0]->str;
+	}
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	if (popped) {
+		lens[5] = popped->element[1]->len;
+		lens[6] = popped->element[0]->len;
+	}
+	redisAsyncCommandArgv(c->ac, on_pop, c, argc, argv, lens);
+}
+
+static void listener_up(struct conn *c)
+{
+	/* Take what queued up while we were away, then block. */
+	listen_pop(c, NULL);
+}
+
+int layer_async_listen(struct layer_async *a, const char *channel, layer_async_message_cb cb,
+		       void *arg)
+{
+	const char *bang = strchr(channel ? channel : "", '!');
+	if (!laurel_valid_channel(channel) || (bang && bang[1]))
+		return layer_fail(-EINVAL, "cannot listen on \"%.120s\"", channel ? channel : "");
+	struct listener *l = xcalloc(1, sizeof(*l));
+	l->a = a;
+	snprintf(l->channel, sizeof(l->channel), "%s", channel);
+	snprintf(l->key, sizeof(l->key), "%s%s", a->cfg.prefix, channel);
+	l->cb = cb;
+	l->arg = arg;
+	size_t home = layer_channel_home(a->nshards, channel);
+	l->nconns = home == SIZE_MAX ? a->nshards : 1;
+	l->conns = xcalloc(l->nconns, sizeof(*l->conns));
+	for (size_t i = 0; i < l->nconns; i++) {
+		conn_init(a, &l->conns[i], home == SIZE_MAX ? i : home, listener_up, l);
+		conn_start(&l->conns[i]);
+	}
+	a->listeners = xrealloc(a->listeners, (a->nlisteners + 1) * sizeof(*a->listeners));
+	a->listeners[a->nlisteners++] = l;
+	return 0;
+}
+
+/* --- Registry -------------------------------------------------------------------------------- */
+
+static int registry_command(struct layer_async *a, const char *prefix, const char *what,
+			    int ttl_s, layer_async_done_cb cb, void *arg)
+{
+	size_t sh = layer_shard_of(a->nshards, prefix, strlen(prefix));
+	char key[96], score[32];
+	snprintf(key, sizeof(key), "%s:interfaces", a->cfg.prefix);
+	snprintf(score, sizeof(score), "%.3f", util_wall_time() + ttl_s);
+	if (strcmp(what, "ZADD") == 0) {
+		const char *argv[4] = {"ZADD", key, score, prefix};
+		size_t lens[4] = {4, strlen(key), strlen(score), strlen(prefix)};
+		return submit_argv(a, sh, 4, argv, lens, cb, arg);
+	}
+	const char *argv[3] = {"ZREM", key, prefix};
+	size_t lens[3] = {4, strlen(key), strlen(prefix)};
+	return submit_argv(a, sh, 3, argv, lens, cb, arg);
+}
+
+static void renew(evutil_socket_t fd, short what, void *arg)
+{
+	struct announcement *an = arg;
+	int rc = registry_command(an->a, an->prefix, "ZADD", an->ttl_s, NULL, NULL);
+	if (rc < 0)
+		log_debug("could not renew the announcement of %s: %s", an->prefix,
+			  laurel_layer_error(NULL));
+	int every = an->ttl_s * 1000 / 3;
+	struct timeval tv = {every / 1000, (every % 1000) * 1000};
+	evtimer_add(an->timer, &tv);
+}
+
+int layer_async_announce(struct layer_async *a, const char *prefix, int ttl_s)
+{
+	size_t n = prefix ? strlen(prefix) : 0;
+	if (n < 2 || prefix[n - 1] != '!' || !laurel_valid_channel(prefix) || ttl_s < 1)
+		return layer_fail(-EINVAL, "cannot announce \"%.120s\"", prefix ? prefix : "");
+	struct announcement *an = xcalloc(1, sizeof(*an));
+	snprintf(an->prefix, sizeof(an->prefix), "%s", prefix);
+	an->ttl_s = ttl_s;
+	an->a = a;
+	an->timer = evtimer_new(a->base, renew, an);
+	a->announcements =
+		xrealloc(a->announcements, (a->nannouncements + 1) * sizeof(*a->announcements));
+	a->announcements[a->nannouncements++] = an;
+	/* The first ZADD is queued on the connection (or goes out when it comes up). */
+	renew(-1, 0, an);
+	return 0;
+}
+
+int layer_async_withdraw(struct layer_async *a, const char *prefix, layer_async_done_cb cb,
+			 void *arg)
+{
+	for (size_t i = 0; i < a->nannouncements; i++) {
+		struct announcement *an = a->announcements[i];
+		if (strcmp(an->prefix, prefix) == 0) {
+			event_free(an->timer);
+			free(an);
+			a->announcements[i] = a->announcements[--a->nannouncements];
+			return registry_command(a, prefix, "ZREM", 0, cb, arg);
+		}
+	}
+	return layer_fail(-EINVAL, "%.120s was not announced", prefix ? prefix : "");
+}
+
+/* A command connection that comes back renews the announcements on its shard at once. */
+static void command_up(struct conn *c)
+{
+	struct layer_async *a = c->a;
+	for (size_t i = 0; i < a->nannouncements; i++) {
+		struct announcement *an = a->announcements[i];
+		if (layer_shard_of(a->nshards, an->prefix, strlen(an->prefix)) == c->shard)
+			registry_command(a, an->prefix, "ZADD", an->ttl_s, NULL, NULL);
+	}
+}
+
+size_t layer_async_connected(const struct layer_async *a)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < a->nshards; i++)
+		n += a->shards[i].cmd.connected;
+	return n;
+}
+
+/* --- Lifecycle ------------------------------------------------------------------------------- */
+
+int layer_async_new(struct layer_async **out, struct event_base *base,
+		    const struct laurel_layer_options *opts, char *err, size_t errlen)
+{
+	static const char *const default_urls[] = {"redis://127.0.0.1:6379"};
+	const char *const *urls = opts && opts->nurls ? opts->urls : default_urls;
+	size_t nurls = opts && opts->nurls ? opts->nurls : 1;
+	if (nurls > 64) {
+		if (errlen)
+			snprintf(err, errlen, "at most 64 Redis shards (got %zu)", nurls);
+		return -EINVAL;
+	}
+	struct layer_async *a = xcalloc(1, sizeof(*a));
+	int rc = layer_config_init(&a->cfg, opts, err, errlen);
+	if (rc < 0) {
+		free(a);
+		return rc;
+	}
+	a->base = base;
+	a->shards = xcalloc(nurls, sizeof(*a->shards));
+	a->nshards = nurls;
+	util_rng_init(&a->rng);
+	for (size_t i = 0; i < nurls; i++) {
+		if (!urls[i] || layer_endpoint_parse(&a->shards[i].ep, urls[i], err, errlen) < 0) {
+			if (!urls[i] && errlen)
+				snprintf(err, errlen, "layer URL %zu is missing", i + 1);
+			layer_async_free(a);
+			return -EINVAL;
+		}
+	}
+	for (size_t i = 0; i < nurls; i++) {
+		conn_init(a, &a->shards[i].cmd, i, command_up, NULL);
+		conn_start(&a->shards[i].cmd);
+	}
+	*out = a;
+	return 0;
+}
+
+void layer_async_free(struct layer_async *a)
+{
+	if (!a)
+		return;
+	a->freeing = true;
+	for (size_t i = 0; i < a->nlisteners; i++) {
+		struct listener *l = a->listeners[i];
+		for (size_t k = 0; k < l->nconns; k++)
+			conn_fini(&l->conns[k]);
+		free(l->conns);
+		free(l);
+	}
+	free(a->listeners);
+	for (size_t i = 0; i < a->nannouncements; i++) {
+		event_free(a->announcements[i]->timer);
+		free(a->announcements[i]);
+	}
+	free(a->announcements);
+	for (size_t i = 0; i < a->nshards; i++) {
+		conn_fini(&a->shards[i].cmd);
+		layer_endpoint_fini(&a->shards[i].ep);
+	}
+	free(a->shards);
+	layer_config_fini(&a->cfg);
+	free(a);
+}

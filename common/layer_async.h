@@ -1,0 +1,63 @@
+/* The asynchronous Redis client of the channel layer, on a libevent loop: what laurel-interface
+ * uses. Same key layout, scripts and sharding as the synchronous client (common/layer_redis.c).
+ *
+ * Receiving never polls: each listened channel keeps one BLPOP outstanding per shard on a
+ * connection of its own; when it answers, one script call reads that message and takes whatever
+ * else is ready (up to a batch), and only when a batch comes back short does it block again.
+ *
+ * Callback contract, for every callback passed here:
+ *  - it fires exactly once, from the event loop, never from inside the call that took it;
+ *  - if the call returns an error, its callback is never called;
+ *  - on layer_async_free, pending callbacks fire with -ECANCELED;
+ *  - data passed to it is borrowed until it returns.
+ * layer_async_free must not be called from inside one of its callbacks.
+ *
+ * When a server goes away: calls that need it fail at once with -ENOTCONN (no callback), pending
+ * ones complete with -ENOTCONN, one warning is logged per outage, and connections are made again
+ * by a timer with backoff (100 ms doubling to 5 s); listeners resume by themselves. */
+#ifndef LAUREL_COMMON_LAYER_ASYNC_H
+#define LAUREL_COMMON_LAYER_ASYNC_H
+
+#include "laurel/layer.h"
+
+struct event_base;
+struct layer_async;
+
+/* Same options as laurel_layer_new; Redis URLs only. Connects in the background. Returns 0, or
+ * -EINVAL with a message in err. */
+int layer_async_new(struct layer_async **out, struct event_base *base,
+		    const struct laurel_layer_options *opts, char *err, size_t errlen);
+/* Closes everything; pending callbacks get -ECANCELED. Announcements are left to expire (call
+ * layer_async_withdraw first for a clean shutdown). NULL is a no-op. */
+void layer_async_free(struct layer_async *a);
+
+/* status: 0, LAUREL_FULL, -ENOTCONN, -EPROTO or -ECANCELED. */
+typedef void (*layer_async_done_cb)(int status, void *arg);
+
+/* Sends msg (borrowed; encoded before returning) on channel. cb may be NULL. Returns 0 (cb will
+ * fire), or -EINVAL (bad name), -EMSGSIZE, -ENOTCONN (the shard is down) with no callback. */
+int layer_async_send(struct layer_async *a, const char *channel, const struct laurel_msg *msg,
+		     layer_async_done_cb cb, void *arg);
+
+/* Called for each message received on a listened channel. r is borrowed: the callee may take
+ * r->msg (setting it to NULL) or r->recipients; the rest is freed after it returns. */
+typedef void (*layer_async_message_cb)(struct laurel_received *r, void *arg);
+
+/* Starts receiving on channel (a normal channel, or a process channel prefix "name!") until
+ * layer_async_free, calling cb for every message. Returns 0 or -EINVAL. */
+int layer_async_listen(struct layer_async *a, const char *channel, layer_async_message_cb cb,
+		       void *arg);
+
+/* Announces prefix ("name!") as a live laurel interface for multicast group sends, renewing it
+ * every ttl_s / 3 seconds until layer_async_free. Returns 0 or -EINVAL. */
+int layer_async_announce(struct layer_async *a, const char *prefix, int ttl_s);
+
+/* Stops renewing prefix and removes it from the registry. cb may be NULL. Returns 0 (cb will
+ * fire), -EINVAL, or -ENOTCONN. */
+int layer_async_withdraw(struct layer_async *a, const char *prefix, layer_async_done_cb cb,
+			 void *arg);
+
+/* The number of shards that are connected now, for health reporting. */
+size_t layer_async_connected(const struct layer_async *a);
+
+#endif
