@@ -386,13 +386,14 @@ static void on_pop(redisAsyncContext *ac, void *reply, void *privdata)
 		listen_pop(c, NULL);
 		return;
 	}
-	size_t n = 0;
-	if (r->type == REDIS_REPLY_ARRAY) {
+	long long left = 0;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
 		size_t prefixlen = strlen(c->a->cfg.prefix);
-		for (size_t i = 0; i + 1 < r->elements; i += 2) {
+		if (r->element[0]->type == REDIS_REPLY_INTEGER)
+			left = r->element[0]->integer;
+		for (size_t i = 1; i + 1 < r->elements; i += 2) {
 			redisReply *k = r->element[i], *b = r->element[i + 1];
 			struct laurel_received rcv;
-			n++;
 			if (k->len < prefixlen ||
 			    layer_decode(k->str + prefixlen, k->len - prefixlen, b->str, b->len,
 					 &rcv) < 0) {
@@ -409,8 +410,8 @@ static void on_pop(redisAsyncContext *ac, void *reply, void *privdata)
 		log_warn("redis %s: receive on %s failed: %s", c->a->shards[c->shard].ep.desc,
 			 l->channel, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
 	}
-	/* A full batch means more may be waiting: take it at once; else block. */
-	if (n >= BATCH)
+	/* More waiting: take the next batch at once; else block. */
+	if (left > 0)
 		listen_pop(c, NULL);
 	else
 		redisAsyncCommand(c->ac, on_blpop, c, "BLPOP %s 0", l->key);

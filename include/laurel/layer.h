@@ -39,7 +39,11 @@ extern "C" {
 #define LAUREL_NAME_MAX 100
 
 /* A capacity override: channels whose name (up to and including '!') matches the fnmatch glob
- * get this capacity. The first matching pattern wins. */
+ * get this capacity. The first matching pattern wins. In a glob '?' matches any one character:
+ * write "[?]" for the '?' of a single-reader channel name.
+ *
+ * Capacity is counted per queue: a normal channel sharded over N Redis servers holds up to
+ * N x capacity messages (as with asgi_redis); process and '?' channels live on one shard. */
 struct laurel_capacity {
 	const char *pattern;
 	int capacity;
@@ -75,7 +79,8 @@ int laurel_layer_new(struct laurel_layer **out, const struct laurel_layer_option
 /* Closes connections and frees. NULL is a no-op. */
 void laurel_layer_free(struct laurel_layer *layer);
 
-/* The last failure on this layer, as a sentence ("" if none). Borrowed until the next call. */
+/* The last failure of a layer call made by this thread, as a sentence ("" if none). Kept per
+ * thread, so threads sharing a memory layer each see their own. Borrowed until the next call. */
 const char *laurel_layer_error(const struct laurel_layer *layer);
 
 /* Name checks (SPEC §2), usable without a layer. */
