@@ -428,3 +428,72 @@ int laurel_layer_stats(struct laurel_layer *layer, const char *channel, struct l
 		CHECK_CHANNEL(channel);
 	return layer->ops->stats(layer, channel, out);
 }
+
+#define SESSION_KEY_MAX (LAUREL_NAME_MAX + 16)
+
+static int session_key(const char *reply_channel, char *key)
+{
+	if (!laurel_valid_channel(reply_channel))
+		return layer_fail(-EINVAL, "invalid channel name \"%.120s\"",
+				  reply_channel ? reply_channel : "(null)");
+	snprintf(key, SESSION_KEY_MAX, "session:%s", reply_channel);
+	return 0;
+}
+
+int laurel_layer_session_load(struct laurel_layer *layer, const char *reply_channel,
+			      struct laurel_msg **out)
+{
+	char key[SESSION_KEY_MAX];
+	layer_clear_error();
+	*out = NULL;
+	int rc = session_key(reply_channel, key);
+	if (rc < 0)
+		return rc;
+	char *data = NULL;
+	size_t len = 0;
+	rc = layer->ops->kv_get(layer, key, &data, &len);
+	if (rc < 0)
+		return rc;
+	if (!data) {
+		*out = laurel_msg_new();
+		return 0;
+	}
+	rc = laurel_msg_decode(data, len, NULL, out);
+	free(data);
+	if (rc < 0) {
+		*out = laurel_msg_new();
+		return layer_fail(-EPROTO, "the session of %s does not decode", reply_channel);
+	}
+	return 0;
+}
+
+int laurel_layer_session_save(struct laurel_layer *layer, const char *reply_channel,
+			      const struct laurel_msg *session)
+{
+	char key[SESSION_KEY_MAX];
+	layer_clear_error();
+	int rc = session_key(reply_channel, key);
+	if (rc < 0)
+		return rc;
+	struct buf b;
+	buf_init(&b);
+	codec_encode(session, NULL, &b);
+	if (b.len > layer->cfg.max_message) {
+		rc = layer_fail(-EMSGSIZE, "the session of %s is %zu bytes, above the limit of %zu",
+				reply_channel, b.len, layer->cfg.max_message);
+	} else {
+		rc = layer->ops->kv_set(layer, key, b.data, b.len, layer->cfg.group_expiry);
+	}
+	buf_fini(&b);
+	return rc;
+}
+
+int laurel_layer_session_delete(struct laurel_layer *layer, const char *reply_channel)
+{
+	char key[SESSION_KEY_MAX];
+	layer_clear_error();
+	int rc = session_key(reply_channel, key);
+	if (rc < 0)
+		return rc;
+	return layer->ops->kv_del(layer, key);
+}

@@ -42,6 +42,11 @@ struct layer_ops {
 	int (*announce)(struct laurel_layer *l, const char *prefix, int ttl_s);
 	int (*withdraw)(struct laurel_layer *l, const char *prefix);
 	int (*interfaces)(struct laurel_layer *l, char ***prefixes, size_t *n);
+	/* A small key-value store (sessions). get sets *data (malloc'ed, caller frees) or NULL. */
+	int (*kv_get)(struct laurel_layer *l, const char *key, char **data, size_t *len);
+	int (*kv_set)(struct laurel_layer *l, const char *key, const void *data, size_t len,
+		      int ttl_s);
+	int (*kv_del)(struct laurel_layer *l, const char *key);
 	int (*flush)(struct laurel_layer *l);
 	int (*stats)(struct laurel_layer *l, const char *channel, struct laurel_stats *out);
 	void (*free)(struct laurel_layer *l);

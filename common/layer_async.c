@@ -93,7 +93,7 @@ static void shard_down(struct layer_async *a, size_t sh, const char *why)
 {
 	struct shard *s = &a->shards[sh];
 	if (!s->down && !a->freeing) {
-		log_warn("redis %s unreachable: %s; retrying with backoff", s->ep.desc, why);
+		log_warn("%s unreachable: %s; retrying with backoff", s->ep.desc, why);
 		s->down = true;
 	}
 }
@@ -102,7 +102,7 @@ static void shard_up(struct layer_async *a, size_t sh)
 {
 	struct shard *s = &a->shards[sh];
 	if (s->down) {
-		log_info("redis %s reachable again", s->ep.desc);
+		log_info("%s reachable again", s->ep.desc);
 		s->down = false;
 	}
 }
@@ -159,7 +159,7 @@ static void on_setup_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	redisReply *r = reply;
 	struct conn *c = ac->data;
 	if (r && r->type == REDIS_REPLY_ERROR && c)
-		log_error("redis %s: %s failed: %s", c->a->shards[c->shard].ep.desc,
+		log_error("%s: %s failed: %s", c->a->shards[c->shard].ep.desc,
 			  (const char *)privdata, r->str);
 }
 
@@ -271,7 +271,7 @@ static void on_command_reply(redisAsyncContext *ac, void *reply, void *privdata)
 			complete(p, LAUREL_FULL);
 			return;
 		}
-		log_warn("redis %s: command failed: %s", p->a->shards[p->shard].ep.desc, r->str);
+		log_warn("%s: command failed: %s", p->a->shards[p->shard].ep.desc, r->str);
 		complete(p, -EPROTO);
 		return;
 	}
@@ -287,7 +287,7 @@ static int submit(struct layer_async *a, size_t sh, char *cmd, size_t len, layer
 	 * attempt that will most likely fail too. */
 	if (!c->ac || (!c->connected && a->shards[sh].down)) {
 		free(cmd);
-		return layer_fail(-ENOTCONN, "cannot reach redis %s", a->shards[sh].ep.desc);
+		return layer_fail(-ENOTCONN, "cannot reach %s", a->shards[sh].ep.desc);
 	}
 	struct pending *p = xcalloc(1, sizeof(*p));
 	p->a = a;
@@ -299,7 +299,7 @@ static int submit(struct layer_async *a, size_t sh, char *cmd, size_t len, layer
 	if (redisAsyncFormattedCommand(c->ac, on_command_reply, p, cmd, len) != REDIS_OK) {
 		free(cmd);
 		free(p);
-		return layer_fail(-ENOTCONN, "cannot reach redis %s", a->shards[sh].ep.desc);
+		return layer_fail(-ENOTCONN, "cannot reach %s", a->shards[sh].ep.desc);
 	}
 	return 0;
 }
@@ -368,7 +368,7 @@ static void on_blpop(redisAsyncContext *ac, void *reply, void *privdata)
 		return;
 	}
 	if (r->type == REDIS_REPLY_ERROR)
-		log_warn("redis %s: BLPOP %s failed: %s", c->a->shards[c->shard].ep.desc,
+		log_warn("%s: BLPOP %s failed: %s", c->a->shards[c->shard].ep.desc,
 			 c->listener->key, r->str);
 	/* A timeout (nil) or an error: block again. */
 	redisAsyncCommand(c->ac, on_blpop, c, "BLPOP %s 0", c->listener->key);
@@ -407,7 +407,7 @@ static void on_pop(redisAsyncContext *ac, void *reply, void *privdata)
 				return;
 		}
 	} else {
-		log_warn("redis %s: receive on %s failed: %s", c->a->shards[c->shard].ep.desc,
+		log_warn("%s: receive on %s failed: %s", c->a->shards[c->shard].ep.desc,
 			 l->channel, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
 	}
 	/* More waiting: take the next batch at once; else block. */

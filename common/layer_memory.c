@@ -109,6 +109,7 @@ struct layer_memory {
 	struct table groups;	 /* group name -> struct group */
 	struct table interfaces; /* process prefix -> v.i = deadline, monotonic ms */
 	struct table stats;	 /* queue name -> struct counters */
+	struct table kv;	 /* key -> struct kv_value */
 	int64_t messages_count;
 	int64_t channel_full_count;
 };
@@ -873,6 +874,86 @@ static int op_interfaces(struct laurel_layer *l, char ***prefixes, size_t *count
 	return 0;
 }
 
+/* --- Key-value (sessions) ------------------------------------------------------------------- */
+
+struct kv_value {
+	int64_t deadline_ms;
+	size_t len;
+	char data[];
+};
+
+static void kv_sweep(struct layer_memory *m, int64_t now)
+{
+	struct node *n, *tmp;
+	table_each(&m->kv, b, n, tmp)
+	{
+		struct kv_value *v = n->v.p;
+		if (v->deadline_ms <= now) {
+			free(v);
+			table_del(&m->kv, n);
+		}
+	}
+	table_swept(&m->kv);
+}
+
+static int op_kv_get(struct laurel_layer *l, const char *key, char **data, size_t *len)
+{
+	struct layer_memory *m = (struct layer_memory *)l;
+	*data = NULL;
+	*len = 0;
+	pthread_mutex_lock(&m->lock);
+	struct node *n = table_find(&m->kv, key, strlen(key));
+	if (n) {
+		struct kv_value *v = n->v.p;
+		if (v->deadline_ms > util_now_ms()) {
+			*data = xmalloc(v->len + 1);
+			memcpy(*data, v->data, v->len);
+			*len = v->len;
+		} else {
+			free(v);
+			table_del(&m->kv, n);
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+	return 0;
+}
+
+static int op_kv_set(struct laurel_layer *l, const char *key, const void *data, size_t len,
+		     int ttl_s)
+{
+	struct layer_memory *m = (struct layer_memory *)l;
+	struct kv_value *v = xmalloc(sizeof(*v) + len);
+	v->len = len;
+	memcpy(v->data, data, len);
+	pthread_mutex_lock(&m->lock);
+	int64_t now = util_now_ms();
+	v->deadline_ms = now + (int64_t)ttl_s * 1000;
+	struct node *n = table_find(&m->kv, key, strlen(key));
+	if (n) {
+		free(n->v.p);
+	} else {
+		if (table_needs_sweep(&m->kv))
+			kv_sweep(m, now);
+		n = table_add(&m->kv, key, strlen(key));
+	}
+	n->v.p = v;
+	pthread_mutex_unlock(&m->lock);
+	return 0;
+}
+
+static int op_kv_del(struct laurel_layer *l, const char *key)
+{
+	struct layer_memory *m = (struct layer_memory *)l;
+	pthread_mutex_lock(&m->lock);
+	struct node *n = table_find(&m->kv, key, strlen(key));
+	if (n) {
+		free(n->v.p);
+		table_del(&m->kv, n);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return 0;
+}
+
 /* --- Flush, statistics, lifetime ------------------------------------------------------------- */
 
 static void clear_all(struct layer_memory *m)
@@ -895,6 +976,11 @@ static void clear_all(struct layer_memory *m)
 		free(n->v.p);
 	}
 	table_clear(&m->stats);
+	table_each(&m->kv, b, n, tmp)
+	{
+		free(n->v.p);
+	}
+	table_clear(&m->kv);
 	table_clear(&m->interfaces);
 	m->messages_count = 0;
 	m->channel_full_count = 0;
@@ -942,6 +1028,7 @@ static void op_free(struct laurel_layer *l)
 	table_fini(&m->groups);
 	table_fini(&m->interfaces);
 	table_fini(&m->stats);
+	table_fini(&m->kv);
 	pthread_condattr_destroy(&m->condattr);
 	pthread_mutex_destroy(&m->lock);
 	layer_config_fini(&m->base.cfg);
@@ -961,6 +1048,9 @@ static const struct layer_ops memory_ops = {
 	.announce = op_announce,
 	.withdraw = op_withdraw,
 	.interfaces = op_interfaces,
+	.kv_get = op_kv_get,
+	.kv_set = op_kv_set,
+	.kv_del = op_kv_del,
 	.flush = op_flush,
 	.stats = op_stats,
 	.free = op_free,
@@ -980,6 +1070,7 @@ int layer_memory_new(struct laurel_layer **out, struct layer_config *cfg)
 	table_init(&m->groups);
 	table_init(&m->interfaces);
 	table_init(&m->stats);
+	table_init(&m->kv);
 	*out = &m->base;
 	return 0;
 }

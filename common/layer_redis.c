@@ -377,7 +377,7 @@ static int shard_failed(struct shard *s, const char *what)
 {
 	drop_connection(s);
 	if (!s->down) {
-		log_warn("redis %s unreachable: %s; retrying with backoff", s->ep.desc, what);
+		log_warn("%s unreachable: %s; retrying with backoff", s->ep.desc, what);
 		s->down = true;
 		s->backoff_ms = 0;
 	}
@@ -385,7 +385,7 @@ static int shard_failed(struct shard *s, const char *what)
 	if (s->backoff_ms > BACKOFF_MAX_MS)
 		s->backoff_ms = BACKOFF_MAX_MS;
 	s->retry_at = util_now_ms() + s->backoff_ms;
-	return layer_fail(-ENOTCONN, "cannot reach redis %s: %s", s->ep.desc, what);
+	return layer_fail(-ENOTCONN, "cannot reach %s: %s", s->ep.desc, what);
 }
 
 /* An established connection broke: allow one immediate reconnection attempt. */
@@ -460,7 +460,7 @@ static int shard_connect(struct redis_layer *L, struct shard *s)
 		return 0;
 	int64_t now = util_now_ms();
 	if (now < s->retry_at)
-		return layer_fail(-ENOTCONN, "cannot reach redis %s (next attempt in %lld ms)",
+		return layer_fail(-ENOTCONN, "cannot reach %s (next attempt in %lld ms)",
 				  s->ep.desc, (long long)(s->retry_at - now));
 	redisContext *c = open_context(L, s);
 	if (!c || c->err) {
@@ -483,7 +483,7 @@ static int shard_connect(struct redis_layer *L, struct shard *s)
 		freeReplyObject(r);
 	}
 	if (s->down)
-		log_info("redis %s reachable again", s->ep.desc);
+		log_info("%s reachable again", s->ep.desc);
 	s->down = false;
 	s->backoff_ms = 0;
 	return 0;
@@ -506,7 +506,7 @@ static redisReply *shard_command(struct redis_layer *L, struct shard *s, int *rc
 
 static int reply_error(struct shard *s, redisReply *r, const char *what)
 {
-	int rc = layer_fail(-EPROTO, "redis %s answered %s with %s%.*s", s->ep.desc, what,
+	int rc = layer_fail(-EPROTO, "%s answered %s with %s%.*s", s->ep.desc, what,
 			    r->type == REDIS_REPLY_ERROR ? "" : "an unexpected reply ",
 			    r->type == REDIS_REPLY_ERROR ? (int)r->len : 0,
 			    r->type == REDIS_REPLY_ERROR ? r->str : "");
@@ -1379,6 +1379,73 @@ static int redis_interfaces(struct laurel_layer *base, char ***prefixes, size_t 
 	return 0;
 }
 
+/* --- Key-value (sessions) ------------------------------------------------------------------- */
+
+/* Keys live at prefix + ":" + key ("asgi::session:..."), on the shard of key. */
+static struct shard *kv_shard(struct redis_layer *L, const char *key, char *full, size_t n)
+{
+	snprintf(full, n, "%s:%s", L->base.cfg.prefix, key);
+	return &L->shards[shard_of(L, key, strlen(key))];
+}
+
+static int redis_kv_get(struct laurel_layer *base, const char *key, char **data, size_t *len)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	char full[256];
+	struct shard *s = kv_shard(L, key, full, sizeof(full));
+	const char *argv[2] = {"GET", full};
+	size_t lens[2] = {3, strlen(full)};
+	int rc;
+	redisReply *r = shard_command(L, s, &rc, 2, argv, lens);
+	if (!r)
+		return rc;
+	*data = NULL;
+	*len = 0;
+	if (r->type == REDIS_REPLY_STRING) {
+		*data = xmalloc(r->len + 1);
+		memcpy(*data, r->str, r->len);
+		*len = r->len;
+	} else if (r->type != REDIS_REPLY_NIL) {
+		rc = reply_error(s, r, "GET");
+	}
+	freeReplyObject(r);
+	return rc < 0 ? rc : 0;
+}
+
+static int redis_kv_set(struct laurel_layer *base, const char *key, const void *data, size_t len,
+			int ttl_s)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	char full[256], ttl[16];
+	struct shard *s = kv_shard(L, key, full, sizeof(full));
+	snprintf(ttl, sizeof(ttl), "%d", ttl_s);
+	const char *argv[5] = {"SET", full, data, "EX", ttl};
+	size_t lens[5] = {3, strlen(full), len, 2, strlen(ttl)};
+	int rc;
+	redisReply *r = shard_command(L, s, &rc, 5, argv, lens);
+	if (!r)
+		return rc;
+	if (r->type == REDIS_REPLY_ERROR)
+		rc = reply_error(s, r, "SET");
+	freeReplyObject(r);
+	return rc < 0 ? rc : 0;
+}
+
+static int redis_kv_del(struct laurel_layer *base, const char *key)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	char full[256];
+	struct shard *s = kv_shard(L, key, full, sizeof(full));
+	const char *argv[2] = {"DEL", full};
+	size_t lens[2] = {3, strlen(full)};
+	int rc;
+	redisReply *r = shard_command(L, s, &rc, 2, argv, lens);
+	if (!r)
+		return rc;
+	freeReplyObject(r);
+	return 0;
+}
+
 /* --- Flush and statistics -------------------------------------------------------------------- */
 
 static int redis_flush(struct laurel_layer *base)
@@ -1533,6 +1600,9 @@ static const struct layer_ops redis_ops = {
 	.announce = redis_announce,
 	.withdraw = redis_withdraw,
 	.interfaces = redis_interfaces,
+	.kv_get = redis_kv_get,
+	.kv_set = redis_kv_set,
+	.kv_del = redis_kv_del,
 	.flush = redis_flush,
 	.stats = redis_stats,
 	.free = redis_free,

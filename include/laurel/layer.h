@@ -139,7 +139,18 @@ int laurel_layer_withdraw(struct laurel_layer *layer, const char *process_prefix
 /* The announced, unexpired process prefixes, as for group_members. */
 int laurel_layer_interfaces(struct laurel_layer *layer, char ***prefixes, size_t *n);
 
-/* Deletes every message, queue, group, announcement and counter of this layer (all shards). */
+/* Per-connection state (channel_session, SPEC §6): a map kept in the layer under the
+ * connection's reply channel, so whichever worker handles a connection's next message sees it.
+ * It expires group_expiry seconds after the last save. load sets *out to the session (an empty map
+ * if there is none; caller frees); save stores session (borrowed) whole. */
+int laurel_layer_session_load(struct laurel_layer *layer, const char *reply_channel,
+			      struct laurel_msg **out);
+int laurel_layer_session_save(struct laurel_layer *layer, const char *reply_channel,
+			      const struct laurel_msg *session);
+int laurel_layer_session_delete(struct laurel_layer *layer, const char *reply_channel);
+
+/* Deletes every message, queue, group, announcement, session and counter of this layer (all
+ * shards). */
 int laurel_layer_flush(struct laurel_layer *layer);
 
 struct laurel_stats {

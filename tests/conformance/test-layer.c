@@ -1095,6 +1095,73 @@ static void test_stats(void)
 static const char *only;
 
 /* Runs one case, unless another was asked for on the command line. */
+/* Sessions: per-connection state kept by reply channel, seen by every client of the layer,
+ * replaced whole on save, gone after group_expiry or delete, and wiped by flush. */
+static void test_sessions(void)
+{
+	struct laurel_layer_options o = {.group_expiry = 1};
+	struct laurel_layer *l = open_layer(&o);
+	struct laurel_layer *peer = peer_layer(l, &o);
+	const char *reply = "daphne.response.AbCdEfGhIj!conn1";
+	struct laurel_msg *s = NULL;
+
+	CHECK_EQ(laurel_layer_session_load(l, reply, &s), 0);
+	CHECK(s != NULL);
+	if (s)
+		CHECK_EQ(laurel_msg_croot(s)->u.map.len, 0);
+	laurel_msg_free(s);
+
+	s = laurel_msg_new();
+	laurel_msg_set_text(s, "username", "ann");
+	laurel_msg_set_int(s, "__channels_next_order", 3);
+	CHECK_EQ(laurel_layer_session_save(l, reply, s), 0);
+	laurel_msg_free(s);
+	s = NULL;
+	CHECK_EQ(laurel_layer_session_load(peer, reply, &s), 0);
+	int64_t order = 0;
+	CHECK_STR(s ? laurel_msg_get_text(s, "username", NULL) : NULL, "ann");
+	CHECK_EQ(s ? laurel_msg_get_int(s, "__channels_next_order", &order) : -1, 0);
+	CHECK_EQ(order, 3);
+	laurel_msg_free(s);
+
+	/* Another connection's session is separate. */
+	CHECK_EQ(laurel_layer_session_load(l, "daphne.response.AbCdEfGhIj!conn2", &s), 0);
+	CHECK_EQ(s ? laurel_msg_croot(s)->u.map.len : 99, 0);
+	laurel_msg_free(s);
+
+	s = laurel_msg_new();
+	CHECK_EQ(laurel_layer_session_save(l, "bad name", s), -EINVAL);
+	laurel_msg_free(s);
+	s = NULL;
+	CHECK_EQ(laurel_layer_session_delete(l, reply), 0);
+	CHECK_EQ(laurel_layer_session_load(l, reply, &s), 0);
+	CHECK_EQ(s ? laurel_msg_croot(s)->u.map.len : 99, 0);
+	laurel_msg_free(s);
+
+	/* Expiry after group_expiry. */
+	s = laurel_msg_new();
+	laurel_msg_set_bool(s, "joined", true);
+	CHECK_EQ(laurel_layer_session_save(l, reply, s), 0);
+	laurel_msg_free(s);
+	sleep_ms(1500);
+	CHECK_EQ(laurel_layer_session_load(l, reply, &s), 0);
+	CHECK_EQ(s ? laurel_msg_croot(s)->u.map.len : 99, 0);
+	laurel_msg_free(s);
+
+	/* Flush removes sessions. */
+	s = laurel_msg_new();
+	laurel_msg_set_bool(s, "joined", true);
+	CHECK_EQ(laurel_layer_session_save(l, reply, s), 0);
+	laurel_msg_free(s);
+	CHECK_EQ(laurel_layer_flush(l), 0);
+	CHECK_EQ(laurel_layer_session_load(l, reply, &s), 0);
+	CHECK_EQ(s ? laurel_msg_croot(s)->u.map.len : 99, 0);
+	laurel_msg_free(s);
+	if (peer != l)
+		laurel_layer_free(peer);
+	laurel_layer_free(l);
+}
+
 static void run(const char *name, void (*fn)(void))
 {
 	if (only && strcmp(only, name) != 0)
@@ -1168,6 +1235,7 @@ int main(int argc, char **argv)
 	run("multicast", test_multicast);
 	run("flush", test_flush);
 	run("stats", test_stats);
+	run("sessions", test_sessions);
 
 	for (size_t i = 0; i < nservers; i++)
 		test_redis_cleanup(&servers[i]);
