@@ -1,0 +1,289 @@
+#include "common/options.h"
+#include "common/util.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HELP_WIDTH 100
+#define HELP_COLUMN 30
+
+static int failf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int failf(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (errlen)
+		vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static bool same_name(const char *a, const char *b, size_t blen)
+{
+	size_t i = 0;
+	for (; a[i] && i < blen; i++) {
+		char x = a[i] == '_' ? '-' : a[i], y = b[i] == '_' ? '-' : b[i];
+		if (x != y)
+			return false;
+	}
+	return a[i] == '\0' && i == blen;
+}
+
+static const struct option *find_long(const struct option *opts, size_t n, const char *name,
+				      size_t len)
+{
+	for (size_t i = 0; i < n; i++)
+		if (same_name(opts[i].name, name, len))
+			return &opts[i];
+	return NULL;
+}
+
+static const struct option *find_short(const struct option *opts, size_t n, char c)
+{
+	for (size_t i = 0; i < n; i++)
+		if (opts[i].short_name && opts[i].short_name == c)
+			return &opts[i];
+	return NULL;
+}
+
+static bool takes_value(const struct option *o)
+{
+	return o->type != OPTION_FLAG && o->type != OPTION_COUNT;
+}
+
+static void list_push(struct option_list *l, const char *s, size_t len)
+{
+	l->v = xrealloc(l->v, (l->n + 2) * sizeof(*l->v));
+	l->v[l->n++] = xstrndup(s, len);
+	l->v[l->n] = NULL;
+}
+
+static void list_free(struct option_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+static int set_value(const struct option *o, void *cfg, const char *val, const char *source,
+		     char *err, size_t errlen)
+{
+	void *field = (char *)cfg + o->offset;
+	switch (o->type) {
+	case OPTION_FLAG:
+		*(bool *)field = true;
+		return 0;
+	case OPTION_COUNT:
+		(*(int *)field)++;
+		return 0;
+	case OPTION_INT:
+	case OPTION_MODE:
+	case OPTION_SIZE: {
+		char *end;
+		errno = 0;
+		long long v = strtoll(val, &end, o->type == OPTION_MODE ? 8 : 10);
+		if (o->type == OPTION_SIZE && end != val && !errno) {
+			long long mult = 1;
+			if (*end == 'k' || *end == 'K')
+				mult = 1024;
+			else if (*end == 'M')
+				mult = 1024 * 1024;
+			else if (*end == 'G')
+				mult = 1024LL * 1024 * 1024;
+			if (mult > 1) {
+				end++;
+				if (v > INT64_MAX / mult)
+					errno = ERANGE;
+				v *= mult;
+			}
+		}
+		if (errno || end == val || *end || v < o->min || v > o->max)
+			return failf(err, errlen, "%s must be %s from %lld to %lld, not \"%.60s\"",
+				     source,
+				     o->type == OPTION_MODE ? "an octal mode" : "a whole number",
+				     o->min, o->max, val);
+		if (o->type == OPTION_SIZE)
+			*(size_t *)field = (size_t)v;
+		else
+			*(int *)field = (int)v;
+		return 0;
+	}
+	case OPTION_STRING:
+		if (strlen(val) < (size_t)o->min)
+			return failf(err, errlen, "%s must not be empty", source);
+		free(*(char **)field);
+		*(char **)field = xstrdup(val);
+		return 0;
+	case OPTION_LIST:
+		list_push(field, val, strlen(val));
+		return 0;
+	case OPTION_URLS: {
+		struct option_list *l = field;
+		size_t before = l->n;
+		for (const char *p = val; *p;) {
+			p += strspn(p, " ,\t\n");
+			size_t len = strcspn(p, " ,\t\n");
+			if (len)
+				list_push(l, p, len);
+			p += len;
+		}
+		if (l->n == before)
+			return failf(err, errlen, "%s holds no URL", source);
+		return 0;
+	}
+	}
+	return failf(err, errlen, "%s: unknown option type", source);
+}
+
+int options_parse(const struct option *opts, size_t nopts, void *cfg, int argc, char **argv,
+		  char **pos, int *npos, bool *given, char *err, size_t errlen)
+{
+	bool local_given[128] = {false};
+	bool only_operands = false;
+	char source[96];
+	if (!given) {
+		if (nopts > ARRAY_SIZE(local_given))
+			return failf(err, errlen, "too many options");
+		given = local_given;
+	}
+	memset(given, 0, nopts * sizeof(*given));
+	*npos = 0;
+	for (int i = 1; i < argc; i++) {
+		char *a = argv[i];
+		if (only_operands || a[0] != '-' || a[1] == '\0') {
+			pos[(*npos)++] = a;
+			continue;
+		}
+		if (strcmp(a, "--") == 0) {
+			only_operands = true;
+			continue;
+		}
+		if (a[1] == '-') {
+			const char *name = a + 2, *eq = strchr(name, '=');
+			size_t len = eq ? (size_t)(eq - name) : strlen(name);
+			const struct option *o = find_long(opts, nopts, name, len);
+			if (!o)
+				return failf(err, errlen, "unknown option \"%.60s\" (see --help)", a);
+			snprintf(source, sizeof(source), "--%s", o->name);
+			const char *val = eq ? eq + 1 : NULL;
+			if (takes_value(o) && !val) {
+				if (i + 1 >= argc)
+					return failf(err, errlen, "option --%s needs a value (%s)",
+						     o->name, o->metavar);
+				val = argv[++i];
+			} else if (!takes_value(o) && val) {
+				return failf(err, errlen, "option --%s takes no value", o->name);
+			}
+			if (set_value(o, cfg, val, source, err, errlen) < 0)
+				return -1;
+			given[o - opts] = true;
+			continue;
+		}
+		for (const char *c = a + 1; *c; c++) {
+			const struct option *o = find_short(opts, nopts, *c);
+			if (!o)
+				return failf(err, errlen, "unknown option -%c (see --help)", *c);
+			snprintf(source, sizeof(source), "-%c", *c);
+			const char *val = NULL;
+			if (takes_value(o)) {
+				if (c[1])
+					val = c + 1;
+				else if (i + 1 < argc)
+					val = argv[++i];
+				else
+					return failf(err, errlen, "option -%c needs a value (%s)", *c,
+						     o->metavar);
+			}
+			if (set_value(o, cfg, val, source, err, errlen) < 0)
+				return -1;
+			given[o - opts] = true;
+			if (val)
+				break;
+		}
+	}
+	for (size_t i = 0; i < nopts; i++) {
+		const struct option *o = &opts[i];
+		const char *env = o->env ? getenv(o->env) : NULL;
+		if (given[i])
+			continue;
+		if (env && env[strspn(env, " ,\t\n")]) {
+			snprintf(source, sizeof(source), "the environment variable %s", o->env);
+			if (set_value(o, cfg, env, source, err, errlen) < 0)
+				return -1;
+			given[i] = true;
+		} else if (o->def) {
+			snprintf(source, sizeof(source), "the default of --%s", o->name);
+			if (set_value(o, cfg, o->def, source, err, errlen) < 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+void options_free(const struct option *opts, size_t nopts, void *cfg)
+{
+	for (size_t i = 0; i < nopts; i++) {
+		void *field = (char *)cfg + opts[i].offset;
+		if (opts[i].type == OPTION_STRING) {
+			free(*(char **)field);
+			*(char **)field = NULL;
+		} else if (opts[i].type == OPTION_LIST || opts[i].type == OPTION_URLS) {
+			list_free(field);
+		}
+	}
+}
+
+static void print_wrapped(FILE *f, const char *text, int col)
+{
+	int at = col;
+	const char *p = text;
+	while (*p) {
+		size_t word = strcspn(p, " ");
+		if (at > col && at + (int)word >= HELP_WIDTH) {
+			fprintf(f, "\n%*s", col, "");
+			at = col;
+		}
+		fprintf(f, "%.*s", (int)word, p);
+		at += (int)word;
+		p += word;
+		if (*p == ' ') {
+			if (at + 1 < HELP_WIDTH)
+				fputc(' ', f);
+			at++;
+			p++;
+		}
+	}
+	fputc('\n', f);
+}
+
+void options_print(FILE *f, const struct option *opts, size_t nopts)
+{
+	for (size_t i = 0; i < nopts; i++) {
+		const struct option *o = &opts[i];
+		char left[96], text[1024];
+		int n = snprintf(left, sizeof(left), "  %s%c%s--%s", o->short_name ? "-" : "   ",
+				 o->short_name ? o->short_name : ' ', o->short_name ? ", " : "",
+				 o->name);
+		if (!o->short_name)
+			n = snprintf(left, sizeof(left), "      --%s", o->name);
+		if (o->metavar)
+			snprintf(left + n, sizeof(left) - (size_t)n, "=%s", o->metavar);
+		snprintf(text, sizeof(text), "%s%s%s%s%s%s%s", o->help, o->def || o->env ? " (" : "",
+			 o->def ? "default: " : "", o->def ? (o->def[0] ? o->def : "\"\"") : "",
+			 o->def && o->env ? "; " : "", o->env ? "env: " : "",
+			 o->env ? o->env : "");
+		if (o->def || o->env)
+			strncat(text, ")", sizeof(text) - strlen(text) - 1);
+		if ((int)strlen(left) >= HELP_COLUMN - 1)
+			fprintf(f, "%s\n%*s", left, HELP_COLUMN, "");
+		else
+			fprintf(f, "%-*s", HELP_COLUMN, left);
+		print_wrapped(f, text, HELP_COLUMN);
+	}
+}

@@ -1,0 +1,53 @@
+/* Command-line options from one declarative table per program: parsing (long and short forms,
+ * "--name=value", bundled short flags, "--" ending options), the environment, defaults, range
+ * checks with clear messages, and --help text are all generated from the table. Long names match
+ * with '-' and '_' taken as equal, so Daphne's --websocket_timeout and --websocket-timeout both
+ * work. */
+#ifndef LAUREL_COMMON_OPTIONS_H
+#define LAUREL_COMMON_OPTIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+enum option_type {
+	OPTION_FLAG,	/* bool, set when given */
+	OPTION_COUNT,	/* int, +1 each time given */
+	OPTION_INT,	/* int in [min, max] */
+	OPTION_SIZE,	/* size_t in [min, max]; accepts k, M, G suffixes (1024-based) */
+	OPTION_MODE,	/* int, octal, in [min, max] */
+	OPTION_STRING,	/* char *, owned; min is the least length */
+	OPTION_LIST,	/* struct option_list; repeatable */
+	OPTION_URLS,	/* struct option_list; repeatable; one value may hold several URLs separated
+			 * by spaces or commas (for an environment variable) */
+};
+
+struct option_list {
+	char **v;
+	size_t n;
+};
+
+struct option {
+	const char *name;
+	char short_name;
+	enum option_type type;
+	size_t offset;	     /* of the field in the program's config struct */
+	long long min, max;
+	const char *def;     /* parsed like a command-line value when neither flag nor env is set */
+	const char *env;     /* environment variable read when the flag is not given */
+	const char *metavar; /* NULL for flags and counts */
+	const char *help;
+};
+
+/* Parses argv[1..argc) into cfg: options anywhere until "--", the rest into pos[0..*npos) (pos
+ * must hold argc entries). Then fills every option not given from its environment variable, else
+ * its default. Returns 0, or -1 with a one-line message in err. given (may be NULL, else one bool
+ * per option) tells which options were set on the command line or environment. */
+int options_parse(const struct option *opts, size_t nopts, void *cfg, int argc, char **argv,
+		  char **pos, int *npos, bool *given, char *err, size_t errlen);
+/* Frees the strings and lists the table's options hold in cfg. */
+void options_free(const struct option *opts, size_t nopts, void *cfg);
+/* Prints the options as help text: "  -p, --port=PORT   help (default: 8000; env: X)". */
+void options_print(FILE *f, const struct option *opts, size_t nopts);
+
+#endif

@@ -1,0 +1,166 @@
+/* laurel-interface: terminates HTTP/1.1 and turns every request into a message on the channel
+ * layer (SPEC §4–5). Flags follow Daphne 1.4's where Daphne had them. */
+#include "interface/server.h"
+#include "common/log.h"
+#include "common/options.h"
+#include "common/util.h"
+
+#include <event2/event.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef LAUREL_VERSION
+#define LAUREL_VERSION "0.1.0"
+#endif
+
+struct config {
+	struct server_config server;
+	bool help;
+	bool version;
+};
+
+#define S(field) offsetof(struct config, server.field)
+#define C(field) offsetof(struct config, field)
+#define YEAR (365LL * 86400)
+
+static const struct option opts[] = {
+	{"bind", 'b', OPTION_STRING, S(bind), 1, 0, "127.0.0.1", "LAUREL_BIND", "ADDRESS",
+	 "Address to listen on (IPv4 or IPv6)."},
+	{"port", 'p', OPTION_INT, S(port), 0, 65535, "8000", "LAUREL_PORT", "PORT",
+	 "TCP port to listen on (0: any free port)."},
+	{"unix-socket", 'u', OPTION_STRING, S(unix_socket), 1, 0, NULL, "LAUREL_UNIX_SOCKET", "PATH",
+	 "Listen on this unix socket (instead of TCP unless -b or -p is also given)."},
+	{"unix-socket-mode", 0, OPTION_MODE, S(unix_socket_mode), 0, 0777, "660", NULL, "MODE",
+	 "Permissions of the unix socket, in octal."},
+	{"fd", 0, OPTION_INT, S(fd), -1, 65535, "-1", NULL, "N",
+	 "Listen on this inherited socket (socket activation, supervisors)."},
+	{"reuse-port", 0, OPTION_FLAG, S(reuse_port), 0, 0, NULL, NULL, NULL,
+	 "Let several processes listen on the same port (SO_REUSEPORT)."},
+	{"http-timeout", 't', OPTION_INT, S(http_timeout), 1, 86400, "120", NULL, "SECONDS",
+	 "Answer 503 when the application has not responded within this time."},
+	{"root-path", 0, OPTION_STRING, S(root_path), 0, 0, "", NULL, "PATH",
+	 "The root_path of every request (where the application is mounted)."},
+	{"proxy-headers", 0, OPTION_FLAG, S(proxy_headers), 0, 0, NULL, NULL, NULL,
+	 "Take the client address, port and scheme from X-Forwarded-For, -Port and -Proto "
+	 "(only behind a proxy you trust)."},
+	{"access-log", 0, OPTION_STRING, S(access_log), 1, 0, NULL, NULL, "FILE",
+	 "Write an access log line per request to FILE (- for stdout)."},
+	{"verbosity", 'v', OPTION_INT, S(verbosity), 0, 2, "1", NULL, "0|1|2",
+	 "How much to log on stderr: 0 warnings and errors, 1 also information, 2 also debug."},
+	{"no-http-disconnect", 0, OPTION_FLAG, S(no_http_disconnect), 0, 0, NULL, NULL, NULL,
+	 "Do not send http.disconnect (most applications never read it)."},
+	{"max-connections", 0, OPTION_INT, S(max_connections), 1, 10000000, "100000", NULL, "N",
+	 "Open connections at most; more are answered 503 and closed."},
+	{"max-uri", 0, OPTION_SIZE, S(max_uri), 64, 1 << 20, "8k", NULL, "BYTES",
+	 "Longest request target; longer: 414."},
+	{"max-header-size", 0, OPTION_SIZE, S(max_header_bytes), 256, 1 << 24, "32k", NULL, "BYTES",
+	 "Largest request head (names and values); larger: 431."},
+	{"max-headers", 0, OPTION_INT, S(max_headers), 1, 10000, "100", NULL, "N",
+	 "Most header lines in a request; more: 431."},
+	{"max-body", 0, OPTION_SIZE, S(max_body), 0, 1LL << 40, "100M", NULL, "BYTES",
+	 "Largest request body; larger: 413."},
+	{"body-chunk", 0, OPTION_SIZE, S(body_chunk), 1024, 1LL << 30, "512k", NULL, "BYTES",
+	 "Bodies larger than this go to the application in chunks of this size on a body_channel."},
+	{"header-timeout", 0, OPTION_INT, S(header_timeout), 1, 3600, "15", NULL, "SECONDS",
+	 "Close a connection that has not sent a whole request head within this time (slow "
+	 "clients), or that stays idle between requests this long."},
+	{"drain-timeout", 0, OPTION_INT, S(drain_timeout), 0, 3600, "10", NULL, "SECONDS",
+	 "On SIGTERM or SIGINT, how long requests in flight may take to finish."},
+	{"max-output", 0, OPTION_SIZE, S(max_output), 65536, 1LL << 34, "16M", NULL, "BYTES",
+	 "Response bytes waiting for a slow client before its connection is closed."},
+	{"layer", 0, OPTION_URLS, S(layers), 0, 0, "redis://127.0.0.1:6379", "LAUREL_LAYER", "URL",
+	 "Redis server of the channel layer: redis://[[user]:password@]host[:port][/db] or "
+	 "unix:///path[?db=N]. Repeat it for shards, in the same order everywhere."},
+	{"prefix", 0, OPTION_STRING, S(prefix), 1, 0, "asgi:", NULL, "PREFIX",
+	 "Prefix of the layer's Redis keys."},
+	{"expiry", 0, OPTION_INT, S(expiry), 1, YEAR, "60", NULL, "SECONDS",
+	 "How long a sent message waits to be read."},
+	{"group-expiry", 0, OPTION_INT, S(group_expiry), 1, YEAR, "86400", NULL, "SECONDS",
+	 "How long a group membership lives."},
+	{"capacity", 0, OPTION_INT, S(capacity), 1, 1000000000, "100", NULL, "N",
+	 "Messages a channel holds; http.request beyond it: 503 \"Request queue full.\""},
+	{"help", 'h', OPTION_FLAG, C(help), 0, 0, NULL, NULL, NULL, "Show this help."},
+	{"version", 0, OPTION_FLAG, C(version), 0, 0, NULL, NULL, NULL, "Print the version."},
+};
+
+static struct server *server;
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	log_info("signal %d: draining", (int)sig);
+	server_drain(server);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: laurel-interface [OPTION]...\n"
+		   "Terminates HTTP/1.1 and puts every request on the channel layer as an http.request\n"
+		   "message; answers with what the application sends back on the reply channel.\n\n"
+		   "Options:\n");
+	options_print(f, opts, ARRAY_SIZE(opts));
+	fprintf(f, "\nSignals: SIGTERM and SIGINT stop accepting and let requests in flight finish.\n"
+		   "Exit status: 0 after a clean stop, 2 for a bad option, 1 when it cannot start.\n");
+}
+
+int main(int argc, char **argv)
+{
+	struct config cfg = {0};
+	bool given[ARRAY_SIZE(opts)];
+	char err[512];
+	char **pos = xcalloc((size_t)argc + 1, sizeof(char *));
+	int npos = 0;
+	log_set_program("laurel-interface");
+	if (options_parse(opts, ARRAY_SIZE(opts), &cfg, argc, argv, pos, &npos, given, err,
+			  sizeof(err)) < 0) {
+		fprintf(stderr, "laurel-interface: %s\n", err);
+		free(pos);
+		options_free(opts, ARRAY_SIZE(opts), &cfg);
+		return 2;
+	}
+	int status = 0;
+	if (cfg.help) {
+		usage(stdout);
+		goto out;
+	}
+	if (cfg.version) {
+		printf("laurel-interface %s\n", LAUREL_VERSION);
+		goto out;
+	}
+	if (npos > 0) {
+		fprintf(stderr, "laurel-interface: unexpected argument \"%s\" (see --help)\n", pos[0]);
+		status = 2;
+		goto out;
+	}
+	/* TCP unless only a unix socket or an inherited socket was asked for. */
+	bool asked_tcp = given[0] || given[1];
+	cfg.server.tcp = asked_tcp || (!cfg.server.unix_socket && cfg.server.fd < 0);
+	log_level = cfg.server.verbosity == 0 ? LOG_WARN
+		    : cfg.server.verbosity == 1 ? LOG_INFO
+						: LOG_DEBUG;
+	signal(SIGPIPE, SIG_IGN);
+	struct event_base *base = event_base_new();
+	if (server_new(&server, base, &cfg.server, err, sizeof(err)) < 0) {
+		fprintf(stderr, "laurel-interface: %s\n", err);
+		event_base_free(base);
+		status = 1;
+		goto out;
+	}
+	struct event *term = evsignal_new(base, SIGTERM, on_signal, NULL);
+	struct event *intr = evsignal_new(base, SIGINT, on_signal, NULL);
+	evsignal_add(term, NULL);
+	evsignal_add(intr, NULL);
+	log_info("listening; reply channel %s", server_channel(server));
+	event_base_dispatch(base);
+	event_free(term);
+	event_free(intr);
+	server_free(server);
+	event_base_free(base);
+	log_info("stopped");
+out:
+	options_free(opts, ARRAY_SIZE(opts), &cfg);
+	free(pos);
+	return status;
+}

@@ -1,0 +1,1189 @@
+/* laurel-interface's HTTP server (see server.h). */
+#include "interface/server.h"
+#include "interface/http1.h"
+#include "common/buf.h"
+#include "common/layer_async.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "laurel/layer.h"
+#include "laurel/message.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ANNOUNCE_TTL 30
+#define SEND_BACKLOG 4 /* body chunks in flight before reading from the client pauses */
+
+struct conn;
+
+struct request {
+	uint64_t id;
+	char reply_channel[LAUREL_NAME_MAX + 1];
+	struct laurel_msg *msg; /* the http.request, until it is sent */
+	char *target;		/* the raw request target, for the access log */
+	char *path;		/* decoded, for http.disconnect */
+	char method[24];
+	bool head;
+	int version_minor;
+	bool keep_alive;
+	/* body */
+	struct buf body;
+	bool streaming;
+	char body_channel[LAUREL_NAME_MAX + 1];
+	int chunks_in_flight;
+	bool sent; /* http.request handed to the layer */
+	/* response */
+	bool started;
+	bool chunked;
+	bool no_body;
+	bool finished;
+	int status;
+	uint64_t bytes;
+};
+
+struct conn {
+	struct server *srv;
+	uint64_t id;
+	struct bufferevent *bev;
+	struct http1_parser *parser;
+	struct request *req;
+	struct event *timer;
+	bool has_addrs;
+	char client_host[INET6_ADDRSTRLEN];
+	int client_port;
+	char server_host[INET6_ADDRSTRLEN];
+	int server_port;
+	bool closing; /* close once the output is written */
+	bool reading_paused;
+	struct conn *prev, *next;
+};
+
+/* Requests waiting for replies, by id: a chained hash table. */
+struct slot {
+	uint64_t id;
+	struct conn *conn;
+	struct slot *next;
+};
+
+struct server {
+	struct event_base *base;
+	const struct server_config *cfg;
+	struct http1_limits limits;
+	struct layer_async *layer;
+	struct evconnlistener *listeners[3];
+	size_t nlisteners;
+	char prefix[LAUREL_NAME_MAX + 1]; /* "laurel.response.AbCdEfGhIj!" */
+	struct util_rng rng;
+	uint64_t next_conn, next_request;
+	struct conn *conns;
+	size_t nconns;
+	struct slot **slots;
+	size_t nslots, nslotbuckets;
+	FILE *access;
+	bool draining;
+	struct event *drain_timer;
+	char date[64];
+	time_t date_at;
+};
+
+static void conn_close(struct conn *c);
+static void conn_read(struct bufferevent *bev, void *arg);
+static void request_finish(struct conn *c);
+
+/* --- Request table --------------------------------------------------------------------------- */
+
+static void slots_grow(struct server *s)
+{
+	size_t n = s->nslotbuckets ? s->nslotbuckets * 2 : 1024;
+	struct slot **b = xcalloc(n, sizeof(*b));
+	for (size_t i = 0; i < s->nslotbuckets; i++) {
+		struct slot *sl = s->slots[i], *next;
+		for (; sl; sl = next) {
+			next = sl->next;
+			sl->next = b[sl->id & (n - 1)];
+			b[sl->id & (n - 1)] = sl;
+		}
+	}
+	free(s->slots);
+	s->slots = b;
+	s->nslotbuckets = n;
+}
+
+static void slot_add(struct server *s, uint64_t id, struct conn *c)
+{
+	if (s->nslots >= s->nslotbuckets)
+		slots_grow(s);
+	struct slot *sl = xmalloc(sizeof(*sl));
+	sl->id = id;
+	sl->conn = c;
+	sl->next = s->slots[id & (s->nslotbuckets - 1)];
+	s->slots[id & (s->nslotbuckets - 1)] = sl;
+	s->nslots++;
+}
+
+static struct conn *slot_find(struct server *s, uint64_t id)
+{
+	if (!s->nslotbuckets)
+		return NULL;
+	for (struct slot *sl = s->slots[id & (s->nslotbuckets - 1)]; sl; sl = sl->next)
+		if (sl->id == id)
+			return sl->conn;
+	return NULL;
+}
+
+static void slot_del(struct server *s, uint64_t id)
+{
+	if (!s->nslotbuckets)
+		return;
+	struct slot **p = &s->slots[id & (s->nslotbuckets - 1)];
+	for (; *p; p = &(*p)->next) {
+		if ((*p)->id == id) {
+			struct slot *sl = *p;
+			*p = sl->next;
+			free(sl);
+			s->nslots--;
+			return;
+		}
+	}
+}
+
+/* --- Small helpers --------------------------------------------------------------------------- */
+
+static const char *http_date(struct server *s)
+{
+	time_t now = time(NULL);
+	if (now != s->date_at) {
+		struct tm tm;
+		gmtime_r(&now, &tm);
+		strftime(s->date, sizeof(s->date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		s->date_at = now;
+	}
+	return s->date;
+}
+
+static void access_log(struct conn *c, const char *method, const char *target, int status,
+		       uint64_t size)
+{
+	FILE *f = c->srv->access;
+	if (!f)
+		return;
+	char when[64];
+	time_t now = time(NULL);
+	struct tm tm;
+	localtime_r(&now, &tm);
+	strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S", &tm);
+	fprintf(f, "%s - - [%s] \"%s %s\" %d %llu\n", c->has_addrs ? c->client_host : "unix",
+		when, method, target ? target : "-", status, (unsigned long long)size);
+	fflush(f);
+}
+
+static void set_timer(struct conn *c, int seconds)
+{
+	struct timeval tv = {seconds, 0};
+	evtimer_add(c->timer, &tv);
+}
+
+static void pause_reading(struct conn *c, bool pause)
+{
+	if (pause == c->reading_paused)
+		return;
+	c->reading_paused = pause;
+	if (pause)
+		bufferevent_disable(c->bev, EV_READ);
+	else
+		bufferevent_enable(c->bev, EV_READ);
+}
+
+/* Writes a whole small response and closes the connection after it. */
+static void respond_error(struct conn *c, int status, const char *body)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	char text[256];
+	if (!body)
+		body = http1_reason(status);
+	int n = snprintf(text, sizeof(text), "%s\n", body);
+	evbuffer_add_printf(out,
+			    "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+			    "Content-Length: %d\r\nDate: %s\r\nServer: laurel\r\nConnection: close\r\n\r\n",
+			    status, http1_reason(status), n, http_date(c->srv));
+	struct request *r = c->req;
+	if (!(r && r->head))
+		evbuffer_add(out, text, (size_t)n);
+	if (r) {
+		r->started = true;
+		r->status = status;
+		r->bytes = r->head ? 0 : (uint64_t)n;
+		r->keep_alive = false;
+		request_finish(c);
+	} else {
+		access_log(c, "-", "-", status, (uint64_t)n);
+		c->closing = true;
+		pause_reading(c, true);
+		if (evbuffer_get_length(out) == 0)
+			conn_close(c);
+	}
+}
+
+/* --- Sending to the layer -------------------------------------------------------------------- */
+
+static void *id_arg(uint64_t id)
+{
+	return (void *)(uintptr_t)id;
+}
+
+/* The request id a layer callback was given, if its connection is still waiting for it. */
+static struct conn *live(struct server *s, void *arg)
+{
+	uint64_t id = (uint64_t)(uintptr_t)arg;
+	struct conn *c = slot_find(s, id);
+	return c && c->req && c->req->id == id && !c->req->finished ? c : NULL;
+}
+
+struct send_ctx {
+	struct server *srv;
+	uint64_t id;
+};
+
+static void on_request_sent(int status, void *arg)
+{
+	struct send_ctx *ctx = arg;
+	struct server *s = ctx->srv;
+	struct conn *c = live(s, id_arg(ctx->id));
+	free(ctx);
+	if (!c || status == 0 || c->req->started)
+		return;
+	if (status == LAUREL_FULL) {
+		log_warn("conn %llu: http.request is full", (unsigned long long)c->id);
+		respond_error(c, 503, "Request queue full.");
+	} else if (status != -ECANCELED) {
+		respond_error(c, 503, "Service unavailable: the channel layer is unreachable.");
+	}
+}
+
+static void on_chunk_sent(int status, void *arg)
+{
+	struct send_ctx *ctx = arg;
+	struct conn *c = live(ctx->srv, id_arg(ctx->id));
+	free(ctx);
+	if (!c)
+		return;
+	c->req->chunks_in_flight--;
+	if (status != 0 && status != -ECANCELED && !c->req->started) {
+		log_warn("conn %llu: body chunk for %s could not be sent (%s)",
+			 (unsigned long long)c->id, c->req->body_channel,
+			 status == LAUREL_FULL ? "channel full" : "layer unreachable");
+		respond_error(c, 503, "Request body could not be delivered.");
+		return;
+	}
+	if (c->req->chunks_in_flight < SEND_BACKLOG && !c->closing && !http1_done(c->parser))
+		pause_reading(c, false);
+}
+
+static int send_on(struct conn *c, const char *channel, struct laurel_msg *m,
+		   layer_async_done_cb cb)
+{
+	struct send_ctx *ctx = NULL;
+	if (cb) {
+		ctx = xmalloc(sizeof(*ctx));
+		ctx->srv = c->srv;
+		ctx->id = c->req->id;
+	}
+	int rc = layer_async_send(c->srv->layer, channel, m, cb, ctx);
+	if (rc < 0)
+		free(ctx);
+	return rc;
+}
+
+static int send_request(struct conn *c)
+{
+	struct request *r = c->req;
+	int rc = send_on(c, "http.request", r->msg, on_request_sent);
+	laurel_msg_free(r->msg);
+	r->msg = NULL;
+	r->sent = true;
+	if (rc < 0) {
+		respond_error(c, rc == -EMSGSIZE ? 413 : 503,
+			      rc == -EMSGSIZE ? "Request too large."
+					      : "Service unavailable: the channel layer is unreachable.");
+		return -1;
+	}
+	return 0;
+}
+
+static int send_chunk(struct conn *c, const char *data, size_t len, bool more)
+{
+	struct request *r = c->req;
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_bytes(m, "content", data, len);
+	laurel_msg_set_bool(m, "more_content", more);
+	int rc = send_on(c, r->body_channel, m, on_chunk_sent);
+	laurel_msg_free(m);
+	if (rc < 0) {
+		respond_error(c, 503, "Request body could not be delivered.");
+		return -1;
+	}
+	r->chunks_in_flight++;
+	if (r->chunks_in_flight >= SEND_BACKLOG)
+		pause_reading(c, true);
+	return 0;
+}
+
+static void send_disconnect(struct conn *c)
+{
+	struct request *r = c->req;
+	if (c->srv->cfg->no_http_disconnect || !r->sent)
+		return;
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_text(m, "reply_channel", r->reply_channel);
+	laurel_msg_set_text(m, "path", r->path ? r->path : "");
+	/* A full or unreachable http.disconnect is not worth failing anything over. */
+	layer_async_send(c->srv->layer, "http.disconnect", m, NULL, NULL);
+	laurel_msg_free(m);
+}
+
+/* --- Parsing requests ------------------------------------------------------------------------ */
+
+static int hexval(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+static bool valid_utf8(const unsigned char *s, size_t n)
+{
+	size_t i = 0;
+	while (i < n) {
+		unsigned char ch = s[i];
+		size_t len;
+		uint32_t cp;
+		if (ch < 0x80) {
+			i++;
+			continue;
+		} else if ((ch & 0xE0) == 0xC0) {
+			len = 2;
+			cp = ch & 0x1F;
+		} else if ((ch & 0xF0) == 0xE0) {
+			len = 3;
+			cp = ch & 0x0F;
+		} else if ((ch & 0xF8) == 0xF0) {
+			len = 4;
+			cp = ch & 0x07;
+		} else {
+			return false;
+		}
+		if (i + len > n)
+			return false;
+		for (size_t k = 1; k < len; k++) {
+			if ((s[i + k] & 0xC0) != 0x80)
+				return false;
+			cp = (cp << 6) | (s[i + k] & 0x3F);
+		}
+		if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+		    cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+			return false;
+		i += len;
+	}
+	return true;
+}
+
+/* Percent-decodes the path into out; false if it is not valid UTF-8 afterwards. */
+static bool decode_path(const char *p, size_t n, struct buf *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] == '%' && i + 2 < n && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
+			buf_append_byte(out, (unsigned char)(hexval(p[i + 1]) * 16 + hexval(p[i + 2])));
+			i += 2;
+		} else {
+			buf_append_byte(out, (unsigned char)p[i]);
+		}
+	}
+	return valid_utf8((const unsigned char *)out->data, out->len);
+}
+
+static const struct http1_header *header(const struct http1_request *h, const char *name)
+{
+	for (size_t i = 0; i < h->nheaders; i++)
+		if (strcmp(h->headers[i].name, name) == 0)
+			return &h->headers[i];
+	return NULL;
+}
+
+static void put_addr(struct laurel_msg *m, const char *key, const char *host, int port, bool have)
+{
+	struct laurel_value *v = laurel_map_put(m, laurel_msg_root(m), key);
+	if (!have)
+		return; /* nil on a unix socket */
+	laurel_value_set_list(m, v, 2);
+	laurel_value_set_text(m, laurel_list_push(m, v), host, strlen(host));
+	laurel_value_set_int(laurel_list_push(m, v), port);
+}
+
+static int on_head(void *owner, struct http1_request *h)
+{
+	struct conn *c = owner;
+	struct server *s = c->srv;
+	const struct server_config *cfg = s->cfg;
+	const char *t = h->target.data ? h->target.data : "";
+	size_t tlen = h->target.len;
+
+	for (size_t i = 0; i < tlen; i++)
+		if ((unsigned char)t[i] >= 0x80 || (unsigned char)t[i] <= 0x20)
+			return 400;
+	/* origin-form, or absolute-form (http://host/path) from a proxy */
+	const char *path = t;
+	size_t scheme_len = tlen >= 7 && strncasecmp(t, "http://", 7) == 0	? 7
+			    : tlen >= 8 && strncasecmp(t, "https://", 8) == 0 ? 8
+									     : 0;
+	if (scheme_len) {
+		const char *slash = memchr(t + scheme_len, '/', tlen - scheme_len);
+		path = slash ? slash : "/";
+	} else if (!(tlen == 1 && t[0] == '*' && strcmp(h->method, "OPTIONS") == 0) &&
+		   (tlen == 0 || t[0] != '/')) {
+		return 400;
+	}
+	size_t plen = strlen(path);
+	const char *q = memchr(path, '?', plen);
+	size_t pathlen = q ? (size_t)(q - path) : plen;
+	struct buf decoded;
+	buf_init(&decoded);
+	if (!decode_path(path, pathlen, &decoded)) {
+		buf_fini(&decoded);
+		return 400;
+	}
+
+	struct request *r = xcalloc(1, sizeof(*r));
+	c->req = r;
+	r->id = ++s->next_request;
+	/* The prefix is 27 characters, so the name always fits. */
+	int wrote = snprintf(r->reply_channel, sizeof(r->reply_channel), "%.40sq%llu", s->prefix,
+			 (unsigned long long)r->id);
+	(void)wrote;
+	r->target = xstrndup(t, tlen);
+	r->path = xstrndup(decoded.data ? decoded.data : "", decoded.len);
+	snprintf(r->method, sizeof(r->method), "%s", h->method);
+	r->head = h->head;
+	r->version_minor = h->version_minor;
+	r->keep_alive = h->keep_alive && !s->draining;
+	buf_init(&r->body);
+	slot_add(s, r->id, c);
+
+	const char *scheme = "http";
+	const char *client_host = c->client_host;
+	int client_port = c->client_port;
+	char fwd_host[INET6_ADDRSTRLEN];
+	if (cfg->proxy_headers) {
+		const struct http1_header *xff = header(h, "x-forwarded-for");
+		const struct http1_header *xfp = header(h, "x-forwarded-port");
+		const struct http1_header *xproto = header(h, "x-forwarded-proto");
+		if (xff && xff->valuelen) {
+			size_t n = strcspn(xff->value, ", ");
+			snprintf(fwd_host, sizeof(fwd_host), "%.*s", (int)n, xff->value);
+			client_host = fwd_host;
+			client_port = xfp ? atoi(xfp->value) : 0;
+		}
+		if (xproto && strcasecmp(xproto->value, "https") == 0)
+			scheme = "https";
+	}
+
+	struct laurel_msg *m = laurel_msg_new();
+	r->msg = m;
+	laurel_msg_set_text(m, "reply_channel", r->reply_channel);
+	char version[8];
+	snprintf(version, sizeof(version), "%d.%d", h->version_major, h->version_minor);
+	laurel_msg_set_text(m, "http_version", version);
+	laurel_msg_set_text(m, "method", h->method);
+	laurel_msg_set_textn(m, "path", decoded.data ? decoded.data : "", decoded.len);
+	laurel_msg_set_text(m, "root_path", cfg->root_path ? cfg->root_path : "");
+	laurel_msg_set_text(m, "scheme", scheme);
+	laurel_msg_set_bytes(m, "query_string", q ? q + 1 : "", q ? plen - pathlen - 1 : 0);
+	struct laurel_value *hv = laurel_map_put(m, laurel_msg_root(m), "headers");
+	laurel_value_set_list(m, hv, h->nheaders);
+	for (size_t i = 0; i < h->nheaders; i++) {
+		const struct http1_header *hd = &h->headers[i];
+		if (memchr(hd->name, '_', hd->namelen))
+			continue; /* Daphne drops them: they could spoof CGI-style variables */
+		struct laurel_value *pair = laurel_list_push(m, hv);
+		laurel_value_set_list(m, pair, 2);
+		laurel_value_set_bytes(m, laurel_list_push(m, pair), hd->name, hd->namelen);
+		laurel_value_set_bytes(m, laurel_list_push(m, pair), hd->value, hd->valuelen);
+	}
+	laurel_msg_set_bytes(m, "body", "", 0);
+	put_addr(m, "client", client_host, client_port, c->has_addrs || client_host == fwd_host);
+	put_addr(m, "server", c->server_host, c->server_port, c->has_addrs);
+	buf_fini(&decoded);
+
+	if (h->expect_continue)
+		evbuffer_add_printf(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n");
+	set_timer(c, cfg->http_timeout);
+	return 0;
+}
+
+static int on_body(void *owner, const char *data, size_t len)
+{
+	struct conn *c = owner;
+	struct request *r = c->req;
+	size_t chunk = c->srv->cfg->body_chunk;
+	if (r->sent && !r->streaming)
+		return 0;
+	buf_append(&r->body, data, len);
+	if (!r->streaming && r->body.len > chunk) {
+		/* A large body: the request goes now with its first part, the rest follows in
+		 * chunks on a body channel (SPEC §4). */
+		r->streaming = true;
+		char letters[12];
+		util_rng_letters(&c->srv->rng, letters, sizeof(letters));
+		snprintf(r->body_channel, sizeof(r->body_channel), "http.request.body?%.12s",
+			 letters);
+		laurel_msg_set_bytes(r->msg, "body", r->body.data, chunk);
+		laurel_msg_set_text(r->msg, "body_channel", r->body_channel);
+		buf_consume(&r->body, chunk);
+		if (send_request(c) < 0)
+			return 0; /* answered already */
+	}
+	while (r->streaming && r->body.len >= chunk) {
+		if (send_chunk(c, r->body.data, chunk, true) < 0)
+			return 0;
+		buf_consume(&r->body, chunk);
+	}
+	return 0;
+}
+
+static int on_complete(void *owner)
+{
+	struct conn *c = owner;
+	struct request *r = c->req;
+	if (r->started)
+		return 0; /* already answered (an error while reading the body) */
+	if (r->streaming) {
+		send_chunk(c, r->body.data ? r->body.data : "", r->body.len, false);
+		buf_reset(&r->body);
+		return 0;
+	}
+	laurel_msg_set_bytes(r->msg, "body", r->body.data ? r->body.data : "", r->body.len);
+	buf_fini(&r->body);
+	send_request(c);
+	return 0;
+}
+
+static const struct http1_callbacks parser_callbacks = {
+	.on_head = on_head,
+	.on_body = on_body,
+	.on_complete = on_complete,
+};
+
+/* --- Responses ------------------------------------------------------------------------------- */
+
+static bool header_token(const char *s, size_t n)
+{
+	if (n == 0)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch <= 0x20 || ch >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", ch))
+			return false;
+	}
+	return true;
+}
+
+static bool header_value_ok(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
+			return false;
+	return true;
+}
+
+static bool bytes_eq(const struct laurel_value *v, const char *name)
+{
+	return v->type == LAUREL_BYTES && v->u.s.len == strlen(name) &&
+	       strncasecmp(v->u.s.ptr, name, v->u.s.len) == 0;
+}
+
+/* Starts the response from the first reply message. Returns 0, or -1 when the reply is unusable
+ * (answered with 500). */
+static int response_start(struct conn *c, const struct laurel_msg *m, bool more)
+{
+	struct request *r = c->req;
+	int64_t status;
+	if (laurel_msg_get_int(m, "status", &status) < 0 || status < 100 || status > 999) {
+		log_warn("conn %llu: reply on %s has no valid status; answering 500",
+			 (unsigned long long)c->id, r->reply_channel);
+		respond_error(c, 500, "The application sent an invalid response.");
+		return -1;
+	}
+	const struct laurel_value *hv = laurel_msg_get(m, "headers");
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct buf head;
+	buf_init(&head);
+	const char *reason = http1_reason((int)status);
+	buf_printf(&head, "HTTP/1.1 %d %s\r\n", (int)status, reason[0] ? reason : "Unknown");
+	bool has_length = false, has_date = false, has_server = false;
+	if (hv && hv->type == LAUREL_LIST) {
+		for (size_t i = 0; i < hv->u.list.len; i++) {
+			const struct laurel_value *pair = &hv->u.list.items[i];
+			if (pair->type != LAUREL_LIST || pair->u.list.len != 2)
+				continue;
+			const struct laurel_value *n = &pair->u.list.items[0];
+			const struct laurel_value *v = &pair->u.list.items[1];
+			if ((n->type != LAUREL_BYTES && n->type != LAUREL_TEXT) ||
+			    (v->type != LAUREL_BYTES && v->type != LAUREL_TEXT) ||
+			    !header_token(n->u.s.ptr, n->u.s.len) ||
+			    !header_value_ok(v->u.s.ptr, v->u.s.len)) {
+				log_warn("conn %llu: dropped a malformed response header from %s",
+					 (unsigned long long)c->id, r->reply_channel);
+				continue;
+			}
+			struct laurel_value nb = *n;
+			nb.type = LAUREL_BYTES;
+			if (bytes_eq(&nb, "transfer-encoding"))
+				continue; /* laurel frames the body itself */
+			if (bytes_eq(&nb, "content-length"))
+				has_length = true;
+			if (bytes_eq(&nb, "date"))
+				has_date = true;
+			if (bytes_eq(&nb, "server"))
+				has_server = true;
+			if (bytes_eq(&nb, "connection")) {
+				if (v->u.s.len == 5 && strncasecmp(v->u.s.ptr, "close", 5) == 0)
+					r->keep_alive = false;
+				continue;
+			}
+			buf_append(&head, n->u.s.ptr, n->u.s.len);
+			buf_append(&head, ": ", 2);
+			buf_append(&head, v->u.s.ptr, v->u.s.len);
+			buf_append(&head, "\r\n", 2);
+		}
+	}
+	if (!has_date)
+		buf_printf(&head, "Date: %s\r\n", http_date(c->srv));
+	if (!has_server)
+		buf_printf(&head, "Server: laurel\r\n");
+	r->no_body = r->head || status < 200 || status == 204 || status == 304;
+	if (!has_length && !r->no_body) {
+		if (!more) {
+			size_t len = 0;
+			laurel_msg_get_bytes(m, "content", &len);
+			buf_printf(&head, "Content-Length: %zu\r\n", len);
+		} else if (r->version_minor >= 1) {
+			r->chunked = true;
+			buf_printf(&head, "Transfer-Encoding: chunked\r\n");
+		} else {
+			r->keep_alive = false; /* HTTP/1.0: the end of the body is the close */
+		}
+	}
+	if (!r->keep_alive)
+		buf_printf(&head, "Connection: close\r\n");
+	else if (r->version_minor == 0)
+		buf_printf(&head, "Connection: keep-alive\r\n");
+	buf_append(&head, "\r\n", 2);
+	evbuffer_add(out, head.data, head.len);
+	buf_fini(&head);
+	r->started = true;
+	r->status = (int)status;
+	return 0;
+}
+
+static void response_body(struct conn *c, const void *data, size_t len)
+{
+	struct request *r = c->req;
+	if (r->no_body || len == 0)
+		return;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	if (r->chunked)
+		evbuffer_add_printf(out, "%zx\r\n", len);
+	evbuffer_add(out, data, len);
+	if (r->chunked)
+		evbuffer_add(out, "\r\n", 2);
+	r->bytes += len;
+}
+
+static void on_reply_for(struct server *s, const char *channel, const struct laurel_msg *m)
+{
+	const char *local = strchr(channel, '!');
+	uint64_t id = 0;
+	if (!local || local[1] != 'q' || sscanf(local + 2, "%llu", (unsigned long long *)&id) != 1) {
+		log_debug("reply for unknown channel %s dropped", channel);
+		return;
+	}
+	struct conn *c = live(s, id_arg(id));
+	if (!c) {
+		log_debug("reply for %s dropped: its connection is gone", channel);
+		return;
+	}
+	struct request *r = c->req;
+	bool more = false;
+	laurel_msg_get_bool(m, "more_content", &more);
+	if (!r->started && response_start(c, m, more) < 0)
+		return;
+	size_t len = 0;
+	const void *content = laurel_msg_get_bytes(m, "content", &len);
+	if (content)
+		response_body(c, content, len);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) > s->cfg->max_output) {
+		log_warn("conn %llu: client reads too slowly (%zu bytes waiting); closing",
+			 (unsigned long long)c->id, evbuffer_get_length(bufferevent_get_output(c->bev)));
+		r->keep_alive = false;
+		request_finish(c);
+		return;
+	}
+	if (!more)
+		request_finish(c);
+}
+
+static void on_reply(struct laurel_received *rcv, void *arg)
+{
+	struct server *s = arg;
+	if (rcv->nrecipients) {
+		for (size_t i = 0; i < rcv->nrecipients; i++)
+			on_reply_for(s, rcv->recipients[i], rcv->msg);
+		return;
+	}
+	on_reply_for(s, rcv->channel, rcv->msg);
+}
+
+/* The response is complete (or abandoned): log, tell the application, and either wait for the
+ * next request on the connection or close it. */
+static void request_finish(struct conn *c)
+{
+	struct request *r = c->req;
+	struct server *s = c->srv;
+	if (r->finished)
+		return;
+	r->finished = true;
+	if (r->chunked)
+		evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+	if (r->status)
+		access_log(c, r->method, r->target, r->status, r->bytes);
+	send_disconnect(c);
+	slot_del(s, r->id);
+	/* A response that ends before its request body was read ends the connection too. */
+	bool keep = r->keep_alive && !s->draining && !c->closing && http1_done(c->parser);
+	laurel_msg_free(r->msg);
+	buf_fini(&r->body);
+	free(r->target);
+	free(r->path);
+	free(r);
+	c->req = NULL;
+	evtimer_del(c->timer);
+	if (!keep) {
+		c->closing = true;
+		pause_reading(c, true);
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+			conn_close(c);
+		return;
+	}
+	http1_next(c->parser);
+	set_timer(c, s->cfg->header_timeout);
+	pause_reading(c, false);
+	/* Pipelined requests may already be waiting in the input buffer. */
+	conn_read(c->bev, c);
+}
+
+/* --- Connections ----------------------------------------------------------------------------- */
+
+static void conn_close(struct conn *c)
+{
+	struct server *s = c->srv;
+	if (c->req) {
+		struct request *r = c->req;
+		if (!r->finished) {
+			/* The client went away: the application hears of it. */
+			if (r->streaming && r->sent) {
+				struct laurel_msg *m = laurel_msg_new();
+				laurel_msg_set_bool(m, "closed", true);
+				layer_async_send(s->layer, r->body_channel, m, NULL, NULL);
+				laurel_msg_free(m);
+			}
+			r->keep_alive = false;
+			r->finished = true;
+			send_disconnect(c);
+			slot_del(s, r->id);
+		}
+		laurel_msg_free(r->msg);
+		buf_fini(&r->body);
+		free(r->target);
+		free(r->path);
+		free(r);
+	}
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	s->nconns--;
+	event_free(c->timer);
+	http1_free(c->parser);
+	bufferevent_free(c->bev);
+	free(c);
+	if (s->draining && s->nconns == 0)
+		event_base_loopexit(s->base, NULL);
+}
+
+static void conn_read(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	while (!c->closing && !http1_done(c->parser) && evbuffer_get_length(in)) {
+		struct evbuffer_iovec v[4];
+		int n = evbuffer_peek(in, -1, NULL, v, 4);
+		size_t total = 0;
+		bool stop = false;
+		for (int i = 0; i < n && !stop; i++) {
+			int status = 0;
+			if (!http1_busy(c->parser) && !c->req)
+				set_timer(c, c->srv->cfg->header_timeout);
+			ssize_t k = http1_feed(c->parser, v[i].iov_base, v[i].iov_len, &status);
+			if (k < 0) {
+				log_info("conn %llu: bad request (%d): %s", (unsigned long long)c->id,
+					 status, http1_error(c->parser));
+				evbuffer_drain(in, evbuffer_get_length(in));
+				if (c->req && c->req->started) {
+					c->req->keep_alive = false;
+					c->closing = true;
+					request_finish(c);
+					return;
+				}
+				respond_error(c, status, NULL);
+				return;
+			}
+			total += (size_t)k;
+			if ((size_t)k < v[i].iov_len || http1_done(c->parser))
+				stop = true;
+			if (c->closing || (c->req && c->req->finished))
+				break;
+		}
+		if (c->closing)
+			return;
+		evbuffer_drain(in, total);
+		if (stop)
+			break;
+	}
+}
+
+static void conn_write(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		conn_close(c);
+}
+
+static void conn_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		if (c->req && !c->req->finished)
+			log_debug("conn %llu: client went away during %s %s",
+				  (unsigned long long)c->id, c->req->method, c->req->target);
+		conn_close(c);
+	}
+}
+
+static void conn_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	struct request *r = c->req;
+	if (!r) {
+		/* Idle, or a head that never completed (slow client). */
+		if (http1_busy(c->parser)) {
+			log_info("conn %llu: request head not received in %d s; closing",
+				 (unsigned long long)c->id, c->srv->cfg->header_timeout);
+			respond_error(c, 408, NULL);
+		} else {
+			conn_close(c);
+		}
+		return;
+	}
+	if (r->started) {
+		log_warn("conn %llu: response to %s %s not finished within %d s; closing",
+			 (unsigned long long)c->id, r->method, r->target, c->srv->cfg->http_timeout);
+		r->keep_alive = false;
+		c->closing = true;
+		request_finish(c);
+		return;
+	}
+	log_warn("conn %llu: no response to %s %s within %d s", (unsigned long long)c->id,
+		 r->method, r->target, c->srv->cfg->http_timeout);
+	respond_error(c, 503, "Worker server failed to respond within time limit.");
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+		      void *arg)
+{
+	struct server *s = arg;
+	if (s->draining || s->nconns >= (size_t)s->cfg->max_connections) {
+		static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+					   "Connection: close\r\n\r\n";
+		if (write(fd, busy, sizeof(busy) - 1) < 0)
+			log_debug("could not refuse a connection politely");
+		evutil_closesocket(fd);
+		log_debug("connection refused: %zu open (limit %d)", s->nconns,
+			  s->cfg->max_connections);
+		return;
+	}
+	struct conn *c = xcalloc(1, sizeof(*c));
+	c->srv = s;
+	c->id = ++s->next_conn;
+	if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
+		struct sockaddr_storage local;
+		socklen_t len = sizeof(local);
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		c->has_addrs = true;
+		if (sa->sa_family == AF_INET) {
+			struct sockaddr_in *in = (struct sockaddr_in *)sa;
+			inet_ntop(AF_INET, &in->sin_addr, c->client_host, sizeof(c->client_host));
+			c->client_port = ntohs(in->sin_port);
+		} else {
+			struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
+			inet_ntop(AF_INET6, &in6->sin6_addr, c->client_host, sizeof(c->client_host));
+			c->client_port = ntohs(in6->sin6_port);
+		}
+		if (getsockname(fd, (struct sockaddr *)&local, &len) == 0) {
+			if (local.ss_family == AF_INET) {
+				struct sockaddr_in *in = (struct sockaddr_in *)&local;
+				inet_ntop(AF_INET, &in->sin_addr, c->server_host,
+					  sizeof(c->server_host));
+				c->server_port = ntohs(in->sin_port);
+			} else {
+				struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&local;
+				inet_ntop(AF_INET6, &in6->sin6_addr, c->server_host,
+					  sizeof(c->server_host));
+				c->server_port = ntohs(in6->sin6_port);
+			}
+		}
+	}
+	(void)salen;
+	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->parser = http1_new(&s->limits, &parser_callbacks, c);
+	c->timer = evtimer_new(s->base, conn_timeout, c);
+	bufferevent_setcb(c->bev, conn_read, conn_write, conn_event, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	s->nconns++;
+	set_timer(c, s->cfg->header_timeout);
+}
+
+/* --- Listeners ------------------------------------------------------------------------------- */
+
+static int listen_tcp(struct server *s, char *err, size_t errlen)
+{
+	const struct server_config *cfg = s->cfg;
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo *res = NULL;
+	char port[16];
+	snprintf(port, sizeof(port), "%d", cfg->port);
+	int rc = getaddrinfo(cfg->bind, port, &hints, &res);
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot resolve --bind %s: %s", cfg->bind, gai_strerror(rc));
+		return -1;
+	}
+	unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
+	if (cfg->reuse_port)
+		flags |= LEV_OPT_REUSEABLE_PORT;
+	struct evconnlistener *l = evconnlistener_new_bind(s->base, on_accept, s, flags, 1024,
+							   res->ai_addr, (int)res->ai_addrlen);
+	int e = errno;
+	freeaddrinfo(res);
+	if (!l) {
+		snprintf(err, errlen, "cannot listen on %s port %d: %s", cfg->bind, cfg->port,
+			 strerror(e));
+		return -1;
+	}
+	s->listeners[s->nlisteners++] = l;
+	return 0;
+}
+
+static int listen_unix(struct server *s, char *err, size_t errlen)
+{
+	const char *path = s->cfg->unix_socket;
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "unix socket path too long: %s", path);
+		return -1;
+	}
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	struct stat st;
+	if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path); /* a stale socket from an earlier run */
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    chmod(path, (mode_t)s->cfg->unix_socket_mode) < 0 || listen(fd, 1024) < 0) {
+		snprintf(err, errlen, "cannot listen on unix socket %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	struct evconnlistener *l =
+		evconnlistener_new(s->base, on_accept, s, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+	s->listeners[s->nlisteners++] = l;
+	return 0;
+}
+
+static int listen_fd(struct server *s, char *err, size_t errlen)
+{
+	int fd = s->cfg->fd;
+	int type = 0;
+	socklen_t len = sizeof(type);
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM) {
+		snprintf(err, errlen, "--fd %d is not a stream socket", fd);
+		return -1;
+	}
+	evutil_make_socket_nonblocking(fd);
+	if (listen(fd, 1024) < 0) {
+		snprintf(err, errlen, "--fd %d cannot listen: %s", fd, strerror(errno));
+		return -1;
+	}
+	struct evconnlistener *l =
+		evconnlistener_new(s->base, on_accept, s, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+	s->listeners[s->nlisteners++] = l;
+	return 0;
+}
+
+/* --- Lifecycle ------------------------------------------------------------------------------- */
+
+int server_new(struct server **out, struct event_base *base, const struct server_config *cfg,
+	       char *err, size_t errlen)
+{
+	struct server *s = xcalloc(1, sizeof(*s));
+	s->base = base;
+	s->cfg = cfg;
+	s->limits.max_uri = cfg->max_uri;
+	s->limits.max_header_bytes = cfg->max_header_bytes;
+	s->limits.max_headers = (size_t)cfg->max_headers;
+	s->limits.max_body = cfg->max_body;
+	util_rng_init(&s->rng);
+	char letters[10];
+	util_rng_letters(&s->rng, letters, sizeof(letters));
+	snprintf(s->prefix, sizeof(s->prefix), "laurel.response.%.10s!", letters);
+
+	if (cfg->access_log) {
+		if (strcmp(cfg->access_log, "-") == 0) {
+			s->access = stdout;
+		} else {
+			s->access = fopen(cfg->access_log, "a");
+			if (!s->access) {
+				snprintf(err, errlen, "cannot open access log %s: %s", cfg->access_log,
+					 strerror(errno));
+				goto fail;
+			}
+		}
+	}
+	struct laurel_layer_options lo = {
+		.urls = (const char *const *)cfg->layers.v,
+		.nurls = cfg->layers.n,
+		.prefix = cfg->prefix,
+		.expiry = cfg->expiry,
+		.group_expiry = cfg->group_expiry,
+		.capacity = cfg->capacity,
+	};
+	if (layer_async_new(&s->layer, base, &lo, err, errlen) < 0)
+		goto fail;
+	if (cfg->tcp && listen_tcp(s, err, errlen) < 0)
+		goto fail;
+	if (cfg->unix_socket && listen_unix(s, err, errlen) < 0)
+		goto fail;
+	if (cfg->fd >= 0 && listen_fd(s, err, errlen) < 0)
+		goto fail;
+	if (s->nlisteners == 0) {
+		snprintf(err, errlen, "nothing to listen on");
+		goto fail;
+	}
+	layer_async_listen(s->layer, s->prefix, on_reply, s);
+	layer_async_announce(s->layer, s->prefix, ANNOUNCE_TTL);
+	*out = s;
+	return 0;
+fail:
+	server_free(s);
+	return -1;
+}
+
+static void drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+	log_warn("drain timeout: closing %zu connections still open", s->nconns);
+	event_base_loopexit(s->base, NULL);
+}
+
+void server_drain(struct server *s)
+{
+	if (s->draining)
+		return;
+	s->draining = true;
+	for (size_t i = 0; i < s->nlisteners; i++)
+		evconnlistener_disable(s->listeners[i]);
+	log_info("draining: %zu connections open", s->nconns);
+	layer_async_withdraw(s->layer, s->prefix, NULL, NULL);
+	struct conn *c = s->conns, *next;
+	for (; c; c = next) {
+		next = c->next;
+		if (!c->req)
+			conn_close(c);
+		else
+			c->req->keep_alive = false;
+	}
+	if (s->nconns == 0) {
+		event_base_loopexit(s->base, NULL);
+		return;
+	}
+	s->drain_timer = evtimer_new(s->base, drain_timeout, s);
+	struct timeval tv = {s->cfg->drain_timeout, 0};
+	evtimer_add(s->drain_timer, &tv);
+}
+
+void server_free(struct server *s)
+{
+	if (!s)
+		return;
+	while (s->conns)
+		conn_close(s->conns);
+	for (size_t i = 0; i < s->nlisteners; i++)
+		evconnlistener_free(s->listeners[i]);
+	if (s->cfg->unix_socket && s->nlisteners)
+		unlink(s->cfg->unix_socket);
+	if (s->drain_timer)
+		event_free(s->drain_timer);
+	layer_async_free(s->layer);
+	if (s->access && s->access != stdout)
+		fclose(s->access);
+	for (size_t i = 0; i < s->nslotbuckets; i++) {
+		struct slot *sl = s->slots[i], *next;
+		for (; sl; sl = next) {
+			next = sl->next;
+			free(sl);
+		}
+	}
+	free(s->slots);
+	free(s);
+}
+
+const char *server_channel(const struct server *s)
+{
+	return s->prefix;
+}

@@ -1,0 +1,63 @@
+/* laurel-interface's server: listeners, HTTP/1.1 connections, and the reply path, on one
+ * libevent loop. Every request becomes an http.request message on the channel layer (SPEC §4);
+ * replies arrive on this process's channel "laurel.response.<10 letters>!" through one blocking
+ * reader, and connections are found by the local part of the reply channel, never by pointer. */
+#ifndef LAUREL_INTERFACE_SERVER_H
+#define LAUREL_INTERFACE_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/options.h"
+
+struct event_base;
+
+struct server_config {
+	/* listeners */
+	char *bind;
+	int port;
+	char *unix_socket;
+	int unix_socket_mode;
+	int fd;
+	bool reuse_port;
+	/* behaviour */
+	int http_timeout;
+	char *root_path;
+	bool proxy_headers;
+	char *access_log;
+	int verbosity;
+	bool no_http_disconnect;
+	int max_connections;
+	size_t max_uri;
+	size_t max_header_bytes;
+	int max_headers;
+	size_t max_body;
+	size_t body_chunk;
+	int header_timeout;
+	int drain_timeout;
+	size_t max_output;
+	/* channel layer */
+	struct option_list layers;
+	char *prefix;
+	int expiry;
+	int group_expiry;
+	int capacity;
+	/* set by main from which flags were given */
+	bool tcp;
+};
+
+struct server;
+
+/* Creates the server: opens the listeners, connects the channel layer (in the background), and
+ * announces the process channel. Returns 0, or -1 with a sentence in err. */
+int server_new(struct server **out, struct event_base *base, const struct server_config *cfg,
+	       char *err, size_t errlen);
+/* Stops accepting, lets requests in flight finish up to the drain timeout, then leaves the event
+ * loop. Idempotent. */
+void server_drain(struct server *s);
+/* Closes everything. NULL is a no-op. */
+void server_free(struct server *s);
+/* The process channel prefix ("laurel.response.AbCdEfGhIj!"). */
+const char *server_channel(const struct server *s);
+
+#endif
