@@ -46,4 +46,7 @@ void util_sha1(const void *data, size_t len, unsigned char digest[20]);
 /* The lowercase hex form, 40 characters and a NUL. */
 void util_sha1_hex(const void *data, size_t len, char out[41]);
 
+/* Standard base64 with padding of n bytes into out (4 * ((n + 2) / 3) characters and a NUL). */
+void util_base64_encode(const void *data, size_t n, char *out);
+
 #endif

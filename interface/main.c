@@ -71,6 +71,25 @@ static const struct option opts[] = {
 	 "On SIGTERM or SIGINT, how long requests in flight may take to finish."},
 	{"max-output", 0, OPTION_SIZE, S(max_output), 65536, 1LL << 34, "16M", NULL, "BYTES",
 	 "Response bytes waiting for a slow client before its connection is closed."},
+	{"websocket_timeout", 0, OPTION_INT, S(websocket_timeout), -1, YEAR, "86400", NULL,
+	 "SECONDS", "Close a WebSocket after this long (-1: never)."},
+	{"websocket_connect_timeout", 0, OPTION_INT, S(websocket_connect_timeout), 1, 3600, "5",
+	 NULL, "SECONDS",
+	 "Reject a WebSocket handshake (403) the application has not answered within this time."},
+	{"ping-interval", 0, OPTION_INT, S(ping_interval), 1, 86400, "20", NULL, "SECONDS",
+	 "Ping a WebSocket client that has sent nothing for this long."},
+	{"ping-timeout", 0, OPTION_INT, S(ping_timeout), 1, 86400, "30", NULL, "SECONDS",
+	 "Close a WebSocket whose client has not answered a ping within this time."},
+	{"ws-protocol", 0, OPTION_LIST, S(ws_protocols), 0, 0, NULL, NULL, "NAME",
+	 "A WebSocket subprotocol to accept (repeat for several); the first of the client's list "
+	 "that is accepted is chosen."},
+	{"allowed-origins", 0, OPTION_LIST, S(allowed_origins), 0, 0, NULL, NULL, "ORIGIN",
+	 "Accept WebSocket handshakes only from this Origin (repeat for several; others get "
+	 "403). Without it every origin is accepted."},
+	{"ws-max-message", 0, OPTION_SIZE, S(ws_max_message), 125, 1LL << 31, "1M", NULL, "BYTES",
+	 "Largest WebSocket message from a client; larger: close 1009."},
+	{"ws-max-output", 0, OPTION_SIZE, S(ws_max_output), 4096, 1LL << 34, "4M", NULL, "BYTES",
+	 "Bytes waiting for a slow WebSocket client before it is closed (1013)."},
 	{"layer", 0, OPTION_URLS, S(layers), 0, 0, "redis://127.0.0.1:6379", "LAUREL_LAYER", "URL",
 	 "Redis server of the channel layer: redis://[[user]:password@]host[:port][/db] or "
 	 "unix:///path[?db=N]. Repeat it for shards, in the same order everywhere."},
@@ -97,11 +116,13 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 static void usage(FILE *f)
 {
 	fprintf(f, "Usage: laurel-interface [OPTION]...\n"
-		   "Terminates HTTP/1.1 and puts every request on the channel layer as an http.request\n"
-		   "message; answers with what the application sends back on the reply channel.\n\n"
+		   "Terminates HTTP/1.1 and WebSocket and puts every request, WebSocket connect,\n"
+		   "message and disconnect on the channel layer; answers with what the application\n"
+		   "sends back on the reply channel.\n\n"
 		   "Options:\n");
 	options_print(f, opts, ARRAY_SIZE(opts));
-	fprintf(f, "\nSignals: SIGTERM and SIGINT stop accepting and let requests in flight finish.\n"
+	fprintf(f, "\nSignals: SIGTERM and SIGINT stop accepting, let requests in flight finish and\n"
+		   "close WebSockets with 1001, within --drain-timeout.\n"
 		   "Exit status: 0 after a clean stop, 2 for a bad option, 1 when it cannot start.\n");
 }
 

@@ -1,6 +1,7 @@
 /* laurel-interface's HTTP server (see server.h). */
 #include "interface/server.h"
 #include "interface/http1.h"
+#include "interface/websocket.h"
 #include "common/buf.h"
 #include "common/layer_async.h"
 #include "common/log.h"
@@ -49,6 +50,7 @@ struct request {
 	char body_channel[LAUREL_NAME_MAX + 1];
 	int chunks_in_flight;
 	bool sent; /* http.request handed to the layer */
+	bool websocket; /* an upgrade: the request lives as long as the WebSocket */
 	/* response */
 	bool started;
 	bool chunked;
@@ -72,6 +74,14 @@ struct conn {
 	int server_port;
 	bool closing; /* close once the output is written */
 	bool reading_paused;
+	/* WebSocket */
+	enum { MODE_HTTP, MODE_WS_CONNECTING, MODE_WS_OPEN } mode;
+	struct ws *ws;
+	char ws_accept[32];
+	char *ws_protocol;
+	int64_t order;
+	int64_t opened_ms, last_recv_ms, ping_sent_ms, close_sent_ms;
+	bool disconnected; /* websocket.disconnect sent */
 	struct conn *prev, *next;
 };
 
@@ -106,6 +116,13 @@ struct server {
 static void conn_close(struct conn *c);
 static void conn_read(struct bufferevent *bev, void *arg);
 static void request_finish(struct conn *c);
+static void ws_connect(struct conn *c);
+static void ws_reply(struct conn *c, const struct laurel_msg *m);
+static void ws_arm(struct conn *c);
+static void ws_tick(struct conn *c);
+static void ws_disconnect(struct conn *c, int code);
+static int ws_code(const struct conn *c);
+static uint64_t local_id(const char *channel);
 
 /* --- Request table --------------------------------------------------------------------------- */
 
@@ -189,8 +206,12 @@ static void access_log(struct conn *c, const char *method, const char *target, i
 	struct tm tm;
 	localtime_r(&now, &tm);
 	strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S", &tm);
-	fprintf(f, "%s - - [%s] \"%s %s\" %d %llu\n", c->has_addrs ? c->client_host : "unix",
-		when, method, target ? target : "-", status, (unsigned long long)size);
+	if (status)
+		fprintf(f, "%s - - [%s] \"%s %s\" %d %llu\n", c->has_addrs ? c->client_host : "unix",
+			when, method, target ? target : "-", status, (unsigned long long)size);
+	else
+		fprintf(f, "%s - - [%s] \"%s %s\" - -\n", c->has_addrs ? c->client_host : "unix", when,
+			method, target ? target : "-");
 	fflush(f);
 }
 
@@ -221,8 +242,9 @@ static void respond_error(struct conn *c, int status, const char *body)
 	int n = snprintf(text, sizeof(text), "%s\n", body);
 	evbuffer_add_printf(out,
 			    "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-			    "Content-Length: %d\r\nDate: %s\r\nServer: laurel\r\nConnection: close\r\n\r\n",
-			    status, http1_reason(status), n, http_date(c->srv));
+			    "Content-Length: %d\r\nDate: %s\r\nServer: laurel\r\n%sConnection: close\r\n\r\n",
+			    status, http1_reason(status), n, http_date(c->srv),
+			    status == 426 ? "Sec-WebSocket-Version: 13\r\n" : "");
 	struct request *r = c->req;
 	if (!(r && r->head))
 		evbuffer_add(out, text, (size_t)n);
@@ -371,43 +393,6 @@ static int hexval(char ch)
 	return -1;
 }
 
-static bool valid_utf8(const unsigned char *s, size_t n)
-{
-	size_t i = 0;
-	while (i < n) {
-		unsigned char ch = s[i];
-		size_t len;
-		uint32_t cp;
-		if (ch < 0x80) {
-			i++;
-			continue;
-		} else if ((ch & 0xE0) == 0xC0) {
-			len = 2;
-			cp = ch & 0x1F;
-		} else if ((ch & 0xF0) == 0xE0) {
-			len = 3;
-			cp = ch & 0x0F;
-		} else if ((ch & 0xF8) == 0xF0) {
-			len = 4;
-			cp = ch & 0x07;
-		} else {
-			return false;
-		}
-		if (i + len > n)
-			return false;
-		for (size_t k = 1; k < len; k++) {
-			if ((s[i + k] & 0xC0) != 0x80)
-				return false;
-			cp = (cp << 6) | (s[i + k] & 0x3F);
-		}
-		if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-		    cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-			return false;
-		i += len;
-	}
-	return true;
-}
-
 /* Percent-decodes the path into out; false if it is not valid UTF-8 afterwards. */
 static bool decode_path(const char *p, size_t n, struct buf *out)
 {
@@ -419,7 +404,7 @@ static bool decode_path(const char *p, size_t n, struct buf *out)
 			buf_append_byte(out, (unsigned char)p[i]);
 		}
 	}
-	return valid_utf8((const unsigned char *)out->data, out->len);
+	return ws_valid_utf8((const uint8_t *)out->data, out->len);
 }
 
 static const struct http1_header *header(const struct http1_request *h, const char *name)
@@ -438,6 +423,63 @@ static void put_addr(struct laurel_msg *m, const char *key, const char *host, in
 	laurel_value_set_list(m, v, 2);
 	laurel_value_set_text(m, laurel_list_push(m, v), host, strlen(host));
 	laurel_value_set_int(laurel_list_push(m, v), port);
+}
+
+static void put_headers(struct laurel_msg *m, const struct http1_request *h)
+{
+	struct laurel_value *hv = laurel_map_put(m, laurel_msg_root(m), "headers");
+	laurel_value_set_list(m, hv, h->nheaders);
+	for (size_t i = 0; i < h->nheaders; i++) {
+		const struct http1_header *hd = &h->headers[i];
+		if (memchr(hd->name, '_', hd->namelen))
+			continue; /* Daphne drops them: they could spoof CGI-style variables */
+		struct laurel_value *pair = laurel_list_push(m, hv);
+		laurel_value_set_list(m, pair, 2);
+		laurel_value_set_bytes(m, laurel_list_push(m, pair), hd->name, hd->namelen);
+		laurel_value_set_bytes(m, laurel_list_push(m, pair), hd->value, hd->valuelen);
+	}
+}
+
+static bool in_list(const struct option_list *l, const char *s, size_t n)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strlen(l->v[i]) == n && strncmp(l->v[i], s, n) == 0)
+			return true;
+	return false;
+}
+
+/* Checks a WebSocket handshake (RFC 6455 §4.2.1) and picks the subprotocol. Returns 0 or the
+ * status to refuse it with. */
+static int ws_check(struct conn *c, const struct http1_request *h)
+{
+	const struct server_config *cfg = c->srv->cfg;
+	const struct http1_header *ver = header(h, "sec-websocket-version");
+	const struct http1_header *key = header(h, "sec-websocket-key");
+	const struct http1_header *origin = header(h, "origin");
+	const struct http1_header *proto = header(h, "sec-websocket-protocol");
+	if (strcmp(h->method, "GET") != 0 || !key || key->valuelen != 24)
+		return 400;
+	if (!ver || strcmp(ver->value, "13") != 0)
+		return 426;
+	if (cfg->allowed_origins.n &&
+	    (!origin || !in_list(&cfg->allowed_origins, origin->value, origin->valuelen))) {
+		log_info("conn %llu: WebSocket from origin %s refused", (unsigned long long)c->id,
+			 origin ? origin->value : "(none)");
+		return 403;
+	}
+	ws_accept_key(key->value, key->valuelen, c->ws_accept);
+	free(c->ws_protocol);
+	c->ws_protocol = NULL;
+	for (const char *p = proto ? proto->value : ""; *p;) {
+		p += strspn(p, " ,\t");
+		size_t n = strcspn(p, " ,\t");
+		if (n && in_list(&cfg->ws_protocols, p, n)) {
+			c->ws_protocol = xstrndup(p, n);
+			break;
+		}
+		p += n;
+	}
+	return 0;
 }
 
 static int on_head(void *owner, struct http1_request *h)
@@ -473,8 +515,19 @@ static int on_head(void *owner, struct http1_request *h)
 		return 400;
 	}
 
+	const struct http1_header *up = header(h, "upgrade");
+	bool websocket = h->upgrade && up && strcasestr(up->value, "websocket");
+	if (websocket) {
+		int status = ws_check(c, h);
+		if (status) {
+			buf_fini(&decoded);
+			return status;
+		}
+	}
+
 	struct request *r = xcalloc(1, sizeof(*r));
 	c->req = r;
+	r->websocket = websocket;
 	r->id = ++s->next_request;
 	/* The prefix is 27 characters, so the name always fits. */
 	int wrote = snprintf(r->reply_channel, sizeof(r->reply_channel), "%.40sq%llu", s->prefix,
@@ -509,6 +562,19 @@ static int on_head(void *owner, struct http1_request *h)
 
 	struct laurel_msg *m = laurel_msg_new();
 	r->msg = m;
+	if (websocket) {
+		/* websocket.connect, in Daphne's field order */
+		laurel_msg_set_textn(m, "path", decoded.data ? decoded.data : "", decoded.len);
+		put_headers(m, h);
+		laurel_msg_set_bytes(m, "query_string", q ? q + 1 : "", q ? plen - pathlen - 1 : 0);
+		put_addr(m, "client", client_host, client_port,
+			 c->has_addrs || client_host == fwd_host);
+		put_addr(m, "server", c->server_host, c->server_port, c->has_addrs);
+		laurel_msg_set_text(m, "reply_channel", r->reply_channel);
+		laurel_msg_set_int(m, "order", 0);
+		buf_fini(&decoded);
+		return 0;
+	}
 	laurel_msg_set_text(m, "reply_channel", r->reply_channel);
 	char version[8];
 	snprintf(version, sizeof(version), "%d.%d", h->version_major, h->version_minor);
@@ -518,17 +584,7 @@ static int on_head(void *owner, struct http1_request *h)
 	laurel_msg_set_text(m, "root_path", cfg->root_path ? cfg->root_path : "");
 	laurel_msg_set_text(m, "scheme", scheme);
 	laurel_msg_set_bytes(m, "query_string", q ? q + 1 : "", q ? plen - pathlen - 1 : 0);
-	struct laurel_value *hv = laurel_map_put(m, laurel_msg_root(m), "headers");
-	laurel_value_set_list(m, hv, h->nheaders);
-	for (size_t i = 0; i < h->nheaders; i++) {
-		const struct http1_header *hd = &h->headers[i];
-		if (memchr(hd->name, '_', hd->namelen))
-			continue; /* Daphne drops them: they could spoof CGI-style variables */
-		struct laurel_value *pair = laurel_list_push(m, hv);
-		laurel_value_set_list(m, pair, 2);
-		laurel_value_set_bytes(m, laurel_list_push(m, pair), hd->name, hd->namelen);
-		laurel_value_set_bytes(m, laurel_list_push(m, pair), hd->value, hd->valuelen);
-	}
+	put_headers(m, h);
 	laurel_msg_set_bytes(m, "body", "", 0);
 	put_addr(m, "client", client_host, client_port, c->has_addrs || client_host == fwd_host);
 	put_addr(m, "server", c->server_host, c->server_port, c->has_addrs);
@@ -576,6 +632,10 @@ static int on_complete(void *owner)
 	struct request *r = c->req;
 	if (r->started)
 		return 0; /* already answered (an error while reading the body) */
+	if (r->websocket) {
+		ws_connect(c);
+		return 0;
+	}
 	if (r->streaming) {
 		send_chunk(c, r->body.data ? r->body.data : "", r->body.len, false);
 		buf_reset(&r->body);
@@ -719,20 +779,306 @@ static void response_body(struct conn *c, const void *data, size_t len)
 	r->bytes += len;
 }
 
-static void on_reply_for(struct server *s, const char *channel, const struct laurel_msg *m)
+/* --- WebSocket ------------------------------------------------------------------------------ */
+
+#define WS_CLOSE_WAIT_MS 5000 /* after our close frame, how long the client has to answer */
+
+static int64_t ms_now(void)
 {
-	const char *local = strchr(channel, '!');
-	uint64_t id = 0;
-	if (!local || local[1] != 'q' || sscanf(local + 2, "%llu", (unsigned long long *)&id) != 1) {
-		log_debug("reply for unknown channel %s dropped", channel);
+	return util_now_ms();
+}
+
+/* The code websocket.disconnect reports: what the client sent, else what we sent, else 1006. */
+static int ws_code(const struct conn *c)
+{
+	if (!c->ws)
+		return 1006;
+	if (ws_close_received(c->ws))
+		return ws_close_code_received(c->ws);
+	if (ws_close_sent(c->ws))
+		return ws_close_code_sent(c->ws);
+	return 1006;
+}
+
+static void ws_disconnect(struct conn *c, int code)
+{
+	struct request *r = c->req;
+	if (c->disconnected || !r || !r->sent)
+		return;
+	c->disconnected = true;
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_text(m, "reply_channel", r->reply_channel);
+	laurel_msg_set_int(m, "code", code);
+	laurel_msg_set_text(m, "path", r->path ? r->path : "");
+	laurel_msg_set_int(m, "order", c->order + 1);
+	if (layer_async_send(c->srv->layer, "websocket.disconnect", m, NULL, NULL) < 0)
+		log_warn("conn %llu: websocket.disconnect for %s not sent: %s",
+			 (unsigned long long)c->id, r->reply_channel, laurel_layer_error(NULL));
+	laurel_msg_free(m);
+	access_log(c, "WSDISCONNECT", r->path, 0, 0);
+}
+
+static void on_receive_sent(int status, void *arg)
+{
+	struct send_ctx *ctx = arg;
+	struct conn *c = live(ctx->srv, id_arg(ctx->id));
+	free(ctx);
+	if (!c || status == 0 || status == -ECANCELED || !c->ws)
+		return;
+	log_warn("conn %llu: websocket.receive %s; closing %s", (unsigned long long)c->id,
+		 status == LAUREL_FULL ? "is full" : "could not be sent", c->req->reply_channel);
+	ws_close(c->ws, status == LAUREL_FULL ? 1013 : 1011);
+	c->close_sent_ms = ms_now();
+	ws_arm(c);
+}
+
+static void ws_on_message(void *owner, bool text, const uint8_t *data, size_t len)
+{
+	struct conn *c = owner;
+	struct request *r = c->req;
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_text(m, "reply_channel", r->reply_channel);
+	laurel_msg_set_text(m, "path", r->path ? r->path : "");
+	laurel_msg_set_int(m, "order", ++c->order);
+	if (text)
+		laurel_msg_set_textn(m, "text", (const char *)data, len);
+	else
+		laurel_msg_set_bytes(m, "bytes", data, len);
+	int rc = send_on(c, "websocket.receive", m, on_receive_sent);
+	laurel_msg_free(m);
+	if (rc < 0) {
+		log_warn("conn %llu: websocket.receive not sent: %s", (unsigned long long)c->id,
+			 laurel_layer_error(NULL));
+		ws_close(c->ws, rc == -EMSGSIZE ? 1009 : 1011);
+		c->close_sent_ms = ms_now();
+		ws_arm(c);
+	}
+}
+
+static void ws_on_activity(void *owner)
+{
+	struct conn *c = owner;
+	c->last_recv_ms = ms_now();
+	c->ping_sent_ms = 0;
+}
+
+static int ws_write(void *owner, const void *data, size_t len)
+{
+	struct conn *c = owner;
+	return evbuffer_add(bufferevent_get_output(c->bev), data, len);
+}
+
+static const struct ws_callbacks ws_callbacks = {
+	.on_message = ws_on_message,
+	.on_activity = ws_on_activity,
+	.write = ws_write,
+};
+
+/* After writing to a WebSocket: a client that does not keep up is closed, not buffered for. */
+static void ws_check_output(struct conn *c)
+{
+	size_t n = evbuffer_get_length(bufferevent_get_output(c->bev));
+	if (n <= c->srv->cfg->ws_max_output || c->closing)
+		return;
+	log_warn("conn %llu: WebSocket client reads too slowly (%zu bytes waiting); closing (1013)",
+		 (unsigned long long)c->id, n);
+	ws_close(c->ws, 1013);
+	c->close_sent_ms = ms_now();
+	c->closing = true;
+	ws_arm(c);
+}
+
+/* The next time the keep-alive timer must look at the connection. */
+static void ws_arm(struct conn *c)
+{
+	const struct server_config *cfg = c->srv->cfg;
+	int64_t next;
+	if (c->close_sent_ms)
+		next = c->close_sent_ms + WS_CLOSE_WAIT_MS;
+	else if (c->ping_sent_ms)
+		next = c->ping_sent_ms + (int64_t)cfg->ping_timeout * 1000;
+	else
+		next = c->last_recv_ms + (int64_t)cfg->ping_interval * 1000;
+	if (cfg->websocket_timeout >= 0 && !c->close_sent_ms) {
+		int64_t end = c->opened_ms + (int64_t)cfg->websocket_timeout * 1000;
+		if (end < next)
+			next = end;
+	}
+	int64_t delay = next - ms_now();
+	if (delay < 0)
+		delay = 0;
+	struct timeval tv = {delay / 1000, (delay % 1000) * 1000};
+	evtimer_add(c->timer, &tv);
+}
+
+static void ws_tick(struct conn *c)
+{
+	const struct server_config *cfg = c->srv->cfg;
+	int64_t now = ms_now();
+	if (c->close_sent_ms) {
+		if (now - c->close_sent_ms >= WS_CLOSE_WAIT_MS) {
+			log_debug("conn %llu: no close answer; dropping", (unsigned long long)c->id);
+			conn_close(c);
+			return;
+		}
+	} else if (cfg->websocket_timeout >= 0 &&
+		   now - c->opened_ms >= (int64_t)cfg->websocket_timeout * 1000) {
+		log_info("conn %llu: WebSocket reached --websocket_timeout; closing",
+			 (unsigned long long)c->id);
+		ws_close(c->ws, 1000);
+		c->close_sent_ms = now;
+	} else if (c->ping_sent_ms) {
+		if (now - c->ping_sent_ms >= (int64_t)cfg->ping_timeout * 1000) {
+			log_info("conn %llu: no pong within %d s; closing", (unsigned long long)c->id,
+				 cfg->ping_timeout);
+			conn_close(c);
+			return;
+		}
+	} else if (now - c->last_recv_ms >= (int64_t)cfg->ping_interval * 1000) {
+		ws_ping(c->ws);
+		c->ping_sent_ms = now;
+	}
+	ws_arm(c);
+}
+
+static void ws_accept_now(struct conn *c)
+{
+	struct request *r = c->req;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	evbuffer_add_printf(out,
+			    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+			    "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%sServer: laurel\r\n\r\n",
+			    c->ws_accept, c->ws_protocol ? "Sec-WebSocket-Protocol: " : "",
+			    c->ws_protocol ? c->ws_protocol : "", c->ws_protocol ? "\r\n" : "");
+	c->mode = MODE_WS_OPEN;
+	c->ws = ws_new(c->srv->cfg->ws_max_message, &ws_callbacks, c);
+	c->opened_ms = c->last_recv_ms = ms_now();
+	r->started = true;
+	r->status = 101;
+	access_log(c, "WSCONNECT", r->path, 0, 0);
+	evtimer_del(c->timer);
+	ws_arm(c);
+	pause_reading(c, false);
+	/* Frames the client sent early wait in the input buffer: read them from the loop. */
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)))
+		bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+static void ws_reject(struct conn *c, const char *why)
+{
+	access_log(c, "WSREJECT", c->req->path, 0, 0);
+	log_info("conn %llu: WebSocket %s rejected: %s", (unsigned long long)c->id, c->req->path,
+		 why);
+	respond_error(c, 403, "WebSocket connection rejected.");
+}
+
+static void on_connect_sent(int status, void *arg)
+{
+	struct send_ctx *ctx = arg;
+	struct conn *c = live(ctx->srv, id_arg(ctx->id));
+	free(ctx);
+	if (!c || status == 0 || status == -ECANCELED || c->mode != MODE_WS_CONNECTING)
+		return;
+	c->req->sent = false; /* nothing reached the application */
+	log_warn("conn %llu: websocket.connect %s", (unsigned long long)c->id,
+		 status == LAUREL_FULL ? "is full" : "could not be sent");
+	respond_error(c, 503, status == LAUREL_FULL ? "Connection queue full."
+						    : "Service unavailable: the channel layer is unreachable.");
+}
+
+static void ws_connect(struct conn *c)
+{
+	struct request *r = c->req;
+	c->mode = MODE_WS_CONNECTING;
+	pause_reading(c, true);
+	access_log(c, "WSCONNECTING", r->path, 0, 0);
+	int rc = send_on(c, "websocket.connect", r->msg, on_connect_sent);
+	laurel_msg_free(r->msg);
+	r->msg = NULL;
+	if (rc < 0) {
+		respond_error(c, 503, "Service unavailable: the channel layer is unreachable.");
 		return;
 	}
-	struct conn *c = live(s, id_arg(id));
+	r->sent = true;
+	set_timer(c, c->srv->cfg->websocket_connect_timeout);
+}
+
+static int close_code_of(const struct laurel_value *v)
+{
+	if (!v)
+		return 0;
+	if (v->type == LAUREL_BOOL)
+		return v->u.b ? 1000 : 0;
+	if (v->type == LAUREL_INT)
+		return v->u.i == 1000 || (v->u.i >= 3000 && v->u.i <= 4999) ? (int)v->u.i : 1000;
+	return 0;
+}
+
+static void ws_reply(struct conn *c, const struct laurel_msg *m)
+{
+	const struct laurel_value *root = laurel_msg_croot(m);
+	const struct laurel_value *text = NULL, *bytes = NULL, *close = NULL, *accept = NULL;
+	for (size_t i = 0; i < root->u.map.len; i++) {
+		const struct laurel_entry *e = &root->u.map.items[i];
+		const char *k = e->key.ptr;
+		if (strcmp(k, "text") == 0 && e->value.type == LAUREL_TEXT)
+			text = &e->value;
+		else if (strcmp(k, "bytes") == 0 && e->value.type == LAUREL_BYTES)
+			bytes = &e->value;
+		else if (strcmp(k, "close") == 0)
+			close = &e->value;
+		else if (strcmp(k, "accept") == 0 && e->value.type == LAUREL_BOOL)
+			accept = &e->value;
+		else
+			log_warn("conn %llu: dropped key \"%s\" (%s) of a reply on %s",
+				 (unsigned long long)c->id, k, laurel_type_name(e->value.type),
+				 c->req->reply_channel);
+	}
+	if (text && bytes) {
+		log_warn("conn %llu: reply on %s has both text and bytes; dropped",
+			 (unsigned long long)c->id, c->req->reply_channel);
+		return;
+	}
+	int code = close_code_of(close);
+	if (c->mode == MODE_WS_CONNECTING) {
+		bool yes = accept && accept->u.b;
+		if ((accept && !accept->u.b) || (code && !yes && !text && !bytes)) {
+			ws_reject(c, "the application refused it");
+			return;
+		}
+		if (!yes && !text && !bytes)
+			return;
+		ws_accept_now(c);
+	}
+	if (c->mode != MODE_WS_OPEN || c->closing)
+		return;
+	if (text)
+		ws_send(c->ws, true, text->u.s.ptr, text->u.s.len);
+	else if (bytes)
+		ws_send(c->ws, false, bytes->u.s.ptr, bytes->u.s.len);
+	if (code && !ws_close_sent(c->ws)) {
+		ws_close(c->ws, code);
+		c->close_sent_ms = ms_now();
+		ws_arm(c);
+	}
+	ws_check_output(c);
+}
+
+/* --- Replies --------------------------------------------------------------------------------- */
+
+static void on_reply_for(struct server *s, const char *channel, const struct laurel_msg *m)
+{
+	uint64_t id = local_id(channel);
+	struct conn *c = id ? live(s, id_arg(id)) : NULL;
 	if (!c) {
 		log_debug("reply for %s dropped: its connection is gone", channel);
 		return;
 	}
 	struct request *r = c->req;
+	if (r->websocket) {
+		ws_reply(c, m);
+		return;
+	}
 	bool more = false;
 	laurel_msg_get_bool(m, "more_content", &more);
 	if (!r->started && response_start(c, m, more) < 0)
@@ -752,15 +1098,45 @@ static void on_reply_for(struct server *s, const char *channel, const struct lau
 		request_finish(c);
 }
 
+/* The local request id in a reply channel name, or 0. */
+static uint64_t local_id(const char *channel)
+{
+	const char *local = strchr(channel, '!');
+	unsigned long long id = 0;
+	if (!local || local[1] != 'q' || sscanf(local + 2, "%llu", &id) != 1)
+		return 0;
+	return id;
+}
+
 static void on_reply(struct laurel_received *rcv, void *arg)
 {
 	struct server *s = arg;
-	if (rcv->nrecipients) {
-		for (size_t i = 0; i < rcv->nrecipients; i++)
-			on_reply_for(s, rcv->recipients[i], rcv->msg);
+	if (!rcv->nrecipients) {
+		on_reply_for(s, rcv->channel, rcv->msg);
 		return;
 	}
-	on_reply_for(s, rcv->channel, rcv->msg);
+	/* A group message for many local connections: a plain text or bytes message is framed
+	 * once and the same bytes go to every open WebSocket among them. */
+	const struct laurel_value *root = laurel_msg_croot(rcv->msg);
+	const struct laurel_value *text = laurel_msg_get(rcv->msg, "text");
+	const struct laurel_value *bytes = laurel_msg_get(rcv->msg, "bytes");
+	bool simple = root->u.map.len == 1 && ((text && text->type == LAUREL_TEXT) ||
+					       (bytes && bytes->type == LAUREL_BYTES));
+	struct buf frame;
+	buf_init(&frame);
+	if (simple)
+		ws_frame(&frame, text != NULL, text ? text->u.s.ptr : bytes->u.s.ptr,
+			 text ? text->u.s.len : bytes->u.s.len);
+	for (size_t i = 0; i < rcv->nrecipients; i++) {
+		struct conn *c = live(s, id_arg(local_id(rcv->recipients[i])));
+		if (simple && c && c->mode == MODE_WS_OPEN && !c->closing) {
+			ws_send_framed(c->ws, frame.data, frame.len);
+			ws_check_output(c);
+		} else {
+			on_reply_for(s, rcv->recipients[i], rcv->msg);
+		}
+	}
+	buf_fini(&frame);
 }
 
 /* The response is complete (or abandoned): log, tell the application, and either wait for the
@@ -774,9 +1150,13 @@ static void request_finish(struct conn *c)
 	r->finished = true;
 	if (r->chunked)
 		evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
-	if (r->status)
-		access_log(c, r->method, r->target, r->status, r->bytes);
-	send_disconnect(c);
+	if (r->websocket) {
+		ws_disconnect(c, ws_code(c));
+	} else {
+		if (r->status)
+			access_log(c, r->method, r->target, r->status, r->bytes);
+		send_disconnect(c);
+	}
 	slot_del(s, r->id);
 	/* A response that ends before its request body was read ends the connection too. */
 	bool keep = r->keep_alive && !s->draining && !c->closing && http1_done(c->parser);
@@ -797,8 +1177,10 @@ static void request_finish(struct conn *c)
 	http1_next(c->parser);
 	set_timer(c, s->cfg->header_timeout);
 	pause_reading(c, false);
-	/* Pipelined requests may already be waiting in the input buffer. */
-	conn_read(c->bev, c);
+	/* Pipelined requests may already be waiting in the input buffer: read them from the loop,
+	 * not from inside whatever finished this response. */
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)))
+		bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
 /* --- Connections ----------------------------------------------------------------------------- */
@@ -808,7 +1190,11 @@ static void conn_close(struct conn *c)
 	struct server *s = c->srv;
 	if (c->req) {
 		struct request *r = c->req;
-		if (!r->finished) {
+		if (!r->finished && r->websocket) {
+			r->finished = true;
+			ws_disconnect(c, ws_code(c));
+			slot_del(s, r->id);
+		} else if (!r->finished) {
 			/* The client went away: the application hears of it. */
 			if (r->streaming && r->sent) {
 				struct laurel_msg *m = laurel_msg_new();
@@ -835,6 +1221,8 @@ static void conn_close(struct conn *c)
 		c->next->prev = c->prev;
 	s->nconns--;
 	event_free(c->timer);
+	ws_free(c->ws);
+	free(c->ws_protocol);
 	http1_free(c->parser);
 	bufferevent_free(c->bev);
 	free(c);
@@ -842,10 +1230,46 @@ static void conn_close(struct conn *c)
 		event_base_loopexit(s->base, NULL);
 }
 
+static void ws_read(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	int rc = 0;
+	while (rc == 0 && evbuffer_get_length(in) && !ws_finished(c->ws)) {
+		struct evbuffer_iovec v[4];
+		int n = evbuffer_peek(in, -1, NULL, v, 4);
+		size_t total = 0;
+		for (int i = 0; i < n && rc == 0; i++) {
+			rc = ws_feed(c->ws, v[i].iov_base, v[i].iov_len);
+			total += v[i].iov_len;
+		}
+		evbuffer_drain(in, total);
+	}
+	if (rc < 0 || ws_finished(c->ws)) {
+		/* The close handshake is done, or the client broke the protocol (wslay has
+		 * queued the close frame with its code): close once it is written. */
+		c->closing = true;
+		pause_reading(c, true);
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+			conn_close(c);
+		return;
+	}
+	if (ws_close_sent(c->ws) && !c->close_sent_ms) {
+		c->close_sent_ms = ms_now();
+		ws_arm(c);
+	}
+	ws_check_output(c);
+}
+
 static void conn_read(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
+	if (c->mode == MODE_WS_OPEN) {
+		ws_read(c);
+		return;
+	}
+	if (c->mode == MODE_WS_CONNECTING)
+		return; /* frames wait until the application accepts */
 	while (!c->closing && !http1_done(c->parser) && evbuffer_get_length(in)) {
 		struct evbuffer_iovec v[4];
 		int n = evbuffer_peek(in, -1, NULL, v, 4);
@@ -905,6 +1329,17 @@ static void conn_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 	struct request *r = c->req;
+	if (c->mode == MODE_WS_OPEN) {
+		ws_tick(c);
+		return;
+	}
+	if (c->mode == MODE_WS_CONNECTING) {
+		char why[64];
+		snprintf(why, sizeof(why), "no answer within %d s",
+			 c->srv->cfg->websocket_connect_timeout);
+		ws_reject(c, why);
+		return;
+	}
 	if (!r) {
 		/* Idle, or a head that never completed (slow client). */
 		if (http1_busy(c->parser)) {
@@ -1143,10 +1578,17 @@ void server_drain(struct server *s)
 	struct conn *c = s->conns, *next;
 	for (; c; c = next) {
 		next = c->next;
-		if (!c->req)
+		if (!c->req) {
 			conn_close(c);
-		else
+		} else if (c->mode == MODE_WS_OPEN) {
+			ws_close(c->ws, 1001);
+			c->close_sent_ms = ms_now();
+			ws_arm(c);
+		} else if (c->mode == MODE_WS_CONNECTING) {
+			respond_error(c, 503, "Server shutting down.");
+		} else {
 			c->req->keep_alive = false;
+		}
 	}
 	if (s->nconns == 0) {
 		event_base_loopexit(s->base, NULL);

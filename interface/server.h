@@ -36,6 +36,15 @@ struct server_config {
 	int header_timeout;
 	int drain_timeout;
 	size_t max_output;
+	/* WebSocket */
+	int websocket_timeout;
+	int websocket_connect_timeout;
+	int ping_interval;
+	int ping_timeout;
+	struct option_list ws_protocols;
+	struct option_list allowed_origins;
+	size_t ws_max_message;
+	size_t ws_max_output;
 	/* channel layer */
 	struct option_list layers;
 	char *prefix;

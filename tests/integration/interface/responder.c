@@ -11,6 +11,14 @@
  * Prints "ready" on stdout once connected, then answers http.request messages one at a time
  * until SIGTERM/SIGINT (exit 0) or until N requests were handled (--count; exit 0).
  * --disconnects also pops asgi:http.disconnect (recorded, never answered).
+ * --websocket also serves websocket.connect / receive / disconnect, as a Channels 1 consumer:
+ *   connect: path /ws/reject -> {close: true}; /ws/refuse -> {accept: false}; /ws/never -> no
+ *   answer; /ws/implicit -> {text: "welcome"} (accepts implicitly); /ws/group/NAME -> ZADD the
+ *   reply channel to group NAME (as asgi_redis group_add), then {accept: true}; else {accept: true}.
+ *   receive: text "close:N" -> {close: N}; "close" -> {close: true}; "both" -> {text, bytes} (must
+ *   be dropped); "order" -> the message's order as text; "broadcast:G:TEXT" -> TEXT to every
+ *   member of group G, one send per member (as Channels 1 did); anything else is echoed as it
+ *   came (text or bytes). disconnect: recorded only.
  * --full-timeout: how long a send retries a full channel (default 2000 ms, as Channels 1 does).
  * -v: debug logging (one line per request).
  * --selftest: encodes the /hello reply for "daphne.response.JSKQQYqLSQ!XsBxGbfRTX" and compares
@@ -108,6 +116,7 @@ struct responder {
 	redisContext *c;
 	FILE *record;
 	bool disconnects;
+	bool websocket;
 	long full_timeout_ms;
 	struct util_rng rng;
 };
@@ -719,10 +728,122 @@ static void handle_request(struct responder *r, const struct laurel_msg *m)
 	}
 }
 
+/* --- WebSocket consumer ---------------------------------------------------------------------- */
+
+static void group_add(struct responder *r, const char *group, const char *channel)
+{
+	char key[256], score[32];
+	snprintf(key, sizeof(key), "asgi::group:%s", group);
+	snprintf(score, sizeof(score), "%.6f", util_wall_time());
+	const char *argv[4] = {"ZADD", key, score, channel};
+	size_t lens[4] = {4, strlen(key), strlen(score), strlen(channel)};
+	freeReplyObject(command(r, 4, argv, lens));
+	const char *ex[3] = {"EXPIRE", key, "86400"};
+	size_t exl[3] = {6, strlen(key), 5};
+	freeReplyObject(command(r, 3, ex, exl));
+}
+
+static struct laurel_msg *text_msg(const char *key, const char *s, size_t n)
+{
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_textn(m, key, s, n);
+	return m;
+}
+
+static void handle_connect(struct responder *r, const struct laurel_msg *m)
+{
+	const char *path = laurel_msg_get_text(m, "path", NULL);
+	const char *reply = laurel_msg_get_text(m, "reply_channel", NULL);
+	if (!path || !reply)
+		return;
+	struct laurel_msg *out = laurel_msg_new();
+	if (strcmp(path, "/ws/reject") == 0) {
+		laurel_msg_set_bool(out, "close", true);
+	} else if (strcmp(path, "/ws/refuse") == 0) {
+		laurel_msg_set_bool(out, "accept", false);
+	} else if (strcmp(path, "/ws/never") == 0) {
+		laurel_msg_free(out);
+		return;
+	} else if (strcmp(path, "/ws/implicit") == 0) {
+		laurel_msg_set_text(out, "text", "welcome");
+	} else {
+		if (strncmp(path, "/ws/group/", 10) == 0)
+			group_add(r, path + 10, reply);
+		laurel_msg_set_bool(out, "accept", true);
+	}
+	send_msg(r, reply, out);
+}
+
+static void broadcast(struct responder *r, const char *group, const char *text, size_t n)
+{
+	char key[256];
+	snprintf(key, sizeof(key), "asgi::group:%s", group);
+	const char *argv[4] = {"ZRANGE", key, "0", "-1"};
+	size_t lens[4] = {6, strlen(key), 1, 2};
+	redisReply *rep = command(r, 4, argv, lens);
+	if (!rep)
+		return;
+	for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++)
+		send_msg(r, rep->element[i]->str, text_msg("text", text, n));
+	freeReplyObject(rep);
+}
+
+static void handle_receive(struct responder *r, const struct laurel_msg *m)
+{
+	const char *reply = laurel_msg_get_text(m, "reply_channel", NULL);
+	size_t n = 0;
+	const char *text = laurel_msg_get_text(m, "text", &n);
+	if (!reply)
+		return;
+	if (!text) {
+		size_t bn = 0;
+		const void *bytes = laurel_msg_get_bytes(m, "bytes", &bn);
+		struct laurel_msg *out = laurel_msg_new();
+		laurel_msg_set_bytes(out, "bytes", bytes ? bytes : "", bn);
+		send_msg(r, reply, out);
+		return;
+	}
+	if (strncmp(text, "close:", 6) == 0) {
+		struct laurel_msg *out = laurel_msg_new();
+		laurel_msg_set_int(out, "close", atoi(text + 6));
+		send_msg(r, reply, out);
+	} else if (strcmp(text, "close") == 0) {
+		struct laurel_msg *out = laurel_msg_new();
+		laurel_msg_set_bool(out, "close", true);
+		send_msg(r, reply, out);
+	} else if (strcmp(text, "both") == 0) {
+		struct laurel_msg *out = text_msg("text", "both", 4);
+		laurel_msg_set_bytes(out, "bytes", "both", 4);
+		send_msg(r, reply, out);
+	} else if (strcmp(text, "order") == 0) {
+		int64_t order = -1;
+		laurel_msg_get_int(m, "order", &order);
+		char s[32];
+		int k = snprintf(s, sizeof(s), "%lld", (long long)order);
+		send_msg(r, reply, text_msg("text", s, (size_t)k));
+	} else if (strncmp(text, "broadcast:", 10) == 0) {
+		const char *g = text + 10, *colon = strchr(g, ':');
+		if (colon) {
+			char group[128];
+			snprintf(group, sizeof(group), "%.*s", (int)(colon - g), g);
+			broadcast(r, group, colon + 1, n - (size_t)(colon + 1 - text));
+		}
+	} else {
+		send_msg(r, reply, text_msg("text", text, n));
+	}
+}
+
 static int serve(struct responder *r, long count)
 {
-	const char *channels[] = {"http.request", "http.disconnect"};
-	int nchannels = r->disconnects ? 2 : 1;
+	const char *channels[5] = {"http.request"};
+	int nchannels = 1;
+	if (r->disconnects)
+		channels[nchannels++] = "http.disconnect";
+	if (r->websocket) {
+		channels[nchannels++] = "websocket.connect";
+		channels[nchannels++] = "websocket.receive";
+		channels[nchannels++] = "websocket.disconnect";
+	}
 	connect_redis(r);
 	redisReply *ping = command(r, 1, (const char *[]){"PING"}, (size_t[]){4});
 	freeReplyObject(ping);
@@ -741,6 +862,10 @@ static int serve(struct responder *r, long count)
 		if (strcmp(chan, "http.request") == 0) {
 			handle_request(r, m);
 			handled++;
+		} else if (strcmp(chan, "websocket.connect") == 0) {
+			handle_connect(r, m);
+		} else if (strcmp(chan, "websocket.receive") == 0) {
+			handle_receive(r, m);
 		}
 		laurel_msg_free(m);
 	}
@@ -890,7 +1015,7 @@ static int selftest(const char *catalog)
 static void usage(void)
 {
 	fprintf(stderr, "usage: laurel-test-responder --port REDIS_PORT [--host H] [--count N] "
-			"[--record FILE] [--disconnects] [--full-timeout MS] [-v]\n"
+			"[--record FILE] [--disconnects] [--websocket] [--full-timeout MS] [-v]\n"
 			"       laurel-test-responder --selftest CATALOG\n");
 	exit(2);
 }
@@ -915,6 +1040,10 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (strcmp(a, "--websocket") == 0) {
+			r.websocket = true;
+			continue;
+		}
 		if (strcmp(a, "--disconnects") == 0) {
 			r.disconnects = true;
 			continue;

@@ -1,0 +1,262 @@
+#include "interface/websocket.h"
+#include "common/util.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <wslay/wslay.h>
+
+struct ws {
+	wslay_event_context_ptr ctx;
+	const struct ws_callbacks *cb;
+	void *owner;
+	const uint8_t *in; /* the bytes ws_feed is reading */
+	size_t inlen;
+	bool failed; /* the reader hit a fatal error */
+};
+
+static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+		       void *user)
+{
+	struct ws *w = user;
+	if (w->inlen == 0) {
+		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+		return -1;
+	}
+	size_t n = len < w->inlen ? len : w->inlen;
+	memcpy(buf, w->in, n);
+	w->in += n;
+	w->inlen -= n;
+	return (ssize_t)n;
+}
+
+static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+		       void *user)
+{
+	struct ws *w = user;
+	if (w->cb->write(w->owner, data, len) < 0) {
+		wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+		return -1;
+	}
+	return (ssize_t)len;
+}
+
+static void on_frame_start(wslay_event_context_ptr ctx,
+			   const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
+{
+	struct ws *w = user;
+	if (w->cb->on_activity)
+		w->cb->on_activity(w->owner);
+}
+
+static bool valid_close_code(int code)
+{
+	return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+	       (code >= 3000 && code <= 4999);
+}
+
+static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+		   void *user)
+{
+	struct ws *w = user;
+	if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
+		bool text = arg->opcode == WSLAY_TEXT_FRAME;
+		if (text && !ws_valid_utf8(arg->msg, arg->msg_length)) {
+			wslay_event_queue_close(ctx, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, NULL, 0);
+			wslay_event_shutdown_read(ctx);
+			return;
+		}
+		if (arg->rsv) {
+			wslay_event_queue_close(ctx, WSLAY_CODE_PROTOCOL_ERROR, NULL, 0);
+			wslay_event_shutdown_read(ctx);
+			return;
+		}
+		w->cb->on_message(w->owner, text, arg->msg, arg->msg_length);
+	} else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
+		/* wslay answers a close with the same code; a code that may not be sent on the
+		 * wire, or a reason that is not UTF-8, is a protocol error instead. */
+		int code = arg->status_code;
+		bool bad = arg->msg_length == 1 || (arg->msg_length >= 2 && !valid_close_code(code)) ||
+			   (arg->msg_length > 2 && !ws_valid_utf8(arg->msg + 2, arg->msg_length - 2));
+		if (bad && !wslay_event_get_close_sent(ctx))
+			wslay_event_queue_close(ctx, WSLAY_CODE_PROTOCOL_ERROR, NULL, 0);
+	}
+}
+
+static const struct wslay_event_callbacks callbacks = {
+	.recv_callback = recv_cb,
+	.send_callback = send_cb,
+	.on_frame_recv_start_callback = on_frame_start,
+	.on_msg_recv_callback = on_msg,
+};
+
+struct ws *ws_new(size_t max_message, const struct ws_callbacks *cb, void *owner)
+{
+	struct ws *w = xcalloc(1, sizeof(*w));
+	w->cb = cb;
+	w->owner = owner;
+	if (wslay_event_context_server_init(&w->ctx, &callbacks, w) != 0) {
+		free(w);
+		return NULL;
+	}
+	wslay_event_config_set_max_recv_msg_length(w->ctx, max_message);
+	return w;
+}
+
+void ws_free(struct ws *w)
+{
+	if (!w)
+		return;
+	wslay_event_context_free(w->ctx);
+	free(w);
+}
+
+static void flush(struct ws *w)
+{
+	if (wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx) != 0)
+		w->failed = true;
+}
+
+int ws_feed(struct ws *w, const uint8_t *data, size_t len)
+{
+	if (w->failed)
+		return -1;
+	w->in = data;
+	w->inlen = len;
+	if (wslay_event_get_read_enabled(w->ctx) && wslay_event_recv(w->ctx) != 0)
+		w->failed = true;
+	w->in = NULL;
+	w->inlen = 0;
+	flush(w);
+	return w->failed ? -1 : 0;
+}
+
+int ws_send_framed(struct ws *w, const void *frame, size_t len)
+{
+	flush(w); /* control frames wslay queued go first */
+	if (w->failed || wslay_event_get_close_sent(w->ctx))
+		return -1;
+	return w->cb->write(w->owner, frame, len);
+}
+
+int ws_send(struct ws *w, bool text, const void *data, size_t len)
+{
+	struct buf b;
+	buf_init(&b);
+	ws_frame(&b, text, data, len);
+	int rc = ws_send_framed(w, b.data, b.len);
+	buf_fini(&b);
+	return rc;
+}
+
+void ws_close(struct ws *w, int code)
+{
+	if (!wslay_event_get_close_sent(w->ctx))
+		wslay_event_queue_close(w->ctx, (uint16_t)code, NULL, 0);
+	flush(w);
+}
+
+void ws_ping(struct ws *w)
+{
+	struct wslay_event_msg m = {WSLAY_PING, (const uint8_t *)"laurel", 6};
+	if (!wslay_event_get_close_sent(w->ctx))
+		wslay_event_queue_msg(w->ctx, &m);
+	flush(w);
+}
+
+bool ws_close_sent(const struct ws *w)
+{
+	return wslay_event_get_close_sent(w->ctx);
+}
+
+bool ws_close_received(const struct ws *w)
+{
+	return wslay_event_get_close_received(w->ctx);
+}
+
+int ws_close_code_received(const struct ws *w)
+{
+	return wslay_event_get_status_code_received(w->ctx);
+}
+
+int ws_close_code_sent(const struct ws *w)
+{
+	return wslay_event_get_status_code_sent(w->ctx);
+}
+
+bool ws_finished(const struct ws *w)
+{
+	return w->failed || (wslay_event_get_close_sent(w->ctx) &&
+			     (wslay_event_get_close_received(w->ctx) ||
+			      !wslay_event_get_read_enabled(w->ctx)));
+}
+
+void ws_frame(struct buf *out, bool text, const void *data, size_t len)
+{
+	unsigned char h[10];
+	size_t n = 0;
+	h[n++] = (unsigned char)(0x80 | (text ? WS_TEXT : WS_BINARY));
+	if (len < 126) {
+		h[n++] = (unsigned char)len;
+	} else if (len < 65536) {
+		h[n++] = 126;
+		h[n++] = (unsigned char)(len >> 8);
+		h[n++] = (unsigned char)len;
+	} else {
+		h[n++] = 127;
+		for (int i = 7; i >= 0; i--)
+			h[n++] = (unsigned char)((uint64_t)len >> (8 * i));
+	}
+	buf_reserve(out, n + len);
+	buf_append(out, h, n);
+	buf_append(out, data, len);
+}
+
+void ws_accept_key(const char *key, size_t keylen, char *out)
+{
+	static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+	char joined[128];
+	unsigned char digest[20];
+	if (keylen > sizeof(joined) - sizeof(guid))
+		keylen = sizeof(joined) - sizeof(guid);
+	memcpy(joined, key, keylen);
+	memcpy(joined + keylen, guid, sizeof(guid) - 1);
+	util_sha1(joined, keylen + sizeof(guid) - 1, digest);
+	util_base64_encode(digest, 20, out);
+}
+
+bool ws_valid_utf8(const uint8_t *s, size_t n)
+{
+	size_t i = 0;
+	while (i < n) {
+		uint8_t ch = s[i];
+		size_t len;
+		uint32_t cp;
+		if (ch < 0x80) {
+			i++;
+			continue;
+		} else if ((ch & 0xE0) == 0xC0) {
+			len = 2;
+			cp = ch & 0x1F;
+		} else if ((ch & 0xF0) == 0xE0) {
+			len = 3;
+			cp = ch & 0x0F;
+		} else if ((ch & 0xF8) == 0xF0) {
+			len = 4;
+			cp = ch & 0x07;
+		} else {
+			return false;
+		}
+		if (i + len > n)
+			return false;
+		for (size_t k = 1; k < len; k++) {
+			if ((s[i + k] & 0xC0) != 0x80)
+				return false;
+			cp = (cp << 6) | (s[i + k] & 0x3F);
+		}
+		if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+		    cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+			return false;
+		i += len;
+	}
+	return true;
+}
