@@ -1,0 +1,178 @@
+/* The application the worker's integration tests load with --app: the consumers of the captured
+ * Daphne 1.4 conversations (hello, echo), a chat with groups and a channel session, a streamed
+ * response, and consumers that misbehave on purpose (fail half way, consume later, crash, sleep).
+ * Written against the public API only. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "laurel/consumer.h"
+#include "laurel/layer.h"
+#include "laurel/routing.h"
+
+/* GET /hello: the response of the capture, byte for byte. */
+static int hello(struct laurel_ctx *ctx)
+{
+	static const struct laurel_header h[] = {{"Content-Type", "text/plain"}};
+	return laurel_reply_http(ctx, 200, h, 1, "hello", 5, false);
+}
+
+/* GET /stream: a response in three messages. */
+static int stream(struct laurel_ctx *ctx)
+{
+	static const struct laurel_header h[] = {{"Content-Type", "text/plain"}};
+	int rc = laurel_reply_http(ctx, 200, h, 1, "one,", 4, true);
+	if (!rc)
+		rc = laurel_reply_chunk(ctx, "two,", 4, true);
+	if (!rc)
+		rc = laurel_reply_chunk(ctx, "three", 5, false);
+	return rc;
+}
+
+/* /echo/: frames back as they came. */
+static int echo_receive(struct laurel_ctx *ctx)
+{
+	const struct laurel_msg *m = laurel_ctx_message(ctx);
+	size_t len;
+	const char *text = laurel_msg_get_text(m, "text", &len);
+	if (text)
+		return laurel_reply_text(ctx, text, len);
+	const void *bytes = laurel_msg_get_bytes(m, "bytes", &len);
+	return laurel_reply_bytes(ctx, bytes, len);
+}
+
+static const struct laurel_ws_consumer echo = {.receive = echo_receive};
+
+/* /chat/ROOM/?nick=NAME: the nick is kept in the channel session at connect, so a receive
+ * handled by another worker process still knows it; frames go to the room's group as
+ * "NAME: text". */
+static int chat_connect(struct laurel_ctx *ctx)
+{
+	const struct laurel_msg *m = laurel_ctx_message(ctx);
+	size_t len;
+	const char *qs = laurel_msg_get_bytes(m, "query_string", &len);
+	struct laurel_msg *session;
+	int rc = laurel_session(ctx, &session);
+	if (rc)
+		return rc;
+	if (!qs || len < 6 || memcmp(qs, "nick=", 5) != 0)
+		return laurel_ws_deny(ctx);
+	laurel_msg_set_textn(session, "nick", qs + 5, len - 5);
+	laurel_msg_set_text(session, "room", laurel_ctx_kwarg(ctx, "room"));
+	return laurel_ws_accept(ctx);
+}
+
+static int chat_receive(struct laurel_ctx *ctx)
+{
+	struct laurel_msg *session;
+	int rc = laurel_session(ctx, &session);
+	if (rc)
+		return rc;
+	const char *nick = laurel_msg_get_text(session, "nick", NULL);
+	const char *room = laurel_msg_get_text(session, "room", NULL);
+	const char *text = laurel_msg_get_text(laurel_ctx_message(ctx), "text", NULL);
+	if (!nick || !room || !text)
+		return laurel_ctx_error(ctx, -EINVAL, "no session for %s",
+					laurel_ctx_reply_channel(ctx));
+	char group[128], line[512];
+	snprintf(group, sizeof(group), "chat-%s", room);
+	snprintf(line, sizeof(line), "%s: %s", nick, text);
+	struct laurel_msg *out = laurel_msg_new();
+	laurel_msg_set_text(out, "text", line);
+	rc = laurel_group_send(ctx, group, out);
+	laurel_msg_free(out);
+	return rc;
+}
+
+static int chat_disconnect(struct laurel_ctx *ctx)
+{
+	return laurel_session_delete(ctx);
+}
+
+static const struct laurel_ws_consumer chat = {
+	.connect = chat_connect,
+	.receive = chat_receive,
+	.disconnect = chat_disconnect,
+	.groups = LAUREL_CHANNELS("chat-{room}"),
+};
+
+/* test.fail: sends, then fails: nothing may come out. */
+static int fail_half_way(struct laurel_ctx *ctx)
+{
+	laurel_reply_text(ctx, "must not be sent", 16);
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_text(m, "text", "must not be sent either");
+	laurel_send(ctx, "test.sink", m);
+	laurel_msg_free(m);
+	return laurel_ctx_error(ctx, -EIO, "failing on purpose");
+}
+
+/* test.later: consumed later until the third retry, then answers with the count. */
+static int later(struct laurel_ctx *ctx)
+{
+	int64_t retries = 0;
+	laurel_msg_get_int(laurel_ctx_message(ctx), "__retries__", &retries);
+	if (retries < 3)
+		return LAUREL_CONSUME_LATER;
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_int(m, "retries", retries);
+	int rc = laurel_reply(ctx, m);
+	laurel_msg_free(m);
+	return rc;
+}
+
+static int always_later(struct laurel_ctx *ctx)
+{
+	return LAUREL_CONSUME_LATER;
+}
+
+/* test.crash: a segfault inside a consumer. */
+static int crash(struct laurel_ctx *ctx)
+{
+	raise(SIGSEGV);
+	return 0;
+}
+
+/* test.pid: which process answered. */
+static int pid(struct laurel_ctx *ctx)
+{
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_int(m, "pid", getpid());
+	int rc = laurel_reply(ctx, m);
+	laurel_msg_free(m);
+	return rc;
+}
+
+/* test.slow: takes 700 ms. */
+static int slow(struct laurel_ctx *ctx)
+{
+	struct timespec ts = {.tv_nsec = 700 * 1000000L};
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+	return laurel_reply_text(ctx, "slow done", 9);
+}
+
+static const struct laurel_route http_routes[] = {
+	LAUREL_ROUTE("http.request", hello, LAUREL_FILTER("path", "^/hello$")),
+	LAUREL_ROUTE("http.request", stream,
+		     LAUREL_FILTER("path", "^/stream$") LAUREL_FILTER("method", "^GET$")),
+	LAUREL_ROUTES_END,
+};
+
+static const struct laurel_route routes[] = {
+	LAUREL_INCLUDE(http_routes),
+	LAUREL_ROUTE_WS(&echo, LAUREL_FILTER("path", "^/echo/$")),
+	LAUREL_ROUTE_WS(&chat, LAUREL_FILTER("path", "^/chat/(?P<room>[a-z0-9]+)/$")),
+	LAUREL_ROUTE("test.fail", fail_half_way),
+	LAUREL_ROUTE("test.later", later),
+	LAUREL_ROUTE("test.always-later", always_later),
+	LAUREL_ROUTE("test.crash", crash),
+	LAUREL_ROUTE("test.pid", pid),
+	LAUREL_ROUTE("test.slow", slow),
+	LAUREL_ROUTES_END,
+};
+
+LAUREL_APP("testapp", routes);

@@ -1,0 +1,152 @@
+/* The laurel consumer API: the C functions an application's consumers call (SPEC §6).
+ *
+ * A consumer is a function that the worker calls with a context for one message:
+ *
+ *	static int hello(struct laurel_ctx *ctx)
+ *	{
+ *		static const struct laurel_header h[] = {{"Content-Type", "text/plain"}};
+ *		return laurel_reply_http(ctx, 200, h, 1, "hello", 5, false);
+ *	}
+ *
+ * It returns 0 when it is done, LAUREL_CONSUME_LATER to have the message handed to a consumer
+ * again later, or a negative errno when it failed (the worker logs it, with the message from
+ * laurel_ctx_error if the consumer set one).
+ *
+ * Held sends. Everything a consumer sends — replies, laurel_send, laurel_group_send — is held
+ * in the context and sent only after the consumer returns 0, in the order it was sent (a full
+ * channel is retried for up to 2 s, then that message is dropped with a warning). A consumer that
+ * fails, or asks to be consumed later, sends nothing. Group membership changes, group queries and
+ * session loads happen at once; a session change is saved with the held sends.
+ *
+ * Ownership. Everything a consumer gets from the context (the message, names, keyword arguments,
+ * the session) is borrowed and valid until the consumer returns. Everything it passes in
+ * (messages, strings, bodies) is copied before the call returns: the caller keeps ownership.
+ *
+ * Errors. Functions return 0 or a negative errno:
+ *   -EINVAL   a bad channel or group name, or a bad argument (a status outside 100..999, a
+ *             close code outside 1000..4999); nothing was held
+ *   -ENOENT   the message has no reply channel (for replies, groups and the session)
+ *   -ENOTCONN, -EPROTO, -EMSGSIZE   from the channel layer (include/laurel/layer.h), for the
+ *             calls that happen at once
+ * None of them calls back. A context is used by the thread running the consumer only.
+ */
+#ifndef LAUREL_CONSUMER_H
+#define LAUREL_CONSUMER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "laurel/message.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The version of the application API: the routing table, the context functions and the structs
+ * below. An application records the version it was built against (LAUREL_APP in routing.h) and
+ * laurel-worker refuses one built against another version. */
+#define LAUREL_API_VERSION 1
+
+/* A consumer's return value asking for the message to be consumed again later (SPEC §6): it is
+ * sent back to its channel with "__retries__" incremented, at most 10 times, then dropped. */
+#define LAUREL_CONSUME_LATER 2
+
+/* Most consume-later re-queues of one message. */
+#define LAUREL_MAX_RETRIES 10
+
+struct laurel_ctx;
+
+typedef int (*laurel_consumer_fn)(struct laurel_ctx *ctx);
+
+/* --- The message ----------------------------------------------------------------------------
+ * The message as received (read it with the getters of message.h), the channel it came on (a
+ * process channel by its full name), and its reply channel (NULL if it has none). */
+const struct laurel_msg *laurel_ctx_message(const struct laurel_ctx *ctx);
+const char *laurel_ctx_channel(const struct laurel_ctx *ctx);
+const char *laurel_ctx_reply_channel(const struct laurel_ctx *ctx);
+
+/* The keyword arguments: the named groups of the route's filters (and of the prefixes of the
+ * includes it was found through), as a map from name to text, or to nil for a group that did not
+ * take part in the match. laurel_ctx_kwarg returns one as a C string, or NULL if it is missing or
+ * nil. */
+const struct laurel_value *laurel_ctx_kwargs(const struct laurel_ctx *ctx);
+const char *laurel_ctx_kwarg(const struct laurel_ctx *ctx, const char *name);
+
+/* Records why the consumer failed, for the worker's log line, and returns err (a negative errno)
+ * so that a consumer can write: return laurel_ctx_error(ctx, -EINVAL, "no room %s", room); */
+int laurel_ctx_error(struct laurel_ctx *ctx, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* --- Replies (held) --------------------------------------------------------------------------
+ * On the message's reply channel (SPEC §4); -ENOENT without one. */
+
+/* Any message, copied. */
+int laurel_reply(struct laurel_ctx *ctx, const struct laurel_msg *msg);
+/* A WebSocket frame: {text: str} or {bytes: bin}. */
+int laurel_reply_text(struct laurel_ctx *ctx, const char *text, size_t len);
+int laurel_reply_bytes(struct laurel_ctx *ctx, const void *data, size_t len);
+
+/* One response header. Name and value are NUL-terminated and sent as bytes, as given. */
+struct laurel_header {
+	const char *name;
+	const char *value;
+};
+/* An HTTP response: {status, headers: [[bin, bin]...], content: bin, more_content}. With more
+ * true, the body continues in laurel_reply_chunk calls; the last one has more false. */
+int laurel_reply_http(struct laurel_ctx *ctx, int status, const struct laurel_header *headers,
+		      size_t nheaders, const void *body, size_t len, bool more);
+/* A further body chunk of a streamed response: {content: bin, more_content}. */
+int laurel_reply_chunk(struct laurel_ctx *ctx, const void *body, size_t len, bool more);
+
+/* WebSocket handshake and close. accept: {accept: true}. reject: {accept: false} (HTTP 403).
+ * deny: {close: true}, what Channels sends to refuse a websocket.connect (also a 403 before
+ * acceptance). close: {close: code}, or {close: true} for code 0 (1000). */
+int laurel_ws_accept(struct laurel_ctx *ctx);
+int laurel_ws_reject(struct laurel_ctx *ctx);
+int laurel_ws_deny(struct laurel_ctx *ctx);
+int laurel_ws_close(struct laurel_ctx *ctx, int code);
+
+/* --- Channels and groups ---------------------------------------------------------------------
+ * laurel_send and laurel_group_send are held; the names are checked at once (-EINVAL). */
+int laurel_send(struct laurel_ctx *ctx, const char *channel, const struct laurel_msg *msg);
+int laurel_group_send(struct laurel_ctx *ctx, const char *group, const struct laurel_msg *msg);
+
+/* Add the message's reply channel to a group, or discard it; at once. */
+int laurel_group_add(struct laurel_ctx *ctx, const char *group);
+int laurel_group_discard(struct laurel_ctx *ctx, const char *group);
+/* The number of live members, and the members as a NULL-terminated array that the caller frees
+ * with laurel_strv_free (layer.h); n may be NULL. At once. */
+int laurel_group_count(struct laurel_ctx *ctx, const char *group, size_t *n);
+int laurel_group_members(struct laurel_ctx *ctx, const char *group, char ***members, size_t *n);
+
+/* --- Channel session -------------------------------------------------------------------------
+ * Per-connection state (SPEC §6), a map kept in the channel layer under the reply channel and
+ * shared by every worker that handles a message of the connection. laurel_session loads it on the
+ * first call (an empty map if there is none) and sets *out to it; change it with the message.h
+ * setters on laurel_msg_root(*out). When the consumer returns 0 it is saved if it changed (and
+ * then expires group_expiry seconds later). laurel_session_delete forgets it, also at return. */
+int laurel_session(struct laurel_ctx *ctx, struct laurel_msg **out);
+int laurel_session_delete(struct laurel_ctx *ctx);
+
+/* --- WebSocket consumers ---------------------------------------------------------------------
+ * The route_class of Channels: one route (LAUREL_ROUTE_WS in routing.h) handles
+ * websocket.connect, websocket.receive and websocket.disconnect.
+ *
+ * groups is a NULL-terminated list of group names, in which "{name}" is replaced by the keyword
+ * argument name (a missing one fails the message): the connection is added to each before connect
+ * runs and discarded from each before disconnect runs. A NULL connect accepts the connection; a
+ * connect given here must accept (laurel_ws_accept) or refuse it itself. NULL receive and
+ * disconnect do nothing. */
+struct laurel_ws_consumer {
+	laurel_consumer_fn connect;
+	laurel_consumer_fn receive;
+	laurel_consumer_fn disconnect;
+	const char *const *groups;
+};
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

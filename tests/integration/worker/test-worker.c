@@ -1,0 +1,751 @@
+/* laurel-worker against a real redis-server, driven the way Daphne 1.4 drives a Channels 1
+ * worker: messages are put on Redis with asgi_redis's own send script and the captured bytes,
+ * and replies are read back from the Daphne process queue (asgi:daphne.response.XXXX!) the way
+ * Daphne reads them, then compared with the captured replies byte for byte.
+ *
+ * argv: laurel-worker, the test application, an application with a wrong API version, one with
+ * a bad route, and channels1-message-catalog.txt. */
+#include "tests/lib/test.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "laurel/message.h"
+
+static const char *worker_path, *app_path, *badabi_path, *badroute_path;
+static struct test_redis redis;
+static redisContext *rc;
+static char tmpdir[] = "/tmp/laurel-test-worker-XXXXXX";
+static struct util_rng rng;
+
+/* --- Catalog --------------------------------------------------------------------------------- */
+
+struct vector {
+	unsigned char *bytes;
+	size_t len;
+};
+static struct vector vectors[32];
+static size_t nvectors;
+
+enum {
+	V_HTTP_REQUEST = 0,
+	V_HTTP_RESPONSE = 1,
+	V_WS_CONNECT = 3,
+	V_WS_ACCEPT = 4,
+	V_WS_RECEIVE_TEXT = 5,
+	V_WS_SEND_TEXT = 6,
+	V_WS_DISCONNECT = 7,
+	V_WS_RECEIVE_BYTES = 8,
+	V_WS_SEND_BYTES = 9,
+};
+
+static void load_catalog(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		perror(path);
+		exit(2);
+	}
+	char *line = NULL;
+	size_t cap = 0;
+	while (getline(&line, &cap, f) > 0 && nvectors < ARRAY_SIZE(vectors)) {
+		if (strncmp(line, "hex:", 4) != 0)
+			continue;
+		struct vector *v = &vectors[nvectors++];
+		v->bytes = malloc(strlen(line) / 2 + 1);
+		v->len = 0;
+		char *p = line + 4;
+		unsigned x;
+		int n;
+		while (sscanf(p, " %2x%n", &x, &n) == 1) {
+			v->bytes[v->len++] = (unsigned char)x;
+			p += n;
+		}
+	}
+	free(line);
+	fclose(f);
+}
+
+/* --- Processes ------------------------------------------------------------------------------- */
+
+struct proc {
+	pid_t pid;
+	char log[512];
+};
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+/* Starts laurel-worker with args (NULL-terminated), stdout and stderr to TMPDIR/name.log. */
+static void start(struct proc *p, const char *name, const char *const *args)
+{
+	size_t nargs = 0;
+	while (args[nargs])
+		nargs++;
+	const char **argv = xcalloc(nargs + 2, sizeof(*argv));
+	argv[0] = worker_path;
+	memcpy(argv + 1, args, nargs * sizeof(*argv));
+	snprintf(p->log, sizeof(p->log), "%s/%s.log", tmpdir, name);
+	p->pid = fork();
+	if (p->pid < 0) {
+		perror("fork");
+		exit(2);
+	}
+	if (p->pid == 0) {
+		int fd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		close(fd);
+		unsetenv("LAUREL_LAYER");
+		unsetenv("LAUREL_APP");
+		execv(worker_path, (char *const *)argv);
+		perror("exec laurel-worker");
+		_exit(127);
+	}
+	free(argv);
+}
+
+/* Waits up to timeout_ms for p to exit (after sending sig, if non-zero); kills it if it does not.
+ * Returns its exit status, 128 + signal, or -1 if it had to be killed. */
+static int finish(struct proc *p, int sig, int timeout_ms)
+{
+	if (sig)
+		kill(p->pid, sig);
+	int64_t deadline = util_now_ms() + timeout_ms;
+	int status;
+	for (;;) {
+		pid_t r = waitpid(p->pid, &status, WNOHANG);
+		if (r == p->pid)
+			break;
+		if (util_now_ms() > deadline) {
+			fprintf(stderr, "%s: still running after %d ms, killing it\n", p->log,
+				timeout_ms);
+			kill(p->pid, SIGKILL);
+			waitpid(p->pid, &status, 0);
+			return -1;
+		}
+		sleep_ms(10);
+	}
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	struct stat st;
+	if (!f || fstat(fileno(f), &st) < 0) {
+		if (f)
+			fclose(f);
+		return xstrdup("");
+	}
+	char *s = xmalloc((size_t)st.st_size + 1);
+	size_t n = fread(s, 1, (size_t)st.st_size, f);
+	s[n] = '\0';
+	fclose(f);
+	return s;
+}
+
+static int count_of(const char *hay, const char *needle)
+{
+	int n = 0;
+	for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+/* Waits up to timeout_ms until p's log holds needle at least times times. */
+static bool log_has_n(struct proc *p, const char *needle, int times, int timeout_ms)
+{
+	int64_t deadline = util_now_ms() + timeout_ms;
+	for (;;) {
+		char *s = slurp(p->log);
+		int n = count_of(s, needle);
+		free(s);
+		if (n >= times)
+			return true;
+		if (util_now_ms() > deadline)
+			return false;
+		sleep_ms(20);
+	}
+}
+
+#define CHECK_LOG(p, needle, timeout_ms)                                                           \
+	do {                                                                                       \
+		test_checks++;                                                                     \
+		if (!log_has_n((p), (needle), 1, (timeout_ms))) {                                  \
+			char *_s = slurp((p)->log);                                                \
+			test_fail(__FILE__, __LINE__, "%s has no \"%s\":\n%s", (p)->log, (needle), \
+				  _s);                                                             \
+			free(_s);                                                                  \
+		}                                                                                  \
+	} while (0)
+
+/* Runs laurel-worker to completion (10 s at most); returns its status, output in *out. */
+static int run_sync(const char *name, const char *const *args, char **out)
+{
+	struct proc p;
+	start(&p, name, args);
+	int status = finish(&p, 0, 10000);
+	*out = slurp(p.log);
+	return status;
+}
+
+#define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* --- Redis, the way Daphne uses it ----------------------------------------------------------- */
+
+static const char chansend[] = "if redis.call('llen', KEYS[2]) >= tonumber(ARGV[3]) then\n"
+			       "    return redis.error_reply(\"full\")\n"
+			       "end\n"
+			       "redis.call('set', KEYS[1], ARGV[1])\n"
+			       "redis.call('expire', KEYS[1], ARGV[2])\n"
+			       "redis.call('rpush', KEYS[2], KEYS[1])\n"
+			       "redis.call('expire', KEYS[2], ARGV[2] + 1)\n";
+
+/* asgi_redis 1.4's send: a body key asgi:<uuid4 hex> and the queue asgi:<channel>. */
+static void inject_raw(const char *channel, const void *bytes, size_t len)
+{
+	char body[6 + 32] = "asgi:";
+	util_rng_hex(&rng, body + 5, 32);
+	body[37] = '\0';
+	redisReply *r = redisCommand(rc, "EVAL %s 2 %s asgi:%s %b 60 100", chansend, body, channel,
+				     bytes, len);
+	CHECK(r && r->type != REDIS_REPLY_ERROR);
+	freeReplyObject(r);
+}
+
+static void inject(const char *channel, const struct laurel_msg *m)
+{
+	char *data;
+	size_t len;
+	laurel_msg_encode(m, &data, &len);
+	inject_raw(channel, data, len);
+	free(data);
+}
+
+/* Daphne's read of its process queue: pop a body key, GET and DEL the body. Waits up to
+ * timeout_ms; returns the decoded message (NULL if none came) and its raw bytes in *raw. */
+static struct laurel_msg *await_reply(const char *queue, int timeout_ms, char **raw, size_t *rawlen)
+{
+	redisReply *k = redisCommand(rc, "BLPOP asgi:%s %.3f", queue, timeout_ms / 1000.0);
+	struct laurel_msg *m = NULL;
+	if (raw)
+		*raw = NULL;
+	if (k && k->type == REDIS_REPLY_ARRAY && k->elements == 2) {
+		redisReply *b = redisCommand(rc, "GET %b", k->element[1]->str, k->element[1]->len);
+		if (b && b->type == REDIS_REPLY_STRING) {
+			if (laurel_msg_decode(b->str, b->len, NULL, &m) < 0)
+				m = NULL;
+			if (raw) {
+				*raw = xmalloc(b->len + 1);
+				memcpy(*raw, b->str, b->len);
+				*rawlen = b->len;
+			}
+		}
+		freeReplyObject(b);
+		freeReplyObject(redisCommand(rc, "DEL %b", k->element[1]->str, k->element[1]->len));
+	}
+	freeReplyObject(k);
+	return m;
+}
+
+static long long llen(const char *queue)
+{
+	return atoll(test_redis_cmd(&redis, "LLEN asgi:%s", queue));
+}
+
+/* A message of the shape Daphne sends on the websocket.* and test channels. */
+static struct laurel_msg *msg_with_reply(const char *reply, const char *path)
+{
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_text(m, "reply_channel", reply);
+	if (path)
+		laurel_msg_set_text(m, "path", path);
+	return m;
+}
+
+/* --- Tests ----------------------------------------------------------------------------------- */
+
+static void test_command_line(void)
+{
+	char *out;
+	CHECK_EQ(run_sync("help", ARGS("--help"), &out), 0);
+	CHECK(strstr(out, "Usage: laurel-worker --app PATH") != NULL);
+	CHECK(strstr(out, "--only-channels GLOB") != NULL);
+	CHECK(strstr(out, "-n, --processes N") != NULL);
+	CHECK(strstr(out, "LAUREL_LAYER. Default: redis://127.0.0.1:6379.") != NULL);
+	CHECK(strstr(out, "Exit status:") != NULL);
+	free(out);
+
+	CHECK_EQ(run_sync("noapp", ARGS("--layer", redis.url), &out), 2);
+	CHECK_STR(out, "laurel-worker: --app PATH is required (see laurel-worker --help)\n");
+	free(out);
+
+	CHECK_EQ(run_sync("badopt", ARGS("--app", app_path, "--processes", "x"), &out), 2);
+	CHECK_STR(out, "laurel-worker: --processes must be a whole number from 0 to 1024, not "
+		       "\"x\"\n");
+	free(out);
+
+	CHECK_EQ(run_sync("badabi", ARGS("--app", badabi_path), &out), 2);
+	CHECK(strstr(out, "was built against laurel API version 999, but this laurel-worker "
+			  "speaks version 1: rebuild the application") != NULL);
+	CHECK_EQ(strncmp(out, "laurel-worker: ", 15), 0);
+	free(out);
+
+	CHECK_EQ(run_sync("badroute", ARGS("--app", badroute_path), &out), 2);
+	CHECK(strstr(out, ": route 1 (room): filter on \"path\": bad pattern "
+			  "\"^/room/(?P<name>[a-z+)/$\" at offset") != NULL);
+	free(out);
+
+	CHECK_EQ(run_sync("nofile", ARGS("--app", "/nonexistent/app.so"), &out), 2);
+	CHECK(strstr(out, "laurel-worker: cannot load the application: /nonexistent/app.so") !=
+	      NULL);
+	free(out);
+
+	CHECK_EQ(run_sync("nochan", ARGS("--app", app_path, "--only-channels", "nothing.*"), &out),
+		 2);
+	CHECK(strstr(out, "no channel to listen on") != NULL);
+	free(out);
+}
+
+/* The captured conversations: what Daphne 1.4 sent, and what a Channels worker answered. */
+static void test_captures(struct proc *pool)
+{
+	const char *queue = "daphne.response.JSKQQYqLSQ!";
+	char *raw;
+	size_t len = 0;
+	struct laurel_msg *m;
+
+	inject_raw("http.request", vectors[V_HTTP_REQUEST].bytes, vectors[V_HTTP_REQUEST].len);
+	m = await_reply(queue, 5000, &raw, &len);
+	CHECK(m != NULL);
+	if (raw)
+		CHECK_MEM(raw, len, vectors[V_HTTP_RESPONSE].bytes, vectors[V_HTTP_RESPONSE].len);
+	free(raw);
+	laurel_msg_free(m);
+
+	struct {
+		int in, out;
+	} pairs[] = {{V_WS_CONNECT, V_WS_ACCEPT},
+		     {V_WS_RECEIVE_TEXT, V_WS_SEND_TEXT},
+		     {V_WS_RECEIVE_BYTES, V_WS_SEND_BYTES}};
+	const char *queues[] = {queue, queue, "daphne.response.nXirOTSZmz!"};
+	const char *channels[] = {"websocket.connect", "websocket.receive", "websocket.receive"};
+	for (size_t i = 0; i < ARRAY_SIZE(pairs); i++) {
+		inject_raw(channels[i], vectors[pairs[i].in].bytes, vectors[pairs[i].in].len);
+		m = await_reply(queues[i], 5000, &raw, &len);
+		CHECK(m != NULL);
+		if (raw)
+			CHECK_MEM(raw, len, vectors[pairs[i].out].bytes, vectors[pairs[i].out].len);
+		free(raw);
+		laurel_msg_free(m);
+	}
+	/* The disconnect of /echo/ has nothing to answer. */
+	inject_raw("websocket.disconnect", vectors[V_WS_DISCONNECT].bytes,
+		   vectors[V_WS_DISCONNECT].len);
+	m = await_reply(queue, 300, NULL, NULL);
+	CHECK(m == NULL);
+	laurel_msg_free(m);
+	CHECK_EQ(llen("websocket.disconnect"), 0);
+}
+
+/* A streamed response: three messages, in order. */
+static void test_stream(void)
+{
+	const char *queue = "daphne.response.StreamTest!";
+	struct laurel_msg *req = msg_with_reply("daphne.response.StreamTest!one", "/stream");
+	laurel_msg_set_text(req, "method", "GET");
+	inject("http.request", req);
+	laurel_msg_free(req);
+	const char *want[] = {"one,", "two,", "three"};
+	for (int i = 0; i < 3; i++) {
+		struct laurel_msg *m = await_reply(queue, 5000, NULL, NULL);
+		CHECK(m != NULL);
+		if (!m)
+			break;
+		int64_t status = 0;
+		bool more = true;
+		size_t len = 0;
+		const char *content = laurel_msg_get_bytes(m, "content", &len);
+		CHECK_EQ(laurel_msg_get_int(m, "status", &status), i == 0 ? 0 : -ENOENT);
+		if (i == 0)
+			CHECK_EQ(status, 200);
+		CHECK_EQ(laurel_msg_get_bool(m, "more_content", &more), 0);
+		CHECK_EQ(more, i < 2);
+		CHECK_MEM(content, len, want[i], strlen(want[i]));
+		CHECK_STR(laurel_msg_get_text(m, "__asgi_channel__", NULL),
+			  "daphne.response.StreamTest!one");
+		laurel_msg_free(m);
+	}
+}
+
+static void ws_message(const char *channel, const char *reply, const char *path, const char *qs,
+		       const char *text)
+{
+	struct laurel_msg *m = msg_with_reply(reply, path);
+	if (qs)
+		laurel_msg_set_bytes(m, "query_string", qs, strlen(qs));
+	if (text)
+		laurel_msg_set_text(m, "text", text);
+	laurel_msg_set_int(m, "order", 0);
+	inject(channel, m);
+	laurel_msg_free(m);
+}
+
+/* Collects n replies from queue into "channel=key:value" lines (sorted by arrival). */
+static void collect(const char *queue, int n, const char *key, char *out, size_t size)
+{
+	size_t len = 0;
+	out[0] = '\0';
+	for (int i = 0; i < n; i++) {
+		struct laurel_msg *m = await_reply(queue, 5000, NULL, NULL);
+		if (!m) {
+			len += (size_t)snprintf(out + len, size - len, "(none)\n");
+			continue;
+		}
+		const struct laurel_value *v = laurel_msg_get(m, key);
+		char val[128] = "(missing)";
+		if (v && v->type == LAUREL_TEXT)
+			snprintf(val, sizeof(val), "%s", v->u.s.ptr);
+		else if (v && v->type == LAUREL_BOOL)
+			snprintf(val, sizeof(val), "%s", v->u.b ? "true" : "false");
+		const char *ch = laurel_msg_get_text(m, "__asgi_channel__", NULL);
+		len += (size_t)snprintf(out + len, size - len, "%s=%s:%s\n", ch ? ch : "?", key,
+					val);
+		laurel_msg_free(m);
+	}
+}
+
+static bool has_line(const char *lines, const char *line)
+{
+	size_t n = strlen(line);
+	for (const char *p = lines; (p = strstr(p, line)); p += n)
+		if ((p == lines || p[-1] == '\n') && p[n] == '\n')
+			return true;
+	return false;
+}
+
+/* Chat: groups joined on connect and left on disconnect, and a channel session written by the
+ * worker that handled websocket.connect and read by another process that handles
+ * websocket.receive (each listens only on its channels). */
+static void test_chat_sessions(void)
+{
+	struct proc a, b;
+	start(&a, "chat-connect",
+	      ARGS("--layer", redis.url, "--app", app_path, "--processes", "0", "--only-channels",
+		   "websocket.connect"));
+	start(&b, "chat-rest",
+	      ARGS("--layer", redis.url, "--app", app_path, "--processes", "0", "--only-channels",
+		   "websocket.*", "--exclude-channels", "websocket.connect"));
+	const char *queue = "daphne.response.ChatTestAb!";
+	char got[1024];
+
+	ws_message("websocket.connect", "daphne.response.ChatTestAb!ann", "/chat/room1/",
+		   "nick=ann", NULL);
+	ws_message("websocket.connect", "daphne.response.ChatTestAb!bob", "/chat/room1/",
+		   "nick=bob", NULL);
+	ws_message("websocket.connect", "daphne.response.ChatTestAb!cy", "/chat/room1/", "nick=cy",
+		   NULL);
+	collect(queue, 3, "accept", got, sizeof(got));
+	CHECK(has_line(got, "daphne.response.ChatTestAb!ann=accept:true"));
+	CHECK(has_line(got, "daphne.response.ChatTestAb!bob=accept:true"));
+	CHECK(has_line(got, "daphne.response.ChatTestAb!cy=accept:true"));
+	CHECK_STR(test_redis_cmd(&redis, "ZCARD asgi::group:chat-room1"), "3");
+
+	/* The nick is only in the session: the receive carries no query string. */
+	ws_message("websocket.receive", "daphne.response.ChatTestAb!bob", "/chat/room1/", NULL,
+		   "hi all");
+	collect(queue, 3, "text", got, sizeof(got));
+	CHECK(has_line(got, "daphne.response.ChatTestAb!ann=text:bob: hi all"));
+	CHECK(has_line(got, "daphne.response.ChatTestAb!bob=text:bob: hi all"));
+	CHECK(has_line(got, "daphne.response.ChatTestAb!cy=text:bob: hi all"));
+
+	/* Disconnect leaves the group and deletes the session: a later frame from the same
+	 * channel finds none, fails, and sends nothing. */
+	struct laurel_msg *m = msg_with_reply("daphne.response.ChatTestAb!ann", "/chat/room1/");
+	laurel_msg_set_int(m, "code", 1000);
+	inject("websocket.disconnect", m);
+	laurel_msg_free(m);
+	int64_t deadline = util_now_ms() + 3000;
+	while (strcmp(test_redis_cmd(&redis, "ZCARD asgi::group:chat-room1"), "2") != 0 &&
+	       util_now_ms() < deadline)
+		sleep_ms(10);
+	CHECK_STR(test_redis_cmd(&redis, "ZCARD asgi::group:chat-room1"), "2");
+	ws_message("websocket.receive", "daphne.response.ChatTestAb!ann", "/chat/room1/", NULL,
+		   "ghost");
+	CHECK_LOG(&b, "consumer &chat failed: no session for daphne.response.ChatTestAb!ann", 3000);
+	CHECK_EQ(llen(queue), 0);
+
+	/* A connect without a nick is denied with {close: true}. */
+	ws_message("websocket.connect", "daphne.response.ChatTestAb!nonick", "/chat/room2/", NULL,
+		   NULL);
+	collect(queue, 1, "close", got, sizeof(got));
+	CHECK_STR(got, "daphne.response.ChatTestAb!nonick=close:true\n");
+
+	CHECK_EQ(finish(&a, SIGTERM, 5000), 0);
+	CHECK_EQ(finish(&b, SIGTERM, 5000), 0);
+}
+
+/* A consumer that sends and then fails sends nothing. */
+static void test_held_sends(struct proc *pool)
+{
+	struct laurel_msg *m = msg_with_reply("daphne.response.HeldTestAb!x", NULL);
+	inject("test.fail", m);
+	laurel_msg_free(m);
+	CHECK_LOG(pool,
+		  "channel test.fail, reply channel daphne.response.HeldTestAb!x: consumer "
+		  "fail_half_way failed: failing on purpose; message dropped, nothing sent",
+		  5000);
+	CHECK_EQ(llen("daphne.response.HeldTestAb!"), 0);
+	CHECK_EQ(llen("test.sink"), 0);
+}
+
+static void test_consume_later(struct proc *pool)
+{
+	struct laurel_msg *m = msg_with_reply("daphne.response.LaterTest!a", NULL);
+	inject("test.later", m);
+	laurel_msg_free(m);
+	m = await_reply("daphne.response.LaterTest!", 5000, NULL, NULL);
+	CHECK(m != NULL);
+	int64_t retries = -1;
+	if (m)
+		CHECK_EQ(laurel_msg_get_int(m, "retries", &retries), 0);
+	CHECK_EQ(retries, 3);
+	laurel_msg_free(m);
+
+	m = msg_with_reply("daphne.response.LaterTest!b", NULL);
+	inject("test.always-later", m);
+	laurel_msg_free(m);
+	CHECK_LOG(pool,
+		  "channel test.always-later, reply channel daphne.response.LaterTest!b: consumed "
+		  "later 10 times; message dropped",
+		  5000);
+	CHECK_EQ(llen("test.always-later"), 0);
+	CHECK_EQ(llen("daphne.response.LaterTest!"), 0);
+}
+
+/* Malformed messages, unknown routes and undecodable bytes are logged and dropped, and the
+ * worker keeps answering. */
+static void test_bad_messages(struct proc *pool)
+{
+	inject_raw("http.request", "\xc1\xc1\xc1", 3);
+	CHECK_LOG(pool, "does not decode", 5000);
+
+	struct laurel_msg *m = msg_with_reply("daphne.response.BadMsgTest!a", NULL);
+	laurel_msg_set_text(m, "method", "GET");
+	inject("http.request", m);
+	laurel_msg_free(m);
+	CHECK_LOG(pool,
+		  "channel http.request, reply channel daphne.response.BadMsgTest!a: malformed "
+		  "message (missing field \"path\"); dropped",
+		  5000);
+
+	m = msg_with_reply("daphne.response.BadMsgTest!b", "/hello");
+	laurel_msg_set_bytes(m, "method", "GET", 3);
+	inject("http.request", m);
+	laurel_msg_free(m);
+	CHECK_LOG(pool,
+		  "reply channel daphne.response.BadMsgTest!b: malformed message (field "
+		  "\"method\" is bytes, not text); dropped",
+		  5000);
+
+	m = msg_with_reply("daphne.response.BadMsgTest!c", "/echo/");
+	laurel_msg_set_text(m, "text", "t");
+	laurel_msg_set_bytes(m, "bytes", "b", 1);
+	inject("websocket.receive", m);
+	laurel_msg_free(m);
+	CHECK_LOG(pool,
+		  "reply channel daphne.response.BadMsgTest!c: malformed message (both text "
+		  "and bytes); dropped",
+		  5000);
+
+	m = msg_with_reply("not a channel", "/hello");
+	laurel_msg_set_text(m, "method", "GET");
+	inject("http.request", m);
+	laurel_msg_free(m);
+	CHECK_LOG(pool,
+		  "reply channel (invalid): malformed message (reply_channel is not a valid "
+		  "channel name); dropped",
+		  5000);
+
+	m = msg_with_reply("daphne.response.BadMsgTest!d", "/nope");
+	laurel_msg_set_text(m, "method", "GET");
+	inject("http.request", m);
+	laurel_msg_free(m);
+	CHECK_LOG(pool,
+		  "channel http.request, reply channel daphne.response.BadMsgTest!d: no route "
+		  "matches; dropped",
+		  5000);
+
+	CHECK_EQ(llen("daphne.response.BadMsgTest!"), 0);
+	m = msg_with_reply("daphne.response.BadMsgTest!e", "/hello");
+	laurel_msg_set_text(m, "method", "GET");
+	inject("http.request", m);
+	laurel_msg_free(m);
+	m = await_reply("daphne.response.BadMsgTest!", 5000, NULL, NULL);
+	int64_t status = 0;
+	CHECK(m != NULL);
+	if (m)
+		laurel_msg_get_int(m, "status", &status);
+	CHECK_EQ(status, 200);
+	laurel_msg_free(m);
+}
+
+/* A consumer segfaults: the supervisor logs it and starts another process; the pool keeps
+ * answering. */
+static void test_crash(struct proc *pool)
+{
+	CHECK(log_has_n(pool, "started (slot", 4, 5000));
+	struct laurel_msg *m = msg_with_reply("daphne.response.CrashTest!a", NULL);
+	inject("test.crash", m);
+	laurel_msg_free(m);
+	/* Under AddressSanitizer the SEGV is reported and the process exits with status 1. */
+	test_checks++;
+	if (!log_has_n(pool, "was killed by signal 11", 1, 5000) &&
+	    !log_has_n(pool, ") exited with status 1; starting another in 100 ms", 1, 100))
+		test_fail(__FILE__, __LINE__, "no crash logged in %s", pool->log);
+	CHECK(log_has_n(pool, "started (slot", 5, 5000));
+
+	for (int i = 0; i < 8; i++) {
+		m = msg_with_reply("daphne.response.CrashTest!b", NULL);
+		inject("test.pid", m);
+		laurel_msg_free(m);
+	}
+	for (int i = 0; i < 8; i++) {
+		m = await_reply("daphne.response.CrashTest!", 5000, NULL, NULL);
+		int64_t pid = 0;
+		CHECK(m != NULL);
+		if (m)
+			CHECK_EQ(laurel_msg_get_int(m, "pid", &pid), 0);
+		CHECK(pid > 0);
+		laurel_msg_free(m);
+	}
+}
+
+/* SIGHUP replaces the processes one by one; the pool keeps answering. */
+static void test_sighup(struct proc *pool)
+{
+	kill(pool->pid, SIGHUP);
+	CHECK_LOG(pool, "every worker process was replaced", 15000);
+	struct laurel_msg *m = msg_with_reply("daphne.response.HupTestAb!a", "/hello");
+	laurel_msg_set_text(m, "method", "GET");
+	inject("http.request", m);
+	laurel_msg_free(m);
+	m = await_reply("daphne.response.HupTestAb!", 5000, NULL, NULL);
+	CHECK(m != NULL);
+	laurel_msg_free(m);
+}
+
+/* SIGTERM while a consumer runs: it finishes and its reply goes out, then everything exits 0. */
+static void test_sigterm(struct proc *pool)
+{
+	struct laurel_msg *m = msg_with_reply("daphne.response.TermTestAb!a", NULL);
+	inject("test.slow", m);
+	laurel_msg_free(m);
+	int64_t deadline = util_now_ms() + 3000;
+	while (llen("test.slow") > 0 && util_now_ms() < deadline)
+		sleep_ms(5);
+	CHECK_EQ(llen("test.slow"), 0);
+	sleep_ms(100);
+	int64_t t0 = util_now_ms();
+	kill(pool->pid, SIGTERM);
+	m = await_reply("daphne.response.TermTestAb!", 5000, NULL, NULL);
+	CHECK(m != NULL);
+	if (m)
+		CHECK_STR(laurel_msg_get_text(m, "text", NULL), "slow done");
+	laurel_msg_free(m);
+	CHECK_EQ(finish(pool, 0, 10000), 0);
+	CHECK_INT(util_now_ms() - t0, <, 5000);
+	CHECK_LOG(pool, "stopping 4 worker processes", 0);
+	CHECK_LOG(pool, "laurel-worker info: stopped", 0);
+}
+
+/* Under the sanitizers, every process of the test (the pool's children write to the pool's log)
+ * must have run clean; the deliberate segfault is the only report allowed. */
+static void check_sanitizers(const char *name)
+{
+	char path[600];
+	snprintf(path, sizeof(path), "%s/%s.log", tmpdir, name);
+	char *s = slurp(path);
+	int before = test_failures;
+	CHECK_EQ(count_of(s, "runtime error:"), 0);
+	CHECK_EQ(count_of(s, "LeakSanitizer"), 0);
+	CHECK_EQ(count_of(s, "ERROR: AddressSanitizer"),
+		 count_of(s, "ERROR: AddressSanitizer: SEGV"));
+	if (test_failures > before)
+		fprintf(stderr, "%s:\n%s\n", path, s);
+	free(s);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 6) {
+		fprintf(stderr, "usage: %s WORKER APP BADABI BADROUTE CATALOG\n", argv[0]);
+		return 2;
+	}
+	worker_path = argv[1];
+	app_path = argv[2];
+	badabi_path = argv[3];
+	badroute_path = argv[4];
+	load_catalog(argv[5]);
+	util_rng_init(&rng);
+	if (nvectors < 10) {
+		fprintf(stderr, "%s: only %zu vectors\n", argv[5], nvectors);
+		return 2;
+	}
+	if (!mkdtemp(tmpdir)) {
+		perror("mkdtemp");
+		return 2;
+	}
+	if (test_redis_start(&redis) < 0)
+		return 2;
+	rc = redisConnect("127.0.0.1", redis.port);
+	if (!rc || rc->err) {
+		fprintf(stderr, "cannot connect to the test redis\n");
+		return 2;
+	}
+
+	test_command_line();
+	test_chat_sessions();
+
+	struct proc pool;
+	start(&pool, "pool",
+	      ARGS("--layer", redis.url, "--app", app_path, "--processes", "4", "-v"));
+	test_captures(&pool);
+	test_stream();
+	test_held_sends(&pool);
+	test_consume_later(&pool);
+	test_bad_messages(&pool);
+	test_crash(&pool);
+	test_sighup(&pool);
+	test_sigterm(&pool);
+
+	const char *logs[] = {"chat-connect", "chat-rest", "pool"};
+	for (size_t i = 0; i < ARRAY_SIZE(logs); i++)
+		check_sanitizers(logs[i]);
+	redisFree(rc);
+	test_redis_cleanup(&redis);
+	for (size_t i = 0; i < nvectors; i++)
+		free(vectors[i].bytes);
+	if (test_failures == 0) {
+		char cmd[512];
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "could not remove %s\n", tmpdir);
+	} else {
+		fprintf(stderr, "logs kept in %s\n", tmpdir);
+	}
+	return test_done();
+}

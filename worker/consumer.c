@@ -1,0 +1,475 @@
+/* The consumer context: held sends, replies in the exact SPEC §4 shapes, groups, the channel
+ * session, websocket consumers, and the default routes. */
+#include "worker/consumer.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#define FULL_RETRY_MS 50
+
+static int consumer_null(struct laurel_ctx *ctx)
+{
+	return 0;
+}
+
+static int consumer_accept(struct laurel_ctx *ctx)
+{
+	return laurel_ws_accept(ctx);
+}
+
+const struct laurel_route consumer_default_routes[] = {
+	LAUREL_ROUTE("websocket.connect", consumer_accept),
+	LAUREL_ROUTE("websocket.receive", consumer_null),
+	LAUREL_ROUTE("websocket.disconnect", consumer_null),
+	LAUREL_ROUTES_END,
+};
+
+void consumer_ctx_init(struct laurel_ctx *ctx, struct laurel_layer *layer, const char *channel,
+		       const struct laurel_msg *msg, const struct laurel_msg *kwargs)
+{
+	memset(ctx, 0, sizeof(*ctx));
+	ctx->layer = layer;
+	ctx->channel = channel;
+	ctx->msg = msg;
+	ctx->kwargs = kwargs;
+	ctx->full_wait_ms = CONSUMER_FULL_WAIT_MS;
+	const char *reply = laurel_msg_get_text(msg, "reply_channel", NULL);
+	if (reply && laurel_valid_channel(reply))
+		ctx->reply_channel = reply;
+}
+
+static void drop_held(struct laurel_ctx *ctx)
+{
+	for (size_t i = 0; i < ctx->nheld; i++)
+		laurel_msg_free(ctx->held[i].msg);
+	free(ctx->held);
+	ctx->held = NULL;
+	ctx->nheld = ctx->cap = 0;
+}
+
+void consumer_ctx_fini(struct laurel_ctx *ctx)
+{
+	drop_held(ctx);
+	laurel_msg_free(ctx->session);
+	free(ctx->session_was);
+	ctx->session = NULL;
+	ctx->session_was = NULL;
+}
+
+/* --- Reading --------------------------------------------------------------------------------- */
+
+const struct laurel_msg *laurel_ctx_message(const struct laurel_ctx *ctx)
+{
+	return ctx->msg;
+}
+
+const char *laurel_ctx_channel(const struct laurel_ctx *ctx)
+{
+	return ctx->channel;
+}
+
+const char *laurel_ctx_reply_channel(const struct laurel_ctx *ctx)
+{
+	return ctx->reply_channel;
+}
+
+const struct laurel_value *laurel_ctx_kwargs(const struct laurel_ctx *ctx)
+{
+	static struct laurel_value empty = {.type = LAUREL_MAP};
+	return ctx->kwargs ? laurel_msg_croot(ctx->kwargs) : &empty;
+}
+
+const char *laurel_ctx_kwarg(const struct laurel_ctx *ctx, const char *name)
+{
+	if (!ctx->kwargs)
+		return NULL;
+	return laurel_msg_get_text(ctx->kwargs, name, NULL);
+}
+
+int laurel_ctx_error(struct laurel_ctx *ctx, int err, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(ctx->error, sizeof(ctx->error), fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+/* --- Holding --------------------------------------------------------------------------------- */
+
+/* Takes msg (owned) onto the held list. */
+static int hold(struct laurel_ctx *ctx, bool group, const char *name, struct laurel_msg *msg)
+{
+	if (ctx->nheld == ctx->cap) {
+		ctx->cap = ctx->cap ? 2 * ctx->cap : 4;
+		ctx->held = xrealloc(ctx->held, ctx->cap * sizeof(*ctx->held));
+	}
+	struct consumer_held *h = &ctx->held[ctx->nheld++];
+	h->group = group;
+	snprintf(h->name, sizeof(h->name), "%s", name);
+	h->msg = msg;
+	return 0;
+}
+
+int laurel_send(struct laurel_ctx *ctx, const char *channel, const struct laurel_msg *msg)
+{
+	if (!channel || !msg || !laurel_valid_channel(channel))
+		return -EINVAL;
+	return hold(ctx, false, channel, laurel_msg_clone(msg));
+}
+
+int laurel_group_send(struct laurel_ctx *ctx, const char *group, const struct laurel_msg *msg)
+{
+	if (!group || !msg || !laurel_valid_group(group))
+		return -EINVAL;
+	return hold(ctx, true, group, laurel_msg_clone(msg));
+}
+
+/* --- Replies --------------------------------------------------------------------------------- */
+
+static int reply_owned(struct laurel_ctx *ctx, struct laurel_msg *m)
+{
+	if (!ctx->reply_channel) {
+		laurel_msg_free(m);
+		return -ENOENT;
+	}
+	return hold(ctx, false, ctx->reply_channel, m);
+}
+
+int laurel_reply(struct laurel_ctx *ctx, const struct laurel_msg *msg)
+{
+	if (!msg)
+		return -EINVAL;
+	return reply_owned(ctx, laurel_msg_clone(msg));
+}
+
+int laurel_reply_text(struct laurel_ctx *ctx, const char *text, size_t len)
+{
+	if (!text && len)
+		return -EINVAL;
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_textn(m, "text", text ? text : "", len);
+	return reply_owned(ctx, m);
+}
+
+int laurel_reply_bytes(struct laurel_ctx *ctx, const void *data, size_t len)
+{
+	if (!data && len)
+		return -EINVAL;
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_bytes(m, "bytes", data ? data : "", len);
+	return reply_owned(ctx, m);
+}
+
+int laurel_reply_http(struct laurel_ctx *ctx, int status, const struct laurel_header *headers,
+		      size_t nheaders, const void *body, size_t len, bool more)
+{
+	if (status < 100 || status > 999 || (!headers && nheaders) || (!body && len))
+		return -EINVAL;
+	for (size_t i = 0; i < nheaders; i++)
+		if (!headers[i].name || !headers[i].value)
+			return -EINVAL;
+	struct laurel_msg *m = laurel_msg_new();
+	struct laurel_value *root = laurel_msg_root(m);
+	laurel_msg_set_int(m, "status", status);
+	struct laurel_value *list = laurel_map_put(m, root, "headers");
+	laurel_value_set_list(m, list, nheaders);
+	for (size_t i = 0; i < nheaders; i++) {
+		struct laurel_value *pair = laurel_list_push(m, list);
+		laurel_value_set_list(m, pair, 2);
+		struct laurel_value *v = laurel_list_push(m, pair);
+		laurel_value_set_bytes(m, v, headers[i].name, strlen(headers[i].name));
+		v = laurel_list_push(m, pair);
+		laurel_value_set_bytes(m, v, headers[i].value, strlen(headers[i].value));
+	}
+	laurel_msg_set_bytes(m, "content", body ? body : "", len);
+	laurel_msg_set_bool(m, "more_content", more);
+	return reply_owned(ctx, m);
+}
+
+int laurel_reply_chunk(struct laurel_ctx *ctx, const void *body, size_t len, bool more)
+{
+	if (!body && len)
+		return -EINVAL;
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_bytes(m, "content", body ? body : "", len);
+	laurel_msg_set_bool(m, "more_content", more);
+	return reply_owned(ctx, m);
+}
+
+static int reply_bool(struct laurel_ctx *ctx, const char *key, bool b)
+{
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_bool(m, key, b);
+	return reply_owned(ctx, m);
+}
+
+int laurel_ws_accept(struct laurel_ctx *ctx)
+{
+	return reply_bool(ctx, "accept", true);
+}
+
+int laurel_ws_reject(struct laurel_ctx *ctx)
+{
+	return reply_bool(ctx, "accept", false);
+}
+
+int laurel_ws_deny(struct laurel_ctx *ctx)
+{
+	return reply_bool(ctx, "close", true);
+}
+
+int laurel_ws_close(struct laurel_ctx *ctx, int code)
+{
+	if (code == 0)
+		return reply_bool(ctx, "close", true);
+	if (code < 1000 || code > 4999)
+		return -EINVAL;
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_int(m, "close", code);
+	return reply_owned(ctx, m);
+}
+
+/* --- Groups (at once) ------------------------------------------------------------------------ */
+
+int laurel_group_add(struct laurel_ctx *ctx, const char *group)
+{
+	if (!group || !laurel_valid_group(group))
+		return -EINVAL;
+	if (!ctx->reply_channel)
+		return -ENOENT;
+	return laurel_layer_group_add(ctx->layer, group, ctx->reply_channel);
+}
+
+int laurel_group_discard(struct laurel_ctx *ctx, const char *group)
+{
+	if (!group || !laurel_valid_group(group))
+		return -EINVAL;
+	if (!ctx->reply_channel)
+		return -ENOENT;
+	return laurel_layer_group_discard(ctx->layer, group, ctx->reply_channel);
+}
+
+int laurel_group_count(struct laurel_ctx *ctx, const char *group, size_t *n)
+{
+	if (!group || !n || !laurel_valid_group(group))
+		return -EINVAL;
+	return laurel_layer_group_count(ctx->layer, group, n);
+}
+
+int laurel_group_members(struct laurel_ctx *ctx, const char *group, char ***members, size_t *n)
+{
+	if (!group || !members || !laurel_valid_group(group))
+		return -EINVAL;
+	return laurel_layer_group_members(ctx->layer, group, members, n);
+}
+
+/* --- Session --------------------------------------------------------------------------------- */
+
+int laurel_session(struct laurel_ctx *ctx, struct laurel_msg **out)
+{
+	if (!out)
+		return -EINVAL;
+	if (!ctx->reply_channel)
+		return -ENOENT;
+	if (!ctx->session) {
+		struct laurel_msg *s = NULL;
+		int rc = laurel_layer_session_load(ctx->layer, ctx->reply_channel, &s);
+		if (rc) {
+			laurel_msg_free(s); /* the layer may leave an empty map there */
+			return rc < 0 ? rc : -EPROTO;
+		}
+		ctx->session = s;
+		laurel_msg_encode(s, &ctx->session_was, &ctx->session_was_len);
+	}
+	ctx->session_delete = false;
+	*out = ctx->session;
+	return 0;
+}
+
+int laurel_session_delete(struct laurel_ctx *ctx)
+{
+	if (!ctx->reply_channel)
+		return -ENOENT;
+	ctx->session_delete = true;
+	return 0;
+}
+
+/* --- Running --------------------------------------------------------------------------------- */
+
+/* Expands "{name}" in a group template from the keyword arguments into out. */
+static int expand_group(struct laurel_ctx *ctx, const char *tmpl, char *out, size_t size)
+{
+	struct buf b;
+	int rc = 0;
+	buf_init(&b);
+	for (const char *p = tmpl; *p; p++) {
+		const char *close = *p == '{' ? strchr(p, '}') : NULL;
+		if (!close) {
+			buf_append_byte(&b, (unsigned char)*p);
+			continue;
+		}
+		char name[128];
+		snprintf(name, sizeof(name), "%.*s", (int)(close - p - 1), p + 1);
+		const char *v = laurel_ctx_kwarg(ctx, name);
+		if (!v) {
+			rc = laurel_ctx_error(ctx, -EINVAL,
+					      "group \"%s\" needs the keyword argument \"%s\"",
+					      tmpl, name);
+			goto out;
+		}
+		buf_append_str(&b, v);
+		p = close;
+	}
+	if (b.len >= size || !laurel_valid_group(b.data ? b.data : "")) {
+		rc = laurel_ctx_error(ctx, -EINVAL,
+				      "group \"%s\" expands to an invalid name \"%s\"", tmpl,
+				      b.data ? b.data : "");
+		goto out;
+	}
+	memcpy(out, b.data, b.len + 1);
+out:
+	buf_fini(&b);
+	return rc;
+}
+
+static int ws_groups(struct laurel_ctx *ctx, const struct laurel_ws_consumer *ws, bool join)
+{
+	for (size_t i = 0; ws->groups && ws->groups[i]; i++) {
+		char name[LAUREL_NAME_MAX + 1];
+		int rc = expand_group(ctx, ws->groups[i], name, sizeof(name));
+		if (rc)
+			return rc;
+		rc = join ? laurel_group_add(ctx, name) : laurel_group_discard(ctx, name);
+		if (rc)
+			return laurel_ctx_error(ctx, rc, "cannot %s group %s: %s",
+						join ? "join" : "leave", name,
+						laurel_layer_error(ctx->layer));
+	}
+	return 0;
+}
+
+static int run_ws(struct laurel_ctx *ctx, const struct laurel_ws_consumer *ws)
+{
+	int rc;
+	if (strcmp(ctx->channel, "websocket.connect") == 0) {
+		if ((rc = ws_groups(ctx, ws, true)))
+			return rc;
+		return ws->connect ? ws->connect(ctx) : laurel_ws_accept(ctx);
+	}
+	if (strcmp(ctx->channel, "websocket.receive") == 0)
+		return ws->receive ? ws->receive(ctx) : 0;
+	if ((rc = ws_groups(ctx, ws, false)))
+		return rc;
+	return ws->disconnect ? ws->disconnect(ctx) : 0;
+}
+
+int consumer_run(struct laurel_ctx *ctx, const struct laurel_route *route)
+{
+	if (route->kind == LAUREL_ROUTE_WEBSOCKET)
+		return run_ws(ctx, route->ws);
+	return route->consumer(ctx);
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* Sends to a channel, retrying a full one until wait_ms has passed. */
+static int send_patiently(struct laurel_ctx *ctx, const char *channel, const struct laurel_msg *m,
+			  int wait_ms)
+{
+	int64_t deadline = util_now_ms() + wait_ms;
+	for (;;) {
+		int rc = laurel_layer_send(ctx->layer, channel, m);
+		if (rc != LAUREL_FULL || util_now_ms() >= deadline)
+			return rc;
+		sleep_ms(FULL_RETRY_MS);
+	}
+}
+
+static const char *reply_name(const struct laurel_ctx *ctx)
+{
+	return ctx->reply_channel ? ctx->reply_channel : "none";
+}
+
+static void save_session(struct laurel_ctx *ctx)
+{
+	int rc = 0;
+	if (ctx->session_delete) {
+		rc = laurel_layer_session_delete(ctx->layer, ctx->reply_channel);
+	} else if (ctx->session) {
+		char *now;
+		size_t len;
+		laurel_msg_encode(ctx->session, &now, &len);
+		if (len != ctx->session_was_len || memcmp(now, ctx->session_was, len) != 0)
+			rc = laurel_layer_session_save(ctx->layer, ctx->reply_channel,
+						       ctx->session);
+		free(now);
+	}
+	if (rc)
+		log_error("channel %s, reply channel %s: cannot save the session: %s", ctx->channel,
+			  reply_name(ctx), laurel_layer_error(ctx->layer));
+}
+
+size_t consumer_flush(struct laurel_ctx *ctx)
+{
+	size_t dropped = 0;
+	save_session(ctx);
+	for (size_t i = 0; i < ctx->nheld; i++) {
+		struct consumer_held *h = &ctx->held[i];
+		int rc = h->group ? laurel_layer_group_send(ctx->layer, h->name, h->msg, NULL)
+				  : send_patiently(ctx, h->name, h->msg, ctx->full_wait_ms);
+		if (rc == 0)
+			continue;
+		dropped++;
+		if (rc == LAUREL_FULL)
+			log_warn("channel %s, reply channel %s: %s stayed full for %d ms; message "
+				 "dropped",
+				 ctx->channel, reply_name(ctx), h->name, ctx->full_wait_ms);
+		else
+			log_error("channel %s, reply channel %s: cannot send to %s %s: %s",
+				  ctx->channel, reply_name(ctx), h->group ? "group" : "channel",
+				  h->name, laurel_layer_error(ctx->layer));
+	}
+	drop_held(ctx);
+	return dropped;
+}
+
+int consumer_requeue(struct laurel_ctx *ctx)
+{
+	int64_t retries = 0;
+	laurel_msg_get_int(ctx->msg, "__retries__", &retries);
+	drop_held(ctx);
+	if (retries + 1 > LAUREL_MAX_RETRIES) {
+		log_warn("channel %s, reply channel %s: consumed later %d times; message dropped",
+			 ctx->channel, reply_name(ctx), LAUREL_MAX_RETRIES);
+		return 1;
+	}
+	struct laurel_msg *m = laurel_msg_clone(ctx->msg);
+	laurel_msg_set_int(m, "__retries__", retries + 1);
+	int rc = send_patiently(ctx, ctx->channel, m, ctx->full_wait_ms);
+	laurel_msg_free(m);
+	if (rc == LAUREL_FULL) {
+		log_warn(
+			"channel %s, reply channel %s: the channel stayed full; message to consume "
+			"later dropped",
+			ctx->channel, reply_name(ctx));
+		return 1;
+	}
+	if (rc < 0)
+		log_error("channel %s, reply channel %s: cannot re-queue the message: %s",
+			  ctx->channel, reply_name(ctx), laurel_layer_error(ctx->layer));
+	return rc;
+}

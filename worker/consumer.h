@@ -1,0 +1,65 @@
+/* The worker's side of the consumer API (include/laurel/consumer.h): the context a consumer runs
+ * in, running the routed consumer, and sending what it held once it returned. */
+#ifndef LAUREL_WORKER_CONSUMER_H
+#define LAUREL_WORKER_CONSUMER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "laurel/consumer.h"
+#include "laurel/layer.h"
+#include "laurel/routing.h"
+
+/* A full channel is retried this long when held sends are flushed (SPEC §6). */
+#define CONSUMER_FULL_WAIT_MS 2000
+
+struct consumer_held {
+	bool group; /* name is a group: sent with laurel_layer_group_send */
+	char name[LAUREL_NAME_MAX + 1];
+	struct laurel_msg *msg;
+};
+
+/* Caller-owned (consumer_ctx_init / consumer_ctx_fini); opaque to applications. */
+struct laurel_ctx {
+	struct laurel_layer *layer;
+	const char *channel;
+	const struct laurel_msg *msg;
+	const char *reply_channel; /* NULL if the message has none */
+	const struct laurel_msg *kwargs;
+	struct consumer_held *held;
+	size_t nheld, cap;
+	struct laurel_msg *session; /* loaded on demand */
+	char *session_was;	    /* its encoding when loaded, to save only a change */
+	size_t session_was_len;
+	bool session_delete;
+	int full_wait_ms;
+	char error[256];
+};
+
+/* The worker's default routes (SPEC §6), below every application's: websocket.connect accepts,
+ * websocket.receive and websocket.disconnect do nothing. */
+extern const struct laurel_route consumer_default_routes[];
+
+/* Sets up ctx for msg received on channel. Everything is borrowed until consumer_ctx_fini; kwargs
+ * may be NULL. reply_channel is taken from the message when it is valid text. */
+void consumer_ctx_init(struct laurel_ctx *ctx, struct laurel_layer *layer, const char *channel,
+		       const struct laurel_msg *msg, const struct laurel_msg *kwargs);
+/* Drops whatever is still held and frees the session. */
+void consumer_ctx_fini(struct laurel_ctx *ctx);
+
+/* Runs route's consumer (for a websocket route: joins or leaves its groups and runs the
+ * callback for the channel). Returns what the consumer returned: 0, LAUREL_CONSUME_LATER or a
+ * negative errno (ctx->error may then say why). */
+int consumer_run(struct laurel_ctx *ctx, const struct laurel_route *route);
+
+/* After a consumer returned 0: saves (or deletes) the session if it changed, then sends the held
+ * messages in order, retrying a full channel for ctx->full_wait_ms. A message that cannot be sent
+ * is logged and dropped, and the others are still sent. Returns the number dropped. */
+size_t consumer_flush(struct laurel_ctx *ctx);
+
+/* After a consumer returned LAUREL_CONSUME_LATER: sends the message back to its channel with
+ * "__retries__" + 1, unless that would exceed LAUREL_MAX_RETRIES (then it is logged and dropped).
+ * Returns 0 if re-queued, 1 if dropped, or an error. */
+int consumer_requeue(struct laurel_ctx *ctx);
+
+#endif

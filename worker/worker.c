@@ -1,0 +1,260 @@
+/* The worker loop: batches of messages from the layer, checked, routed, consumed, flushed. */
+#include "worker/worker.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "routing/routing.h"
+#include "worker/consumer.h"
+
+#define DEFAULT_BATCH 8
+#define MAX_BATCH 1000
+/* A blocking receive returns this often so that a stop request is noticed. */
+#define RECEIVE_WAIT_MS 1000
+
+struct worker {
+	struct laurel_layer *layer;
+	struct routing *routing;
+	const char **channels; /* NULL-terminated, borrowed from the routing */
+	size_t nchannels;
+	size_t batch;
+	int full_wait_ms;
+	bool layer_down; /* for one warning per outage */
+};
+
+int worker_new(struct worker **out, const struct worker_options *o, char *err, size_t errlen)
+{
+	struct worker *w = xcalloc(1, sizeof(*w));
+	int rc;
+	w->batch = o->batch ? o->batch : DEFAULT_BATCH;
+	if (w->batch > MAX_BATCH)
+		w->batch = MAX_BATCH;
+	w->full_wait_ms = o->full_wait_ms > 0 ? o->full_wait_ms : CONSUMER_FULL_WAIT_MS;
+	if ((rc = routing_new(&w->routing, o->routes, consumer_default_routes, err, errlen)))
+		goto fail;
+	w->channels = routing_select(w->routing, o->only, o->nonly, o->exclude, o->nexclude,
+				     &w->nchannels);
+	if (w->nchannels == 0) {
+		snprintf(err, errlen,
+			 "no channel to listen on: --only-channels and --exclude-channels leave "
+			 "none of the routing's channels");
+		rc = -EINVAL;
+		goto fail;
+	}
+	if ((rc = laurel_layer_new(&w->layer, &o->layer, err, errlen)))
+		goto fail;
+	*out = w;
+	return 0;
+fail:
+	worker_free(w);
+	return rc;
+}
+
+void worker_free(struct worker *w)
+{
+	if (!w)
+		return;
+	laurel_layer_free(w->layer);
+	free(w->channels);
+	routing_free(w->routing);
+	free(w);
+}
+
+const char *const *worker_channels(const struct worker *w, size_t *n)
+{
+	if (n)
+		*n = w->nchannels;
+	return w->channels;
+}
+
+struct laurel_layer *worker_layer(struct worker *w)
+{
+	return w->layer;
+}
+
+/* --- Checking messages ------------------------------------------------------------------------
+ * The fields of the ASGI 1 messages (SPEC §4) that consumers rely on. Optional fields may also be
+ * nil (client and server are nil on a unix socket). */
+
+struct field_rule {
+	const char *channel;
+	const char *field;
+	enum laurel_type type;
+	bool required;
+};
+
+static const struct field_rule rules[] = {
+	{"http.request", "reply_channel", LAUREL_TEXT, true},
+	{"http.request", "method", LAUREL_TEXT, true},
+	{"http.request", "path", LAUREL_TEXT, true},
+	{"http.request", "http_version", LAUREL_TEXT, false},
+	{"http.request", "scheme", LAUREL_TEXT, false},
+	{"http.request", "root_path", LAUREL_TEXT, false},
+	{"http.request", "query_string", LAUREL_BYTES, false},
+	{"http.request", "headers", LAUREL_LIST, false},
+	{"http.request", "body", LAUREL_BYTES, false},
+	{"http.request", "body_channel", LAUREL_TEXT, false},
+	{"http.request", "client", LAUREL_LIST, false},
+	{"http.request", "server", LAUREL_LIST, false},
+	{"http.disconnect", "reply_channel", LAUREL_TEXT, true},
+	{"http.disconnect", "path", LAUREL_TEXT, false},
+	{"websocket.connect", "reply_channel", LAUREL_TEXT, true},
+	{"websocket.connect", "path", LAUREL_TEXT, true},
+	{"websocket.connect", "headers", LAUREL_LIST, false},
+	{"websocket.connect", "query_string", LAUREL_BYTES, false},
+	{"websocket.connect", "order", LAUREL_INT, false},
+	{"websocket.connect", "client", LAUREL_LIST, false},
+	{"websocket.connect", "server", LAUREL_LIST, false},
+	{"websocket.receive", "reply_channel", LAUREL_TEXT, true},
+	{"websocket.receive", "path", LAUREL_TEXT, true},
+	{"websocket.receive", "order", LAUREL_INT, false},
+	{"websocket.receive", "text", LAUREL_TEXT, false},
+	{"websocket.receive", "bytes", LAUREL_BYTES, false},
+	{"websocket.disconnect", "reply_channel", LAUREL_TEXT, true},
+	{"websocket.disconnect", "path", LAUREL_TEXT, true},
+	{"websocket.disconnect", "code", LAUREL_INT, false},
+	{"websocket.disconnect", "order", LAUREL_INT, false},
+};
+
+static bool headers_ok(const struct laurel_value *h)
+{
+	for (size_t i = 0; i < h->u.list.len; i++) {
+		const struct laurel_value *pair = &h->u.list.items[i];
+		if (pair->type != LAUREL_LIST || pair->u.list.len != 2 ||
+		    pair->u.list.items[0].type != LAUREL_BYTES ||
+		    pair->u.list.items[1].type != LAUREL_BYTES)
+			return false;
+	}
+	return true;
+}
+
+/* Returns true if msg has the fields its channel needs; else says why. */
+static bool check_message(const char *channel, const struct laurel_msg *msg, char *why, size_t size)
+{
+	const struct laurel_value *v = laurel_msg_get(msg, "reply_channel");
+	if (v && v->type != LAUREL_NIL &&
+	    (v->type != LAUREL_TEXT || !laurel_valid_channel(v->u.s.ptr))) {
+		snprintf(why, size, "reply_channel is not a valid channel name");
+		return false;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(rules); i++) {
+		const struct field_rule *r = &rules[i];
+		if (strcmp(r->channel, channel) != 0)
+			continue;
+		v = laurel_msg_get(msg, r->field);
+		if (!v || (v->type == LAUREL_NIL && !r->required)) {
+			if (!r->required)
+				continue;
+			snprintf(why, size, "missing field \"%s\"", r->field);
+			return false;
+		}
+		if (v->type != r->type) {
+			snprintf(why, size, "field \"%s\" is %s, not %s", r->field,
+				 laurel_type_name(v->type), laurel_type_name(r->type));
+			return false;
+		}
+		if (strcmp(r->field, "headers") == 0 && !headers_ok(v)) {
+			snprintf(why, size, "field \"headers\" is not a list of [bytes, bytes]");
+			return false;
+		}
+	}
+	if (strcmp(channel, "websocket.receive") == 0) {
+		const struct laurel_value *t = laurel_msg_get(msg, "text");
+		const struct laurel_value *b = laurel_msg_get(msg, "bytes");
+		bool has_t = t && t->type != LAUREL_NIL, has_b = b && b->type != LAUREL_NIL;
+		if (has_t == has_b) {
+			snprintf(why, size, "%s",
+				 has_t ? "both text and bytes" : "no text or bytes");
+			return false;
+		}
+	}
+	return true;
+}
+
+/* The reply channel for log lines: a name that passed the checks, else a placeholder. */
+static const char *reply_for_log(const struct laurel_msg *msg)
+{
+	const char *reply = laurel_msg_get_text(msg, "reply_channel", NULL);
+	if (!reply)
+		return "none";
+	return laurel_valid_channel(reply) ? reply : "(invalid)";
+}
+
+/* --- Handling -------------------------------------------------------------------------------- */
+
+enum worker_outcome worker_handle(struct worker *w, const char *channel,
+				  const struct laurel_msg *msg)
+{
+	char why[256];
+	if (!check_message(channel, msg, why, sizeof(why))) {
+		log_warn("channel %s, reply channel %s: malformed message (%s); dropped", channel,
+			 reply_for_log(msg), why);
+		return WORKER_DROPPED;
+	}
+	struct routing_match m;
+	if (routing_match(w->routing, channel, msg, &m) == ROUTING_NONE) {
+		log_warn("channel %s, reply channel %s: no route matches; dropped", channel,
+			 reply_for_log(msg));
+		return WORKER_DROPPED;
+	}
+	struct laurel_ctx ctx;
+	enum worker_outcome outcome = WORKER_DONE;
+	consumer_ctx_init(&ctx, w->layer, channel, msg, m.kwargs);
+	ctx.full_wait_ms = w->full_wait_ms;
+	log_debug("channel %s, reply channel %s: consumer %s", channel, reply_for_log(msg),
+		  m.route->name ? m.route->name : "unnamed");
+	int rc = consumer_run(&ctx, m.route);
+	if (rc == 0) {
+		consumer_flush(&ctx);
+	} else if (rc == LAUREL_CONSUME_LATER) {
+		outcome = consumer_requeue(&ctx) == 0 ? WORKER_LATER : WORKER_DROPPED;
+	} else {
+		if (rc > 0)
+			snprintf(ctx.error, sizeof(ctx.error), "unknown return value %d", rc);
+		else if (!ctx.error[0])
+			snprintf(ctx.error, sizeof(ctx.error), "%s", strerror(-rc));
+		log_error("channel %s, reply channel %s: consumer %s failed: %s; message dropped, "
+			  "nothing sent",
+			  channel, reply_for_log(msg), m.route->name ? m.route->name : "unnamed",
+			  ctx.error);
+		outcome = WORKER_DROPPED;
+	}
+	consumer_ctx_fini(&ctx);
+	routing_match_fini(&m);
+	return outcome;
+}
+
+int worker_run(struct worker *w, volatile sig_atomic_t *stop)
+{
+	struct laurel_received *got = xcalloc(w->batch, sizeof(*got));
+	while (!*stop) {
+		size_t n = 0;
+		int rc = laurel_layer_receive(w->layer, w->channels, w->nchannels, RECEIVE_WAIT_MS,
+					      got, w->batch, &n);
+		if (rc < 0) {
+			if (!w->layer_down)
+				log_warn("cannot receive: %s", laurel_layer_error(w->layer));
+			w->layer_down = true;
+			/* The layer backs off by itself when Redis is down; this only keeps an
+			 * unexpected error from spinning. */
+			struct timespec ts = {.tv_nsec = 100 * 1000000L};
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		if (w->layer_down)
+			log_info("receiving again");
+		w->layer_down = false;
+		for (size_t i = 0; i < n; i++) {
+			worker_handle(w, got[i].channel, got[i].msg);
+			laurel_received_fini(&got[i]);
+		}
+	}
+	free(got);
+	return 0;
+}
