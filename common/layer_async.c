@@ -11,6 +11,10 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/adapters/libevent.h>
@@ -36,8 +40,21 @@ struct conn {
 	struct listener *listener; /* NULL for a command connection */
 };
 
+/* Local mode: messages a receiving thread took, waiting for the event loop. */
+struct inbox {
+	pthread_mutex_t lock;
+	struct laurel_received *items;
+	size_t n, cap;
+	int efd;
+	struct event *ev;
+	pthread_t thread;
+	bool running;
+	volatile bool stop;
+};
+
 struct listener {
 	struct layer_async *a;
+	struct inbox *inbox; /* local mode */
 	char channel[LAUREL_NAME_MAX + 1];
 	char key[LAUREL_NAME_MAX + 80];
 	layer_async_message_cb cb;
@@ -59,8 +76,20 @@ struct shard {
 	bool down; /* an outage was logged and has not ended */
 };
 
+/* Local mode: a send's callback, fired from the loop. */
+struct deferred {
+	struct layer_async *a;
+	struct event *ev;
+	layer_async_done_cb cb;
+	void *arg;
+	int status;
+	struct deferred *prev, *next;
+};
+
 struct layer_async {
 	struct event_base *base;
+	struct laurel_layer *shared; /* local mode: the in-memory layer */
+	struct deferred *deferred;
 	struct layer_config cfg;
 	struct shard *shards;
 	size_t nshards;
@@ -314,12 +343,143 @@ static int submit_argv(struct layer_async *a, size_t sh, int argc, const char **
 	return submit(a, sh, cmd, (size_t)len, cb, arg);
 }
 
+/* --- Local mode ----------------------------------------------------------------------------- */
+
+static void deferred_unlink(struct deferred *d)
+{
+	struct layer_async *a = d->a;
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		a->deferred = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	event_free(d->ev);
+}
+
+static void deferred_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct deferred *d = arg;
+	deferred_unlink(d);
+	d->cb(d->status, d->arg);
+	free(d);
+}
+
+static int local_send(struct layer_async *a, const char *channel, const struct laurel_msg *msg,
+		      layer_async_done_cb cb, void *arg)
+{
+	int rc = laurel_layer_send(a->shared, channel, msg);
+	if (rc < 0 && rc != -ENOTCONN && rc != -EPROTO)
+		return rc; /* refused before anything happened: no callback */
+	if (!cb)
+		return 0;
+	struct deferred *d = xcalloc(1, sizeof(*d));
+	d->a = a;
+	d->cb = cb;
+	d->arg = arg;
+	d->status = rc;
+	d->ev = evtimer_new(a->base, deferred_fire, d);
+	d->next = a->deferred;
+	if (a->deferred)
+		a->deferred->prev = d;
+	a->deferred = d;
+	struct timeval now = {0, 0};
+	evtimer_add(d->ev, &now);
+	return 0;
+}
+
+static void *inbox_thread(void *arg)
+{
+	struct listener *l = arg;
+	struct inbox *in = l->inbox;
+	const char *chans[1] = {l->channel};
+	struct laurel_received got[BATCH];
+	while (!in->stop) {
+		size_t n = 0;
+		int rc = laurel_layer_receive(l->a->shared, chans, 1, -1, got, BATCH, &n);
+		if (rc < 0)
+			break;
+		pthread_mutex_lock(&in->lock);
+		for (size_t i = 0; i < n; i++) {
+			if (in->stop) {
+				laurel_received_fini(&got[i]);
+				continue;
+			}
+			if (in->n == in->cap) {
+				in->cap = in->cap ? in->cap * 2 : 64;
+				in->items = xrealloc(in->items, in->cap * sizeof(*in->items));
+			}
+			in->items[in->n++] = got[i];
+		}
+		pthread_mutex_unlock(&in->lock);
+		uint64_t one = 1;
+		if (n && write(in->efd, &one, sizeof(one)) < 0)
+			log_warn("cannot wake the event loop for %s", l->channel);
+	}
+	return NULL;
+}
+
+static void inbox_ready(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener *l = arg;
+	struct inbox *in = l->inbox;
+	uint64_t count;
+	if (read(in->efd, &count, sizeof(count)) < 0)
+		return;
+	pthread_mutex_lock(&in->lock);
+	struct laurel_received *items = in->items;
+	size_t n = in->n;
+	in->items = NULL;
+	in->n = in->cap = 0;
+	pthread_mutex_unlock(&in->lock);
+	for (size_t i = 0; i < n; i++) {
+		if (!l->a->freeing)
+			l->cb(&items[i], l->arg);
+		laurel_received_fini(&items[i]);
+	}
+	free(items);
+}
+
+static void local_listen(struct layer_async *a, struct listener *l)
+{
+	struct inbox *in = xcalloc(1, sizeof(*in));
+	l->inbox = in;
+	pthread_mutex_init(&in->lock, NULL);
+	in->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	in->ev = event_new(a->base, in->efd, EV_READ | EV_PERSIST, inbox_ready, l);
+	event_add(in->ev, NULL);
+	in->running = pthread_create(&in->thread, NULL, inbox_thread, l) == 0;
+}
+
+static void local_unlisten(struct layer_async *a, struct listener *l)
+{
+	struct inbox *in = l->inbox;
+	in->stop = true;
+	if (in->running) {
+		/* Wake the thread from its blocking receive with a message on its own channel. */
+		struct laurel_msg *wake = laurel_msg_new();
+		laurel_msg_set_bool(wake, "__laurel_wake__", true);
+		laurel_layer_send(a->shared, l->channel, wake);
+		laurel_msg_free(wake);
+		pthread_join(in->thread, NULL);
+	}
+	for (size_t i = 0; i < in->n; i++)
+		laurel_received_fini(&in->items[i]);
+	free(in->items);
+	event_free(in->ev);
+	close(in->efd);
+	pthread_mutex_destroy(&in->lock);
+	free(in);
+}
+
 int layer_async_send(struct layer_async *a, const char *channel, const struct laurel_msg *msg,
 		     layer_async_done_cb cb, void *arg)
 {
 	const struct layer_config *cfg = &a->cfg;
 	if (!laurel_valid_channel(channel))
 		return layer_fail(-EINVAL, "invalid channel name \"%.120s\"", channel);
+	if (a->shared)
+		return local_send(a, channel, msg, cb, arg);
 	struct buf payload;
 	buf_init(&payload);
 	int rc = layer_encode(cfg, channel, msg, &payload);
@@ -457,6 +617,12 @@ int layer_async_listen(struct layer_async *a, const char *channel, layer_async_m
 	snprintf(l->key, sizeof(l->key), "%s%s", a->cfg.prefix, channel);
 	l->cb = cb;
 	l->arg = arg;
+	if (a->shared) {
+		local_listen(a, l);
+		a->listeners = xrealloc(a->listeners, (a->nlisteners + 1) * sizeof(*a->listeners));
+		a->listeners[a->nlisteners++] = l;
+		return 0;
+	}
 	size_t home = layer_channel_home(a->nshards, channel);
 	l->nconns = home == SIZE_MAX ? a->nshards : 1;
 	l->conns = xcalloc(l->nconns, sizeof(*l->conns));
@@ -474,6 +640,26 @@ int layer_async_listen(struct layer_async *a, const char *channel, layer_async_m
 static int registry_command(struct layer_async *a, const char *prefix, const char *what,
 			    int ttl_s, layer_async_done_cb cb, void *arg)
 {
+	if (a->shared) {
+		int rc = strcmp(what, "ZADD") == 0 ? laurel_layer_announce(a->shared, prefix, ttl_s)
+						    : laurel_layer_withdraw(a->shared, prefix);
+		if (rc < 0)
+			return rc;
+		if (!cb)
+			return 0;
+		struct deferred *d = xcalloc(1, sizeof(*d));
+		d->a = a;
+		d->cb = cb;
+		d->arg = arg;
+		d->ev = evtimer_new(a->base, deferred_fire, d);
+		d->next = a->deferred;
+		if (a->deferred)
+			a->deferred->prev = d;
+		a->deferred = d;
+		struct timeval now = {0, 0};
+		evtimer_add(d->ev, &now);
+		return 0;
+	}
 	size_t sh = layer_shard_of(a->nshards, prefix, strlen(prefix));
 	char key[96], score[32];
 	snprintf(key, sizeof(key), "%s:interfaces", a->cfg.prefix);
@@ -546,6 +732,8 @@ static void command_up(struct conn *c)
 
 size_t layer_async_connected(const struct layer_async *a)
 {
+	if (a->shared)
+		return 1;
 	size_t n = 0;
 	for (size_t i = 0; i < a->nshards; i++)
 		n += a->shards[i].cmd.connected;
@@ -591,13 +779,39 @@ int layer_async_new(struct layer_async **out, struct event_base *base,
 	return 0;
 }
 
+int layer_async_new_shared(struct layer_async **out, struct event_base *base,
+			   struct laurel_layer *shared)
+{
+	struct layer_async *a = xcalloc(1, sizeof(*a));
+	a->base = base;
+	a->shared = shared;
+	a->cfg = shared->cfg;
+	/* The config strings belong to the shared layer: copy what layer_config_fini frees. */
+	a->cfg.prefix = xstrdup(shared->cfg.prefix);
+	a->cfg.stats_prefix = xstrdup(shared->cfg.stats_prefix);
+	a->cfg.capacities = NULL;
+	a->cfg.ncapacities = 0;
+	a->nshards = 0; /* no Redis */
+	util_rng_init(&a->rng);
+	*out = a;
+	return 0;
+}
+
 void layer_async_free(struct layer_async *a)
 {
 	if (!a)
 		return;
 	a->freeing = true;
+	while (a->deferred) {
+		struct deferred *d = a->deferred;
+		deferred_unlink(d);
+		d->cb(-ECANCELED, d->arg);
+		free(d);
+	}
 	for (size_t i = 0; i < a->nlisteners; i++) {
 		struct listener *l = a->listeners[i];
+		if (l->inbox)
+			local_unlisten(a, l);
 		for (size_t k = 0; k < l->nconns; k++)
 			conn_fini(&l->conns[k]);
 		free(l->conns);

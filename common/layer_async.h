@@ -27,6 +27,13 @@ struct layer_async;
  * -EINVAL with a message in err. */
 int layer_async_new(struct layer_async **out, struct event_base *base,
 		    const struct laurel_layer_options *opts, char *err, size_t errlen);
+/* The same client over an in-memory layer shared with other threads in this process (the
+ * development server): sends go straight to shared, and each listened channel has a thread
+ * blocked in laurel_layer_receive that hands messages to the event loop. shared is borrowed and
+ * must outlive a. Callbacks keep the contract above. */
+int layer_async_new_shared(struct layer_async **out, struct event_base *base,
+			   struct laurel_layer *shared);
+
 /* Closes everything; pending callbacks get -ECANCELED. Announcements are left to expire (call
  * layer_async_withdraw first for a clean shutdown). NULL is a no-op. */
 void layer_async_free(struct layer_async *a);

@@ -51,6 +51,9 @@ struct request {
 	int chunks_in_flight;
 	bool sent; /* http.request handed to the layer */
 	bool websocket; /* an upgrade: the request lives as long as the WebSocket */
+	bool local;	/* answered by the interface itself (static files) */
+	char *if_modified_since;
+	int64_t start_ms;
 	/* response */
 	bool started;
 	bool chunked;
@@ -195,12 +198,47 @@ static const char *http_date(struct server *s)
 	return s->date;
 }
 
+static void runserver_log(struct conn *c, const char *method, const char *target, int status)
+{
+	static const struct {
+		const char *from, *to;
+	} ws[] = {{"WSCONNECTING", "HANDSHAKING"},
+		  {"WSCONNECT", "CONNECT"},
+		  {"WSREJECT", "REJECT"},
+		  {"WSDISCONNECT", "DISCONNECT"}};
+	char when[64], peer[96];
+	time_t now = time(NULL);
+	struct tm tm;
+	localtime_r(&now, &tm);
+	strftime(when, sizeof(when), "%Y/%m/%d %H:%M:%S", &tm);
+	if (c->has_addrs)
+		snprintf(peer, sizeof(peer), "%s:%d", c->client_host, c->client_port);
+	else
+		snprintf(peer, sizeof(peer), "unix");
+	for (size_t i = 0; i < ARRAY_SIZE(ws); i++) {
+		if (strcmp(method, ws[i].from) == 0) {
+			fprintf(c->srv->access, "[%s] WebSocket %s %s [%s]\n", when, ws[i].to,
+				target ? target : "-", peer);
+			fflush(c->srv->access);
+			return;
+		}
+	}
+	double took = c->req ? (double)(util_now_ms() - c->req->start_ms) / 1000.0 : 0;
+	fprintf(c->srv->access, "[%s] HTTP %s %s %d [%.2f, %s]\n", when, method,
+		target ? target : "-", status, took, peer);
+	fflush(c->srv->access);
+}
+
 static void access_log(struct conn *c, const char *method, const char *target, int status,
 		       uint64_t size)
 {
 	FILE *f = c->srv->access;
 	if (!f)
 		return;
+	if (c->srv->cfg->runserver_log) {
+		runserver_log(c, method, target, status);
+		return;
+	}
 	char when[64];
 	time_t now = time(NULL);
 	struct tm tm;
@@ -537,6 +575,7 @@ static int on_head(void *owner, struct http1_request *h)
 	r->path = xstrndup(decoded.data ? decoded.data : "", decoded.len);
 	snprintf(r->method, sizeof(r->method), "%s", h->method);
 	r->head = h->head;
+	r->start_ms = util_now_ms();
 	r->version_minor = h->version_minor;
 	r->keep_alive = h->keep_alive && !s->draining;
 	buf_init(&r->body);
@@ -586,6 +625,11 @@ static int on_head(void *owner, struct http1_request *h)
 	laurel_msg_set_bytes(m, "query_string", q ? q + 1 : "", q ? plen - pathlen - 1 : 0);
 	put_headers(m, h);
 	laurel_msg_set_bytes(m, "body", "", 0);
+	if (cfg->nstatics) {
+		const struct http1_header *ims = header(h, "if-modified-since");
+		if (ims)
+			r->if_modified_since = xstrdup(ims->value);
+	}
 	put_addr(m, "client", client_host, client_port, c->has_addrs || client_host == fwd_host);
 	put_addr(m, "server", c->server_host, c->server_port, c->has_addrs);
 	buf_fini(&decoded);
@@ -640,6 +684,25 @@ static int on_complete(void *owner)
 		send_chunk(c, r->body.data ? r->body.data : "", r->body.len, false);
 		buf_reset(&r->body);
 		return 0;
+	}
+	if (c->srv->cfg->nstatics) {
+		/* Answered by the interface after the parser returns (see conn_read). */
+		struct buf probe;
+		buf_init(&probe);
+		int status;
+		uint64_t bytes;
+		r->local = static_serve(c->srv->cfg->statics, c->srv->cfg->nstatics, r->method,
+					r->path, r->if_modified_since, http_date(c->srv),
+					r->keep_alive, &probe, &status, &bytes);
+		if (r->local) {
+			evbuffer_add(bufferevent_get_output(c->bev), probe.data, probe.len);
+			r->status = status;
+			r->bytes = bytes;
+			r->started = true;
+		}
+		buf_fini(&probe);
+		if (r->local)
+			return 0;
 	}
 	laurel_msg_set_bytes(r->msg, "body", r->body.data ? r->body.data : "", r->body.len);
 	buf_fini(&r->body);
@@ -1164,6 +1227,7 @@ static void request_finish(struct conn *c)
 	buf_fini(&r->body);
 	free(r->target);
 	free(r->path);
+	free(r->if_modified_since);
 	free(r);
 	c->req = NULL;
 	evtimer_del(c->timer);
@@ -1211,6 +1275,7 @@ static void conn_close(struct conn *c)
 		buf_fini(&r->body);
 		free(r->target);
 		free(r->path);
+		free(r->if_modified_since);
 		free(r);
 	}
 	if (c->prev)
@@ -1302,6 +1367,10 @@ static void conn_read(struct bufferevent *bev, void *arg)
 		if (c->closing)
 			return;
 		evbuffer_drain(in, total);
+		if (c->req && c->req->local && !c->req->finished) {
+			request_finish(c); /* may read the next pipelined request */
+			return;
+		}
 		if (stop)
 			break;
 	}
@@ -1538,7 +1607,9 @@ int server_new(struct server **out, struct event_base *base, const struct server
 		.group_expiry = cfg->group_expiry,
 		.capacity = cfg->capacity,
 	};
-	if (layer_async_new(&s->layer, base, &lo, err, errlen) < 0)
+	if (cfg->shared_layer)
+		layer_async_new_shared(&s->layer, base, cfg->shared_layer);
+	else if (layer_async_new(&s->layer, base, &lo, err, errlen) < 0)
 		goto fail;
 	if (cfg->tcp && listen_tcp(s, err, errlen) < 0)
 		goto fail;

@@ -9,8 +9,10 @@
 #include <stddef.h>
 
 #include "common/options.h"
+#include "interface/static.h"
 
 struct event_base;
+struct laurel_layer;
 
 struct server_config {
 	/* listeners */
@@ -51,6 +53,11 @@ struct server_config {
 	int expiry;
 	int group_expiry;
 	int capacity;
+	/* development (laurel runserver) */
+	struct static_mount *statics;
+	size_t nstatics;
+	bool runserver_log; /* access lines in Channels' runserver style */
+	struct laurel_layer *shared_layer; /* an in-memory layer shared with worker threads */
 	/* set by main from which flags were given */
 	bool tcp;
 };

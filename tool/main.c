@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "tool/json.h"
+#include "tool/runserver.h"
 
 #ifndef LAUREL_VERSION
 #define LAUREL_VERSION "0.1.0"
@@ -135,6 +136,7 @@ static int cmd_group_members(struct tool *t, char **args, int nargs);
 static int cmd_stats(struct tool *t, char **args, int nargs);
 static int cmd_flush(struct tool *t, char **args, int nargs);
 static int cmd_help(struct tool *t, char **args, int nargs);
+static int cmd_runserver(struct tool *t, char **args, int nargs);
 
 static const struct command commands[] = {
 	{.name = "send",
@@ -190,6 +192,14 @@ static const struct command commands[] = {
 	 .details = "Deletes every message, queue, group, interface announcement and counter "
 		    "under the layer's prefixes, on every shard. Other keys in the same Redis "
 		    "database are left alone."},
+	{.name = "runserver",
+	 .operands = "[OPTION]...",
+	 .min_args = 0,
+	 .max_args = -1,
+	 .run = cmd_runserver,
+	 .summary = "Run an application in one process, for development.",
+	 .details = "The interface and worker threads over an in-memory channel layer, no Redis "
+		    "needed. It takes options of its own: see laurel runserver --help."},
 	{.name = "help",
 	 .operands = "[COMMAND]",
 	 .min_args = 0,
@@ -534,6 +544,13 @@ static int unknown_command(const char *name)
 		    quote(name, q, sizeof(q)));
 }
 
+/* Only reached as "laurel -v runserver": runserver is dispatched before the tool's options. */
+static int cmd_runserver(struct tool *t, char **args, int nargs)
+{
+	return fail(EXIT_USAGE, "give runserver first: laurel runserver [OPTION]... (see laurel "
+				"runserver --help)");
+}
+
 static int cmd_help(struct tool *t, char **args, int nargs)
 {
 	if (nargs == 0) {
@@ -766,7 +783,7 @@ static int run(struct tool *t, char **pos, int npos)
 		return EXIT_OK;
 	}
 	int nargs = npos - 1;
-	if (nargs < c->min_args || nargs > c->max_args) {
+	if (nargs < c->min_args || (c->max_args >= 0 && nargs > c->max_args)) {
 		if (c->max_args == 0)
 			return fail(EXIT_USAGE, "%s takes no arguments (see laurel %s --help)",
 				    c->name, c->name);
@@ -791,6 +808,11 @@ int main(int argc, char **argv)
 	char **pos = xcalloc((size_t)argc, sizeof(*pos));
 	int npos = 0;
 	log_set_program("laurel");
+	/* The development server has options of its own. */
+	if (argc > 1 && strcmp(argv[1], "runserver") == 0) {
+		free(pos);
+		return runserver_main(argc - 1, argv + 1);
+	}
 	int code = parse_args(&t.cfg, argc, argv, pos, &npos);
 	if (code == 0) {
 		/* Quiet by default: a failure is reported once, by the tool, in one line. */

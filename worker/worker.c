@@ -20,6 +20,7 @@
 
 struct worker {
 	struct laurel_layer *layer;
+	bool shared_layer; /* borrowed from worker_options.shared_layer */
 	struct routing *routing;
 	const char **channels; /* NULL-terminated, borrowed from the routing */
 	size_t nchannels;
@@ -47,8 +48,12 @@ int worker_new(struct worker **out, const struct worker_options *o, char *err, s
 		rc = -EINVAL;
 		goto fail;
 	}
-	if ((rc = laurel_layer_new(&w->layer, &o->layer, err, errlen)))
+	if (o->shared_layer) {
+		w->layer = o->shared_layer;
+		w->shared_layer = true;
+	} else if ((rc = laurel_layer_new(&w->layer, &o->layer, err, errlen))) {
 		goto fail;
+	}
 	*out = w;
 	return 0;
 fail:
@@ -60,7 +65,8 @@ void worker_free(struct worker *w)
 {
 	if (!w)
 		return;
-	laurel_layer_free(w->layer);
+	if (!w->shared_layer)
+		laurel_layer_free(w->layer);
 	free(w->channels);
 	routing_free(w->routing);
 	free(w);

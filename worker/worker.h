@@ -12,6 +12,9 @@
 
 struct worker_options {
 	struct laurel_layer_options layer; /* copied by laurel_layer_new */
+	/* Instead of making a layer from the options: use this one, borrowed (an in-memory layer
+	 * shared by the threads of the development server). */
+	struct laurel_layer *shared_layer;
 	const struct laurel_route *routes; /* borrowed; must outlive the worker */
 	const char *const *only;	   /* channel globs to keep (none: all) */
 	size_t nonly;

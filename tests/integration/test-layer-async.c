@@ -7,6 +7,7 @@
 #include "tests/lib/test.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <event2/event.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -80,6 +81,80 @@ static long long commands_processed(struct test_redis *r)
 	const char *info = test_redis_cmd(r, "INFO stats");
 	const char *p = strstr(info, "total_commands_processed:");
 	return p ? atoll(p + strlen("total_commands_processed:")) : -1;
+}
+
+struct local_sender {
+	struct laurel_layer *l;
+	int n;
+};
+
+static void *local_send_thread(void *arg)
+{
+	struct local_sender *ls = arg;
+	struct laurel_msg *m = laurel_msg_new();
+	for (int i = 0; i < ls->n; i++) {
+		char chan[64];
+		snprintf(chan, sizeof(chan), "iface.local!c%d", i);
+		laurel_msg_set_int(m, "n", i);
+		while (laurel_layer_send(ls->l, chan, m) == LAUREL_FULL)
+			usleep(1000);
+	}
+	laurel_msg_free(m);
+	return NULL;
+}
+
+/* The same client over a shared in-memory layer (the development server). */
+static void test_local(void)
+{
+	const char *mem = "memory://";
+	struct laurel_layer_options o = {.urls = &mem, .nurls = 1};
+	struct laurel_layer *shared = NULL;
+	CHECK_EQ(laurel_layer_new(&shared, &o, NULL, 0), 0);
+	struct layer_async *a = NULL;
+	CHECK_EQ(layer_async_new_shared(&a, base, shared), 0);
+	CHECK_EQ(layer_async_connected(a), 1);
+
+	struct inbox in = {.last_n = -1, .in_order = true, .stop_at = 2000};
+	CHECK_EQ(layer_async_listen(a, "iface.local!", on_message, &in), 0);
+	struct local_sender ls = {.l = shared, .n = 2000};
+	pthread_t t;
+	pthread_create(&t, NULL, local_send_thread, &ls);
+	run_for(5000);
+	pthread_join(t, NULL);
+	CHECK_EQ(in.count, 2000);
+	CHECK(in.in_order);
+
+	struct results res = {.expected = 10};
+	struct laurel_msg *m = laurel_msg_new();
+	for (int i = 0; i < 10; i++) {
+		laurel_msg_set_int(m, "n", i);
+		CHECK_EQ(layer_async_send(a, "local.work", m, on_done, &res), 0);
+	}
+	/* Callbacks never fire inside the call. */
+	CHECK_EQ(res.ok, 0);
+	run_for(1000);
+	CHECK_EQ(res.ok, 10);
+	const char *work[] = {"local.work"};
+	struct laurel_received got[16];
+	size_t n = 0;
+	CHECK_EQ(laurel_layer_receive(shared, work, 1, 0, got, 16, &n), 0);
+	CHECK_EQ(n, 10);
+	for (size_t i = 0; i < n; i++)
+		laurel_received_fini(&got[i]);
+
+	CHECK_EQ(layer_async_announce(a, "iface.local!", 30), 0);
+	char **ifs;
+	size_t nifs;
+	CHECK_EQ(laurel_layer_interfaces(shared, &ifs, &nifs), 0);
+	CHECK_EQ(nifs, 1);
+	laurel_strv_free(ifs);
+
+	struct results canc = {.expected = 1000};
+	CHECK_EQ(layer_async_send(a, "local.work", m, on_done, &canc), 0);
+	layer_async_free(a);
+	CHECK_EQ(canc.canceled, 1);
+	laurel_msg_free(m);
+	laurel_layer_free(shared);
 }
 
 int main(void)
@@ -242,6 +317,7 @@ int main(void)
 	laurel_msg_free(m);
 	laurel_layer_free(l);
 	layer_async_free(a);
+	test_local();
 	event_base_free(base);
 	test_redis_cleanup(&r);
 	return test_done();

@@ -1,0 +1,280 @@
+/* laurel runserver: the development server. One process: the interface's event loop on the main
+ * thread and N worker threads, over the in-memory channel layer (or Redis with --layer, to try a
+ * production-like layout on one machine). */
+#include "tool/runserver.h"
+#include "common/layer.h"
+#include "common/log.h"
+#include "common/options.h"
+#include "common/util.h"
+#include "interface/server.h"
+#include "interface/static.h"
+#include "worker/app.h"
+#include "worker/worker.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef LAUREL_EXAMPLES_BUILD_DIR
+#define LAUREL_EXAMPLES_BUILD_DIR ""
+#endif
+#ifndef LAUREL_EXAMPLES_INSTALL_DIR
+#define LAUREL_EXAMPLES_INSTALL_DIR ""
+#endif
+
+struct config {
+	char *app;
+	char *bind;
+	int port;
+	int workers;
+	struct option_list statics;
+	struct option_list layers;
+	int http_timeout;
+	int verbosity;
+	bool quiet;
+	bool help;
+};
+
+#define C(field) offsetof(struct config, field)
+
+static const struct option opts[] = {
+	{"app", 'a', OPTION_STRING, C(app), 1, 0, "chat", "LAUREL_APP", "APP",
+	 "The application: a shared object (./libmyapp.so) or the name of a bundled example "
+	 "(echo, chat, databinding, httpapi)."},
+	{"bind", 'b', OPTION_STRING, C(bind), 1, 0, "127.0.0.1", NULL, "ADDRESS",
+	 "Address to listen on."},
+	{"port", 'p', OPTION_INT, C(port), 0, 65535, "8000", "PORT", "PORT", "Port to listen on."},
+	{"workers", 'w', OPTION_INT, C(workers), 1, 256, "2", NULL, "N", "Worker threads."},
+	{"static", 0, OPTION_LIST, C(statics), 0, 0, NULL, NULL, "PREFIX=DIR",
+	 "Serve the files under DIR at URL PREFIX (repeat for several). A bundled example's "
+	 "static files are served at /static/ without it."},
+	{"layer", 0, OPTION_URLS, C(layers), 0, 0, "memory://", NULL, "URL",
+	 "The channel layer: memory:// (in this process), or Redis URLs (repeat for shards)."},
+	{"http-timeout", 't', OPTION_INT, C(http_timeout), 1, 86400, "60", NULL, "SECONDS",
+	 "Answer 503 when the application has not responded within this time."},
+	{"verbosity", 'v', OPTION_INT, C(verbosity), 0, 2, "1", NULL, "0|1|2",
+	 "0 warnings and errors, 1 also a line per request and WebSocket event, 2 debug."},
+	{"help", 'h', OPTION_FLAG, C(help), 0, 0, NULL, NULL, NULL, "Show this help."},
+};
+
+static volatile sig_atomic_t stop_workers;
+static struct server *server;
+
+struct worker_thread {
+	pthread_t thread;
+	struct worker *w;
+	bool started;
+};
+
+static void *run_worker(void *arg)
+{
+	struct worker_thread *wt = arg;
+	worker_run(wt->w, &stop_workers);
+	return NULL;
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	log_info("signal %d: stopping", (int)sig);
+	server_drain(server);
+}
+
+/* The path of a bundled example's shared object and static directory, if name is one. */
+static bool find_example(const char *name, char *so, size_t solen, char *statics, size_t stlen)
+{
+	const char *dirs[] = {LAUREL_EXAMPLES_BUILD_DIR, LAUREL_EXAMPLES_INSTALL_DIR};
+	struct stat st;
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+		if (!dirs[i][0])
+			continue;
+		snprintf(so, solen, "%s/%s/lib%s.so", dirs[i], name, name);
+		if (stat(so, &st) == 0) {
+			snprintf(statics, stlen, "%s/%s/static", dirs[i], name);
+			if (stat(statics, &st) != 0) {
+				/* In a build tree the sources hold the static files. */
+				snprintf(statics, stlen, "%s/../../examples/%s/static", dirs[i], name);
+				if (stat(statics, &st) != 0)
+					statics[0] = '\0';
+			}
+			return true;
+		}
+	}
+	return false;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: laurel runserver [OPTION]...\n"
+		   "Runs an application in one process for development: the HTTP/WebSocket interface\n"
+		   "and worker threads over an in-memory channel layer (no Redis needed).\n\n"
+		   "Options:\n");
+	options_print(f, opts, ARRAY_SIZE(opts));
+	fprintf(f, "\nStop it with Ctrl-C (SIGINT) or SIGTERM.\n");
+}
+
+int runserver_main(int argc, char **argv)
+{
+	struct config cfg = {0};
+	char err[512];
+	char **pos = xcalloc((size_t)argc + 1, sizeof(char *));
+	int npos = 0, status = 0;
+	struct app *app = NULL;
+	struct laurel_layer *shared = NULL;
+	struct worker_thread *threads = NULL;
+	struct server_config sc = {0};
+	struct static_mount mounts[16];
+	size_t nmounts = 0;
+	struct event_base *base = NULL;
+
+	log_set_program("laurel runserver");
+	if (options_parse(opts, ARRAY_SIZE(opts), &cfg, argc, argv, pos, &npos, NULL, err,
+			  sizeof(err)) < 0) {
+		fprintf(stderr, "laurel runserver: %s\n", err);
+		status = 2;
+		goto out;
+	}
+	if (cfg.help) {
+		usage(stdout);
+		goto out;
+	}
+	if (npos) {
+		fprintf(stderr, "laurel runserver: unexpected argument \"%s\" (see --help)\n", pos[0]);
+		status = 2;
+		goto out;
+	}
+	log_level = cfg.verbosity == 0 ? LOG_WARN : cfg.verbosity == 1 ? LOG_INFO : LOG_DEBUG;
+
+	char so[1024], example_static[1024] = "";
+	const char *path = cfg.app;
+	if (!strchr(cfg.app, '/') && !strstr(cfg.app, ".so")) {
+		if (!find_example(cfg.app, so, sizeof(so), example_static, sizeof(example_static))) {
+			fprintf(stderr,
+				"laurel runserver: no bundled example called \"%s\" (echo, chat, "
+				"databinding, httpapi) and no such file; give a path like ./libapp.so\n",
+				cfg.app);
+			status = 2;
+			goto out;
+		}
+		path = so;
+	}
+	if (app_load(&app, path, err, sizeof(err)) < 0) {
+		fprintf(stderr, "laurel runserver: %s\n", err);
+		status = 2;
+		goto out;
+	}
+	for (size_t i = 0; i < cfg.statics.n && nmounts < ARRAY_SIZE(mounts); i++) {
+		if (static_mount_parse(&mounts[nmounts], cfg.statics.v[i], err, sizeof(err)) < 0) {
+			fprintf(stderr, "laurel runserver: %s\n", err);
+			status = 2;
+			goto out;
+		}
+		nmounts++;
+	}
+	if (!cfg.statics.n && example_static[0]) {
+		char spec[1100];
+		snprintf(spec, sizeof(spec), "/static/=%s", example_static);
+		if (static_mount_parse(&mounts[nmounts], spec, err, sizeof(err)) == 0)
+			nmounts++;
+	}
+
+	bool memory = strcmp(cfg.layers.v[0], "memory://") == 0;
+	struct laurel_layer_options lo = {.urls = (const char *const *)cfg.layers.v,
+					  .nurls = cfg.layers.n};
+	if (memory && laurel_layer_new(&shared, &lo, err, sizeof(err)) < 0) {
+		fprintf(stderr, "laurel runserver: %s\n", err);
+		status = 2;
+		goto out;
+	}
+
+	/* The interface, with defaults suited to development. */
+	sc.bind = cfg.bind;
+	sc.port = cfg.port;
+	sc.fd = -1;
+	sc.tcp = true;
+	sc.http_timeout = cfg.http_timeout;
+	sc.root_path = "";
+	sc.access_log = cfg.verbosity >= 1 ? "-" : NULL;
+	sc.runserver_log = true;
+	sc.max_connections = 10000;
+	sc.max_uri = 8192;
+	sc.max_header_bytes = 32768;
+	sc.max_headers = 100;
+	sc.max_body = 100 << 20;
+	sc.body_chunk = 512 << 10;
+	sc.header_timeout = 15;
+	sc.drain_timeout = 5;
+	sc.max_output = 16 << 20;
+	sc.websocket_timeout = 86400;
+	sc.websocket_connect_timeout = 5;
+	sc.ping_interval = 20;
+	sc.ping_timeout = 30;
+	sc.ws_max_message = 1 << 20;
+	sc.ws_max_output = 4 << 20;
+	sc.layers = cfg.layers;
+	sc.prefix = "asgi:";
+	sc.expiry = 60;
+	sc.group_expiry = 86400;
+	sc.capacity = 100;
+	sc.statics = mounts;
+	sc.nstatics = nmounts;
+	sc.shared_layer = shared;
+
+	base = event_base_new();
+	if (server_new(&server, base, &sc, err, sizeof(err)) < 0) {
+		fprintf(stderr, "laurel runserver: %s\n", err);
+		status = 1;
+		goto out;
+	}
+
+	threads = xcalloc((size_t)cfg.workers, sizeof(*threads));
+	for (int i = 0; i < cfg.workers; i++) {
+		struct worker_options wo = {.routes = app_routes(app), .shared_layer = shared};
+		wo.layer = lo;
+		if (worker_new(&threads[i].w, &wo, err, sizeof(err)) < 0) {
+			fprintf(stderr, "laurel runserver: %s\n", err);
+			status = 2;
+			goto stop;
+		}
+		threads[i].started =
+			pthread_create(&threads[i].thread, NULL, run_worker, &threads[i]) == 0;
+	}
+	struct event *term = evsignal_new(base, SIGTERM, on_signal, NULL);
+	struct event *intr = evsignal_new(base, SIGINT, on_signal, NULL);
+	evsignal_add(term, NULL);
+	evsignal_add(intr, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	printf("laurel runserver: %s (%s) on http://%s:%d/ with %d worker%s over %s\n",
+	       app_name(app), path, cfg.bind, cfg.port, cfg.workers, cfg.workers == 1 ? "" : "s",
+	       memory ? "the in-memory layer" : cfg.layers.v[0]);
+	printf("Quit with Ctrl-C.\n");
+	fflush(stdout);
+	event_base_dispatch(base);
+	event_free(term);
+	event_free(intr);
+stop:
+	stop_workers = 1;
+	for (int i = 0; threads && i < cfg.workers; i++) {
+		if (threads[i].started)
+			pthread_join(threads[i].thread, NULL);
+		worker_free(threads[i].w);
+	}
+	free(threads);
+out:
+	server_free(server);
+	if (base)
+		event_base_free(base);
+	for (size_t i = 0; i < nmounts; i++)
+		static_mount_fini(&mounts[i]);
+	laurel_layer_free(shared);
+	app_free(app);
+	options_free(opts, ARRAY_SIZE(opts), &cfg);
+	free(pos);
+	return status;
+}
