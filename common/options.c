@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HELP_WIDTH 100
-#define HELP_COLUMN 30
+#define HELP_WIDTH 80
+#define HELP_COLUMN 26
 
 static int failf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -239,51 +239,60 @@ void options_free(const struct option *opts, size_t nopts, void *cfg)
 	}
 }
 
-static void print_wrapped(FILE *f, const char *text, int col)
+void options_wrap(FILE *f, const char *text, int indent, int col)
 {
-	int at = col;
 	const char *p = text;
 	while (*p) {
 		size_t word = strcspn(p, " ");
-		if (at > col && at + (int)word >= HELP_WIDTH) {
-			fprintf(f, "\n%*s", col, "");
-			at = col;
+		if (col > indent && col + 1 + (int)word > HELP_WIDTH) {
+			fprintf(f, "\n%*s", indent, "");
+			col = indent;
+		} else if (col > indent) {
+			fputc(' ', f);
+			col++;
 		}
-		fprintf(f, "%.*s", (int)word, p);
-		at += (int)word;
+		fwrite(p, 1, word, f);
+		col += (int)word;
 		p += word;
-		if (*p == ' ') {
-			if (at + 1 < HELP_WIDTH)
-				fputc(' ', f);
-			at++;
-			p++;
-		}
+		p += strspn(p, " ");
 	}
 	fputc('\n', f);
+}
+
+void options_item(FILE *f, const char *left, const char *text)
+{
+	int col = fprintf(f, "  %s", left);
+	if (col >= HELP_COLUMN - 1) {
+		fprintf(f, "\n%*s", HELP_COLUMN, "");
+		col = HELP_COLUMN;
+	} else {
+		col += fprintf(f, "%*s", HELP_COLUMN - col, "");
+	}
+	/* col == HELP_COLUMN: the first word must not get a separating space. */
+	options_wrap(f, text, HELP_COLUMN, col);
 }
 
 void options_print(FILE *f, const struct option *opts, size_t nopts)
 {
 	for (size_t i = 0; i < nopts; i++) {
 		const struct option *o = &opts[i];
-		char left[96], text[1024];
-		int n = snprintf(left, sizeof(left), "  %s%c%s--%s", o->short_name ? "-" : "   ",
-				 o->short_name ? o->short_name : ' ', o->short_name ? ", " : "",
-				 o->name);
-		if (!o->short_name)
-			n = snprintf(left, sizeof(left), "      --%s", o->name);
-		if (o->metavar)
-			snprintf(left + n, sizeof(left) - (size_t)n, "=%s", o->metavar);
-		snprintf(text, sizeof(text), "%s%s%s%s%s%s%s", o->help, o->def || o->env ? " (" : "",
-			 o->def ? "default: " : "", o->def ? (o->def[0] ? o->def : "\"\"") : "",
-			 o->def && o->env ? "; " : "", o->env ? "env: " : "",
-			 o->env ? o->env : "");
-		if (o->def || o->env)
-			strncat(text, ")", sizeof(text) - strlen(text) - 1);
-		if ((int)strlen(left) >= HELP_COLUMN - 1)
-			fprintf(f, "%s\n%*s", left, HELP_COLUMN, "");
+		char left[80], text[1024];
+		size_t n;
+		if (o->short_name)
+			n = (size_t)snprintf(left, sizeof(left), "-%c, --%s", o->short_name,
+					     o->name);
 		else
-			fprintf(f, "%-*s", HELP_COLUMN, left);
-		print_wrapped(f, text, HELP_COLUMN);
+			n = (size_t)snprintf(left, sizeof(left), "    --%s", o->name);
+		if (o->metavar)
+			snprintf(left + n, sizeof(left) - n, " %s", o->metavar);
+		n = (size_t)snprintf(text, sizeof(text), "%s", o->help);
+		if (o->env)
+			n += (size_t)snprintf(text + n, sizeof(text) - n, " Environment: %s.",
+					      o->env);
+		if (o->def && o->type == OPTION_STRING)
+			snprintf(text + n, sizeof(text) - n, " Default: \"%s\".", o->def);
+		else if (o->def)
+			snprintf(text + n, sizeof(text) - n, " Default: %s.", o->def);
+		options_item(f, left, text);
 	}
 }

@@ -47,7 +47,13 @@ int options_parse(const struct option *opts, size_t nopts, void *cfg, int argc, 
 		  char **pos, int *npos, bool *given, char *err, size_t errlen);
 /* Frees the strings and lists the table's options hold in cfg. */
 void options_free(const struct option *opts, size_t nopts, void *cfg);
-/* Prints the options as help text: "  -p, --port=PORT   help (default: 8000; env: X)". */
+/* Prints the options as help text, one item each ("  -p, --port PORT   help. Default: 8000."),
+ * wrapped to 80 columns. */
 void options_print(FILE *f, const struct option *opts, size_t nopts);
+/* Prints text word-wrapped to 80 columns, every line but the first indented by indent columns;
+ * the first starts at column col. */
+void options_wrap(FILE *f, const char *text, int indent, int col);
+/* Prints "  left" padded to the help column, then text wrapped beside it. */
+void options_item(FILE *f, const char *left, const char *text);
 
 #endif

@@ -17,6 +17,7 @@
 #include "laurel/message.h"
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/options.h"
 #include "common/util.h"
 #include "tool/json.h"
 #include "tool/runserver.h"
@@ -25,8 +26,6 @@
 #define LAUREL_VERSION "0.1.0"
 #endif
 
-#define HELP_WIDTH 80
-#define HELP_COLUMN 26
 /* A message read from stdin ("-") larger than this is refused before parsing. */
 #define STDIN_MAX (64u << 20)
 
@@ -50,13 +49,8 @@ static const char json_help[] =
 	"false "
 	"bools, null nil, arrays lists and objects maps.";
 
-struct strlist {
-	char **v;
-	size_t n;
-};
-
 struct config {
-	struct strlist layers;
+	struct option_list layers;
 	char *prefix;
 	int expiry;
 	int group_expiry;
@@ -67,51 +61,30 @@ struct config {
 	bool version;
 };
 
-enum opt_type {
-	OPT_FLAG,  /* bool, set when given */
-	OPT_COUNT, /* int, +1 each time given */
-	OPT_INT,   /* int in [min, max] */
-	OPT_STRING,
-	OPT_URLS, /* struct strlist; repeatable; a value may hold several, space- or comma-separated
-		   */
-};
-
-struct opt {
-	const char *name;
-	char short_name;
-	enum opt_type type;
-	size_t offset;
-	long min, max;	     /* OPT_INT: range; OPT_STRING: min is the least length */
-	const char *def;     /* parsed like a command-line value when neither flag nor env is set */
-	const char *env;     /* environment variable read when the flag is not given */
-	const char *metavar; /* NULL for flags */
-	const char *help;
-};
-
 #define CFG(field) offsetof(struct config, field)
 #define DAY 86400L
 #define YEAR (365 * DAY)
 
-static const struct opt opts[] = {
-	{"layer", 0, OPT_URLS, CFG(layers), 0, 0, "redis://127.0.0.1:6379", "LAUREL_LAYER", "URL",
+static const struct option opts[] = {
+	{"layer", 0, OPTION_URLS, CFG(layers), 0, 0, "redis://127.0.0.1:6379", "LAUREL_LAYER", "URL",
 	 "Redis server of the layer: redis://[[user]:password@]host[:port][/db] or "
 	 "unix:///path[?db=N]. Repeat it for shards, listed in the same order everywhere."},
-	{"prefix", 0, OPT_STRING, CFG(prefix), 1, 0, "asgi:", NULL, "PREFIX",
+	{"prefix", 0, OPTION_STRING, CFG(prefix), 1, 0, "asgi:", NULL, "PREFIX",
 	 "Prefix of the layer's Redis keys."},
-	{"expiry", 0, OPT_INT, CFG(expiry), 1, YEAR, "60", NULL, "SECONDS",
+	{"expiry", 0, OPTION_INT, CFG(expiry), 1, YEAR, "60", NULL, "SECONDS",
 	 "How long a sent message waits to be read."},
-	{"group-expiry", 0, OPT_INT, CFG(group_expiry), 1, YEAR, "86400", NULL, "SECONDS",
+	{"group-expiry", 0, OPTION_INT, CFG(group_expiry), 1, YEAR, "86400", NULL, "SECONDS",
 	 "How long a group membership lives; older members are dropped."},
-	{"capacity", 0, OPT_INT, CFG(capacity), 1, 1000000000L, "100", NULL, "N",
+	{"capacity", 0, OPTION_INT, CFG(capacity), 1, 1000000000L, "100", NULL, "N",
 	 "Messages a channel holds; a send to a fuller channel fails (exit 1)."},
-	{"dry-run", 'n', OPT_FLAG, CFG(dry_run), 0, 0, NULL, NULL, NULL,
+	{"dry-run", 'n', OPTION_FLAG, CFG(dry_run), 0, 0, NULL, NULL, NULL,
 	 "send, group-send: check the name and the message and print the message as JSON, but "
 	 "send nothing."},
-	{"verbose", 'v', OPT_COUNT, CFG(verbose), 0, 0, NULL, NULL, NULL,
+	{"verbose", 'v', OPTION_COUNT, CFG(verbose), 0, 0, NULL, NULL, NULL,
 	 "Log what happens to stderr; twice for debug detail."},
-	{"help", 'h', OPT_FLAG, CFG(help), 0, 0, NULL, NULL, NULL,
+	{"help", 'h', OPTION_FLAG, CFG(help), 0, 0, NULL, NULL, NULL,
 	 "Show this help, or a command's (laurel COMMAND --help)."},
-	{"version", 0, OPT_FLAG, CFG(version), 0, 0, NULL, NULL, NULL, "Print the version."},
+	{"version", 0, OPTION_FLAG, CFG(version), 0, 0, NULL, NULL, NULL, "Print the version."},
 };
 
 struct tool {
@@ -256,251 +229,34 @@ static const char *quote(const char *s, char *out, size_t size)
 	return out;
 }
 
-static void strlist_push(struct strlist *l, const char *s, size_t len)
-{
-	l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
-	l->v[l->n++] = xstrndup(s, len);
-}
-
-static void strlist_fini(struct strlist *l)
-{
-	for (size_t i = 0; i < l->n; i++)
-		free(l->v[i]);
-	free(l->v);
-	l->v = NULL;
-	l->n = 0;
-}
-
 static void config_fini(struct config *cfg)
 {
-	strlist_fini(&cfg->layers);
-	free(cfg->prefix);
+	options_free(opts, ARRAY_SIZE(opts), cfg);
 }
 
-/* --- Options -------------------------------------------------------------------------------- */
-
-static const struct opt *find_long(const char *name, size_t len)
-{
-	for (size_t i = 0; i < ARRAY_SIZE(opts); i++)
-		if (strlen(opts[i].name) == len && memcmp(opts[i].name, name, len) == 0)
-			return &opts[i];
-	return NULL;
-}
-
-static const struct opt *find_short(char c)
-{
-	for (size_t i = 0; i < ARRAY_SIZE(opts); i++)
-		if (opts[i].short_name && opts[i].short_name == c)
-			return &opts[i];
-	return NULL;
-}
-
-static bool takes_value(const struct opt *o)
-{
-	return o->type != OPT_FLAG && o->type != OPT_COUNT;
-}
-
-/* Applies one value of option o; source names where it came from, for the error message. */
-static int set_option(struct config *cfg, const struct opt *o, const char *val, const char *source)
-{
-	void *field = (char *)cfg + o->offset;
-	char q[128];
-	switch (o->type) {
-	case OPT_FLAG:
-		*(bool *)field = true;
-		return 0;
-	case OPT_COUNT:
-		(*(int *)field)++;
-		return 0;
-	case OPT_INT: {
-		char *end;
-		errno = 0;
-		long v = strtol(val, &end, 10);
-		if (errno || end == val || *end || v < o->min || v > o->max)
-			return fail(EXIT_USAGE, "%s must be a whole number from %ld to %ld, not %s",
-				    source, o->min, o->max, quote(val, q, sizeof(q)));
-		*(int *)field = (int)v;
-		return 0;
-	}
-	case OPT_STRING:
-		if (strlen(val) < (size_t)o->min)
-			return fail(EXIT_USAGE, "%s must not be empty", source);
-		free(*(char **)field);
-		*(char **)field = xstrdup(val);
-		return 0;
-	case OPT_URLS: {
-		struct strlist *l = field;
-		size_t before = l->n;
-		for (const char *p = val; *p;) {
-			size_t skip = strspn(p, " ,\t\n");
-			p += skip;
-			size_t len = strcspn(p, " ,\t\n");
-			if (len)
-				strlist_push(l, p, len);
-			p += len;
-		}
-		if (l->n == before)
-			return fail(EXIT_USAGE, "%s holds no URL", source);
-		return 0;
-	}
-	}
-	return fail(EXIT_USAGE, "%s: unknown option type", source);
-}
-
-/* Parses argv: options anywhere (until "--"), the rest into pos[0..*npos). Then fills every
- * option not given from its environment variable, else its default. Returns 0 or EXIT_USAGE. */
+/* Parses argv into cfg (common/options.h): options anywhere until "--", the rest into pos. */
 static int parse_args(struct config *cfg, int argc, char **argv, char **pos, int *npos)
 {
-	bool given[ARRAY_SIZE(opts)] = {false};
-	bool only_operands = false;
-	char source[64], q[128];
-	*npos = 0;
-	for (int i = 1; i < argc; i++) {
-		char *a = argv[i];
-		if (only_operands || a[0] != '-' || a[1] == '\0') {
-			pos[(*npos)++] = a;
-			continue;
-		}
-		if (strcmp(a, "--") == 0) {
-			only_operands = true;
-			continue;
-		}
-		if (a[1] == '-') {
-			const char *name = a + 2, *eq = strchr(name, '=');
-			size_t len = eq ? (size_t)(eq - name) : strlen(name);
-			const struct opt *o = find_long(name, len);
-			if (!o)
-				return fail(EXIT_USAGE, "unknown option %s (see laurel --help)",
-					    quote(a, q, sizeof(q)));
-			snprintf(source, sizeof(source), "--%s", o->name);
-			const char *val = eq ? eq + 1 : NULL;
-			if (takes_value(o) && !val) {
-				if (i + 1 >= argc)
-					return fail(EXIT_USAGE, "option --%s needs a value (%s)",
-						    o->name, o->metavar);
-				val = argv[++i];
-			} else if (!takes_value(o) && val) {
-				return fail(EXIT_USAGE, "option --%s takes no value", o->name);
-			}
-			if (set_option(cfg, o, val, source))
-				return EXIT_USAGE;
-			given[o - opts] = true;
-			continue;
-		}
-		for (const char *c = a + 1; *c; c++) {
-			const struct opt *o = find_short(*c);
-			if (!o)
-				return fail(EXIT_USAGE, "unknown option -%c (see laurel --help)",
-					    *c);
-			snprintf(source, sizeof(source), "-%c", *c);
-			const char *val = NULL;
-			if (takes_value(o)) {
-				if (c[1])
-					val = c + 1;
-				else if (i + 1 < argc)
-					val = argv[++i];
-				else
-					return fail(EXIT_USAGE, "option -%c needs a value (%s)", *c,
-						    o->metavar);
-			}
-			if (set_option(cfg, o, val, source))
-				return EXIT_USAGE;
-			given[o - opts] = true;
-			if (val)
-				break;
-		}
-	}
-	for (size_t i = 0; i < ARRAY_SIZE(opts); i++) {
-		const struct opt *o = &opts[i];
-		const char *env = o->env ? getenv(o->env) : NULL;
-		if (given[i])
-			continue;
-		if (env && env[strspn(env, " ,\t\n")]) {
-			if (set_option(cfg, o, env, o->env))
-				return EXIT_USAGE;
-		} else if (o->def) {
-			snprintf(source, sizeof(source), "the default of --%s", o->name);
-			if (set_option(cfg, o, o->def, source))
-				return EXIT_USAGE;
-		}
-	}
+	char err[512];
+	if (options_parse(opts, ARRAY_SIZE(opts), cfg, argc, argv, pos, npos, NULL, err,
+			  sizeof(err)) < 0)
+		return fail(EXIT_USAGE, "%s", err);
 	return 0;
 }
 
 /* --- Help ----------------------------------------------------------------------------------- */
 
-/* Prints text word-wrapped to HELP_WIDTH, every line but the first indented by indent columns;
- * the first starts at column col. */
-static void print_wrapped(FILE *f, const char *text, int indent, int col)
-{
-	const char *p = text;
-	while (*p) {
-		size_t word = strcspn(p, " ");
-		if (col > indent && col + 1 + (int)word > HELP_WIDTH) {
-			fprintf(f, "\n%*s", indent, "");
-			col = indent;
-		} else if (col > indent) {
-			fputc(' ', f);
-			col++;
-		}
-		fwrite(p, 1, word, f);
-		col += (int)word;
-		p += word;
-		p += strspn(p, " ");
-	}
-	fputc('\n', f);
-}
-
-/* Prints "  left" padded to HELP_COLUMN, then text wrapped beside it. */
-static void print_item(FILE *f, const char *left, const char *text)
-{
-	int col = fprintf(f, "  %s", left);
-	if (col >= HELP_COLUMN - 1) {
-		fprintf(f, "\n%*s", HELP_COLUMN, "");
-		col = HELP_COLUMN;
-	} else {
-		col += fprintf(f, "%*s", HELP_COLUMN - col, "");
-	}
-	/* col == HELP_COLUMN: the first word must not get a separating space. */
-	print_wrapped(f, text, HELP_COLUMN, col);
-}
-
-static void print_options(FILE *f)
-{
-	fprintf(f, "\nOptions (anywhere on the line; \"--\" ends them):\n");
-	for (size_t i = 0; i < ARRAY_SIZE(opts); i++) {
-		const struct opt *o = &opts[i];
-		char left[64], text[512];
-		size_t n;
-		if (o->short_name)
-			n = (size_t)snprintf(left, sizeof(left), "-%c, --%s", o->short_name,
-					     o->name);
-		else
-			n = (size_t)snprintf(left, sizeof(left), "    --%s", o->name);
-		if (o->metavar)
-			snprintf(left + n, sizeof(left) - n, " %s", o->metavar);
-		n = (size_t)snprintf(text, sizeof(text), "%s", o->help);
-		if (o->env)
-			n += (size_t)snprintf(text + n, sizeof(text) - n, " Environment: %s.",
-					      o->env);
-		if (o->def && o->type == OPT_STRING)
-			snprintf(text + n, sizeof(text) - n, " Default: \"%s\".", o->def);
-		else if (o->def)
-			snprintf(text + n, sizeof(text) - n, " Default: %s.", o->def);
-		print_item(f, left, text);
-	}
-}
-
 static void print_tail(FILE *f)
 {
-	print_options(f);
+	fprintf(f, "\nOptions (anywhere on the line; \"--\" ends them):\n");
+	options_print(f, opts, ARRAY_SIZE(opts));
 	fprintf(f, "\nExit status:\n%s", exit_help);
 }
 
 static void print_help(FILE *f)
 {
 	fprintf(f, "Usage: laurel [OPTIONS] COMMAND [ARGS...]\n\n");
-	print_wrapped(f,
+	options_wrap(f,
 		      "Operates a laurel channel layer: named channels and groups in Redis, in the "
 		      "asgi_redis 1.4 layout.",
 		      0, 0);
@@ -508,10 +264,10 @@ static void print_help(FILE *f)
 	for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
 		char left[64];
 		snprintf(left, sizeof(left), "%s %s", commands[i].name, commands[i].operands);
-		print_item(f, left, commands[i].summary);
+		options_item(f, left, commands[i].summary);
 	}
 	fputc('\n', f);
-	print_wrapped(f, json_help, 0, 0);
+	options_wrap(f, json_help, 0, 0);
 	print_tail(f);
 	fprintf(f, "\nlaurel COMMAND --help shows more about a command. See docs/tool.md.\n");
 }
@@ -519,12 +275,12 @@ static void print_help(FILE *f)
 static void print_command_help(FILE *f, const struct command *c)
 {
 	fprintf(f, "Usage: laurel [OPTIONS] %s %s\n\n", c->name, c->operands);
-	print_wrapped(f, c->summary, 0, 0);
+	options_wrap(f, c->summary, 0, 0);
 	fputc('\n', f);
-	print_wrapped(f, c->details, 0, 0);
+	options_wrap(f, c->details, 0, 0);
 	if (c->run == cmd_send || c->run == cmd_group_send) {
 		fputc('\n', f);
-		print_wrapped(f, json_help, 0, 0);
+		options_wrap(f, json_help, 0, 0);
 	}
 	print_tail(f);
 }
