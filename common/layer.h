@@ -105,6 +105,19 @@ enum script_id { SCRIPT_SEND, SCRIPT_POP, SCRIPT_GROUP_SEND, SCRIPT_FLUSH, SCRIP
 const char *layer_script_source(enum script_id id);
 const char *layer_script_sha(enum script_id id); /* 40 hex digits */
 
+/* The command that sends one message with the send script: EVALSHA, its hash, 6 keys (body,
+ * queue, the channel's and the global messages_count and channel_full_count) and 3 arguments
+ * (payload, expiry, capacity). The strings live in the struct. */
+struct layer_send_command {
+	char body[128], queue[192], chmsgs[224], glmsgs[128], chfull[224], glfull[128];
+	char expiry[16], capacity[16];
+	const char *argv[12];
+	size_t lens[12];
+};
+/* Fills c for channel with payload (borrowed until c is used); hex: 32 random hex digits. */
+void layer_send_command(struct layer_send_command *c, const struct layer_config *cfg,
+			const char *channel, const char *hex, const struct buf *payload);
+
 /* Applies defaults to opts and validates them. Returns 0, or -EINVAL with a message in err. */
 int layer_config_init(struct layer_config *cfg, const struct laurel_layer_options *opts, char *err,
 		      size_t errlen);

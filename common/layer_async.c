@@ -365,19 +365,16 @@ static void deferred_fire(evutil_socket_t fd, short what, void *arg)
 	free(d);
 }
 
-static int local_send(struct layer_async *a, const char *channel, const struct laurel_msg *msg,
-		      layer_async_done_cb cb, void *arg)
+/* Fires cb(status, arg) from the loop, soon: callbacks never run inside the call. */
+static void defer(struct layer_async *a, layer_async_done_cb cb, void *arg, int status)
 {
-	int rc = laurel_layer_send(a->shared, channel, msg);
-	if (rc < 0 && rc != -ENOTCONN && rc != -EPROTO)
-		return rc; /* refused before anything happened: no callback */
 	if (!cb)
-		return 0;
+		return;
 	struct deferred *d = xcalloc(1, sizeof(*d));
 	d->a = a;
 	d->cb = cb;
 	d->arg = arg;
-	d->status = rc;
+	d->status = status;
 	d->ev = evtimer_new(a->base, deferred_fire, d);
 	d->next = a->deferred;
 	if (a->deferred)
@@ -385,6 +382,15 @@ static int local_send(struct layer_async *a, const char *channel, const struct l
 	a->deferred = d;
 	struct timeval now = {0, 0};
 	evtimer_add(d->ev, &now);
+}
+
+static int local_send(struct layer_async *a, const char *channel, const struct laurel_msg *msg,
+		      layer_async_done_cb cb, void *arg)
+{
+	int rc = laurel_layer_send(a->shared, channel, msg);
+	if (rc < 0 && rc != -ENOTCONN && rc != -EPROTO)
+		return rc; /* refused before anything happened: no callback */
+	defer(a, cb, arg, rc);
 	return 0;
 }
 
@@ -489,26 +495,11 @@ int layer_async_send(struct layer_async *a, const char *channel, const struct la
 	}
 	size_t home = layer_channel_home(a->nshards, channel);
 	size_t sh = home != SIZE_MAX ? home : a->rr++ % a->nshards;
-	size_t qlen = layer_queue_len(channel);
-	char body[128], queue[192], chmsgs[224], glmsgs[128], chfull[224], glfull[128];
-	char hex[32], expiry[16], capacity[16];
+	char hex[32];
+	struct layer_send_command cmd;
 	util_rng_hex(&a->rng, hex, 32);
-	snprintf(body, sizeof(body), "%s%.32s", cfg->prefix, hex);
-	snprintf(queue, sizeof(queue), "%s%.*s", cfg->prefix, (int)qlen, channel);
-	snprintf(chmsgs, sizeof(chmsgs), "%s%.*s:messages_count", cfg->stats_prefix, (int)qlen,
-		 channel);
-	snprintf(chfull, sizeof(chfull), "%s%.*s:channel_full_count", cfg->stats_prefix, (int)qlen,
-		 channel);
-	snprintf(glmsgs, sizeof(glmsgs), "%s#global#:messages_count", cfg->stats_prefix);
-	snprintf(glfull, sizeof(glfull), "%s#global#:channel_full_count", cfg->stats_prefix);
-	snprintf(expiry, sizeof(expiry), "%d", cfg->expiry);
-	snprintf(capacity, sizeof(capacity), "%d", layer_capacity_for(cfg, channel));
-	const char *argv[12] = {"EVALSHA", layer_script_sha(SCRIPT_SEND), "6", body, queue,
-				chmsgs, glmsgs, chfull, glfull, payload.data, expiry, capacity};
-	size_t lens[12];
-	for (int i = 0; i < 12; i++)
-		lens[i] = i == 9 ? payload.len : strlen(argv[i]);
-	rc = submit_argv(a, sh, 12, argv, lens, cb, arg);
+	layer_send_command(&cmd, cfg, channel, hex, &payload);
+	rc = submit_argv(a, sh, 12, cmd.argv, cmd.lens, cb, arg);
 	buf_fini(&payload);
 	return rc;
 }
@@ -645,19 +636,7 @@ static int registry_command(struct layer_async *a, const char *prefix, const cha
 						    : laurel_layer_withdraw(a->shared, prefix);
 		if (rc < 0)
 			return rc;
-		if (!cb)
-			return 0;
-		struct deferred *d = xcalloc(1, sizeof(*d));
-		d->a = a;
-		d->cb = cb;
-		d->arg = arg;
-		d->ev = evtimer_new(a->base, deferred_fire, d);
-		d->next = a->deferred;
-		if (a->deferred)
-			a->deferred->prev = d;
-		a->deferred = d;
-		struct timeval now = {0, 0};
-		evtimer_add(d->ev, &now);
+		defer(a, cb, arg, 0);
 		return 0;
 	}
 	size_t sh = layer_shard_of(a->nshards, prefix, strlen(prefix));

@@ -554,6 +554,29 @@ static redisReply *shard_script(struct redis_layer *L, struct shard *s, int *rc,
 	return r;
 }
 
+void layer_send_command(struct layer_send_command *c, const struct layer_config *cfg,
+			const char *channel, const char *hex, const struct buf *payload)
+{
+	size_t qlen = layer_queue_len(channel);
+	snprintf(c->body, sizeof(c->body), "%s%.32s", cfg->prefix, hex);
+	snprintf(c->queue, sizeof(c->queue), "%s%.*s", cfg->prefix, (int)qlen, channel);
+	snprintf(c->chmsgs, sizeof(c->chmsgs), "%s%.*s:messages_count", cfg->stats_prefix,
+		 (int)qlen, channel);
+	snprintf(c->chfull, sizeof(c->chfull), "%s%.*s:channel_full_count", cfg->stats_prefix,
+		 (int)qlen, channel);
+	snprintf(c->glmsgs, sizeof(c->glmsgs), "%s#global#:messages_count", cfg->stats_prefix);
+	snprintf(c->glfull, sizeof(c->glfull), "%s#global#:channel_full_count", cfg->stats_prefix);
+	snprintf(c->expiry, sizeof(c->expiry), "%d", cfg->expiry);
+	snprintf(c->capacity, sizeof(c->capacity), "%d", layer_capacity_for(cfg, channel));
+	const char *argv[12] = {"EVALSHA", layer_script_sha(SCRIPT_SEND), "6", c->body, c->queue,
+				c->chmsgs, c->glmsgs, c->chfull, c->glfull, payload->data,
+				c->expiry, c->capacity};
+	for (int i = 0; i < 12; i++) {
+		c->argv[i] = argv[i];
+		c->lens[i] = i == 9 ? payload->len : strlen(argv[i]);
+	}
+}
+
 /* --- Placement ------------------------------------------------------------------------------- */
 
 static size_t shard_of(const struct redis_layer *L, const char *name, size_t len)
@@ -587,27 +610,12 @@ static int redis_send(struct laurel_layer *base, const char *channel, const stru
 		buf_fini(&payload);
 		return rc;
 	}
-	size_t qlen = layer_queue_len(channel);
-	char body[128], queue[192], chmsgs[224], glmsgs[128], chfull[224], glfull[128];
-	char hex[32], expiry[16], capacity[16];
+	char hex[32];
+	struct layer_send_command cmd;
 	util_rng_hex(&L->rng, hex, 32);
-	snprintf(body, sizeof(body), "%s%.32s", cfg->prefix, hex);
-	snprintf(queue, sizeof(queue), "%s%.*s", cfg->prefix, (int)qlen, channel);
-	snprintf(chmsgs, sizeof(chmsgs), "%s%.*s:messages_count", cfg->stats_prefix, (int)qlen,
-		 channel);
-	snprintf(chfull, sizeof(chfull), "%s%.*s:channel_full_count", cfg->stats_prefix, (int)qlen,
-		 channel);
-	snprintf(glmsgs, sizeof(glmsgs), "%s#global#:messages_count", cfg->stats_prefix);
-	snprintf(glfull, sizeof(glfull), "%s#global#:channel_full_count", cfg->stats_prefix);
-	snprintf(expiry, sizeof(expiry), "%d", cfg->expiry);
-	snprintf(capacity, sizeof(capacity), "%d", layer_capacity_for(cfg, channel));
-	const char *argv[12] = {NULL, NULL, NULL, body, queue, chmsgs, glmsgs, chfull, glfull,
-				payload.data, expiry, capacity};
-	size_t lens[12];
-	for (int i = 3; i < 12; i++)
-		lens[i] = i == 9 ? payload.len : strlen(argv[i]);
+	layer_send_command(&cmd, cfg, channel, hex, &payload);
 	struct shard *s = &L->shards[send_shard(L, channel)];
-	redisReply *r = shard_script(L, s, &rc, SCRIPT_SEND, 6, 12, argv, lens);
+	redisReply *r = shard_script(L, s, &rc, SCRIPT_SEND, 6, 12, cmd.argv, cmd.lens);
 	buf_fini(&payload);
 	if (!r)
 		return rc;
