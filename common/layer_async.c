@@ -709,6 +709,40 @@ static void command_up(struct conn *c)
 	}
 }
 
+struct barrier {
+	layer_async_done_cb cb;
+	void *arg;
+	size_t waiting;
+	bool canceled;
+};
+
+static void barrier_step(int status, void *arg)
+{
+	struct barrier *b = arg;
+	if (status == -ECANCELED)
+		b->canceled = true;
+	if (--b->waiting == 0) {
+		b->cb(b->canceled ? -ECANCELED : 0, b->arg);
+		free(b);
+	}
+}
+
+void layer_async_barrier(struct layer_async *a, layer_async_done_cb cb, void *arg)
+{
+	struct barrier *b = xcalloc(1, sizeof(*b));
+	b->cb = cb;
+	b->arg = arg;
+	b->waiting = 1; /* this call's own step, so cb never runs inside it */
+	for (size_t i = 0; i < a->nshards; i++) {
+		const char *argv[1] = {"PING"};
+		size_t lens[1] = {4};
+		b->waiting++;
+		if (submit_argv(a, i, 1, argv, lens, barrier_step, b) < 0)
+			b->waiting--;
+	}
+	defer(a, barrier_step, b, 0);
+}
+
 size_t layer_async_connected(const struct layer_async *a)
 {
 	if (a->shared)

@@ -64,6 +64,10 @@ int layer_async_announce(struct layer_async *a, const char *prefix, int ttl_s);
 int layer_async_withdraw(struct layer_async *a, const char *prefix, layer_async_done_cb cb,
 			 void *arg);
 
+/* Calls cb once every command sent before this call has been answered (or failed): a barrier
+ * for a clean shutdown. cb gets 0, or -ECANCELED at layer_async_free. */
+void layer_async_barrier(struct layer_async *a, layer_async_done_cb cb, void *arg);
+
 /* The number of shards that are connected now, for health reporting. */
 size_t layer_async_connected(const struct layer_async *a);
 

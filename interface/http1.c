@@ -110,6 +110,14 @@ static int on_header_value_complete(llhttp_t *llh)
 		p->capheaders = p->capheaders ? p->capheaders * 2 : 16;
 		p->req.headers = xrealloc(p->req.headers, p->capheaders * sizeof(*p->req.headers));
 	}
+	/* RFC 9112 §5.1: a field name is a token, with nothing between it and the colon. */
+	if (p->name.len == 0)
+		return fail(p, 400, "empty header name");
+	for (size_t i = 0; i < p->name.len; i++) {
+		unsigned char ch = (unsigned char)p->name.data[i];
+		if (ch <= 0x20 || ch >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", ch))
+			return fail(p, 400, "bad header name");
+	}
 	struct http1_header *h = &p->req.headers[p->req.nheaders++];
 	for (size_t i = 0; i < p->name.len; i++)
 		p->name.data[i] = (char)tolower((unsigned char)p->name.data[i]);
@@ -194,6 +202,7 @@ static int on_headers_complete(llhttp_t *llh)
 		return fail(p, 413, "body too large");
 	if (r->version_major != 1)
 		return fail(p, 505, "unsupported HTTP version");
+
 	if (p->cb->on_head) {
 		int status = p->cb->on_head(p->owner, r);
 		if (status)
@@ -213,6 +222,16 @@ static int on_body(llhttp_t *llh, const char *at, size_t len)
 		if (status)
 			return fail(p, status, "refused");
 	}
+	return 0;
+}
+
+/* A chunk announcing more than the body may still hold is refused before it is read. */
+static int on_chunk_header(llhttp_t *llh)
+{
+	struct http1_parser *p = of(llh);
+	if (llh->content_length > p->limits->max_body ||
+	    p->body_bytes + llh->content_length > p->limits->max_body)
+		return fail(p, 413, "body too large");
 	return 0;
 }
 
@@ -236,6 +255,7 @@ static const llhttp_settings_t settings = {
 	.on_header_value_complete = on_header_value_complete,
 	.on_headers_complete = on_headers_complete,
 	.on_body = on_body,
+	.on_chunk_header = on_chunk_header,
 	.on_message_complete = on_message_complete,
 };
 
@@ -276,12 +296,20 @@ ssize_t http1_feed(struct http1_parser *p, const char *data, size_t len, int *st
 		return -1;
 	}
 	llhttp_errno_t err = llhttp_execute(&p->llh, data, len);
+	/* After a request with an Upgrade the owner did not take (it answered it as plain HTTP),
+	 * llhttp stops at the next bytes: go on parsing them as the next request. */
+	while (err == HPE_PAUSED_UPGRADE && !p->done) {
+		const char *pos = llhttp_get_error_pos(&p->llh);
+		size_t off = pos && pos >= data && pos <= data + len ? (size_t)(pos - data) : 0;
+		llhttp_resume_after_upgrade(&p->llh);
+		err = llhttp_execute(&p->llh, data + off, len - off);
+	}
 	if (err == HPE_OK)
 		return (ssize_t)len;
 	if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
 		p->upgraded = err == HPE_PAUSED_UPGRADE;
 		const char *pos = llhttp_get_error_pos(&p->llh);
-		return pos && pos >= data && pos <= data + len ? pos - data : (ssize_t)len;
+		return pos && pos >= data && pos <= data + len ? pos - data : 0;
 	}
 	if (!p->status) {
 		snprintf(p->error, sizeof(p->error), "%s: %s", llhttp_errno_name(err),

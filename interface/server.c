@@ -39,7 +39,8 @@ struct request {
 	char reply_channel[LAUREL_NAME_MAX + 1];
 	struct laurel_msg *msg; /* the http.request, until it is sent */
 	char *target;		/* the raw request target, for the access log */
-	char *path;		/* decoded, for http.disconnect */
+	char *path;		/* decoded, for http.disconnect (may hold a NUL: see pathlen) */
+	size_t pathlen;
 	char method[24];
 	bool head;
 	int version_minor;
@@ -50,6 +51,8 @@ struct request {
 	char body_channel[LAUREL_NAME_MAX + 1];
 	int chunks_in_flight;
 	bool sent; /* http.request handed to the layer */
+	bool body_done;	  /* the last body chunk was sent */
+	bool body_closed; /* {closed: true} was sent on the body channel */
 	bool websocket; /* an upgrade: the request lives as long as the WebSocket */
 	bool local;	/* answered by the interface itself (static files) */
 	char *if_modified_since;
@@ -85,6 +88,7 @@ struct conn {
 	int64_t order;
 	int64_t opened_ms, last_recv_ms, ping_sent_ms, close_sent_ms;
 	bool disconnected; /* websocket.disconnect sent */
+	int receives_in_flight; /* websocket.receive sends not yet answered by the layer */
 	struct conn *prev, *next;
 };
 
@@ -111,6 +115,7 @@ struct server {
 	size_t nslots, nslotbuckets;
 	FILE *access;
 	bool draining;
+	bool drained;
 	struct event *drain_timer;
 	char date[64];
 	time_t date_at;
@@ -405,6 +410,19 @@ static int send_chunk(struct conn *c, const char *data, size_t len, bool more)
 	return 0;
 }
 
+/* The application is reading a body channel that will get no more chunks. */
+static void send_body_closed(struct conn *c)
+{
+	struct request *r = c->req;
+	if (!r->streaming || !r->sent || r->body_closed)
+		return;
+	r->body_closed = true;
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_bool(m, "closed", true);
+	layer_async_send(c->srv->layer, r->body_channel, m, NULL, NULL);
+	laurel_msg_free(m);
+}
+
 static void send_disconnect(struct conn *c)
 {
 	struct request *r = c->req;
@@ -412,7 +430,7 @@ static void send_disconnect(struct conn *c)
 		return;
 	struct laurel_msg *m = laurel_msg_new();
 	laurel_msg_set_text(m, "reply_channel", r->reply_channel);
-	laurel_msg_set_text(m, "path", r->path ? r->path : "");
+	laurel_msg_set_textn(m, "path", r->path ? r->path : "", r->pathlen);
 	/* A full or unreachable http.disconnect is not worth failing anything over. */
 	layer_async_send(c->srv->layer, "http.disconnect", m, NULL, NULL);
 	laurel_msg_free(m);
@@ -531,6 +549,14 @@ static int on_head(void *owner, struct http1_request *h)
 	for (size_t i = 0; i < tlen; i++)
 		if ((unsigned char)t[i] >= 0x80 || (unsigned char)t[i] <= 0x20)
 			return 400;
+	if (h->version_minor >= 1) {
+		/* RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request. */
+		size_t hosts = 0;
+		for (size_t i = 0; i < h->nheaders; i++)
+			hosts += strcmp(h->headers[i].name, "host") == 0;
+		if (hosts != 1)
+			return 400;
+	}
 	/* origin-form, or absolute-form (http://host/path) from a proxy */
 	const char *path = t;
 	size_t scheme_len = tlen >= 7 && strncasecmp(t, "http://", 7) == 0	? 7
@@ -572,7 +598,10 @@ static int on_head(void *owner, struct http1_request *h)
 			 (unsigned long long)r->id);
 	(void)wrote;
 	r->target = xstrndup(t, tlen);
-	r->path = xstrndup(decoded.data ? decoded.data : "", decoded.len);
+	r->path = xmalloc(decoded.len + 1);
+	memcpy(r->path, decoded.data ? decoded.data : "", decoded.len);
+	r->path[decoded.len] = '\0';
+	r->pathlen = decoded.len;
 	snprintf(r->method, sizeof(r->method), "%s", h->method);
 	r->head = h->head;
 	r->start_ms = util_now_ms();
@@ -681,7 +710,8 @@ static int on_complete(void *owner)
 		return 0;
 	}
 	if (r->streaming) {
-		send_chunk(c, r->body.data ? r->body.data : "", r->body.len, false);
+		if (send_chunk(c, r->body.data ? r->body.data : "", r->body.len, false) == 0)
+			r->body_done = true;
 		buf_reset(&r->body);
 		return 0;
 	}
@@ -872,7 +902,7 @@ static void ws_disconnect(struct conn *c, int code)
 	struct laurel_msg *m = laurel_msg_new();
 	laurel_msg_set_text(m, "reply_channel", r->reply_channel);
 	laurel_msg_set_int(m, "code", code);
-	laurel_msg_set_text(m, "path", r->path ? r->path : "");
+	laurel_msg_set_textn(m, "path", r->path ? r->path : "", r->pathlen);
 	laurel_msg_set_int(m, "order", c->order + 1);
 	if (layer_async_send(c->srv->layer, "websocket.disconnect", m, NULL, NULL) < 0)
 		log_warn("conn %llu: websocket.disconnect for %s not sent: %s",
@@ -881,12 +911,19 @@ static void ws_disconnect(struct conn *c, int code)
 	access_log(c, "WSDISCONNECT", r->path, 0, 0);
 }
 
+#define WS_RECEIVE_BACKLOG 16 /* websocket.receive in flight before reading from the client pauses */
+
 static void on_receive_sent(int status, void *arg)
 {
 	struct send_ctx *ctx = arg;
 	struct conn *c = live(ctx->srv, id_arg(ctx->id));
 	free(ctx);
-	if (!c || status == 0 || status == -ECANCELED || !c->ws)
+	if (!c)
+		return;
+	/* Inbound backpressure: a client that sends faster than the layer takes is not read. */
+	if (--c->receives_in_flight < WS_RECEIVE_BACKLOG && c->mode == MODE_WS_OPEN && !c->closing)
+		pause_reading(c, false);
+	if (status == 0 || status == -ECANCELED || !c->ws)
 		return;
 	log_warn("conn %llu: websocket.receive %s; closing %s", (unsigned long long)c->id,
 		 status == LAUREL_FULL ? "is full" : "could not be sent", c->req->reply_channel);
@@ -899,9 +936,11 @@ static void ws_on_message(void *owner, bool text, const uint8_t *data, size_t le
 {
 	struct conn *c = owner;
 	struct request *r = c->req;
+	if (ws_close_sent(c->ws))
+		return; /* RFC 6455 §5.5.1: after our close, data from the client is discarded */
 	struct laurel_msg *m = laurel_msg_new();
 	laurel_msg_set_text(m, "reply_channel", r->reply_channel);
-	laurel_msg_set_text(m, "path", r->path ? r->path : "");
+	laurel_msg_set_textn(m, "path", r->path ? r->path : "", r->pathlen);
 	laurel_msg_set_int(m, "order", ++c->order);
 	if (text)
 		laurel_msg_set_textn(m, "text", (const char *)data, len);
@@ -909,6 +948,8 @@ static void ws_on_message(void *owner, bool text, const uint8_t *data, size_t le
 		laurel_msg_set_bytes(m, "bytes", data, len);
 	int rc = send_on(c, "websocket.receive", m, on_receive_sent);
 	laurel_msg_free(m);
+	if (rc == 0 && ++c->receives_in_flight >= WS_RECEIVE_BACKLOG)
+		pause_reading(c, true);
 	if (rc < 0) {
 		log_warn("conn %llu: websocket.receive not sent: %s", (unsigned long long)c->id,
 			 laurel_layer_error(NULL));
@@ -937,18 +978,22 @@ static const struct ws_callbacks ws_callbacks = {
 	.write = ws_write,
 };
 
-/* After writing to a WebSocket: a client that does not keep up is closed, not buffered for. */
-static void ws_check_output(struct conn *c)
+/* Before writing to a WebSocket: a client that has not read what it was already sent, beyond
+ * --ws-max-output, is closed instead of being buffered for. Returns false if it was closed. */
+static bool ws_check_output(struct conn *c)
 {
 	size_t n = evbuffer_get_length(bufferevent_get_output(c->bev));
-	if (n <= c->srv->cfg->ws_max_output || c->closing)
-		return;
+	if (c->closing)
+		return false;
+	if (n <= c->srv->cfg->ws_max_output)
+		return true;
 	log_warn("conn %llu: WebSocket client reads too slowly (%zu bytes waiting); closing (1013)",
 		 (unsigned long long)c->id, n);
 	ws_close(c->ws, 1013);
 	c->close_sent_ms = ms_now();
 	c->closing = true;
 	ws_arm(c);
+	return false;
 }
 
 /* The next time the keep-alive timer must look at the connection. */
@@ -1115,6 +1160,8 @@ static void ws_reply(struct conn *c, const struct laurel_msg *m)
 	}
 	if (c->mode != MODE_WS_OPEN || c->closing)
 		return;
+	if ((text || bytes) && !ws_check_output(c))
+		return;
 	if (text)
 		ws_send(c->ws, true, text->u.s.ptr, text->u.s.len);
 	else if (bytes)
@@ -1124,7 +1171,6 @@ static void ws_reply(struct conn *c, const struct laurel_msg *m)
 		c->close_sent_ms = ms_now();
 		ws_arm(c);
 	}
-	ws_check_output(c);
 }
 
 /* --- Replies --------------------------------------------------------------------------------- */
@@ -1193,8 +1239,8 @@ static void on_reply(struct laurel_received *rcv, void *arg)
 	for (size_t i = 0; i < rcv->nrecipients; i++) {
 		struct conn *c = live(s, id_arg(local_id(rcv->recipients[i])));
 		if (simple && c && c->mode == MODE_WS_OPEN && !c->closing) {
-			ws_send_framed(c->ws, frame.data, frame.len);
-			ws_check_output(c);
+			if (ws_check_output(c))
+				ws_send_framed(c->ws, frame.data, frame.len);
 		} else {
 			on_reply_for(s, rcv->recipients[i], rcv->msg);
 		}
@@ -1218,6 +1264,8 @@ static void request_finish(struct conn *c)
 	} else {
 		if (r->status)
 			access_log(c, r->method, r->target, r->status, r->bytes);
+		if (!r->body_done)
+			send_body_closed(c);
 		send_disconnect(c);
 	}
 	slot_del(s, r->id);
@@ -1249,6 +1297,21 @@ static void request_finish(struct conn *c)
 
 /* --- Connections ----------------------------------------------------------------------------- */
 
+static void on_flushed(int status, void *arg)
+{
+	struct server *s = arg;
+	event_base_loopexit(s->base, NULL);
+}
+
+/* The last connection is gone: leave once the messages about them (disconnects) are out. */
+static void drained(struct server *s)
+{
+	if (s->drained)
+		return;
+	s->drained = true;
+	layer_async_barrier(s->layer, on_flushed, s);
+}
+
 static void conn_close(struct conn *c)
 {
 	struct server *s = c->srv;
@@ -1260,12 +1323,8 @@ static void conn_close(struct conn *c)
 			slot_del(s, r->id);
 		} else if (!r->finished) {
 			/* The client went away: the application hears of it. */
-			if (r->streaming && r->sent) {
-				struct laurel_msg *m = laurel_msg_new();
-				laurel_msg_set_bool(m, "closed", true);
-				layer_async_send(s->layer, r->body_channel, m, NULL, NULL);
-				laurel_msg_free(m);
-			}
+			if (!r->body_done)
+				send_body_closed(c);
 			r->keep_alive = false;
 			r->finished = true;
 			send_disconnect(c);
@@ -1292,7 +1351,7 @@ static void conn_close(struct conn *c)
 	bufferevent_free(c->bev);
 	free(c);
 	if (s->draining && s->nconns == 0)
-		event_base_loopexit(s->base, NULL);
+		drained(s);
 }
 
 static void ws_read(struct conn *c)
@@ -1322,7 +1381,6 @@ static void ws_read(struct conn *c)
 		c->close_sent_ms = ms_now();
 		ws_arm(c);
 	}
-	ws_check_output(c);
 }
 
 static void conn_read(struct bufferevent *bev, void *arg)
@@ -1342,8 +1400,6 @@ static void conn_read(struct bufferevent *bev, void *arg)
 		bool stop = false;
 		for (int i = 0; i < n && !stop; i++) {
 			int status = 0;
-			if (!http1_busy(c->parser) && !c->req)
-				set_timer(c, c->srv->cfg->header_timeout);
 			ssize_t k = http1_feed(c->parser, v[i].iov_base, v[i].iov_len, &status);
 			if (k < 0) {
 				log_info("conn %llu: bad request (%d): %s", (unsigned long long)c->id,
@@ -1642,8 +1698,13 @@ void server_drain(struct server *s)
 	if (s->draining)
 		return;
 	s->draining = true;
+	/* Closed, not paused: new connections are refused at once (or go to another process on
+	 * the same port) instead of waiting in the kernel's queue. */
 	for (size_t i = 0; i < s->nlisteners; i++)
-		evconnlistener_disable(s->listeners[i]);
+		evconnlistener_free(s->listeners[i]);
+	s->nlisteners = 0;
+	if (s->cfg->unix_socket)
+		unlink(s->cfg->unix_socket);
 	log_info("draining: %zu connections open", s->nconns);
 	layer_async_withdraw(s->layer, s->prefix, NULL, NULL);
 	struct conn *c = s->conns, *next;
@@ -1662,7 +1723,7 @@ void server_drain(struct server *s)
 		}
 	}
 	if (s->nconns == 0) {
-		event_base_loopexit(s->base, NULL);
+		drained(s);
 		return;
 	}
 	s->drain_timer = evtimer_new(s->base, drain_timeout, s);

@@ -11,7 +11,13 @@ struct ws {
 	void *owner;
 	const uint8_t *in; /* the bytes ws_feed is reading */
 	size_t inlen;
-	bool failed; /* the reader hit a fatal error */
+	bool failed;	     /* the reader hit a fatal error */
+	bool protocol_error; /* a close frame with a bad payload was received */
+	int forced_code;     /* the close code we sent ourselves, bypassing wslay */
+	/* Frame boundaries, so a control frame reaches wslay whole (wslay checks a close
+	 * frame's reason per read, and a reason split across reads fails its UTF-8 check). */
+	struct buf pending;  /* bytes held back: the start of a control frame */
+	uint64_t skip;	     /* payload bytes of the current data frame still to pass */
 };
 
 static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
@@ -77,8 +83,8 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
 		int code = arg->status_code;
 		bool bad = arg->msg_length == 1 || (arg->msg_length >= 2 && !valid_close_code(code)) ||
 			   (arg->msg_length > 2 && !ws_valid_utf8(arg->msg + 2, arg->msg_length - 2));
-		if (bad && !wslay_event_get_close_sent(ctx))
-			wslay_event_queue_close(ctx, WSLAY_CODE_PROTOCOL_ERROR, NULL, 0);
+		if (bad)
+			w->protocol_error = true;
 	}
 }
 
@@ -94,6 +100,7 @@ struct ws *ws_new(size_t max_message, const struct ws_callbacks *cb, void *owner
 	struct ws *w = xcalloc(1, sizeof(*w));
 	w->cb = cb;
 	w->owner = owner;
+	buf_init(&w->pending);
 	if (wslay_event_context_server_init(&w->ctx, &callbacks, w) != 0) {
 		free(w);
 		return NULL;
@@ -107,25 +114,129 @@ void ws_free(struct ws *w)
 	if (!w)
 		return;
 	wslay_event_context_free(w->ctx);
+	buf_fini(&w->pending);
 	free(w);
 }
 
 static void flush(struct ws *w)
 {
-	if (wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx) != 0)
+	if (!w->failed && wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx) != 0)
 		w->failed = true;
+}
+
+/* Fails the connection with 1002, written here: for frame-level errors wslay queues a close
+ * without a status code, which is not what RFC 6455 asks for. */
+static void fail_protocol(struct ws *w)
+{
+	if (!wslay_event_get_close_sent(w->ctx) && !w->forced_code) {
+		static const uint8_t frame[4] = {0x88, 2, 0x03, 0xEA};
+		w->cb->write(w->owner, frame, sizeof(frame));
+		w->forced_code = WSLAY_CODE_PROTOCOL_ERROR;
+	}
+	w->failed = true;
+	wslay_event_shutdown_read(w->ctx);
+}
+
+static int feed_wslay(struct ws *w, const uint8_t *data, size_t len)
+{
+	w->in = data;
+	w->inlen = len;
+	int rc = wslay_event_get_read_enabled(w->ctx) ? wslay_event_recv(w->ctx) : 0;
+	w->in = NULL;
+	w->inlen = 0;
+	if (rc != 0 || w->protocol_error) {
+		fail_protocol(w);
+		return -1;
+	}
+	return 0;
+}
+
+/* The length of the frame header at p (n bytes available), or 0 if incomplete; sets *payload. */
+static size_t frame_header(const uint8_t *p, size_t n, uint64_t *payload)
+{
+	if (n < 2)
+		return 0;
+	size_t h = 2 + ((p[1] & 0x80) ? 4 : 0);
+	uint64_t len = p[1] & 0x7f;
+	size_t ext = len == 126 ? 2 : len == 127 ? 8 : 0;
+	if (n < h + ext)
+		return 0;
+	if (ext) {
+		len = 0;
+		for (size_t i = 0; i < ext; i++)
+			len = (len << 8) | p[2 + i];
+	}
+	*payload = len;
+	return h + ext;
+}
+
+/* Feeds whole frames from p[0..avail) and returns how many bytes were used; stops at an
+ * incomplete header or control frame, and after the start of a data frame (w->skip is then the
+ * rest of its payload, passed through as it arrives). */
+static size_t feed_frames(struct ws *w, const uint8_t *p, size_t avail)
+{
+	size_t used = 0;
+	while (used < avail && !w->failed) {
+		uint64_t payload = 0;
+		size_t hl = frame_header(p + used, avail - used, &payload);
+		if (!hl)
+			break;
+		if (p[used] & 0x08) {
+			/* A control frame goes to wslay whole. */
+			if (payload > 125) {
+				fail_protocol(w);
+				break;
+			}
+			if (avail - used < hl + payload)
+				break;
+			if (feed_wslay(w, p + used, hl + (size_t)payload) < 0)
+				break;
+			used += hl + (size_t)payload;
+			continue;
+		}
+		size_t have = avail - used - hl;
+		size_t n = have < payload ? have : (size_t)payload;
+		if (feed_wslay(w, p + used, hl + n) < 0)
+			break;
+		used += hl + n;
+		if (n < payload) {
+			w->skip = payload - n;
+			break;
+		}
+	}
+	return used;
 }
 
 int ws_feed(struct ws *w, const uint8_t *data, size_t len)
 {
-	if (w->failed)
-		return -1;
-	w->in = data;
-	w->inlen = len;
-	if (wslay_event_get_read_enabled(w->ctx) && wslay_event_recv(w->ctx) != 0)
-		w->failed = true;
-	w->in = NULL;
-	w->inlen = 0;
+	while (len > 0 && !w->failed) {
+		if (w->skip) {
+			/* Inside a data frame: pass it through as it comes. */
+			size_t n = len < w->skip ? len : (size_t)w->skip;
+			if (feed_wslay(w, data, n) < 0)
+				break;
+			w->skip -= n;
+			data += n;
+			len -= n;
+			continue;
+		}
+		if (w->pending.len) {
+			/* Complete the header or control frame held back last time; what is still
+			 * incomplete stays held. */
+			buf_append(&w->pending, data, len);
+			len = 0;
+			size_t used = feed_frames(w, (const uint8_t *)w->pending.data, w->pending.len);
+			buf_consume(&w->pending, used);
+			continue;
+		}
+		size_t used = feed_frames(w, data, len);
+		data += used;
+		len -= used;
+		if (!w->skip && len && !w->failed) {
+			buf_append(&w->pending, data, len); /* an incomplete header or control frame */
+			len = 0;
+		}
+	}
 	flush(w);
 	return w->failed ? -1 : 0;
 }
@@ -133,7 +244,7 @@ int ws_feed(struct ws *w, const uint8_t *data, size_t len)
 int ws_send_framed(struct ws *w, const void *frame, size_t len)
 {
 	flush(w); /* control frames wslay queued go first */
-	if (w->failed || wslay_event_get_close_sent(w->ctx))
+	if (w->failed || w->forced_code || wslay_event_get_close_sent(w->ctx))
 		return -1;
 	return w->cb->write(w->owner, frame, len);
 }
@@ -165,7 +276,7 @@ void ws_ping(struct ws *w)
 
 bool ws_close_sent(const struct ws *w)
 {
-	return wslay_event_get_close_sent(w->ctx);
+	return w->forced_code || wslay_event_get_close_sent(w->ctx);
 }
 
 bool ws_close_received(const struct ws *w)
@@ -180,7 +291,7 @@ int ws_close_code_received(const struct ws *w)
 
 int ws_close_code_sent(const struct ws *w)
 {
-	return wslay_event_get_status_code_sent(w->ctx);
+	return w->forced_code ? w->forced_code : wslay_event_get_status_code_sent(w->ctx);
 }
 
 bool ws_finished(const struct ws *w)

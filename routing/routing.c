@@ -224,6 +224,21 @@ static int load_node(struct loader *ld, struct node *n, const struct laurel_rout
 		for (size_t i = 0; route->ws->groups && route->ws->groups[i]; i++)
 			if (!*route->ws->groups[i])
 				return load_error(ld, path, route, "an empty group name");
+		for (const struct laurel_stream *st = route->ws->streams; st && st->name; st++) {
+			if (!*st->name || !st->consumer)
+				return load_error(ld, path, route,
+						  "stream %zu has no name or no consumer",
+						  (size_t)(st - route->ws->streams) + 1);
+			for (const struct laurel_stream *o = route->ws->streams; o < st; o++)
+				if (strcmp(o->name, st->name) == 0)
+					return load_error(ld, path, route, "two streams \"%s\"",
+							  st->name);
+			for (size_t i = 0; st->consumer->groups && st->consumer->groups[i]; i++)
+				if (!*st->consumer->groups[i])
+					return load_error(ld, path, route,
+							  "an empty group name in stream \"%s\"",
+							  st->name);
+		}
 		for (size_t i = 0; ws_channels[i]; i++)
 			add_channel(ld->r, ws_channels[i]);
 		return 0;

@@ -12,6 +12,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "worker/json.h"
 
 #define FULL_RETRY_MS 50
 
@@ -60,8 +61,21 @@ void consumer_ctx_fini(struct laurel_ctx *ctx)
 	drop_held(ctx);
 	laurel_msg_free(ctx->session);
 	free(ctx->session_was);
+	laurel_msg_free(ctx->json_holder);
 	ctx->session = NULL;
 	ctx->session_was = NULL;
+	ctx->json_holder = NULL;
+	ctx->json = NULL;
+}
+
+void consumer_discard(struct laurel_ctx *ctx)
+{
+	drop_held(ctx);
+	laurel_msg_free(ctx->session);
+	free(ctx->session_was);
+	ctx->session = NULL;
+	ctx->session_was = NULL;
+	ctx->session_delete = false;
 }
 
 /* --- Reading --------------------------------------------------------------------------------- */
@@ -214,7 +228,12 @@ static int reply_bool(struct laurel_ctx *ctx, const char *key, bool b)
 
 int laurel_ws_accept(struct laurel_ctx *ctx)
 {
-	return reply_bool(ctx, "accept", true);
+	if (ctx->stream)
+		return 0; /* the demultiplexer accepted */
+	int rc = reply_bool(ctx, "accept", true);
+	if (rc == 0)
+		ctx->accepted = true;
+	return rc;
 }
 
 int laurel_ws_reject(struct laurel_ctx *ctx)
@@ -236,6 +255,72 @@ int laurel_ws_close(struct laurel_ctx *ctx, int code)
 	struct laurel_msg *m = laurel_msg_new();
 	laurel_msg_set_int(m, "close", code);
 	return reply_owned(ctx, m);
+}
+
+/* --- JSON ---------------------------------------------------------------------------------- */
+
+int laurel_ctx_json(struct laurel_ctx *ctx, const struct laurel_value **out)
+{
+	if (!out)
+		return -EINVAL;
+	if (!ctx->json) {
+		size_t len;
+		const char *text = laurel_msg_get_text(ctx->msg, "text", &len);
+		if (!text || ctx->stream)
+			return laurel_ctx_error(ctx, -ENOENT, "the message has no text frame");
+		if (!ctx->json_holder) {
+			char why[200];
+			ctx->json_holder = laurel_msg_new();
+			struct laurel_value *slot = laurel_map_put(
+				ctx->json_holder, laurel_msg_root(ctx->json_holder), "json");
+			if (json_parse(text, len, ctx->json_holder, slot, why, sizeof(why)))
+				return laurel_ctx_error(ctx, -EBADMSG, "the text frame is %s", why);
+			ctx->json = slot;
+		}
+		if (!ctx->json)
+			return -EBADMSG;
+	}
+	*out = ctx->json;
+	return 0;
+}
+
+const char *laurel_ctx_stream(const struct laurel_ctx *ctx)
+{
+	return ctx->stream;
+}
+
+/* The JSON text frame for value, wrapped in the running stream, as a new message. */
+static int json_frame(struct laurel_ctx *ctx, const struct laurel_value *value,
+		      struct laurel_msg **out)
+{
+	char *text;
+	size_t len;
+	if (!value)
+		return -EINVAL;
+	int rc = json_dump(ctx->stream, value, &text, &len);
+	if (rc)
+		return rc;
+	*out = laurel_msg_new();
+	laurel_msg_set_textn(*out, "text", text, len);
+	free(text);
+	return 0;
+}
+
+int laurel_reply_json(struct laurel_ctx *ctx, const struct laurel_value *value)
+{
+	struct laurel_msg *m;
+	int rc = json_frame(ctx, value, &m);
+	return rc ? rc : reply_owned(ctx, m);
+}
+
+int laurel_group_send_json(struct laurel_ctx *ctx, const char *group,
+			   const struct laurel_value *value)
+{
+	if (!group || !laurel_valid_group(group))
+		return -EINVAL;
+	struct laurel_msg *m;
+	int rc = json_frame(ctx, value, &m);
+	return rc ? rc : hold(ctx, true, group, m);
 }
 
 /* --- Groups (at once) ------------------------------------------------------------------------ */
@@ -357,9 +442,82 @@ static int ws_groups(struct laurel_ctx *ctx, const struct laurel_ws_consumer *ws
 	return 0;
 }
 
+/* Runs fn of a demultiplexer's stream consumer, in its stream. */
+static int run_stream(struct laurel_ctx *ctx, const struct laurel_stream *st, laurel_consumer_fn fn,
+		      const struct laurel_value *payload)
+{
+	if (!fn)
+		return 0;
+	const struct laurel_value *json = ctx->json;
+	ctx->stream = st->name;
+	ctx->json = payload;
+	int rc = fn(ctx);
+	ctx->stream = NULL;
+	ctx->json = json;
+	if (rc == LAUREL_CONSUME_LATER)
+		return laurel_ctx_error(ctx, -EINVAL,
+					"stream \"%s\": a stream consumer cannot consume later",
+					st->name);
+	return rc;
+}
+
+static int demux_receive(struct laurel_ctx *ctx, const struct laurel_ws_consumer *ws)
+{
+	const struct laurel_value *frame, *stream = NULL, *payload = NULL;
+	int rc = laurel_ctx_json(ctx, &frame);
+	if (rc == 0) {
+		stream = laurel_map_get(frame, "stream");
+		payload = laurel_map_get(frame, "payload");
+	}
+	if (stream && stream->type == LAUREL_TEXT && payload && payload->type == LAUREL_MAP)
+		for (const struct laurel_stream *st = ws->streams; st->name; st++)
+			if (strcmp(st->name, stream->u.s.ptr) == 0)
+				return run_stream(ctx, st, st->consumer->receive, payload);
+	if (ws->receive) {
+		ctx->error[0] = '\0';
+		return ws->receive(ctx);
+	}
+	if (rc == -ENOENT)
+		return laurel_ctx_error(ctx, -EBADMSG, "a bytes frame to a demultiplexer");
+	if (rc)
+		return rc;
+	if (!stream || stream->type != LAUREL_TEXT || !payload || payload->type != LAUREL_MAP)
+		return laurel_ctx_error(ctx, -EBADMSG,
+					"the frame is not {\"stream\": text, \"payload\": object}");
+	return laurel_ctx_error(ctx, -EBADMSG, "no stream \"%.64s\"", stream->u.s.ptr);
+}
+
+static int run_demux(struct laurel_ctx *ctx, const struct laurel_ws_consumer *ws)
+{
+	int rc;
+	const struct laurel_stream *st;
+	if (strcmp(ctx->channel, "websocket.connect") == 0) {
+		if ((rc = ws_groups(ctx, ws, true)))
+			return rc;
+		if ((rc = ws->connect ? ws->connect(ctx) : laurel_ws_accept(ctx)))
+			return rc;
+		for (st = ws->streams; st->name; st++)
+			if ((rc = ws_groups(ctx, st->consumer, true)) ||
+			    (rc = run_stream(ctx, st, st->consumer->connect, NULL)))
+				return rc;
+		return 0;
+	}
+	if (strcmp(ctx->channel, "websocket.receive") == 0)
+		return demux_receive(ctx, ws);
+	for (st = ws->streams; st->name; st++)
+		if ((rc = ws_groups(ctx, st->consumer, false)) ||
+		    (rc = run_stream(ctx, st, st->consumer->disconnect, NULL)))
+			return rc;
+	if ((rc = ws_groups(ctx, ws, false)))
+		return rc;
+	return ws->disconnect ? ws->disconnect(ctx) : 0;
+}
+
 static int run_ws(struct laurel_ctx *ctx, const struct laurel_ws_consumer *ws)
 {
 	int rc;
+	if (ws->streams)
+		return run_demux(ctx, ws);
 	if (strcmp(ctx->channel, "websocket.connect") == 0) {
 		if ((rc = ws_groups(ctx, ws, true)))
 			return rc;
@@ -387,12 +545,12 @@ static void sleep_ms(int ms)
 }
 
 /* Sends to a channel, retrying a full one until wait_ms has passed. */
-static int send_patiently(struct laurel_ctx *ctx, const char *channel, const struct laurel_msg *m,
-			  int wait_ms)
+int consumer_send_patiently(struct laurel_layer *layer, const char *channel,
+			    const struct laurel_msg *m, int wait_ms)
 {
 	int64_t deadline = util_now_ms() + wait_ms;
 	for (;;) {
-		int rc = laurel_layer_send(ctx->layer, channel, m);
+		int rc = laurel_layer_send(layer, channel, m);
 		if (rc != LAUREL_FULL || util_now_ms() >= deadline)
 			return rc;
 		sleep_ms(FULL_RETRY_MS);
@@ -404,7 +562,7 @@ static const char *reply_name(const struct laurel_ctx *ctx)
 	return ctx->reply_channel ? ctx->reply_channel : "none";
 }
 
-static void save_session(struct laurel_ctx *ctx)
+void consumer_save_session(struct laurel_ctx *ctx)
 {
 	int rc = 0;
 	if (ctx->session_delete) {
@@ -425,12 +583,18 @@ static void save_session(struct laurel_ctx *ctx)
 
 size_t consumer_flush(struct laurel_ctx *ctx)
 {
+	consumer_save_session(ctx);
+	return consumer_send_held(ctx);
+}
+
+size_t consumer_send_held(struct laurel_ctx *ctx)
+{
 	size_t dropped = 0;
-	save_session(ctx);
 	for (size_t i = 0; i < ctx->nheld; i++) {
 		struct consumer_held *h = &ctx->held[i];
 		int rc = h->group ? laurel_layer_group_send(ctx->layer, h->name, h->msg, NULL)
-				  : send_patiently(ctx, h->name, h->msg, ctx->full_wait_ms);
+				  : consumer_send_patiently(ctx->layer, h->name, h->msg,
+							    ctx->full_wait_ms);
 		if (rc == 0)
 			continue;
 		dropped++;
@@ -459,7 +623,7 @@ int consumer_requeue(struct laurel_ctx *ctx)
 	}
 	struct laurel_msg *m = laurel_msg_clone(ctx->msg);
 	laurel_msg_set_int(m, "__retries__", retries + 1);
-	int rc = send_patiently(ctx, ctx->channel, m, ctx->full_wait_ms);
+	int rc = consumer_send_patiently(ctx->layer, ctx->channel, m, ctx->full_wait_ms);
 	laurel_msg_free(m);
 	if (rc == LAUREL_FULL) {
 		log_warn(

@@ -33,6 +33,10 @@ struct laurel_ctx {
 	size_t session_was_len;
 	bool session_delete;
 	int full_wait_ms;
+	const char *stream;		       /* the stream consumer running, in a demultiplexer */
+	const struct laurel_value *json;       /* laurel_ctx_json's value, once known */
+	struct laurel_msg *json_holder;	       /* owns the parsed text */
+	bool accepted;			       /* an accept is held */
 	char error[256];
 };
 
@@ -56,6 +60,15 @@ int consumer_run(struct laurel_ctx *ctx, const struct laurel_route *route);
  * messages in order, retrying a full channel for ctx->full_wait_ms. A message that cannot be sent
  * is logged and dropped, and the others are still sent. Returns the number dropped. */
 size_t consumer_flush(struct laurel_ctx *ctx);
+/* The two halves of consumer_flush, for enforce_ordering, which sends before it saves. */
+void consumer_save_session(struct laurel_ctx *ctx);
+size_t consumer_send_held(struct laurel_ctx *ctx);
+/* Forgets what the consumer held and its unsaved session changes (after a failure). */
+void consumer_discard(struct laurel_ctx *ctx);
+
+/* Sends m to channel, retrying a full channel until wait_ms passed. Returns as laurel_layer_send. */
+int consumer_send_patiently(struct laurel_layer *layer, const char *channel,
+			    const struct laurel_msg *m, int wait_ms);
 
 /* After a consumer returned LAUREL_CONSUME_LATER: sends the message back to its channel with
  * "__retries__" + 1, unless that would exceed LAUREL_MAX_RETRIES (then it is logged and dropped).

@@ -18,6 +18,7 @@
 #include "routing/routing.h"
 #include "worker/app.h"
 #include "worker/consumer.h"
+#include "worker/delay.h"
 #include "worker/pool.h"
 #include "worker/worker.h"
 
@@ -63,6 +64,7 @@ struct config {
 	int processes;
 	int batch;
 	int verbose;
+	bool delay;
 	bool help;
 	bool version;
 };
@@ -94,7 +96,13 @@ struct opt {
 
 static const struct opt opts[] = {
 	{"app", 0, OPT_STRING, CFG(app), 1, 0, NULL, "LAUREL_APP", "PATH",
-	 "The application: a shared object that exports its routing with LAUREL_APP. Required."},
+	 "The application: a shared object that exports its routing with LAUREL_APP. Required "
+	 "unless --delay is given."},
+	{"delay", 0, OPT_FLAG, CFG(delay), 0, 0, NULL, NULL, NULL,
+	 "Run the asgi.delay service instead of an application: messages {channel, delay: ms, "
+	 "content} sent to asgi.delay are kept in Redis (surviving a restart) and sent to channel "
+	 "when due; --app and the channel options are ignored. One process (--processes 1) is "
+	 "enough."},
 	{"layer", 0, OPT_LIST, CFG(layers), 0, 0, "redis://127.0.0.1:6379", "LAUREL_LAYER", "URL",
 	 "Redis server of the layer: redis://[[user]:password@]host[:port][/db] or "
 	 "unix:///path[?db=N]. Repeat it for shards, listed in the same order everywhere."},
@@ -315,7 +323,8 @@ static void print_wrapped(FILE *f, const char *text, int indent, int col)
 
 static void print_help(FILE *f)
 {
-	fprintf(f, "Usage: laurel-worker --app PATH [OPTIONS]\n\n");
+	fprintf(f, "Usage: laurel-worker --app PATH [OPTIONS]\n"
+		   "       laurel-worker --delay [OPTIONS]\n\n");
 	print_wrapped(f,
 		      "Takes messages off the channels that the application's routing names, in a "
 		      "laurel (asgi_redis 1.4 compatible) channel layer, and runs the routed "
@@ -432,17 +441,34 @@ static int run_worker(struct run *run)
 	return EXIT_OK;
 }
 
+static int run_delay(struct run *run)
+{
+	struct delay *d = NULL;
+	char err[1024];
+	install_stop_handlers();
+	if (delay_new(&d, &run->wopt.layer, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return EXIT_USAGE;
+	}
+	log_info("delay service running on %s", DELAY_CHANNEL);
+	delay_run(d, &stop_requested);
+	log_debug("delay service stopping");
+	delay_free(d);
+	return EXIT_OK;
+}
+
 static int pool_child(void *arg, int slot)
 {
 	struct run *run = arg;
 	snprintf(run->program, sizeof(run->program), "laurel-worker[%d]", (int)getpid());
 	log_set_program(run->program);
-	return run_worker(run);
+	return run->cfg->delay ? run_delay(run) : run_worker(run);
 }
 
 static int pool_reload(void *arg)
 {
-	return check_app(arg, false);
+	struct run *run = arg;
+	return run->cfg->delay ? 0 : check_app(run, false);
 }
 
 int main(int argc, char **argv)
@@ -461,10 +487,11 @@ int main(int argc, char **argv)
 		printf("laurel-worker %s (API version %d)\n", LAUREL_VERSION, LAUREL_API_VERSION);
 		goto out;
 	}
-	if (!cfg.app) {
+	if (!cfg.app && !cfg.delay) {
 		code = fail(EXIT_USAGE, "--app PATH is required (see laurel-worker --help)");
 		goto out;
 	}
+
 	log_level = cfg.verbose >= 2 ? LOG_DEBUG : cfg.verbose == 1 ? LOG_INFO : LOG_WARN;
 	run.wopt = (struct worker_options){
 		.layer = {.urls = (const char *const *)cfg.layers.v,
@@ -479,10 +506,19 @@ int main(int argc, char **argv)
 		.nexclude = cfg.exclude.n,
 		.batch = (size_t)cfg.batch,
 	};
-	if ((code = check_app(&run, true)))
+	if (cfg.delay) {
+		struct delay *d = NULL;
+		char err[1024];
+		if (delay_new(&d, &run.wopt.layer, err, sizeof(err)) < 0) {
+			code = fail(EXIT_USAGE, "%s", err);
+			goto out;
+		}
+		delay_free(d);
+	} else if ((code = check_app(&run, true))) {
 		goto out;
+	}
 	if (cfg.processes == 0) {
-		code = run_worker(&run);
+		code = cfg.delay ? run_delay(&run) : run_worker(&run);
 		goto out;
 	}
 	struct pool_options po = {

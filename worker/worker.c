@@ -12,6 +12,7 @@
 #include "common/util.h"
 #include "routing/routing.h"
 #include "worker/consumer.h"
+#include "worker/ordering.h"
 
 #define DEFAULT_BATCH 8
 #define MAX_BATCH 1000
@@ -215,11 +216,28 @@ enum worker_outcome worker_handle(struct worker *w, const char *channel,
 	ctx.full_wait_ms = w->full_wait_ms;
 	log_debug("channel %s, reply channel %s: consumer %s", channel, reply_for_log(msg),
 		  m.route->name ? m.route->name : "unnamed");
+	bool ordered = (m.route->flags & LAUREL_ORDERED) ||
+		       (m.route->kind == LAUREL_ROUTE_WEBSOCKET && m.route->ws->strict_ordering);
+	int64_t order = 0;
+	if (ordered) {
+		enum ordering_verdict v = ordering_begin(&ctx, &order);
+		if (v != ORDERING_RUN) {
+			outcome = v == ORDERING_WAITED ? WORKER_WAITING : WORKER_DROPPED;
+			goto out;
+		}
+	}
 	int rc = consumer_run(&ctx, m.route);
 	if (rc == 0) {
-		consumer_flush(&ctx);
+		if (ordered)
+			ordering_done(&ctx, order);
+		else
+			consumer_flush(&ctx);
 	} else if (rc == LAUREL_CONSUME_LATER) {
 		outcome = consumer_requeue(&ctx) == 0 ? WORKER_LATER : WORKER_DROPPED;
+		if (ordered && outcome == WORKER_DROPPED) {
+			consumer_discard(&ctx);
+			ordering_done(&ctx, order);
+		}
 	} else {
 		if (rc > 0)
 			snprintf(ctx.error, sizeof(ctx.error), "unknown return value %d", rc);
@@ -230,7 +248,13 @@ enum worker_outcome worker_handle(struct worker *w, const char *channel,
 			  channel, reply_for_log(msg), m.route->name ? m.route->name : "unnamed",
 			  ctx.error);
 		outcome = WORKER_DROPPED;
+		if (ordered) {
+			/* A failed message must not hold its successors up for ever. */
+			consumer_discard(&ctx);
+			ordering_done(&ctx, order);
+		}
 	}
+out:
 	consumer_ctx_fini(&ctx);
 	routing_match_fini(&m);
 	return outcome;

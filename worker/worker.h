@@ -42,6 +42,7 @@ enum worker_outcome {
 	WORKER_DONE = 0, /* the consumer returned 0 and its sends were flushed */
 	WORKER_LATER,	 /* re-queued for later */
 	WORKER_DROPPED,	 /* malformed, no route, consumer error, or too many retries */
+	WORKER_WAITING,	 /* enforce_ordering: came early, parked on the wait channel */
 };
 
 /* Handles one message received on channel (msg borrowed). Every problem is logged with the

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -99,6 +100,49 @@ static const struct laurel_ws_consumer chat = {
 	.groups = LAUREL_CHANNELS("chat-{room}"),
 };
 
+/* /ordered/: enforce_ordering; each frame is answered with its order, after a random pause of up
+ * to 3 ms so that the worker processes overtake each other. */
+static int ordered_receive(struct laurel_ctx *ctx)
+{
+	int64_t order = -1;
+	char text[32];
+	laurel_msg_get_int(laurel_ctx_message(ctx), "order", &order);
+	struct timespec ts = {.tv_nsec = (rand() % 3000) * 1000L};
+	nanosleep(&ts, NULL);
+	snprintf(text, sizeof(text), "%lld", (long long)order);
+	return laurel_reply_text(ctx, text, strlen(text));
+}
+
+static const struct laurel_ws_consumer ordered = {
+	.receive = ordered_receive,
+	.strict_ordering = true,
+};
+
+/* /demux/: a demultiplexer whose "echo" stream answers the payload and whose "room" stream
+ * sends it to the group demux-room. */
+static int demux_echo(struct laurel_ctx *ctx)
+{
+	const struct laurel_value *v;
+	int rc = laurel_ctx_json(ctx, &v);
+	return rc ? rc : laurel_reply_json(ctx, v);
+}
+
+static int demux_room(struct laurel_ctx *ctx)
+{
+	const struct laurel_value *v;
+	int rc = laurel_ctx_json(ctx, &v);
+	return rc ? rc : laurel_group_send_json(ctx, "demux-room", v);
+}
+
+static const struct laurel_ws_consumer demux_echo_ws = {.receive = demux_echo};
+static const struct laurel_ws_consumer demux_room_ws = {
+	.receive = demux_room,
+	.groups = LAUREL_CHANNELS("demux-room"),
+};
+static const struct laurel_ws_consumer demux = {
+	.streams = LAUREL_STREAMS({"echo", &demux_echo_ws}, {"room", &demux_room_ws}),
+};
+
 /* test.fail: sends, then fails: nothing may come out. */
 static int fail_half_way(struct laurel_ctx *ctx)
 {
@@ -166,6 +210,8 @@ static const struct laurel_route routes[] = {
 	LAUREL_INCLUDE(http_routes),
 	LAUREL_ROUTE_WS(&echo, LAUREL_FILTER("path", "^/echo/$")),
 	LAUREL_ROUTE_WS(&chat, LAUREL_FILTER("path", "^/chat/(?P<room>[a-z0-9]+)/$")),
+	LAUREL_ROUTE_WS(&ordered, LAUREL_FILTER("path", "^/ordered/$")),
+	LAUREL_ROUTE_WS(&demux, LAUREL_FILTER("path", "^/demux/$")),
 	LAUREL_ROUTE("test.fail", fail_half_way),
 	LAUREL_ROUTE("test.later", later),
 	LAUREL_ROUTE("test.always-later", always_later),

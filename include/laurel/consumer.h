@@ -138,12 +138,61 @@ int laurel_session_delete(struct laurel_ctx *ctx);
  * runs and discarded from each before disconnect runs. A NULL connect accepts the connection; a
  * connect given here must accept (laurel_ws_accept) or refuse it itself. NULL receive and
  * disconnect do nothing. */
+struct laurel_stream;
+
 struct laurel_ws_consumer {
 	laurel_consumer_fn connect;
 	laurel_consumer_fn receive;
 	laurel_consumer_fn disconnect;
 	const char *const *groups;
+	/* enforce_ordering (Channels' strict_ordering): the connection's messages run in their
+	 * "order", connect first, whichever worker takes them; an early one waits until its
+	 * predecessors ran (docs/worker.md). */
+	bool strict_ordering;
+	/* Makes this consumer a demultiplexer (Channels' WebsocketDemultiplexer): frames
+	 * {"stream": S, "payload": {...}} go to the receive of the stream consumer named S, which
+	 * reads the payload with laurel_ctx_json; its JSON replies and group sends are wrapped the
+	 * same way. connect accepts (this consumer's connect if set, else an accept), then runs
+	 * every stream consumer's connect; disconnect runs every stream consumer's disconnect, then
+	 * this one's. Each stream consumer's groups are joined and left as its own. A frame that is
+	 * not JSON, not of that shape, or names no stream goes to this consumer's receive if it has
+	 * one, else it fails the message (logged, nothing sent). Ends with {NULL, NULL}; the
+	 * streams' own streams and strict_ordering are ignored. */
+	const struct laurel_stream *streams;
 };
+
+struct laurel_stream {
+	const char *name;
+	const struct laurel_ws_consumer *consumer;
+};
+/* LAUREL_STREAMS({"chat", &chat_ws}, {"news", &news_ws}) */
+#define LAUREL_STREAMS(...) ((const struct laurel_stream[]){__VA_ARGS__, {NULL, NULL}})
+
+/* --- JSON (Channels' JsonWebsocketConsumer) ---------------------------------------------------
+ * JSON values are laurel values (message.h): objects are maps (key order kept), arrays lists,
+ * strings text, integers int, other numbers double, true/false bool, null nil. Bytes, and
+ * doubles that are not finite, have no JSON form.
+ *
+ * laurel_ctx_json sets *out to the message's JSON content: inside a stream consumer of a
+ * demultiplexer, the frame's payload; otherwise the message's "text" parsed (once; any JSON value).
+ * Borrowed until the consumer returns. Returns 0, -ENOENT when there is no text (a connect, a
+ * disconnect, a bytes frame), or -EBADMSG when the text is not JSON (the reason is recorded as
+ * with laurel_ctx_error, so a consumer may just return the error). */
+int laurel_ctx_json(struct laurel_ctx *ctx, const struct laurel_value **out);
+/* The stream the running consumer serves in a demultiplexer, or NULL outside one. */
+const char *laurel_ctx_stream(const struct laurel_ctx *ctx);
+
+/* A JSON text frame, {text: JSON}, held: on the reply channel, or sent to a group. Inside a
+ * stream consumer the value is wrapped as {"stream": S, "payload": value}. -EINVAL for a value
+ * without a JSON form (nothing held). The other reply and send functions are never wrapped.
+ * Inside a stream consumer, laurel_ws_accept holds nothing: the demultiplexer accepts. */
+int laurel_reply_json(struct laurel_ctx *ctx, const struct laurel_value *value);
+int laurel_group_send_json(struct laurel_ctx *ctx, const char *group,
+			   const struct laurel_value *value);
+
+/* v as compact JSON text in a new NUL-terminated buffer (*out, caller frees with free(); len may
+ * be NULL). Returns 0 or -EINVAL for a value without a JSON form. */
+int laurel_json_dump(const struct laurel_value *v, char **out, size_t *len);
 
 #ifdef __cplusplus
 }

@@ -64,7 +64,14 @@ struct laurel_route {
 	const struct laurel_ws_consumer *ws; /* WEBSOCKET */
 	const struct laurel_route *routes;   /* INCLUDE: ends with LAUREL_ROUTES_END */
 	const struct laurel_filter *filters; /* may be NULL; else ends with {NULL, NULL} */
+	unsigned flags;			     /* LAUREL_ORDERED */
 };
+
+/* Route flag: enforce_ordering for a CONSUMER route (docs/worker.md). The messages of one
+ * connection (by reply channel) run in their "order" field, whichever worker takes them; an early
+ * one waits until its predecessors ran. A message without an integer order fails. For a
+ * LAUREL_ROUTE_WS route set strict_ordering in the struct laurel_ws_consumer instead. */
+#define LAUREL_ORDERED 1u
 
 /* The table-building macros. Filters are written one after the other, without commas:
  * LAUREL_ROUTE("http.request", fn, LAUREL_FILTER("path", "^/a") LAUREL_FILTER("method", "^GET")) */
@@ -76,6 +83,12 @@ struct laurel_route {
 	{                                                                                          \
 		.kind = LAUREL_ROUTE_CONSUMER, .name = #fn, .channels = LAUREL_CHANNELS(channel),  \
 		.consumer = (fn), .filters = LAUREL_FILTERS_(__VA_ARGS__)                          \
+	}
+/* As LAUREL_ROUTE, with enforce_ordering. */
+#define LAUREL_ROUTE_ORDERED(channel, fn, ...)                                                     \
+	{                                                                                          \
+		.kind = LAUREL_ROUTE_CONSUMER, .name = #fn, .channels = LAUREL_CHANNELS(channel),  \
+		.consumer = (fn), .filters = LAUREL_FILTERS_(__VA_ARGS__), .flags = LAUREL_ORDERED \
 	}
 /* channels is a LAUREL_CHANNELS("a", "b") list. */
 #define LAUREL_ROUTE_CHANNELS(channels_, fn, ...)                                                  \

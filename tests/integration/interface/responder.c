@@ -713,7 +713,7 @@ static void handle_request(struct responder *r, const struct laurel_msg *m)
 					 util_crc32(body.data ? body.data : "", body.len));
 			reply_text(r, channel, 200, out, (size_t)n);
 		} else if (ret == 1) {
-			log_info("%s: client went away while sending its body", channel);
+			log_warn("%s: client went away while sending its body", channel);
 		}
 		buf_fini(&body);
 	} else if (strcmp(path, "/reply-twice") == 0) {

@@ -10,6 +10,7 @@
 #include "laurel/consumer.h"
 #include "laurel/layer.h"
 #include "laurel/routing.h"
+#include "worker/ordering.h"
 #include "worker/worker.h"
 
 static int seen_errors[16];
@@ -73,6 +74,83 @@ static int c_kwargs(struct laurel_ctx *ctx)
 	return laurel_reply_text(ctx, room, strlen(room));
 }
 
+/* enforce_ordering: each receive answers with its order. */
+static int c_ordered(struct laurel_ctx *ctx)
+{
+	int64_t order = -1;
+	char text[32];
+	laurel_msg_get_int(laurel_ctx_message(ctx), "order", &order);
+	snprintf(text, sizeof(text), "%lld", (long long)order);
+	if (laurel_msg_get(laurel_ctx_message(ctx), "fail"))
+		return laurel_ctx_error(ctx, -EIO, "failing on purpose");
+	return laurel_reply_text(ctx, text, strlen(text));
+}
+
+static const struct laurel_ws_consumer ws_ordered = {
+	.receive = c_ordered,
+	.strict_ordering = true,
+};
+
+/* JSON: {"got": the parsed text}; {"bytes": true} tries a value without a JSON form. */
+static int c_json(struct laurel_ctx *ctx)
+{
+	const struct laurel_value *v;
+	int rc = laurel_ctx_json(ctx, &v);
+	if (rc)
+		return rc;
+	struct laurel_msg *m = laurel_msg_new();
+	struct laurel_value *got = laurel_map_put(m, laurel_msg_root(m), "got");
+	laurel_value_copy(m, got, v);
+	if (laurel_map_get(v, "bytes")) {
+		laurel_msg_set_bytes(m, "b", "x", 1);
+		seen_errors[nseen++] = laurel_reply_json(ctx, laurel_msg_croot(m));
+	} else {
+		rc = laurel_reply_json(ctx, laurel_msg_croot(m));
+	}
+	laurel_msg_free(m);
+	return rc;
+}
+
+/* A demultiplexer: "echo" answers its payload (and greets on connect), "room" sends it to its
+ * group. */
+static int s_echo_connect(struct laurel_ctx *ctx)
+{
+	CHECK_STR(laurel_ctx_stream(ctx), "echo");
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_bool(m, "connected", true);
+	int rc = laurel_ws_accept(ctx); /* holds nothing in a stream */
+	if (!rc)
+		rc = laurel_reply_json(ctx, laurel_msg_croot(m));
+	laurel_msg_free(m);
+	return rc;
+}
+
+static int s_echo_receive(struct laurel_ctx *ctx)
+{
+	const struct laurel_value *v;
+	int rc = laurel_ctx_json(ctx, &v);
+	return rc ? rc : laurel_reply_json(ctx, v);
+}
+
+static int s_room_receive(struct laurel_ctx *ctx)
+{
+	const struct laurel_value *v;
+	int rc = laurel_ctx_json(ctx, &v);
+	return rc ? rc : laurel_group_send_json(ctx, "demux-room", v);
+}
+
+static const struct laurel_ws_consumer s_echo = {
+	.connect = s_echo_connect,
+	.receive = s_echo_receive,
+};
+static const struct laurel_ws_consumer s_room = {
+	.receive = s_room_receive,
+	.groups = LAUREL_CHANNELS("demux-room"),
+};
+static const struct laurel_ws_consumer ws_demux = {
+	.streams = LAUREL_STREAMS({"echo", &s_echo}, {"room", &s_room}),
+};
+
 static const struct laurel_ws_consumer ws_bad_template = {
 	.groups = LAUREL_CHANNELS("room-{missing}"),
 };
@@ -85,6 +163,10 @@ static const struct laurel_route routes[] = {
 	LAUREL_ROUTE("noreply", c_noreply),
 	LAUREL_ROUTE("session", c_session),
 	LAUREL_ROUTE("kw.test", c_kwargs, LAUREL_FILTER("path", "^/(?P<room>r[0-9])")),
+	LAUREL_ROUTE_ORDERED("ord.fn", c_ordered),
+	LAUREL_ROUTE("json.in", c_json),
+	LAUREL_ROUTE_WS(&ws_ordered, LAUREL_FILTER("path", "^/ordered/$")),
+	LAUREL_ROUTE_WS(&ws_demux, LAUREL_FILTER("path", "^/demux/$")),
 	LAUREL_ROUTE_WS(&ws_bad_template, LAUREL_FILTER("path", "^/bad/$")),
 	LAUREL_ROUTE_WS(&ws_rooms, LAUREL_FILTER("path", "^/(?P<room>[a-z]+)/$")),
 	LAUREL_ROUTES_END,
@@ -154,6 +236,187 @@ static const char *next(const char *channel)
 	snprintf(out + n, sizeof(out) - n, " to='%s'", r.channel);
 	laurel_received_fini(&r);
 	return out;
+}
+
+/* Handles whatever waits on the channels, until nothing does. Returns how many were handled. */
+static int pump(void)
+{
+	const char *chans[] = {"websocket.connect", "websocket.receive", "websocket.disconnect",
+			       "ord.fn"};
+	int handled = 0;
+	for (;;) {
+		struct laurel_received r;
+		size_t got = 0;
+		laurel_layer_receive(worker_layer(w), chans, ARRAY_SIZE(chans), 0, &r, 1, &got);
+		if (!got)
+			return handled;
+		worker_handle(w, r.channel, r.msg);
+		laurel_received_fini(&r);
+		handled++;
+	}
+}
+
+static struct laurel_msg *ordered_msg(const char *reply, int64_t order, const char *text)
+{
+	struct laurel_msg *m = msg(reply, "/ordered/");
+	laurel_msg_set_int(m, "order", order);
+	if (text)
+		laurel_msg_set_text(m, "text", text);
+	return m;
+}
+
+static void test_ordering(void)
+{
+	char wait[LAUREL_NAME_MAX + 1];
+	CHECK_EQ(ordering_wait_channel("daphne.response.AbCdEfGhIj!kLmN", wait), 0);
+	CHECK_STR(wait, "__wait__.daphne.response.AbCdEfGhIj?kLmN");
+	CHECK_EQ(ordering_wait_channel("http.response?xy", wait), 0);
+	CHECK_STR(wait, "__wait__.http.response?xy");
+	char longname[96];
+	memset(longname, 'a', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	CHECK_EQ(ordering_wait_channel(longname, wait), -EINVAL);
+
+	/* Receives before the connect wait, then run in order once it ran. */
+	CHECK_EQ(handle("websocket.receive", ordered_msg("ord!a", 3, "c")), WORKER_WAITING);
+	CHECK_EQ(handle("websocket.receive", ordered_msg("ord!a", 1, "a")), WORKER_WAITING);
+	CHECK_EQ(handle("websocket.receive", ordered_msg("ord!a", 2, "b")), WORKER_WAITING);
+	CHECK_STR(next("ord!"), "(none)");
+	CHECK_EQ(handle("websocket.connect", ordered_msg("ord!a", 0, NULL)), WORKER_DONE);
+	CHECK(pump() >= 3);
+	CHECK_STR(next("ord!"), "accept=T to='ord!a'");
+	CHECK_STR(next("ord!"), "text='1' to='ord!a'");
+	CHECK_STR(next("ord!"), "text='2' to='ord!a'");
+	CHECK_STR(next("ord!"), "text='3' to='ord!a'");
+	CHECK_STR(next("ord!"), "(none)");
+	CHECK_STR(next("__wait__.ord?a"), "(none)");
+	/* A message whose turn has passed can never run. */
+	CHECK_EQ(handle("websocket.receive", ordered_msg("ord!a", 2, "again")), WORKER_DROPPED);
+	/* In order, nothing waits. */
+	CHECK_EQ(handle("websocket.receive", ordered_msg("ord!a", 4, "d")), WORKER_DONE);
+	CHECK_STR(next("ord!"), "text='4' to='ord!a'");
+	/* The disconnect is ordered too, and another connection has its own order. */
+	CHECK_EQ(handle("websocket.disconnect", ordered_msg("ord!a", 5, NULL)), WORKER_DONE);
+	CHECK_EQ(handle("websocket.connect", ordered_msg("ord!b", 0, NULL)), WORKER_DONE);
+	CHECK_STR(next("ord!"), "accept=T to='ord!b'");
+	/* No order: refused. */
+	CHECK_EQ(handle("websocket.receive", msg("ord!b", "/ordered/")), WORKER_DROPPED);
+
+	/* A function route; a failed message does not hold up its successors. */
+	for (int64_t i = 3; i >= 0; i--) {
+		struct laurel_msg *m = msg("ordfn!a", NULL);
+		laurel_msg_set_int(m, "order", i);
+		if (i == 1)
+			laurel_msg_set_bool(m, "fail", true);
+		CHECK_EQ(handle("ord.fn", m), i == 0 ? WORKER_DONE : WORKER_WAITING);
+	}
+	CHECK(pump() >= 3);
+	CHECK_STR(next("ordfn!"), "text='0' to='ordfn!a'");
+	CHECK_STR(next("ordfn!"), "text='2' to='ordfn!a'");
+	CHECK_STR(next("ordfn!"), "text='3' to='ordfn!a'");
+	CHECK_STR(next("ordfn!"), "(none)");
+}
+
+static struct laurel_msg *text_msg(const char *reply, const char *path, const char *text)
+{
+	struct laurel_msg *m = msg(reply, path);
+	laurel_msg_set_text(m, "text", text);
+	return m;
+}
+
+static void test_json(void)
+{
+	CHECK_EQ(handle("json.in",
+			text_msg("js!a", NULL, "{\"a\": [1, 2.5, true, null, \"\u00e9\"]}")),
+		 WORKER_DONE);
+	CHECK_STR(next("js!"), "text='{\"got\":{\"a\":[1,2.5,true,null,\"\u00e9\"]}}' to='js!a'");
+	CHECK_EQ(handle("json.in", text_msg("js!a", NULL, "\"just text\"")), WORKER_DONE);
+	CHECK_STR(next("js!"), "text='{\"got\":\"just text\"}' to='js!a'");
+	CHECK_EQ(handle("json.in", text_msg("js!a", NULL, "{\"a\": ")), WORKER_DROPPED);
+	/* Nesting: 32 levels are taken, 33 are not. */
+	for (int depth = 32; depth <= 33; depth++) {
+		char deep[2 * 33 + 2];
+		memset(deep, '[', (size_t)depth);
+		deep[depth] = '1';
+		memset(deep + depth + 1, ']', (size_t)depth);
+		deep[2 * depth + 1] = '\0';
+		CHECK_EQ(handle("json.in", text_msg("js!a", NULL, deep)),
+			 depth == 32 ? WORKER_DONE : WORKER_DROPPED);
+		if (depth == 32)
+			CHECK(strncmp(next("js!"), "text='{\"got\":[[[[", 15) == 0);
+	}
+	CHECK_EQ(handle("json.in", text_msg("js!a", NULL, "99999999999999999999999")),
+		 WORKER_DROPPED);
+	CHECK_EQ(handle("json.in", msg("js!a", NULL)), WORKER_DROPPED); /* no text */
+	nseen = 0;
+	CHECK_EQ(handle("json.in", text_msg("js!a", NULL, "{\"bytes\": 1}")), WORKER_DONE);
+	CHECK_EQ(nseen, 1);
+	CHECK_EQ(seen_errors[0], -EINVAL);
+	CHECK_STR(next("js!"), "(none)");
+
+	struct laurel_msg *m = laurel_msg_new();
+	char *out = NULL;
+	size_t len = 0;
+	laurel_msg_set_text(m, "k", "v");
+	laurel_msg_set_double(m, "d", 0.5);
+	CHECK_EQ(laurel_json_dump(laurel_msg_croot(m), &out, &len), 0);
+	CHECK_STR(out, "{\"k\":\"v\",\"d\":0.5}");
+	CHECK_EQ(len, strlen(out));
+	free(out);
+	laurel_msg_set_textn(m, "bad", "\xff", 1);
+	CHECK_EQ(laurel_json_dump(laurel_msg_croot(m), &out, &len), -EINVAL);
+	laurel_msg_free(m);
+}
+
+static void test_demux(void)
+{
+	size_t n = 0;
+	CHECK_EQ(handle("websocket.connect", msg("dm!a", "/demux/")), WORKER_DONE);
+	CHECK_EQ(handle("websocket.connect", msg("dm!b", "/demux/")), WORKER_DONE);
+	CHECK_STR(next("dm!"), "accept=T to='dm!a'");
+	CHECK_STR(next("dm!"),
+		  "text='{\"stream\":\"echo\",\"payload\":{\"connected\":true}}' to='dm!a'");
+	CHECK_STR(next("dm!"), "accept=T to='dm!b'");
+	CHECK_STR(next("dm!"),
+		  "text='{\"stream\":\"echo\",\"payload\":{\"connected\":true}}' to='dm!b'");
+	CHECK_EQ(laurel_layer_group_count(worker_layer(w), "demux-room", &n), 0);
+	CHECK_EQ(n, 2);
+
+	CHECK_EQ(handle("websocket.receive",
+			text_msg("dm!a", "/demux/",
+				 "{\"stream\": \"echo\", \"payload\": {\"x\": [1]}}")),
+		 WORKER_DONE);
+	CHECK_STR(next("dm!"), "text='{\"stream\":\"echo\",\"payload\":{\"x\":[1]}}' to='dm!a'");
+	CHECK_EQ(handle("websocket.receive",
+			text_msg("dm!a", "/demux/",
+				 "{\"payload\": {\"hi\": \"all\"}, \"stream\": \"room\"}")),
+		 WORKER_DONE);
+	const char *a = next("dm!");
+	bool first_a = strstr(a, "to='dm!a'") != NULL;
+	CHECK_STR(a,
+		  first_a ? "text='{\"stream\":\"room\",\"payload\":{\"hi\":\"all\"}}' to='dm!a'"
+			  : "text='{\"stream\":\"room\",\"payload\":{\"hi\":\"all\"}}' to='dm!b'");
+	CHECK_STR(next("dm!"),
+		  first_a ? "text='{\"stream\":\"room\",\"payload\":{\"hi\":\"all\"}}' to='dm!b'"
+			  : "text='{\"stream\":\"room\",\"payload\":{\"hi\":\"all\"}}' to='dm!a'");
+	/* Bad frames: logged and dropped, nothing sent, never a crash. */
+	const char *bad[] = {"not json",
+			     "[1]",
+			     "{\"stream\": \"nope\", \"payload\": {}}",
+			     "{\"stream\": \"echo\"}",
+			     "{\"stream\": \"echo\", \"payload\": 3}",
+			     "{\"stream\": 1, \"payload\": {}}"};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+		CHECK_EQ(handle("websocket.receive", text_msg("dm!a", "/demux/", bad[i])),
+			 WORKER_DROPPED);
+	struct laurel_msg *m = msg("dm!a", "/demux/");
+	laurel_msg_set_bytes(m, "bytes", "x", 1);
+	CHECK_EQ(handle("websocket.receive", m), WORKER_DROPPED);
+	CHECK_STR(next("dm!"), "(none)");
+
+	CHECK_EQ(handle("websocket.disconnect", msg("dm!a", "/demux/")), WORKER_DONE);
+	CHECK_EQ(laurel_layer_group_count(worker_layer(w), "demux-room", &n), 0);
+	CHECK_EQ(n, 1);
 }
 
 int main(void)
@@ -236,6 +499,10 @@ int main(void)
 	CHECK_EQ(handle("websocket.receive", m), WORKER_DONE);
 	CHECK_EQ(handle("websocket.connect", msg("ws!d", "/x/y")), WORKER_DONE);
 	CHECK_STR(next("ws!"), "accept=T to='ws!d'");
+
+	test_ordering();
+	test_json();
+	test_demux();
 
 	worker_free(w);
 	return test_done();

@@ -603,6 +603,198 @@ static void test_bad_messages(struct proc *pool)
 	laurel_msg_free(m);
 }
 
+/* enforce_ordering across 4 worker processes: a connection's 50 frames injected in a random
+ * order (the connect among them), and another's in order; the replies of each must come out
+ * accept, 1, 2, ..., 50. */
+static void test_ordering(struct proc *pool)
+{
+	const char *queues[] = {"daphne.response.OrderShuf!", "daphne.response.OrderStrt!"};
+	const char *replies[] = {"daphne.response.OrderShuf!a", "daphne.response.OrderStrt!b"};
+	enum { N = 50 };
+	int perm[N + 1];
+	for (int i = 0; i <= N; i++)
+		perm[i] = i;
+	for (int i = N; i > 0; i--) {
+		int j = (int)util_rng_below(&rng, (uint64_t)i + 1), t = perm[i];
+		perm[i] = perm[j];
+		perm[j] = t;
+	}
+	for (int i = 0; i <= N; i++)
+		for (int c = 0; c < 2; c++) {
+			int order = c == 0 ? perm[i] : i;
+			struct laurel_msg *m = msg_with_reply(replies[c], "/ordered/");
+			laurel_msg_set_int(m, "order", order);
+			if (order > 0) {
+				char text[32];
+				snprintf(text, sizeof(text), "frame %d", order);
+				laurel_msg_set_text(m, "text", text);
+			}
+			inject(order == 0 ? "websocket.connect" : "websocket.receive", m);
+			laurel_msg_free(m);
+		}
+	for (int c = 0; c < 2; c++) {
+		int last = 0, ok = 1;
+		struct laurel_msg *m = await_reply(queues[c], 20000, NULL, NULL);
+		bool accept = false;
+		CHECK(m && laurel_msg_get_bool(m, "accept", &accept) == 0 && accept);
+		laurel_msg_free(m);
+		for (int i = 1; i <= N && ok; i++) {
+			m = await_reply(queues[c], 20000, NULL, NULL);
+			const char *t = m ? laurel_msg_get_text(m, "text", NULL) : NULL;
+			int got = t ? atoi(t) : -1;
+			if (got != last + 1) {
+				test_fail(__FILE__, __LINE__,
+					  "connection %d: reply %d is %s after %d", c, i,
+					  t ? t : "(none)", last);
+				ok = 0;
+			}
+			test_checks++;
+			last = got;
+			laurel_msg_free(m);
+		}
+		CHECK_EQ(last, N);
+		CHECK_EQ(llen(queues[c]), 0);
+	}
+	CHECK_EQ(llen("__wait__.daphne.response.OrderShuf?a"), 0);
+	CHECK_EQ(llen("websocket.receive"), 0);
+}
+
+/* A demultiplexer over Redis: frames routed by stream, answers and group sends wrapped. */
+static void test_demux(void)
+{
+	const char *queue = "daphne.response.DemuxTestA!";
+	struct laurel_msg *m;
+	ws_message("websocket.connect", "daphne.response.DemuxTestA!a", "/demux/", NULL, NULL);
+	ws_message("websocket.connect", "daphne.response.DemuxTestA!b", "/demux/", NULL, NULL);
+	char got[1024];
+	collect(queue, 2, "accept", got, sizeof(got));
+	CHECK(has_line(got, "daphne.response.DemuxTestA!a=accept:true"));
+	CHECK(has_line(got, "daphne.response.DemuxTestA!b=accept:true"));
+	ws_message("websocket.receive", "daphne.response.DemuxTestA!a", "/demux/", NULL,
+		   "{\"stream\":\"echo\",\"payload\":{\"n\":1}}");
+	m = await_reply(queue, 5000, NULL, NULL);
+	CHECK(m != NULL);
+	if (m)
+		CHECK_STR(laurel_msg_get_text(m, "text", NULL),
+			  "{\"stream\":\"echo\",\"payload\":{\"n\":1}}");
+	laurel_msg_free(m);
+	ws_message("websocket.receive", "daphne.response.DemuxTestA!b", "/demux/", NULL,
+		   "{\"stream\":\"room\",\"payload\":{\"hi\":\"all\"}}");
+	collect(queue, 2, "text", got, sizeof(got));
+	CHECK(has_line(got, "daphne.response.DemuxTestA!a=text:{\"stream\":\"room\",\"payload\":"
+			    "{\"hi\":\"all\"}}"));
+	CHECK(has_line(got, "daphne.response.DemuxTestA!b=text:{\"stream\":\"room\",\"payload\":"
+			    "{\"hi\":\"all\"}}"));
+	ws_message("websocket.receive", "daphne.response.DemuxTestA!b", "/demux/", NULL, "{oops");
+	m = await_reply(queue, 300, NULL, NULL);
+	CHECK(m == NULL);
+	laurel_msg_free(m);
+}
+
+/* --- asgi.delay ------------------------------------------------------------------------------ */
+
+static void inject_delay(const char *channel, int64_t delay, const char *tag)
+{
+	struct laurel_msg *m = laurel_msg_new();
+	if (channel)
+		laurel_msg_set_text(m, "channel", channel);
+	laurel_msg_set_int(m, "delay", delay);
+	struct laurel_value *c = laurel_map_put(m, laurel_msg_root(m), "content");
+	laurel_value_set_map(m, c, 1);
+	laurel_value_set_text(m, laurel_map_put(m, c, "text"), tag, strlen(tag));
+	inject("asgi.delay", m);
+	laurel_msg_free(m);
+}
+
+/* The next delayed message on queue: its text, and when it came (ms since t0). */
+static const char *await_delayed(const char *queue, int64_t t0, int64_t *at)
+{
+	static char text[64];
+	struct laurel_msg *m = await_reply(queue, 5000, NULL, NULL);
+	*at = util_now_ms() - t0;
+	const char *t = m ? laurel_msg_get_text(m, "text", NULL) : NULL;
+	snprintf(text, sizeof(text), "%s", t ? t : "(none)");
+	laurel_msg_free(m);
+	return text;
+}
+
+static void test_delay(void)
+{
+	const char *queue = "daphne.response.DelayTestA!";
+	const char *to = "daphne.response.DelayTestA!x";
+	struct proc d;
+	int64_t at;
+	start(&d, "delay", ARGS("--layer", redis.url, "--delay", "--processes", "0", "-v"));
+	CHECK_LOG(&d, "delay service running", 5000);
+
+	/* On time. */
+	int64_t t0 = util_now_ms();
+	inject_delay(to, 600, "600");
+	inject_delay(to, 150, "150");
+	inject_delay(to, 0, "0");
+	inject_delay(to, 300, "300");
+	const char *want[] = {"0", "150", "300", "600"};
+	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+		CHECK_STR(await_delayed(queue, t0, &at), want[i]);
+		CHECK_INT(at, >=, atoi(want[i]));
+		CHECK_INT(at, <=, atoi(want[i]) + 100);
+	}
+
+	/* Killed and started again: what fell due meanwhile goes out at once, the rest on time. */
+	t0 = util_now_ms();
+	inject_delay(to, 500, "a");
+	inject_delay(to, 2500, "b");
+	int64_t deadline = util_now_ms() + 2000;
+	while (atoi(test_redis_cmd(&redis, "ZCARD asgi::delay")) < 2 && util_now_ms() < deadline)
+		sleep_ms(5);
+	CHECK_STR(test_redis_cmd(&redis, "ZCARD asgi::delay"), "2");
+	CHECK_EQ(finish(&d, SIGKILL, 5000), 128 + SIGKILL);
+	inject_delay(to, 100, "c"); /* waits on asgi.delay while nobody reads it */
+	sleep_ms(1200);
+	int64_t restart = util_now_ms() - t0;
+	start(&d, "delay2", ARGS("--layer", redis.url, "--delay", "--processes", "0", "-v"));
+	char first[2][8];
+	for (int i = 0; i < 2; i++) {
+		snprintf(first[i], sizeof(first[i]), "%s", await_delayed(queue, t0, &at));
+		CHECK_INT(at - restart, <, 500);
+	}
+	CHECK((strcmp(first[0], "a") == 0 && strcmp(first[1], "c") == 0) ||
+	      (strcmp(first[0], "c") == 0 && strcmp(first[1], "a") == 0));
+	CHECK_STR(await_delayed(queue, t0, &at), "b");
+	CHECK_INT(at, >=, 2500);
+	CHECK_INT(at, <=, 2600);
+
+	/* Bad messages are dropped with a line each. */
+	inject_delay(NULL, 10, "x");
+	inject_delay("not a channel", 10, "x");
+	inject_delay(to, -5, "x");
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_text(m, "channel", to);
+	laurel_msg_set_int(m, "delay", 10);
+	inject("asgi.delay", m);
+	laurel_msg_free(m);
+	CHECK_LOG(&d, "to channel (invalid): bad delay message (no text \"channel\"); dropped",
+		  3000);
+	CHECK_LOG(&d,
+		  "to channel (invalid): bad delay message (\"channel\" is not a valid channel "
+		  "name); dropped",
+		  3000);
+	CHECK_LOG(&d,
+		  "to channel daphne.response.DelayTestA!x: bad delay message (a negative "
+		  "\"delay\"); dropped",
+		  3000);
+	CHECK_LOG(&d, "bad delay message (no map \"content\"); dropped", 3000);
+	m = await_reply(queue, 200, NULL, NULL);
+	CHECK(m == NULL);
+	laurel_msg_free(m);
+	CHECK_STR(test_redis_cmd(&redis, "ZCARD asgi::delay"), "0");
+
+	/* SIGTERM while idle. */
+	int64_t t1 = util_now_ms();
+	CHECK_EQ(finish(&d, SIGTERM, 5000), 0);
+	CHECK_INT(util_now_ms() - t1, <, 1500);
+}
+
 /* A consumer segfaults: the supervisor logs it and starts another process; the pool keeps
  * answering. */
 static void test_crash(struct proc *pool)
@@ -719,12 +911,15 @@ int main(int argc, char **argv)
 
 	test_command_line();
 	test_chat_sessions();
+	test_delay();
 
 	struct proc pool;
 	start(&pool, "pool",
 	      ARGS("--layer", redis.url, "--app", app_path, "--processes", "4", "-v"));
 	test_captures(&pool);
 	test_stream();
+	test_ordering(&pool);
+	test_demux();
 	test_held_sends(&pool);
 	test_consume_later(&pool);
 	test_bad_messages(&pool);
@@ -732,7 +927,7 @@ int main(int argc, char **argv)
 	test_sighup(&pool);
 	test_sigterm(&pool);
 
-	const char *logs[] = {"chat-connect", "chat-rest", "pool"};
+	const char *logs[] = {"chat-connect", "chat-rest", "pool", "delay", "delay2"};
 	for (size_t i = 0; i < ARRAY_SIZE(logs); i++)
 		check_sanitizers(logs[i]);
 	redisFree(rc);

@@ -111,6 +111,22 @@ static const struct laurel_route nofn[] = {
 	LAUREL_ROUTES_END,
 };
 
+static const struct laurel_ws_consumer ws_plain = {0};
+static const struct laurel_ws_consumer ws_dup_streams = {
+	.streams = LAUREL_STREAMS({"a", &ws_plain}, {"a", &ws_plain}),
+};
+static const struct laurel_ws_consumer ws_no_consumer = {
+	.streams = LAUREL_STREAMS({"a", &ws_plain}, {"b", NULL}),
+};
+static const struct laurel_route dup_streams[] = {
+	LAUREL_ROUTE_WS(&ws_dup_streams),
+	LAUREL_ROUTES_END,
+};
+static const struct laurel_route no_consumer[] = {
+	LAUREL_ROUTE_WS(&ws_no_consumer),
+	LAUREL_ROUTES_END,
+};
+
 static const struct laurel_route twice[] = {
 	LAUREL_ROUTE("http.request", c_hello,
 		     LAUREL_FILTER("path", "^/") LAUREL_FILTER("path", "^/a")),
@@ -290,6 +306,9 @@ static void test_bad(void)
 				       "at offset 3: missing terminating ] for character class");
 	CHECK_STR(refused(nofn), "route 1 (x): no consumer");
 	CHECK_STR(refused(twice), "route 1 (c_hello): two filters on \"path\"");
+	CHECK_STR(refused(dup_streams), "route 1 (&ws_dup_streams): two streams \"a\"");
+	CHECK_STR(refused(no_consumer), "route 1 (&ws_no_consumer): stream 2 has no name or no "
+					"consumer");
 	CHECK_STR(refused(loop_outer),
 		  "route 1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1 (loop_outer): includes nested deeper "
 		  "than 16");

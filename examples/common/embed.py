@@ -1,0 +1,18 @@
+#!/usr/bin/env python3
+"""Writes a C file that holds a file's bytes: embed.py INPUT OUTPUT SYMBOL.
+
+Defines `const char SYMBOL[]` (NUL-terminated) and `const size_t SYMBOL_len`, so an example's
+shared object carries its static page and needs no file at run time."""
+import sys
+
+src, dst, sym = sys.argv[1:4]
+data = open(src, 'rb').read()
+with open(dst, 'w') as out:
+    out.write('/* Generated from %s by examples/common/embed.py. */\n' % src.split('/')[-1])
+    out.write('#include <stddef.h>\n\n')
+    out.write('extern const char %s[];\nextern const size_t %s_len;\n\n' % (sym, sym))
+    out.write('const char %s[] = {\n' % sym)
+    for i in range(0, len(data), 16):
+        out.write('\t' + ''.join('%d, ' % b for b in data[i:i + 16]) + '\n')
+    out.write('\t0};\n')
+    out.write('const size_t %s_len = %d;\n' % (sym, len(data)))

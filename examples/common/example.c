@@ -1,0 +1,122 @@
+/* Helpers the example applications share. */
+#include "example.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+int example_reply_json(struct laurel_ctx *ctx, json_t *v)
+{
+	char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
+	json_decref(v);
+	if (!s)
+		return laurel_ctx_error(ctx, -ENOMEM, "cannot encode JSON");
+	int rc = laurel_reply_text(ctx, s, strlen(s));
+	free(s);
+	return rc;
+}
+
+int example_group_send_json(struct laurel_ctx *ctx, const char *group, json_t *v)
+{
+	char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
+	json_decref(v);
+	if (!s)
+		return laurel_ctx_error(ctx, -ENOMEM, "cannot encode JSON");
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_text(m, "text", s);
+	free(s);
+	int rc = laurel_group_send(ctx, group, m);
+	laurel_msg_free(m);
+	return rc;
+}
+
+int example_reply_http_json(struct laurel_ctx *ctx, int status, json_t *v,
+			    const struct laurel_header *extra, size_t nextra)
+{
+	struct laurel_header h[8] = {{"Content-Type", "application/json"}};
+	size_t nh = 1;
+	for (size_t i = 0; i < nextra && nh < sizeof(h) / sizeof(h[0]); i++)
+		h[nh++] = extra[i];
+	char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
+	json_decref(v);
+	if (!s)
+		return laurel_ctx_error(ctx, -ENOMEM, "cannot encode JSON");
+	size_t len = strlen(s);
+	s[len] = '\n'; /* json_dumps' NUL: a trailing newline is friendlier to curl users */
+	int rc = laurel_reply_http(ctx, status, h, nh, s, len + 1, false);
+	free(s);
+	return rc;
+}
+
+int example_reply_http_error(struct laurel_ctx *ctx, int status, const char *reason)
+{
+	return example_reply_http_json(ctx, status, json_pack("{s:s}", "error", reason), NULL, 0);
+}
+
+static int hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+char *example_query_param(const struct laurel_msg *m, const char *name)
+{
+	size_t len, nlen = strlen(name);
+	const char *qs = laurel_msg_get_bytes(m, "query_string", &len);
+	if (!qs)
+		return NULL;
+	const char *end = qs + len;
+	for (const char *p = qs; p < end;) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *stop = amp ? amp : end;
+		if ((size_t)(stop - p) > nlen && memcmp(p, name, nlen) == 0 && p[nlen] == '=') {
+			const char *v = p + nlen + 1;
+			char *out = malloc((size_t)(stop - v) + 1), *o = out;
+			if (!out)
+				return NULL;
+			for (; v < stop; v++) {
+				int c = (unsigned char)*v;
+				if (c == '+') {
+					c = ' ';
+				} else if (c == '%') {
+					int hi = v + 2 < stop ? hexval(v[1]) : -1;
+					int lo = hi >= 0 ? hexval(v[2]) : -1;
+					if (lo < 0) {
+						free(out);
+						return NULL;
+					}
+					c = hi * 16 + lo;
+					v += 2;
+				}
+				if (c == 0) {
+					free(out);
+					return NULL;
+				}
+				*o++ = (char)c;
+			}
+			*o = '\0';
+			return out;
+		}
+		p = stop + 1;
+	}
+	return NULL;
+}
+
+bool example_valid_name(const char *s, size_t max)
+{
+	size_t n = 0;
+	if (!s)
+		return false;
+	for (; s[n]; n++) {
+		char c = s[n];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '_'))
+			return false;
+	}
+	return n >= 1 && n <= max;
+}

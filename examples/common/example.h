@@ -1,0 +1,37 @@
+/* Helpers the example applications share: JSON replies and broadcasts (jansson), query strings and
+ * names. Compiled into each example's shared object; no state, so any number of worker processes
+ * (or threads of the development server) may run them. */
+#ifndef LAUREL_EXAMPLE_H
+#define LAUREL_EXAMPLE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "laurel/consumer.h"
+
+/* Sends v as one compact JSON text frame on the reply channel (held, like every send). Steals v
+ * (the reference is released even on failure). Returns what laurel_reply_text returns. */
+int example_reply_json(struct laurel_ctx *ctx, json_t *v);
+
+/* The same, to every member of group (laurel_group_send). Steals v. */
+int example_group_send_json(struct laurel_ctx *ctx, const char *group, json_t *v);
+
+/* An HTTP response whose body is v as JSON, with Content-Type application/json and the extra
+ * headers (may be NULL / 0). Steals v. */
+int example_reply_http_json(struct laurel_ctx *ctx, int status, json_t *v,
+			    const struct laurel_header *extra, size_t nextra);
+
+/* {"error": reason} as an HTTP response of that status. */
+int example_reply_http_error(struct laurel_ctx *ctx, int status, const char *reason);
+
+/* The value of the first name=value pair of the message's query_string, percent-decoded ('+' is a
+ * space), as a new NUL-terminated string the caller frees; NULL when the parameter is missing, or
+ * when it is malformed or decodes to a NUL byte. */
+char *example_query_param(const struct laurel_msg *m, const char *name);
+
+/* True if s is 1 to max characters, each an ASCII letter, a digit, '-' or '_': what the examples
+ * accept as room and user names, so that they fit in group and channel names (SPEC §2). */
+bool example_valid_name(const char *s, size_t max);
+
+#endif

@@ -1,0 +1,220 @@
+"""The end-to-end tests' harness: a real redis-server, laurel-interface and laurel-worker processes
+on free loopback ports, started and stopped by each test, and value-printing checks that end with
+"N passed, N failed".
+
+A test script is run as `test-x.py BUILD_DIR` (the meson build directory that holds
+interface/laurel-interface, worker/laurel-worker, tool/laurel and examples/*/liblaurel-*.so), or
+with LAUREL_BUILD set. With LAUREL_E2E_MODE=runserver the same tests run the application in the
+development server instead (`laurel runserver --layer redis://...`: one process, worker threads,
+on the same redis-server so that the tests can still look at the layer). Every test bounds its own run time (Stack.deadline) and stops everything
+it started, also when it fails."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+passed = 0
+failed = 0
+
+
+def short(v, limit=300):
+    r = repr(v)
+    return r if len(r) <= limit else r[:limit] + "... (%d characters)" % len(r)
+
+
+def check(cond, what, detail=None):
+    """Counts a check; a failed one prints what was checked and what was seen."""
+    global passed, failed
+    what = what if len(what) <= 300 else what[:300] + "..."
+    if cond:
+        passed += 1
+        print("ok   " + what, flush=True)
+    else:
+        failed += 1
+        print("FAIL " + what + ("" if detail is None else ": got " + short(detail)), flush=True)
+    return cond
+
+
+def check_eq(got, want, what):
+    return check(got == want, "%s == %s" % (what, short(want, 200)), got)
+
+
+def done():
+    print("%d passed, %d failed" % (passed, failed), flush=True)
+    return 1 if failed or passed == 0 else 0
+
+
+def build_dir():
+    d = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("LAUREL_BUILD", "build")
+    return os.path.abspath(d)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+class Stack:
+    """redis-server, `interfaces` laurel-interface and, for each example app, `workers`
+    laurel-worker programs running it. apps is a name or a list of names or (name, [worker
+    options]) pairs: apps that share a layer must not listen on each other's channels (every
+    worker also listens on websocket.* for the default routes: --only-channels narrows it). The examples' SQLite database is LAUREL_EXAMPLE_DB = self.db, in the
+    stack's own temporary directory."""
+
+    def __init__(self, apps, workers=2, interfaces=1, timeout=55):
+        self.build = build_dir()
+        self.apps = []
+        for a in [apps] if isinstance(apps, str) else apps:
+            name, opts = (a, []) if isinstance(a, str) else a
+            self.apps.append([os.path.join(self.build, "examples", name,
+                                           "lib%s.so" % name)] + list(opts))
+        self.dir = tempfile.mkdtemp(prefix="laurel-e2e-")
+        self.db = os.path.join(self.dir, "example.sqlite3")
+        self.env = dict(os.environ, LAUREL_EXAMPLE_DB=self.db)
+        self.procs = []
+        self.workers = workers * len(self.apps)
+        self.redis_port = free_port()
+        self.runserver = os.environ.get("LAUREL_E2E_MODE") == "runserver"
+        if self.runserver:
+            interfaces = 1
+        self.ports = [free_port() for _ in range(interfaces)]
+        self.port = self.ports[0]
+        self.layer = "redis://127.0.0.1:%d" % self.redis_port
+        self.base = "http://127.0.0.1:%d" % self.port
+        self.ws_base = "ws://127.0.0.1:%d" % self.port
+        # The other interfaces, for clients that should not share one.
+        self.ws_bases = ["ws://127.0.0.1:%d" % p for p in self.ports]
+        # The whole test is bounded: past the deadline SIGALRM stops it (and __exit__ cleans up).
+        signal.signal(signal.SIGALRM, self._timeout)
+        signal.alarm(timeout)
+
+    @staticmethod
+    def _timeout(signum, frame):
+        raise TimeoutError("the test ran out of time")
+
+    def _start(self, name, argv):
+        log = open(os.path.join(self.dir, name + ".log"), "wb")
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                             cwd=self.dir, start_new_session=True)
+        p.name = name
+        self.procs.append(p)
+        return p
+
+    def tool(self, *args):
+        """Runs the laurel tool on this stack's layer; returns (exit status, stdout)."""
+        r = subprocess.run([os.path.join(self.build, "tool", "laurel"), "--layer", self.layer]
+                           + list(args), capture_output=True, text=True, timeout=10)
+        return r.returncode, r.stdout
+
+    def __enter__(self):
+        try:
+            self._start("redis", ["redis-server", "--port", str(self.redis_port), "--bind",
+                                  "127.0.0.1", "--save", "", "--appendonly", "no", "--dir",
+                                  self.dir])
+            if not wait_port(self.redis_port):
+                raise RuntimeError("redis-server did not start")
+            if self.runserver:
+                if len(self.apps) != 1:
+                    raise RuntimeError("runserver runs one application")
+                self._start("runserver", [os.path.join(self.build, "tool", "laurel"),
+                                          "runserver", "--app", self.apps[0][0], "-p",
+                                          str(self.port), "--layer", self.layer, "--workers",
+                                          "2"])
+                if not wait_port(self.port):
+                    raise RuntimeError("laurel runserver did not start:\n" + self.logs())
+                return self
+            for i in range(self.workers):
+                app = self.apps[i % len(self.apps)]
+                self._start("worker%d" % (i + 1),
+                            [os.path.join(self.build, "worker", "laurel-worker"), "--app"] + app
+                            + ["--layer", self.layer, "--processes", "1"])
+            for i, port in enumerate(self.ports):
+                self._start("interface%d" % (i + 1),
+                            [os.path.join(self.build, "interface", "laurel-interface"), "-b",
+                             "127.0.0.1", "-p", str(port), "--layer", self.layer])
+                if not wait_port(port):
+                    raise RuntimeError("laurel-interface did not start:\n" + self.logs())
+            self.wait_workers()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def wait_workers(self, timeout=10.0):
+        """Waits until every worker blocks on the layer (each has a Redis client in BLPOP)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            out = subprocess.run(["redis-cli", "-p", str(self.redis_port), "CLIENT", "LIST"],
+                                 capture_output=True, text=True).stdout
+            if out.count("cmd=blpop") >= self.workers + len(self.ports):  # + interfaces' readers
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the workers did not start:\n" + self.logs())
+
+    def logs(self):
+        out = []
+        for p in self.procs:
+            path = os.path.join(self.dir, p.name + ".log")
+            try:
+                text = open(path, errors="replace").read()
+            except OSError:
+                continue
+            if text.strip():
+                out.append("--- %s (exit %s)\n%s" % (p.name, p.poll(), text[-3000:]))
+        return "\n".join(out)
+
+    def __exit__(self, et, ev, tb):
+        signal.alarm(0)
+        # The laurel processes first (they drain through Redis), then redis-server.
+        for group in (self.procs[1:], self.procs[:1]):
+            for p in group:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            for p in group:
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        # Under sanitizers a report in any log fails the test.
+        reports = [p.name for p in self.procs if any(
+            m in open(os.path.join(self.dir, p.name + ".log"), errors="replace").read()
+            for m in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"))]
+        if reports:
+            check(False, "no sanitizer report in the logs", reports)
+        # A worker or interface that died on its own, or a failed test: show their logs.
+        crashed = [p for p in self.procs if p.returncode not in (0, -signal.SIGTERM)]
+        if et is not None or failed or crashed:
+            print(self.logs(), flush=True)
+        if et is not None:
+            check(False, "test ran to the end", "%s: %s" % (et.__name__, ev))
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return et is not None and issubclass(et, Exception)
+
+
+def http(method, url, body=None, headers=None):
+    """One HTTP request; returns (status, headers, body bytes) whatever the status."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()

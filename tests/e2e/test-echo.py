@@ -1,0 +1,30 @@
+#!/usr/bin/python3
+"""The echo example end to end: text and bytes frames come back on any path under /echo/, GET
+/hello answers "hello".
+
+Usage: test-echo.py BUILD_DIR"""
+import asyncio
+import sys
+
+import websockets
+
+from harness import Stack, check_eq, done, http, short
+
+
+async def main(st):
+    for path in ["/echo/", "/echo/deeper/path"]:
+        async with websockets.connect(st.ws_base + path) as ws:
+            for frame in ["hello", "ünïcode ✓", "", b"\x00\x01\xff", b"x" * 100000]:
+                await ws.send(frame)
+                got = await asyncio.wait_for(ws.recv(), 5)
+                check_eq(got, frame, "%s echoes %s" % (path, short(frame, 30)))
+    status, headers, body = http("GET", st.base + "/hello")
+    check_eq((status, body), (200, b"hello"), "GET /hello")
+    check_eq(headers.get("Content-Type"), "text/plain; charset=utf-8", "Content-Type")
+    check_eq(http("GET", st.base + "/nothing")[0], 404, "GET /nothing")
+
+
+if __name__ == "__main__":
+    with Stack("echo", workers=2) as st:
+        asyncio.run(main(st))
+    sys.exit(done())
