@@ -1,0 +1,80 @@
+"""The README's main command, as a user runs it: `scripts/chat -p PORT` builds laurel (a no-op in a
+built tree), starts the chat example in one process, serves the chat page and answers a WebSocket;
+Ctrl-C stops it cleanly.
+
+Run as: test-readme.py BUILD_DIR SOURCE_DIR"""
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import check, check_eq  # noqa: E402
+
+import websockets  # noqa: E402
+
+
+def main():
+    source = os.path.abspath(sys.argv[2])
+    port = harness.free_port()
+    log = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), "laurel-readme-%d.log" % port), "w+")
+    proc = subprocess.Popen([os.path.join(source, "scripts", "chat"), "-p", str(port)], cwd=source,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        up = False
+        deadline = time.time() + 50
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/chat/lobby/" % port, timeout=2) as r:
+                    page = r.read().decode("utf-8", "replace")
+                    up = True
+                    check_eq(r.status, 200, "GET /chat/lobby/ status")
+                    check("text/html" in r.headers.get("Content-Type", ""), "the chat page is HTML",
+                          r.headers.get("Content-Type"))
+                    check("WebSocket" in page, "the page opens a WebSocket", page[:200])
+                break
+            except OSError:
+                time.sleep(0.3)
+        check(up, "scripts/chat serves the chat page")
+
+        async def talk():
+            uri = "ws://127.0.0.1:%d/chat/lobby/ws?username=readme" % port
+            async with websockets.connect(uri, open_timeout=5) as ws:
+                event = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                check_eq(event.get("type"), "join", "first event")
+                check("readme" in event.get("users", []), "the users list has the user", event)
+                await ws.send(json.dumps({"text": "hello from the README"}))
+                while True:
+                    event = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                    if event.get("type") == "message":
+                        check_eq(event.get("text"), "hello from the README", "the message comes back")
+                        break
+
+        if up:
+            asyncio.run(talk())
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        check_eq(proc.returncode, 0, "Ctrl-C stops it cleanly")
+        log.seek(0)
+        out = log.read()
+        check("laurel runserver" in out, "it says what it runs", out[-500:])
+        if harness.failed:
+            print(out[-3000:])
+        log.close()
+        os.unlink(log.name)
+    return harness.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
