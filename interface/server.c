@@ -1060,6 +1060,10 @@ static void ws_accept_now(struct conn *c)
 			    c->ws_protocol ? c->ws_protocol : "", c->ws_protocol ? "\r\n" : "");
 	c->mode = MODE_WS_OPEN;
 	c->ws = ws_new(c->srv->cfg->ws_max_message, &ws_callbacks, c);
+	/* The HTTP parser has no more work on this connection: free its memory (an idle WebSocket
+	 * should cost as little as possible). */
+	http1_free(c->parser);
+	c->parser = NULL;
 	c->opened_ms = c->last_recv_ms = ms_now();
 	r->started = true;
 	r->status = 101;
@@ -1270,7 +1274,7 @@ static void request_finish(struct conn *c)
 	}
 	slot_del(s, r->id);
 	/* A response that ends before its request body was read ends the connection too. */
-	bool keep = r->keep_alive && !s->draining && !c->closing && http1_done(c->parser);
+	bool keep = r->keep_alive && !s->draining && !c->closing && c->parser && http1_done(c->parser);
 	laurel_msg_free(r->msg);
 	buf_fini(&r->body);
 	free(r->target);

