@@ -737,7 +737,8 @@ static void test_delay(void)
 	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
 		CHECK_STR(await_delayed(queue, t0, &at), want[i]);
 		CHECK_INT(at, >=, atoi(want[i]));
-		CHECK_INT(at, <=, atoi(want[i]) + 100);
+		/* On time, with room for a loaded machine (the sanitizer build, a busy CI). */
+		CHECK_INT(at, <=, atoi(want[i]) + 400);
 	}
 
 	/* Killed and started again: what fell due meanwhile goes out at once, the rest on time. */
@@ -756,13 +757,13 @@ static void test_delay(void)
 	char first[2][8];
 	for (int i = 0; i < 2; i++) {
 		snprintf(first[i], sizeof(first[i]), "%s", await_delayed(queue, t0, &at));
-		CHECK_INT(at - restart, <, 500);
+		CHECK_INT(at - restart, <, 1500); /* a process start on a loaded machine */
 	}
 	CHECK((strcmp(first[0], "a") == 0 && strcmp(first[1], "c") == 0) ||
 	      (strcmp(first[0], "c") == 0 && strcmp(first[1], "a") == 0));
 	CHECK_STR(await_delayed(queue, t0, &at), "b");
 	CHECK_INT(at, >=, 2500);
-	CHECK_INT(at, <=, 2600);
+	CHECK_INT(at, <=, 2900);
 
 	/* Bad messages are dropped with a line each. */
 	inject_delay(NULL, 10, "x");
@@ -805,8 +806,11 @@ static void test_crash(struct proc *pool)
 	laurel_msg_free(m);
 	/* Under AddressSanitizer the SEGV is reported and the process exits with status 1. */
 	test_checks++;
-	if (!log_has_n(pool, "was killed by signal 11", 1, 5000) &&
-	    !log_has_n(pool, ") exited with status 1; starting another in 100 ms", 1, 100))
+	bool logged = false;
+	for (int64_t t = util_now_ms(); !logged && util_now_ms() - t < 20000;)
+		logged = log_has_n(pool, "was killed by signal 11", 1, 50) ||
+			 log_has_n(pool, ") exited with status 1; starting another in 100 ms", 1, 50);
+	if (!logged)
 		test_fail(__FILE__, __LINE__, "no crash logged in %s", pool->log);
 	CHECK(log_has_n(pool, "started (slot", 5, 5000));
 
