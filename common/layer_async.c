@@ -23,7 +23,7 @@
 #include <string.h>
 
 #define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
+#define BACKOFF_MAX_MS 2000
 #define BATCH 64
 
 struct layer_async;
@@ -741,6 +741,20 @@ void layer_async_barrier(struct layer_async *a, layer_async_done_cb cb, void *ar
 			b->waiting--;
 	}
 	defer(a, barrier_step, b, 0);
+}
+
+bool layer_async_listening(const struct layer_async *a, const char *channel)
+{
+	for (size_t i = 0; i < a->nlisteners; i++) {
+		const struct listener *l = a->listeners[i];
+		if (strcmp(l->channel, channel) != 0 || l->inbox)
+			continue;
+		/* Down means an outage was seen, not "still connecting" at start. */
+		for (size_t k = 0; k < l->nconns; k++)
+			if (!l->conns[k].connected && a->shards[l->conns[k].shard].down)
+				return false;
+	}
+	return true;
 }
 
 size_t layer_async_connected(const struct layer_async *a)

@@ -14,7 +14,7 @@
  *
  * When a server goes away: calls that need it fail at once with -ENOTCONN (no callback), pending
  * ones complete with -ENOTCONN, one warning is logged per outage, and connections are made again
- * by a timer with backoff (100 ms doubling to 5 s); listeners resume by themselves. */
+ * by a timer with backoff (100 ms doubling to 2 s); listeners resume by themselves. */
 #ifndef LAUREL_COMMON_LAYER_ASYNC_H
 #define LAUREL_COMMON_LAYER_ASYNC_H
 
@@ -67,6 +67,11 @@ int layer_async_withdraw(struct layer_async *a, const char *prefix, layer_async_
 /* Calls cb once every command sent before this call has been answered (or failed): a barrier
  * for a clean shutdown. cb gets 0, or -ECANCELED at layer_async_free. */
 void layer_async_barrier(struct layer_async *a, layer_async_done_cb cb, void *arg);
+
+/* False when a connection that listens on channel is down in an outage (true while it is
+ * still connecting at start, and always in local mode): a process whose reply reader is down
+ * cannot get answers, and should say so at once. */
+bool layer_async_listening(const struct layer_async *a, const char *channel);
 
 /* The number of shards that are connected now, for health reporting. */
 size_t layer_async_connected(const struct layer_async *a);

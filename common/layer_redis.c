@@ -10,7 +10,7 @@
  * then one script call per shard that holds members, pipelined.
  *
  * When a server goes away, calls that need it fail at once with -ENOTCONN, the connection is made
- * again on a later call after a backoff (100 ms doubling to 5 s), and one warning is logged per
+ * again on a later call after a backoff (100 ms doubling to 2 s), and one warning is logged per
  * outage. */
 #include "common/layer.h"
 #include "common/codec.h"
@@ -28,7 +28,7 @@
 #include <time.h>
 
 #define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
+#define BACKOFF_MAX_MS 2000
 #define STATS_CHANNEL_TTL 3600
 #define STATS_GLOBAL_TTL 86400
 
@@ -938,8 +938,12 @@ static int wait_reachable(struct redis_layer *L, struct plan *p, int64_t deadlin
 				next = s->retry_at;
 		}
 		int64_t now = util_now_ms();
-		if (deadline >= 0 && (now >= deadline || next >= deadline))
+		if (deadline >= 0 && now >= deadline)
 			return rc;
+		/* Sleep until the next attempt, or to the caller's deadline if that comes first: a
+		 * receive with a timeout waits it out, as it would with Redis up. */
+		if (deadline >= 0 && next > deadline)
+			next = deadline;
 		if (next > now) {
 			int64_t ms = next - now;
 			struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};

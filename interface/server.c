@@ -379,6 +379,15 @@ static int send_on(struct conn *c, const char *channel, struct laurel_msg *m,
 static int send_request(struct conn *c)
 {
 	struct request *r = c->req;
+	if (!layer_async_listening(c->srv->layer, c->srv->prefix)) {
+		/* The shard of our reply channel is down: no answer could reach us. */
+		laurel_msg_free(r->msg);
+		r->msg = NULL;
+		log_warn("conn %llu: the reply channel %s is unreachable; answering 503",
+			 (unsigned long long)c->id, c->srv->prefix);
+		respond_error(c, 503, "Service unavailable: the channel layer is unreachable.");
+		return -1;
+	}
 	int rc = send_on(c, "http.request", r->msg, on_request_sent);
 	laurel_msg_free(r->msg);
 	r->msg = NULL;
@@ -1104,6 +1113,12 @@ static void ws_connect(struct conn *c)
 	c->mode = MODE_WS_CONNECTING;
 	pause_reading(c, true);
 	access_log(c, "WSCONNECTING", r->path, 0, 0);
+	if (!layer_async_listening(c->srv->layer, c->srv->prefix)) {
+		log_warn("conn %llu: the reply channel %s is unreachable; answering 503",
+			 (unsigned long long)c->id, c->srv->prefix);
+		respond_error(c, 503, "Service unavailable: the channel layer is unreachable.");
+		return;
+	}
 	int rc = send_on(c, "websocket.connect", r->msg, on_connect_sent);
 	laurel_msg_free(r->msg);
 	r->msg = NULL;

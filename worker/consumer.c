@@ -551,7 +551,9 @@ int consumer_send_patiently(struct laurel_layer *layer, const char *channel,
 	int64_t deadline = util_now_ms() + wait_ms;
 	for (;;) {
 		int rc = laurel_layer_send(layer, channel, m);
-		if (rc != LAUREL_FULL || util_now_ms() >= deadline)
+		/* A full channel, or a Redis that is coming back (the layer retries the connection
+		 * after its backoff), is worth waiting for a little. */
+		if ((rc != LAUREL_FULL && rc != -ENOTCONN) || util_now_ms() >= deadline)
 			return rc;
 		sleep_ms(FULL_RETRY_MS);
 	}

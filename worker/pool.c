@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,12 +46,19 @@ static void on_sigchld(int sig)
 
 static int spawn(struct pool *p, int slot)
 {
+	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
 		log_errno(LOG_ERROR, errno, "cannot start a worker process");
 		return -errno;
 	}
 	if (pid == 0) {
+		/* A child outlives no pool: if the supervisor dies (even by SIGKILL), its children
+		 * get SIGTERM and finish the message in hand, instead of running old code as
+		 * orphans nobody sends SIGHUP to. */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != parent)
+			_exit(0);
 		signal(SIGCHLD, SIG_DFL);
 		sigprocmask(SIG_SETMASK, &p->oldmask, NULL);
 		exit(p->o->child(p->o->arg, slot));

@@ -15,6 +15,8 @@
  *       used_memory
  *       before and after, per connection.
  *
+ * --inflight N bounds the handshakes in progress (default 64, under the layer's capacity of 100
+ * for websocket.connect). BENCH_WS_DEBUG=1 prints every fan-out message received.
  * Every mode reports its own CPU time (getrusage), so a saturated client can be seen. */
 #include <arpa/inet.h>
 #include <errno.h>
