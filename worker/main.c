@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/options.h"
 #include "common/util.h"
 #include "laurel/layer.h"
 #include "routing/routing.h"
@@ -26,8 +27,6 @@
 #define LAUREL_VERSION "0.1.0"
 #endif
 
-#define HELP_WIDTH 80
-#define HELP_COLUMN 28
 
 enum exit_code {
 	EXIT_OK = 0,	/* stopped by SIGTERM or SIGINT */
@@ -47,15 +46,10 @@ static const char signal_help[] =
 	"  SIGHUP           supervisor: load --app again and, if it loads, replace the worker\n"
 	"                   processes one by one, each new one started before the old one stops\n";
 
-struct strlist {
-	char **v;
-	size_t n;
-};
-
 struct config {
-	struct strlist layers;
-	struct strlist only;
-	struct strlist exclude;
+	struct option_list layers;
+	struct option_list only;
+	struct option_list exclude;
 	char *app;
 	char *prefix;
 	int expiry;
@@ -69,64 +63,43 @@ struct config {
 	bool version;
 };
 
-enum opt_type {
-	OPT_FLAG,  /* bool, set when given */
-	OPT_COUNT, /* int, +1 each time given */
-	OPT_INT,   /* int in [min, max] */
-	OPT_STRING,
-	OPT_LIST, /* struct strlist; repeatable; a value may hold several, space- or comma-separated
-		   */
-};
-
-struct opt {
-	const char *name;
-	char short_name;
-	enum opt_type type;
-	size_t offset;
-	long min, max;	     /* OPT_INT: range; OPT_STRING: min is the least length */
-	const char *def;     /* parsed like a command-line value when neither flag nor env is set */
-	const char *env;     /* environment variable read when the flag is not given */
-	const char *metavar; /* NULL for flags */
-	const char *help;
-};
-
 #define CFG(field) offsetof(struct config, field)
 #define DAY 86400L
 #define YEAR (365 * DAY)
 
-static const struct opt opts[] = {
-	{"app", 0, OPT_STRING, CFG(app), 1, 0, NULL, "LAUREL_APP", "PATH",
+static const struct option opts[] = {
+	{"app", 0, OPTION_STRING, CFG(app), 1, 0, NULL, "LAUREL_APP", "PATH",
 	 "The application: a shared object that exports its routing with LAUREL_APP. Required "
 	 "unless --delay is given."},
-	{"delay", 0, OPT_FLAG, CFG(delay), 0, 0, NULL, NULL, NULL,
+	{"delay", 0, OPTION_FLAG, CFG(delay), 0, 0, NULL, NULL, NULL,
 	 "Run the asgi.delay service instead of an application: messages {channel, delay: ms, "
 	 "content} sent to asgi.delay are kept in Redis (surviving a restart) and sent to channel "
 	 "when due; --app and the channel options are ignored. One process (--processes 1) is "
 	 "enough."},
-	{"layer", 0, OPT_LIST, CFG(layers), 0, 0, "redis://127.0.0.1:6379", "LAUREL_LAYER", "URL",
+	{"layer", 0, OPTION_URLS, CFG(layers), 0, 0, "redis://127.0.0.1:6379", "LAUREL_LAYER", "URL",
 	 "Redis server of the layer: redis://[[user]:password@]host[:port][/db] or "
 	 "unix:///path[?db=N]. Repeat it for shards, listed in the same order everywhere."},
-	{"prefix", 0, OPT_STRING, CFG(prefix), 1, 0, "asgi:", NULL, "PREFIX",
+	{"prefix", 0, OPTION_STRING, CFG(prefix), 1, 0, "asgi:", NULL, "PREFIX",
 	 "Prefix of the layer's Redis keys."},
-	{"expiry", 0, OPT_INT, CFG(expiry), 1, YEAR, "60", NULL, "SECONDS",
+	{"expiry", 0, OPTION_INT, CFG(expiry), 1, YEAR, "60", NULL, "SECONDS",
 	 "How long a sent message waits to be read."},
-	{"group-expiry", 0, OPT_INT, CFG(group_expiry), 1, YEAR, "86400", NULL, "SECONDS",
+	{"group-expiry", 0, OPTION_INT, CFG(group_expiry), 1, YEAR, "86400", NULL, "SECONDS",
 	 "How long a group membership and a channel session live."},
-	{"capacity", 0, OPT_INT, CFG(capacity), 1, 1000000000L, "100", NULL, "N",
+	{"capacity", 0, OPTION_INT, CFG(capacity), 1, 1000000000L, "100", NULL, "N",
 	 "Messages a channel holds; a reply to a fuller channel is retried for 2 s, then dropped."},
-	{"processes", 'n', OPT_INT, CFG(processes), 0, 1024, "1", NULL, "N",
+	{"processes", 'n', OPTION_INT, CFG(processes), 0, 1024, "1", NULL, "N",
 	 "Worker processes, kept running by a supervisor that replaces one that dies. 0 runs the "
 	 "worker in this process, without a supervisor."},
-	{"only-channels", 0, OPT_LIST, CFG(only), 0, 0, NULL, NULL, "GLOB",
+	{"only-channels", 0, OPTION_URLS, CFG(only), 0, 0, NULL, NULL, "GLOB",
 	 "Listen only on the routing's channels that match one of these globs (repeatable)."},
-	{"exclude-channels", 0, OPT_LIST, CFG(exclude), 0, 0, NULL, NULL, "GLOB",
+	{"exclude-channels", 0, OPTION_URLS, CFG(exclude), 0, 0, NULL, NULL, "GLOB",
 	 "Do not listen on the channels that match one of these globs (repeatable)."},
-	{"batch", 0, OPT_INT, CFG(batch), 1, 1000, "8", NULL, "N",
+	{"batch", 0, OPTION_INT, CFG(batch), 1, 1000, "8", NULL, "N",
 	 "Messages taken from the layer in one round trip when several are ready."},
-	{"verbose", 'v', OPT_COUNT, CFG(verbose), 0, 0, NULL, NULL, NULL,
+	{"verbose", 'v', OPTION_COUNT, CFG(verbose), 0, 0, NULL, NULL, NULL,
 	 "Log more to stderr: once for each process start and stop, twice for every message."},
-	{"help", 'h', OPT_FLAG, CFG(help), 0, 0, NULL, NULL, NULL, "Show this help."},
-	{"version", 0, OPT_FLAG, CFG(version), 0, 0, NULL, NULL, NULL, "Print the version."},
+	{"help", 'h', OPTION_FLAG, CFG(help), 0, 0, NULL, NULL, NULL, "Show this help."},
+	{"version", 0, OPTION_FLAG, CFG(version), 0, 0, NULL, NULL, NULL, "Print the version."},
 };
 
 static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -145,220 +118,43 @@ static int fail(int code, const char *fmt, ...)
 	return code;
 }
 
-static void strlist_push(struct strlist *l, const char *s, size_t len)
-{
-	l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
-	l->v[l->n++] = xstrndup(s, len);
-}
-
-static void strlist_fini(struct strlist *l)
-{
-	for (size_t i = 0; i < l->n; i++)
-		free(l->v[i]);
-	free(l->v);
-}
-
 static void config_fini(struct config *cfg)
 {
-	strlist_fini(&cfg->layers);
-	strlist_fini(&cfg->only);
-	strlist_fini(&cfg->exclude);
-	free(cfg->app);
-	free(cfg->prefix);
+	options_free(opts, ARRAY_SIZE(opts), cfg);
 }
 
-/* --- Options -------------------------------------------------------------------------------- */
-
-static const struct opt *find_long(const char *name, size_t len)
-{
-	for (size_t i = 0; i < ARRAY_SIZE(opts); i++)
-		if (strlen(opts[i].name) == len && memcmp(opts[i].name, name, len) == 0)
-			return &opts[i];
-	return NULL;
-}
-
-static const struct opt *find_short(char c)
-{
-	for (size_t i = 0; i < ARRAY_SIZE(opts); i++)
-		if (opts[i].short_name && opts[i].short_name == c)
-			return &opts[i];
-	return NULL;
-}
-
-static bool takes_value(const struct opt *o)
-{
-	return o->type != OPT_FLAG && o->type != OPT_COUNT;
-}
-
-static int set_option(struct config *cfg, const struct opt *o, const char *val, const char *source)
-{
-	void *field = (char *)cfg + o->offset;
-	switch (o->type) {
-	case OPT_FLAG:
-		*(bool *)field = true;
-		return 0;
-	case OPT_COUNT:
-		(*(int *)field)++;
-		return 0;
-	case OPT_INT: {
-		char *end;
-		errno = 0;
-		long v = strtol(val, &end, 10);
-		if (errno || end == val || *end || v < o->min || v > o->max)
-			return fail(EXIT_USAGE,
-				    "%s must be a whole number from %ld to %ld, not \"%s\"", source,
-				    o->min, o->max, val);
-		*(int *)field = (int)v;
-		return 0;
-	}
-	case OPT_STRING:
-		if (strlen(val) < (size_t)o->min)
-			return fail(EXIT_USAGE, "%s must not be empty", source);
-		free(*(char **)field);
-		*(char **)field = xstrdup(val);
-		return 0;
-	case OPT_LIST: {
-		struct strlist *l = field;
-		size_t before = l->n;
-		for (const char *p = val; *p;) {
-			p += strspn(p, " ,\t\n");
-			size_t len = strcspn(p, " ,\t\n");
-			if (len)
-				strlist_push(l, p, len);
-			p += len;
-		}
-		if (l->n == before)
-			return fail(EXIT_USAGE, "%s holds no value", source);
-		return 0;
-	}
-	}
-	return fail(EXIT_USAGE, "%s: unknown option type", source);
-}
-
-/* Parses argv (options only: laurel-worker takes no operands), then fills every option not given
- * from its environment variable, else its default. Returns 0 or EXIT_USAGE. */
+/* Parses argv into cfg (common/options.h); the worker takes no operands. */
 static int parse_args(struct config *cfg, int argc, char **argv)
 {
-	bool given[ARRAY_SIZE(opts)] = {false};
-	char source[64];
-	for (int i = 1; i < argc; i++) {
-		char *a = argv[i];
-		if (a[0] != '-' || a[1] == '\0')
-			return fail(EXIT_USAGE,
-				    "unexpected argument \"%s\" (see laurel-worker --help)", a);
-		const struct opt *o;
-		const char *val = NULL;
-		if (a[1] == '-') {
-			const char *name = a + 2, *eq = strchr(name, '=');
-			size_t len = eq ? (size_t)(eq - name) : strlen(name);
-			if (!(o = find_long(name, len)))
-				return fail(EXIT_USAGE,
-					    "unknown option \"%s\" (see laurel-worker --help)", a);
-			snprintf(source, sizeof(source), "--%s", o->name);
-			val = eq ? eq + 1 : NULL;
-			if (!takes_value(o) && val)
-				return fail(EXIT_USAGE, "option --%s takes no value", o->name);
-		} else {
-			if (!(o = find_short(a[1])))
-				return fail(EXIT_USAGE,
-					    "unknown option \"-%c\" (see laurel-worker --help)",
-					    a[1]);
-			snprintf(source, sizeof(source), "-%c", a[1]);
-			if (a[2] && takes_value(o))
-				val = a + 2;
-			else if (a[2] && o->type == OPT_COUNT &&
-				 strspn(a + 1, "v") == strlen(a + 1))
-				for (const char *c = a + 2; *c; c++)
-					set_option(cfg, o, NULL, source);
-			else if (a[2])
-				return fail(EXIT_USAGE, "option -%c takes no value", a[1]);
-		}
-		if (takes_value(o) && !val) {
-			if (i + 1 >= argc)
-				return fail(EXIT_USAGE, "option %s needs a value (%s)", source,
-					    o->metavar);
-			val = argv[++i];
-		}
-		if (set_option(cfg, o, val, source))
-			return EXIT_USAGE;
-		given[o - opts] = true;
-	}
-	for (size_t i = 0; i < ARRAY_SIZE(opts); i++) {
-		const struct opt *o = &opts[i];
-		const char *env = o->env ? getenv(o->env) : NULL;
-		if (given[i])
-			continue;
-		if (env && env[strspn(env, " ,\t\n")]) {
-			if (set_option(cfg, o, env, o->env))
-				return EXIT_USAGE;
-		} else if (o->def) {
-			snprintf(source, sizeof(source), "the default of --%s", o->name);
-			if (set_option(cfg, o, o->def, source))
-				return EXIT_USAGE;
-		}
-	}
-	return 0;
+	char err[512];
+	int npos = 0;
+	char **pos = calloc((size_t)argc + 1, sizeof(char *));
+	int rc = 0;
+	if (!pos)
+		return fail(EXIT_USAGE, "out of memory");
+	if (options_parse(opts, ARRAY_SIZE(opts), cfg, argc, argv, pos, &npos, NULL, err,
+			  sizeof(err)) < 0)
+		rc = fail(EXIT_USAGE, "%s", err);
+	else if (npos > 0)
+		rc = fail(EXIT_USAGE, "unexpected argument \"%s\" (see laurel-worker --help)",
+			  pos[0]);
+	free(pos);
+	return rc;
 }
 
 /* --- Help ----------------------------------------------------------------------------------- */
-
-static void print_wrapped(FILE *f, const char *text, int indent, int col)
-{
-	for (const char *p = text; *p;) {
-		size_t word = strcspn(p, " ");
-		if (col > indent && col + 1 + (int)word > HELP_WIDTH) {
-			fprintf(f, "\n%*s", indent, "");
-			col = indent;
-		} else if (col > indent) {
-			fputc(' ', f);
-			col++;
-		}
-		fwrite(p, 1, word, f);
-		col += (int)word;
-		p += word;
-		p += strspn(p, " ");
-	}
-	fputc('\n', f);
-}
 
 static void print_help(FILE *f)
 {
 	fprintf(f, "Usage: laurel-worker --app PATH [OPTIONS]\n"
 		   "       laurel-worker --delay [OPTIONS]\n\n");
-	print_wrapped(f,
+	options_wrap(f,
 		      "Takes messages off the channels that the application's routing names, in a "
 		      "laurel (asgi_redis 1.4 compatible) channel layer, and runs the routed "
 		      "consumers.",
 		      0, 0);
 	fprintf(f, "\nOptions:\n");
-	for (size_t i = 0; i < ARRAY_SIZE(opts); i++) {
-		const struct opt *o = &opts[i];
-		char left[64], text[640];
-		size_t n;
-		if (o->short_name)
-			n = (size_t)snprintf(left, sizeof(left), "-%c, --%s", o->short_name,
-					     o->name);
-		else
-			n = (size_t)snprintf(left, sizeof(left), "    --%s", o->name);
-		if (o->metavar)
-			snprintf(left + n, sizeof(left) - n, " %s", o->metavar);
-		n = (size_t)snprintf(text, sizeof(text), "%s", o->help);
-		if (o->env)
-			n += (size_t)snprintf(text + n, sizeof(text) - n, " Environment: %s.",
-					      o->env);
-		if (o->def && o->type == OPT_STRING)
-			snprintf(text + n, sizeof(text) - n, " Default: \"%s\".", o->def);
-		else if (o->def)
-			snprintf(text + n, sizeof(text) - n, " Default: %s.", o->def);
-		int col = fprintf(f, "  %s", left);
-		if (col >= HELP_COLUMN - 1) {
-			fprintf(f, "\n%*s", HELP_COLUMN, "");
-			col = HELP_COLUMN;
-		} else {
-			col += fprintf(f, "%*s", HELP_COLUMN - col, "");
-		}
-		print_wrapped(f, text, HELP_COLUMN, col);
-	}
+	options_print(f, opts, ARRAY_SIZE(opts));
 	fprintf(f, "\nSignals:\n%s", signal_help);
 	fprintf(f, "\nExit status:\n%s", exit_help);
 	fprintf(f, "\nSee docs/worker.md.\n");

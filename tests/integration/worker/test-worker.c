@@ -285,7 +285,8 @@ static void test_command_line(void)
 	CHECK(strstr(out, "Usage: laurel-worker --app PATH") != NULL);
 	CHECK(strstr(out, "--only-channels GLOB") != NULL);
 	CHECK(strstr(out, "-n, --processes N") != NULL);
-	CHECK(strstr(out, "LAUREL_LAYER. Default: redis://127.0.0.1:6379.") != NULL);
+	CHECK(strstr(out, "Environment: LAUREL_LAYER.") != NULL);
+	CHECK(strstr(out, "Default: redis://127.0.0.1:6379.") != NULL);
 	CHECK(strstr(out, "Exit status:") != NULL);
 	free(out);
 
