@@ -15,7 +15,6 @@ The application is the module given (tests/deploy/meson.build): the test applica
 ChatExample below hold what differs (URLs, frames, the HTTP page).
 
 Environment: LAUREL_KEEP_TMP=1 keeps the temporary directory (rendered files, every log);
-LAUREL_DEPLOY_STRICT=1 makes the known laurel bugs (printed as "KNOWN BUG:") failures;
 LAUREL_DEPLOY_DOWN_SHARD=interface stops the Redis shard of an interface's reply queue.
 """
 
@@ -63,13 +62,8 @@ def check(cond, what):
 
 
 def known_bug(cond, what):
-    """A check that fails because of a laurel bug reported to the lead: a NOTE line, unless
-    LAUREL_DEPLOY_STRICT=1 makes it a failure."""
-    if os.environ.get("LAUREL_DEPLOY_STRICT") == "1":
-        return check(cond, what)
-    if not cond:
-        log("KNOWN BUG: " + what)
-    return cond
+    """A check for a bug this test once found in laurel (now fixed): an ordinary check."""
+    return check(cond, what)
 
 
 def check_eq(got, want, what):

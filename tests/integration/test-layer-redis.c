@@ -15,43 +15,9 @@
 
 /* --- Catalog --------------------------------------------------------------------------------- */
 
-struct vector {
-	unsigned char *bytes;
-	size_t len;
-};
-static struct vector vectors[32];
+static struct test_vector vectors[32];
 static size_t nvectors;
 
-static void load_catalog(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	if (!f) {
-		perror(path);
-		exit(2);
-	}
-	char *line = NULL;
-	size_t cap = 0;
-	while (getline(&line, &cap, f) > 0 && nvectors < ARRAY_SIZE(vectors)) {
-		if (strncmp(line, "hex:", 4) != 0)
-			continue;
-		struct vector *v = &vectors[nvectors++];
-		v->bytes = malloc(strlen(line) / 2 + 1);
-		v->len = 0;
-		char *p = line + 4;
-		for (;;) {
-			while (*p == ' ')
-				p++;
-			unsigned x;
-			int n;
-			if (sscanf(p, "%2x%n", &x, &n) != 1)
-				break;
-			v->bytes[v->len++] = (unsigned char)x;
-			p += n;
-		}
-	}
-	free(line);
-	fclose(f);
-}
 
 static struct laurel_layer *make_layer(const char *const *urls, size_t n, int capacity)
 {
@@ -149,7 +115,7 @@ static const char chansend[] =
 	"redis.call('rpush', KEYS[2], KEYS[1])\n"
 	"redis.call('expire', KEYS[2], ARGV[2] + 1)\n";
 
-static void python_sends(redisContext *c, const char *queue, const struct vector *v)
+static void python_sends(redisContext *c, const char *queue, const struct test_vector *v)
 {
 	redisReply *rep = redisCommand(c, "EVAL %s 2 asgi:0123456789abcdef0123456789abcdef %s %b 60 100",
 				       chansend, queue, v->bytes, v->len);
@@ -158,7 +124,7 @@ static void python_sends(redisContext *c, const char *queue, const struct vector
 }
 
 /* What asgi_redis's receive does: LPOP the queue, GET and DEL the body. */
-static void python_receives(redisContext *c, const char *queue, const struct vector *expect)
+static void python_receives(redisContext *c, const char *queue, const struct test_vector *expect)
 {
 	redisReply *k = redisCommand(c, "LPOP %s", queue);
 	CHECK(k && k->type == REDIS_REPLY_STRING);
@@ -534,7 +500,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s CATALOG\n", argv[0]);
 		return 2;
 	}
-	load_catalog(argv[1]);
+	nvectors = test_load_vectors(argv[1], vectors, ARRAY_SIZE(vectors));
 	struct test_redis rs[3];
 	for (int i = 0; i < 3; i++)
 		if (test_redis_start(&rs[i]) < 0)
@@ -548,7 +514,6 @@ int main(int argc, char **argv)
 	test_outage(&rs[2]);
 	for (int i = 0; i < 3; i++)
 		test_redis_cleanup(&rs[i]);
-	for (size_t i = 0; i < nvectors; i++)
-		free(vectors[i].bytes);
+	test_free_vectors(vectors, nvectors);
 	return test_done();
 }

@@ -186,3 +186,37 @@ const char *test_redis_cmd(struct test_redis *r, const char *fmt, ...)
 	redisFree(c);
 	return out;
 }
+
+size_t test_load_vectors(const char *path, struct test_vector *v, size_t max)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		perror(path);
+		exit(2);
+	}
+	char *line = NULL;
+	size_t cap = 0, n = 0;
+	while (getline(&line, &cap, f) > 0 && n < max) {
+		if (strncmp(line, "hex:", 4) != 0)
+			continue;
+		struct test_vector *t = &v[n++];
+		t->bytes = malloc(strlen(line) / 2 + 1);
+		t->len = 0;
+		const char *p = line + 4;
+		unsigned x;
+		int k;
+		while (sscanf(p, " %2x%n", &x, &k) == 1) {
+			t->bytes[t->len++] = (unsigned char)x;
+			p += k;
+		}
+	}
+	free(line);
+	fclose(f);
+	return n;
+}
+
+void test_free_vectors(struct test_vector *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i].bytes);
+}

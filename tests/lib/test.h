@@ -56,6 +56,15 @@ int test_done(void);
 		}                                                                                  \
 	} while (0)
 
+/* The msgpack bytes of each "hex:" line of a capture catalog (../shared/wire/), in file order. */
+struct test_vector {
+	unsigned char *bytes;
+	size_t len;
+};
+/* Loads up to max vectors from path; returns how many. Exits 2 if the file cannot be read. */
+size_t test_load_vectors(const char *path, struct test_vector *v, size_t max);
+void test_free_vectors(struct test_vector *v, size_t n);
+
 /* A redis-server started by a test on a free loopback port, in its own temporary directory. */
 struct test_redis {
 	int port;

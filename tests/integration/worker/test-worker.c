@@ -29,11 +29,7 @@ static struct util_rng rng;
 
 /* --- Catalog --------------------------------------------------------------------------------- */
 
-struct vector {
-	unsigned char *bytes;
-	size_t len;
-};
-static struct vector vectors[32];
+static struct test_vector vectors[32];
 static size_t nvectors;
 
 enum {
@@ -48,32 +44,6 @@ enum {
 	V_WS_SEND_BYTES = 9,
 };
 
-static void load_catalog(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	if (!f) {
-		perror(path);
-		exit(2);
-	}
-	char *line = NULL;
-	size_t cap = 0;
-	while (getline(&line, &cap, f) > 0 && nvectors < ARRAY_SIZE(vectors)) {
-		if (strncmp(line, "hex:", 4) != 0)
-			continue;
-		struct vector *v = &vectors[nvectors++];
-		v->bytes = malloc(strlen(line) / 2 + 1);
-		v->len = 0;
-		char *p = line + 4;
-		unsigned x;
-		int n;
-		while (sscanf(p, " %2x%n", &x, &n) == 1) {
-			v->bytes[v->len++] = (unsigned char)x;
-			p += n;
-		}
-	}
-	free(line);
-	fclose(f);
-}
 
 /* --- Processes ------------------------------------------------------------------------------- */
 
@@ -899,7 +869,7 @@ int main(int argc, char **argv)
 	app_path = argv[2];
 	badabi_path = argv[3];
 	badroute_path = argv[4];
-	load_catalog(argv[5]);
+	nvectors = test_load_vectors(argv[5], vectors, ARRAY_SIZE(vectors));
 	util_rng_init(&rng);
 	if (nvectors < 10) {
 		fprintf(stderr, "%s: only %zu vectors\n", argv[5], nvectors);
@@ -940,8 +910,7 @@ int main(int argc, char **argv)
 		check_sanitizers(logs[i]);
 	redisFree(rc);
 	test_redis_cleanup(&redis);
-	for (size_t i = 0; i < nvectors; i++)
-		free(vectors[i].bytes);
+	test_free_vectors(vectors, nvectors);
 	if (test_failures == 0) {
 		char cmd[512];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
