@@ -206,6 +206,26 @@ enum worker_outcome worker_handle(struct worker *w, const char *channel,
 	}
 	struct routing_match m;
 	if (routing_match(w->routing, channel, msg, &m) == ROUTING_NONE) {
+		const char *reply = laurel_msg_get_text(msg, "reply_channel", NULL);
+		if (strcmp(channel, "http.request") == 0 && reply) {
+			/* Nobody will answer it: say so now rather than let the client wait for
+			 * the interface's timeout. */
+			struct laurel_msg *r = laurel_msg_new();
+			laurel_msg_set_int(r, "status", 404);
+			struct laurel_value *h = laurel_map_put(r, laurel_msg_root(r), "headers");
+			laurel_value_set_list(r, h, 1);
+			struct laurel_value *pair = laurel_list_push(r, h);
+			laurel_value_set_list(r, pair, 2);
+			laurel_value_set_bytes(r, laurel_list_push(r, pair), "Content-Type", 12);
+			laurel_value_set_bytes(r, laurel_list_push(r, pair), "text/plain", 10);
+			laurel_msg_set_bytes(r, "content", "Not Found\n", 10);
+			laurel_msg_set_bool(r, "more_content", false);
+			int rc = laurel_layer_send(w->layer, reply, r);
+			laurel_msg_free(r);
+			log_warn("channel %s, reply channel %s: no route matches; answered 404%s",
+				 channel, reply, rc == 0 ? "" : " (not sent)");
+			return WORKER_DROPPED;
+		}
 		log_warn("channel %s, reply channel %s: no route matches; dropped", channel,
 			 reply_for_log(msg));
 		return WORKER_DROPPED;

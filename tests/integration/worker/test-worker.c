@@ -555,9 +555,17 @@ static void test_bad_messages(struct proc *pool)
 	laurel_msg_set_text(m, "method", "GET");
 	inject("http.request", m);
 	laurel_msg_free(m);
+	/* An HTTP request no route matches is answered 404 at once. */
+	m = await_reply("daphne.response.BadMsgTest!", 5000, NULL, NULL);
+	int64_t notfound = 0;
+	CHECK(m != NULL);
+	if (m)
+		laurel_msg_get_int(m, "status", &notfound);
+	CHECK_EQ(notfound, 404);
+	laurel_msg_free(m);
 	CHECK_LOG(pool,
 		  "channel http.request, reply channel daphne.response.BadMsgTest!d: no route "
-		  "matches; dropped",
+		  "matches; answered 404",
 		  5000);
 
 	CHECK_EQ(llen("daphne.response.BadMsgTest!"), 0);
