@@ -296,3 +296,17 @@ void options_print(FILE *f, const struct option *opts, size_t nopts)
 		options_item(f, left, text);
 	}
 }
+
+int options_complain(const char *program, int code, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	for (char *p = line; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	fprintf(stderr, "%s: %s\n", program, line);
+	return code;
+}

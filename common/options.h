@@ -47,6 +47,11 @@ int options_parse(const struct option *opts, size_t nopts, void *cfg, int argc, 
 		  char **pos, int *npos, bool *given, char *err, size_t errlen);
 /* Frees the strings and lists the table's options hold in cfg. */
 void options_free(const struct option *opts, size_t nopts, void *cfg);
+/* Tells the operator what went wrong in one stderr line "program: message" (line breaks in the
+ * message become spaces) and returns code, for a program's exit status. */
+int options_complain(const char *program, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /* Prints the options as help text, one item each ("  -p, --port PORT   help. Default: 8000."),
  * wrapped to 80 columns. */
 void options_print(FILE *f, const struct option *opts, size_t nopts);

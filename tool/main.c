@@ -184,21 +184,7 @@ static const struct command commands[] = {
 
 /* The tool speaks to its operator in single stderr lines "laurel: ..." and returns an exit code;
  * the log_* family (timestamps, levels) is for the library's diagnostics, shown with -v. */
-static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int fail(int code, const char *fmt, ...)
-{
-	char line[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	for (char *p = line; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
-	fprintf(stderr, "laurel: %s\n", line);
-	return code;
-}
+#define fail(code, ...) options_complain("laurel", (code), __VA_ARGS__)
 
 /* s in double quotes, with quotes, backslashes and control characters escaped, cut short with
  * "..." if it does not fit: for names an operator typed, which may hold anything. */

@@ -102,21 +102,7 @@ static const struct option opts[] = {
 	{"version", 0, OPTION_FLAG, CFG(version), 0, 0, NULL, NULL, NULL, "Print the version."},
 };
 
-static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int fail(int code, const char *fmt, ...)
-{
-	char line[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	for (char *p = line; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
-	fprintf(stderr, "laurel-worker: %s\n", line);
-	return code;
-}
+#define fail(code, ...) options_complain("laurel-worker", (code), __VA_ARGS__)
 
 static void config_fini(struct config *cfg)
 {
