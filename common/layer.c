@@ -2,6 +2,7 @@
  * encode/decode steps both backends share. Backends get only validated arguments. */
 #include "common/layer.h"
 #include "common/codec.h"
+#include "common/log.h"
 #include "common/util.h"
 
 #include <errno.h>
@@ -294,6 +295,28 @@ int laurel_layer_send(struct laurel_layer *layer, const char *channel, const str
 	return layer->ops->send(layer, channel, msg);
 }
 
+int laurel_layer_send_many(struct laurel_layer *layer, struct laurel_outgoing *items, size_t n)
+{
+	layer_clear_error();
+	size_t valid = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct laurel_outgoing *it = &items[i];
+		if (!laurel_valid_channel(it->channel))
+			it->result = layer_fail(-EINVAL, "invalid channel name \"%.120s\"",
+						it->channel ? it->channel : "(null)");
+		else if (!it->msg)
+			it->result = layer_fail(-EINVAL, "no message to send on %s", it->channel);
+		else
+			it->result = 0, valid++;
+	}
+	if (valid)
+		layer->ops->send_many(layer, items, n);
+	for (size_t i = 0; i < n; i++)
+		if (items[i].result)
+			return items[i].result;
+	return 0;
+}
+
 int laurel_layer_receive(struct laurel_layer *layer, const char *const *channels, size_t nchannels,
 			 int timeout_ms, struct laurel_received *out, size_t max, size_t *got)
 {
@@ -410,6 +433,97 @@ int laurel_layer_interfaces(struct laurel_layer *layer, char ***prefixes, size_t
 	layer_clear_error();
 	*prefixes = NULL;
 	return layer->ops->interfaces(layer, prefixes, n ? n : &dummy);
+}
+
+int laurel_layer_watch_fd(struct laurel_layer *layer, int fd)
+{
+	layer_clear_error();
+	if (fd < -1)
+		return layer_fail(-EINVAL, "watch_fd needs a descriptor or -1, not %d", fd);
+	return layer->ops->watch_fd(layer, fd);
+}
+
+/* Scheduled entries: 16 random hex digits (so equal messages stay distinct members), then the
+ * msgpack map {channel, content}. */
+#define SCHEDULE_ID_LEN 16
+
+int laurel_layer_schedule(struct laurel_layer *layer, const char *channel,
+			  const struct laurel_msg *msg, int64_t due_ms)
+{
+	static _Thread_local struct util_rng rng;
+	static _Thread_local bool seeded;
+	layer_clear_error();
+	CHECK_CHANNEL(channel);
+	if (!msg)
+		return layer_fail(-EINVAL, "no message to schedule for %s", channel);
+	if (due_ms < 0)
+		return layer_fail(-EINVAL, "a due time before 1970 (%lld ms)", (long long)due_ms);
+	struct laurel_msg *stored = laurel_msg_new();
+	laurel_msg_set_text(stored, "channel", channel);
+	laurel_value_copy(stored, laurel_map_put(stored, laurel_msg_root(stored), "content"),
+			  laurel_msg_croot(msg));
+	char *data;
+	size_t len;
+	laurel_msg_encode(stored, &data, &len);
+	laurel_msg_free(stored);
+	if (len > layer->cfg.max_message) {
+		free(data);
+		return layer_fail(-EMSGSIZE, "a message of %zu bytes for %s is larger than %zu",
+				  len, channel, layer->cfg.max_message);
+	}
+	if (!seeded) {
+		util_rng_init(&rng);
+		seeded = true;
+	}
+	char *member = xmalloc(SCHEDULE_ID_LEN + len);
+	util_rng_hex(&rng, member, SCHEDULE_ID_LEN);
+	memcpy(member + SCHEDULE_ID_LEN, data, len);
+	free(data);
+	int rc = layer->ops->schedule(layer, member, SCHEDULE_ID_LEN + len, due_ms);
+	free(member);
+	return rc;
+}
+
+struct take_state {
+	struct laurel_due *out;
+	size_t got;
+};
+
+static void take_one(void *arg, const char *member, size_t len, int64_t due_ms)
+{
+	struct take_state *st = arg;
+	struct laurel_msg *stored = NULL;
+	const char *channel;
+	const struct laurel_value *content;
+	if (len <= SCHEDULE_ID_LEN ||
+	    laurel_msg_decode(member + SCHEDULE_ID_LEN, len - SCHEDULE_ID_LEN, NULL, &stored) ||
+	    !(channel = laurel_msg_get_text(stored, "channel", NULL)) ||
+	    !laurel_valid_channel(channel) || !(content = laurel_msg_get(stored, "content")) ||
+	    content->type != LAUREL_MAP) {
+		log_warn("dropped a scheduled message that does not decode (%zu bytes)", len);
+		laurel_msg_free(stored);
+		return;
+	}
+	struct laurel_due *d = &st->out[st->got++];
+	snprintf(d->channel, sizeof(d->channel), "%s", channel);
+	d->msg = laurel_msg_new();
+	laurel_value_copy(d->msg, laurel_msg_root(d->msg), content);
+	d->due_ms = due_ms;
+	laurel_msg_free(stored);
+}
+
+int laurel_layer_take_due(struct laurel_layer *layer, int64_t now_ms, struct laurel_due *out,
+			  size_t max, size_t *got, int64_t *next_ms)
+{
+	layer_clear_error();
+	*got = 0;
+	*next_ms = -1;
+	if (max < 1)
+		return layer_fail(-EINVAL, "take_due needs room for one message");
+	struct take_state st = {out, 0};
+	int rc = layer->ops->take_due(layer, now_ms, max, take_one, &st, next_ms);
+	*got = st.got;
+	return rc;
 }
 
 int laurel_layer_flush(struct laurel_layer *layer)

@@ -47,6 +47,15 @@ struct layer_ops {
 	int (*kv_set)(struct laurel_layer *l, const char *key, const void *data, size_t len,
 		      int ttl_s);
 	int (*kv_del)(struct laurel_layer *l, const char *key);
+	/* Sends the items whose result is 0 (the others failed the checks), setting each result. */
+	void (*send_many)(struct laurel_layer *l, struct laurel_outgoing *items, size_t n);
+	int (*watch_fd)(struct laurel_layer *l, int fd);
+	/* Scheduled messages: member is the stored entry (opaque bytes, unique). */
+	int (*schedule)(struct laurel_layer *l, const void *member, size_t len, int64_t due_ms);
+	/* Calls take(arg, member, len, due) for each entry taken, earliest first. */
+	int (*take_due)(struct laurel_layer *l, int64_t now_ms, size_t max,
+			void (*take)(void *arg, const char *member, size_t len, int64_t due_ms),
+			void *arg, int64_t *next_ms);
 	int (*flush)(struct laurel_layer *l);
 	int (*stats)(struct laurel_layer *l, const char *channel, struct laurel_stats *out);
 	void (*free)(struct laurel_layer *l);
@@ -101,7 +110,14 @@ size_t layer_shard_of(size_t nshards, const char *name, size_t len);
 size_t layer_channel_home(size_t nshards, const char *channel);
 
 /* The Lua scripts of the Redis layout, shared by the synchronous and asynchronous clients. */
-enum script_id { SCRIPT_SEND, SCRIPT_POP, SCRIPT_GROUP_SEND, SCRIPT_FLUSH, SCRIPT_COUNT };
+enum script_id {
+	SCRIPT_SEND,
+	SCRIPT_POP,
+	SCRIPT_GROUP_SEND,
+	SCRIPT_FLUSH,
+	SCRIPT_TAKE_DUE,
+	SCRIPT_COUNT
+};
 const char *layer_script_source(enum script_id id);
 const char *layer_script_sha(enum script_id id); /* 40 hex digits */
 

@@ -100,6 +100,13 @@ struct recipients {
 	size_t n, cap;
 };
 
+/* A scheduled entry (laurel_layer_schedule). */
+struct scheduled {
+	int64_t due_ms;
+	size_t len;
+	char *member;
+};
+
 struct layer_memory {
 	struct laurel_layer base;
 	pthread_mutex_t lock;
@@ -110,6 +117,8 @@ struct layer_memory {
 	struct table interfaces; /* process prefix -> v.i = deadline, monotonic ms */
 	struct table stats;	 /* queue name -> struct counters */
 	struct table kv;	 /* key -> struct kv_value */
+	struct scheduled *sched; /* sorted by due time, then by arrival */
+	size_t nsched, schedcap;
 	int64_t messages_count;
 	int64_t channel_full_count;
 };
@@ -405,6 +414,13 @@ static int op_send(struct laurel_layer *l, const char *channel, const struct lau
 	if (rc == LAUREL_FULL)
 		free(it);
 	return rc;
+}
+
+static void op_send_many(struct laurel_layer *l, struct laurel_outgoing *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (items[i].result == 0)
+			items[i].result = op_send(l, items[i].channel, items[i].msg);
 }
 
 /* --- Receiving ------------------------------------------------------------------------------- */
@@ -982,8 +998,68 @@ static void clear_all(struct layer_memory *m)
 	}
 	table_clear(&m->kv);
 	table_clear(&m->interfaces);
+	for (size_t i = 0; i < m->nsched; i++)
+		free(m->sched[i].member);
+	m->nsched = 0;
 	m->messages_count = 0;
 	m->channel_full_count = 0;
+}
+
+static int op_watch_fd(struct laurel_layer *l, int fd)
+{
+	(void)l;
+	(void)fd;
+	return layer_fail(-ENOTSUP, "the memory layer cannot watch a descriptor; stop its threads "
+				    "from the program that owns them");
+}
+
+static int op_schedule(struct laurel_layer *l, const void *member, size_t len, int64_t due_ms)
+{
+	struct layer_memory *m = (struct layer_memory *)l;
+	char *copy = xmalloc(len);
+	memcpy(copy, member, len);
+	pthread_mutex_lock(&m->lock);
+	if (m->nsched == m->schedcap) {
+		m->schedcap = m->schedcap ? 2 * m->schedcap : 16;
+		m->sched = xrealloc(m->sched, m->schedcap * sizeof(*m->sched));
+	}
+	/* After every entry due at the same time or earlier: equal times keep their arrival order. */
+	size_t lo = 0, hi = m->nsched;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (m->sched[mid].due_ms <= due_ms)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	memmove(&m->sched[lo + 1], &m->sched[lo], (m->nsched - lo) * sizeof(*m->sched));
+	m->sched[lo] = (struct scheduled){due_ms, len, copy};
+	m->nsched++;
+	pthread_mutex_unlock(&m->lock);
+	return 0;
+}
+
+static int op_take_due(struct laurel_layer *l, int64_t now_ms, size_t max,
+		       void (*take_fn)(void *arg, const char *member, size_t len, int64_t due_ms),
+		       void *arg, int64_t *next_ms)
+{
+	struct layer_memory *m = (struct layer_memory *)l;
+	pthread_mutex_lock(&m->lock);
+	size_t n = 0;
+	while (n < m->nsched && n < max && m->sched[n].due_ms <= now_ms)
+		n++;
+	struct scheduled *taken = xmalloc((n ? n : 1) * sizeof(*taken));
+	memcpy(taken, m->sched, n * sizeof(*taken));
+	memmove(m->sched, m->sched + n, (m->nsched - n) * sizeof(*m->sched));
+	m->nsched -= n;
+	*next_ms = m->nsched ? m->sched[0].due_ms : -1;
+	pthread_mutex_unlock(&m->lock);
+	for (size_t i = 0; i < n; i++) {
+		take_fn(arg, taken[i].member, taken[i].len, taken[i].due_ms);
+		free(taken[i].member);
+	}
+	free(taken);
+	return 0;
 }
 
 static int op_flush(struct laurel_layer *l)
@@ -1029,6 +1105,7 @@ static void op_free(struct laurel_layer *l)
 	table_fini(&m->interfaces);
 	table_fini(&m->stats);
 	table_fini(&m->kv);
+	free(m->sched);
 	pthread_condattr_destroy(&m->condattr);
 	pthread_mutex_destroy(&m->lock);
 	layer_config_fini(&m->base.cfg);
@@ -1051,6 +1128,10 @@ static const struct layer_ops memory_ops = {
 	.kv_get = op_kv_get,
 	.kv_set = op_kv_set,
 	.kv_del = op_kv_del,
+	.send_many = op_send_many,
+	.watch_fd = op_watch_fd,
+	.schedule = op_schedule,
+	.take_due = op_take_due,
 	.flush = op_flush,
 	.stats = op_stats,
 	.free = op_free,

@@ -182,8 +182,21 @@ static const char script_flush[] =
 	"end\n"
 	"return 1\n";
 
-static const char *const script_source[SCRIPT_COUNT] = {script_send, script_pop, script_group_send,
-							 script_flush};
+/* KEYS: the schedule's sorted set. ARGV: now (unix ms), most entries to take. Removes and
+ * returns the entries due, earliest first, as member, score pairs, after the score of the
+ * earliest entry left ("-1" if none). */
+static const char script_take_due[] =
+	"local due = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0,\n"
+	"                       tonumber(ARGV[2]))\n"
+	"local members = {}\n"
+	"for i = 1, #due, 2 do members[#members + 1] = due[i] end\n"
+	"if #members > 0 then redis.call('zrem', KEYS[1], unpack(members)) end\n"
+	"local left = redis.call('zrange', KEYS[1], 0, 0, 'WITHSCORES')\n"
+	"table.insert(due, 1, left[2] or '-1')\n"
+	"return due\n";
+
+static const char *const script_source[SCRIPT_COUNT] = {
+	script_send, script_pop, script_group_send, script_flush, script_take_due};
 static char script_sha[SCRIPT_COUNT][41];
 static pthread_once_t script_sha_once = PTHREAD_ONCE_INIT;
 
@@ -249,6 +262,8 @@ struct redis_layer {
 	size_t nheld;
 	size_t prefixlen;
 	bool drained; /* the last receive left nothing in its queues */
+	int watch_fd; /* laurel_layer_watch_fd, or -1 */
+	bool woken;   /* watch_fd was readable during this receive */
 };
 
 static const struct layer_ops redis_ops;
@@ -475,7 +490,9 @@ static int shard_connect(struct redis_layer *L, struct shard *s)
 		return shard_failed(s, why);
 	}
 	s->c = c;
-	if (L->nshards > 1) {
+	/* The id lets another connection cancel a BLPOP on this one: needed to wait on several
+	 * shards, or on one and a watched descriptor. */
+	{
 		redisReply *r = redisCommand(c, "CLIENT ID");
 		if (!r)
 			return connection_lost(s);
@@ -599,6 +616,16 @@ static size_t send_shard(struct redis_layer *L, const char *channel)
 
 /* --- Send ------------------------------------------------------------------------------------ */
 
+/* Reads one send script reply into an item's result. */
+static int send_result(struct shard *s, redisReply *r, const char *channel)
+{
+	if (r->type == REDIS_REPLY_INTEGER)
+		return 0;
+	if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "full"))
+		return layer_fail(LAUREL_FULL, "channel %s is full", channel);
+	return reply_error(s, r, "a send");
+}
+
 static int redis_send(struct laurel_layer *base, const char *channel, const struct laurel_msg *msg)
 {
 	struct redis_layer *L = (struct redis_layer *)base;
@@ -619,14 +646,99 @@ static int redis_send(struct laurel_layer *base, const char *channel, const stru
 	buf_fini(&payload);
 	if (!r)
 		return rc;
-	if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "full"))
-		rc = LAUREL_FULL;
-	else if (r->type != REDIS_REPLY_INTEGER)
-		rc = reply_error(s, r, "a send");
+	rc = send_result(s, r, channel);
 	freeReplyObject(r);
-	if (rc == LAUREL_FULL)
-		layer_fail(LAUREL_FULL, "channel %s is full", channel);
 	return rc;
+}
+
+/* One item of a pipelined send. */
+struct pipelined {
+	struct buf payload;
+	struct layer_send_command cmd;
+	size_t shard;
+	bool queued;  /* appended to its shard's pipeline, reply not read yet */
+	bool noscript; /* the server had lost the script: sent again on its own */
+};
+
+static void fail_queued(struct pipelined *p, struct laurel_outgoing *items, size_t n, size_t sh,
+			int rc)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i].queued && p[i].shard == sh) {
+			p[i].queued = false;
+			items[i].result = rc;
+		}
+}
+
+static void redis_send_many(struct laurel_layer *base, struct laurel_outgoing *items, size_t n)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	const struct layer_config *cfg = &base->cfg;
+	struct pipelined *p = xcalloc(n, sizeof(*p));
+	for (size_t i = 0; i < n; i++) {
+		buf_init(&p[i].payload);
+		if (items[i].result)
+			continue;
+		int rc = layer_encode(cfg, items[i].channel, items[i].msg, &p[i].payload);
+		if (rc < 0) {
+			items[i].result = rc;
+			continue;
+		}
+		char hex[32];
+		util_rng_hex(&L->rng, hex, 32);
+		layer_send_command(&p[i].cmd, cfg, items[i].channel, hex, &p[i].payload);
+		p[i].shard = send_shard(L, items[i].channel);
+		p[i].queued = true;
+	}
+	/* Append every shard's commands, then write them all out, so the servers work at once. */
+	for (size_t sh = 0; sh < L->nshards; sh++) {
+		struct shard *s = &L->shards[sh];
+		bool any = false;
+		for (size_t i = 0; i < n && !any; i++)
+			any = p[i].queued && p[i].shard == sh;
+		if (!any)
+			continue;
+		int rc = shard_connect(L, s);
+		for (size_t i = 0; i < n && rc == 0; i++)
+			if (p[i].queued && p[i].shard == sh &&
+			    redisAppendCommandArgv(s->c, 12, p[i].cmd.argv, p[i].cmd.lens) != REDIS_OK)
+				rc = connection_lost(s);
+		int done = 0;
+		while (rc == 0 && !done)
+			if (redisBufferWrite(s->c, &done) != REDIS_OK)
+				rc = connection_lost(s);
+		if (rc < 0)
+			fail_queued(p, items, n, sh, rc);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!p[i].queued)
+			continue;
+		struct shard *s = &L->shards[p[i].shard];
+		redisReply *r = NULL;
+		if (redisGetReply(s->c, (void **)&r) != REDIS_OK) {
+			fail_queued(p, items, n, p[i].shard, connection_lost(s));
+			continue;
+		}
+		p[i].queued = false;
+		if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0)
+			p[i].noscript = true;
+		else
+			items[i].result = send_result(s, r, items[i].channel);
+		freeReplyObject(r);
+	}
+	/* After a SCRIPT FLUSH: again one by one, in order; the first loads the script. */
+	for (size_t i = 0; i < n; i++) {
+		if (p[i].noscript) {
+			int rc;
+			struct shard *s = &L->shards[p[i].shard];
+			redisReply *r = shard_script(L, s, &rc, SCRIPT_SEND, 6, 12, p[i].cmd.argv,
+						     p[i].cmd.lens);
+			items[i].result = r ? send_result(s, r, items[i].channel) : rc;
+			freeReplyObject(r);
+		}
+		buf_fini(&p[i].payload);
+	}
+	free(p);
 }
 
 /* --- Receive --------------------------------------------------------------------------------- */
@@ -863,14 +975,47 @@ static int cancel_blpop(struct redis_layer *L, size_t sh, struct plan *p,
 			return connection_lost(s);
 		}
 	}
-	redisReply *r = redisCommand(s->ctl, "CLIENT UNBLOCK %lld", s->client_id);
-	if (!r)
-		return connection_lost(s);
-	freeReplyObject(r);
+	/* The server may not have run the BLPOP yet (it came on another connection), and then
+	 * there is nothing to unblock: try again until it either answers or is unblocked. */
+	int64_t give_up = util_now_ms() + L->base.cfg.command_timeout_ms;
+	for (int wait_ms = 1;; wait_ms = wait_ms < 16 ? wait_ms * 2 : 16) {
+		redisReply *r = redisCommand(s->ctl, "CLIENT UNBLOCK %lld", s->client_id);
+		if (!r)
+			return connection_lost(s);
+		bool unblocked = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+		freeReplyObject(r);
+		if (unblocked)
+			break;
+		struct pollfd pfd = {.fd = s->c->fd, .events = POLLIN};
+		if (poll(&pfd, 1, wait_ms) > 0 || util_now_ms() >= give_up)
+			break; /* it answered by itself (or the read below times out) */
+	}
 	return finish_blpop(L, sh, p, out, max, got);
 }
 
-/* Blocks until a message arrives on any shard of the plan, or the time runs out. */
+/* True if the watched descriptor is readable now. */
+static bool watch_ready(struct redis_layer *L)
+{
+	if (L->watch_fd < 0)
+		return false;
+	struct pollfd pfd = {.fd = L->watch_fd, .events = POLLIN};
+	return poll(&pfd, 1, 0) > 0;
+}
+
+/* Sleeps ms, or until the watched descriptor is readable (then returns true). */
+static bool sleep_watching(struct redis_layer *L, int64_t ms)
+{
+	if (L->watch_fd < 0) {
+		struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+		nanosleep(&ts, NULL);
+		return false;
+	}
+	struct pollfd pfd = {.fd = L->watch_fd, .events = POLLIN};
+	return poll(&pfd, 1, (int)ms) > 0;
+}
+
+/* Blocks until a message arrives on any shard of the plan, the time runs out, or the watched
+ * descriptor is readable. */
 static int wait_any(struct redis_layer *L, struct plan *p, int timeout_ms,
 		    struct laurel_received *out, size_t max, size_t *got)
 {
@@ -889,20 +1034,25 @@ static int wait_any(struct redis_layer *L, struct plan *p, int timeout_ms,
 	}
 	if (nactive == 0)
 		return -ENOTCONN; /* the error text is already recorded */
-	if (nactive == 1)
+	if (nactive == 1 && L->watch_fd < 0)
 		return finish_blpop(L, active[0], p, out, max, got);
 
-	struct pollfd pfd[64];
+	struct pollfd pfd[65];
 	for (size_t i = 0; i < nactive; i++) {
 		pfd[i].fd = L->shards[active[i]].c->fd;
 		pfd[i].events = POLLIN;
 		pfd[i].revents = 0;
 	}
+	size_t npfd = nactive;
+	if (L->watch_fd >= 0)
+		pfd[npfd++] = (struct pollfd){.fd = L->watch_fd, .events = POLLIN};
 	int slack = timeout_ms < 0 ? -1 : timeout_ms + L->base.cfg.command_timeout_ms;
 	int n;
 	do
-		n = poll(pfd, nactive, slack);
-	while (n < 0 && errno == EINTR);
+		n = poll(pfd, npfd, slack);
+	while (n < 0 && errno == EINTR && !watch_ready(L));
+	if (watch_ready(L))
+		L->woken = true;
 	/* Read the first shard that answered, then cancel and collect the others. */
 	for (size_t i = 0; i < nactive; i++) {
 		struct shard *s = &L->shards[active[i]];
@@ -944,10 +1094,9 @@ static int wait_reachable(struct redis_layer *L, struct plan *p, int64_t deadlin
 		 * receive with a timeout waits it out, as it would with Redis up. */
 		if (deadline >= 0 && next > deadline)
 			next = deadline;
-		if (next > now) {
-			int64_t ms = next - now;
-			struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
-			nanosleep(&ts, NULL);
+		if (next > now && sleep_watching(L, next - now)) {
+			L->woken = true;
+			return rc;
 		}
 	}
 }
@@ -961,6 +1110,7 @@ static int redis_receive(struct laurel_layer *base, const char *const *channels,
 	int64_t deadline = timeout_ms < 0 ? -1 : util_now_ms() + timeout_ms;
 	plan_init(L, &p, channels, nchannels);
 	take_held(L, &p, out, max, got);
+	L->woken = false;
 	size_t used = 0;
 	for (size_t sh = 0; sh < L->nshards; sh++)
 		used += p.nkeys[sh] > 0;
@@ -995,7 +1145,7 @@ static int redis_receive(struct laurel_layer *base, const char *const *channels,
 		if (reachable == 0) {
 			/* Every shard is down: wait for one to come back instead of spinning. */
 			rc = wait_reachable(L, &p, deadline);
-			if (rc < 0) {
+			if (rc < 0 || L->woken) {
 				last = rc;
 				break;
 			}
@@ -1004,7 +1154,7 @@ static int redis_receive(struct laurel_layer *base, const char *const *channels,
 		rc = wait_any(L, &p, deadline < 0 ? -1 : (int)(deadline - now), out, max, got);
 		if (rc < 0)
 			last = rc;
-		if (*got > 0)
+		if (*got > 0 || L->woken)
 			break;
 		L->drained = true;
 		if (rc < 0 && deadline >= 0 && util_now_ms() >= deadline)
@@ -1458,6 +1608,79 @@ static int redis_kv_del(struct laurel_layer *base, const char *key)
 	return 0;
 }
 
+/* --- Scheduled messages --------------------------------------------------------------------- */
+
+/* Entries taken per script call: unpack() in the script has a limit of a few thousand. */
+#define TAKE_DUE_MAX 1000
+
+static void schedule_key(const struct redis_layer *L, char *key, size_t size)
+{
+	snprintf(key, size, "%s:delay", L->base.cfg.prefix);
+}
+
+static int redis_schedule(struct laurel_layer *base, const void *member, size_t len, int64_t due_ms)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	char key[128], score[32];
+	schedule_key(L, key, sizeof(key));
+	snprintf(score, sizeof(score), "%lld", (long long)due_ms);
+	const char *argv[] = {"ZADD", key, score, member};
+	size_t lens[] = {4, strlen(key), strlen(score), len};
+	int rc;
+	struct shard *s = &L->shards[0];
+	redisReply *r = shard_command(L, s, &rc, 4, argv, lens);
+	if (!r)
+		return rc;
+	rc = r->type == REDIS_REPLY_INTEGER ? 0 : reply_error(s, r, "ZADD");
+	freeReplyObject(r);
+	return rc;
+}
+
+static int64_t score_ms(const redisReply *r)
+{
+	if (r->type == REDIS_REPLY_STRING)
+		return (int64_t)strtod(r->str, NULL);
+	if (r->type == REDIS_REPLY_INTEGER)
+		return r->integer;
+	return -1;
+}
+
+static int redis_take_due(struct laurel_layer *base, int64_t now_ms, size_t max,
+			  void (*take)(void *arg, const char *member, size_t len, int64_t due_ms),
+			  void *arg, int64_t *next_ms)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	char key[128], now[32], smax[16];
+	schedule_key(L, key, sizeof(key));
+	snprintf(now, sizeof(now), "%lld", (long long)now_ms);
+	snprintf(smax, sizeof(smax), "%zu", max < TAKE_DUE_MAX ? max : (size_t)TAKE_DUE_MAX);
+	const char *argv[] = {NULL, NULL, NULL, key, now, smax};
+	size_t lens[] = {0, 0, 0, strlen(key), strlen(now), strlen(smax)};
+	int rc;
+	struct shard *s = &L->shards[0];
+	redisReply *r = shard_script(L, s, &rc, SCRIPT_TAKE_DUE, 1, 6, argv, lens);
+	if (!r)
+		return rc;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->elements % 2 == 0) {
+		rc = reply_error(s, r, "taking due messages");
+		freeReplyObject(r);
+		return rc;
+	}
+	*next_ms = score_ms(r->element[0]);
+	for (size_t i = 1; i + 1 < r->elements; i += 2)
+		if (r->element[i]->type == REDIS_REPLY_STRING)
+			take(arg, r->element[i]->str, r->element[i]->len,
+			     score_ms(r->element[i + 1]));
+	freeReplyObject(r);
+	return 0;
+}
+
+static int redis_watch_fd(struct laurel_layer *base, int fd)
+{
+	((struct redis_layer *)base)->watch_fd = fd;
+	return 0;
+}
+
 /* --- Flush and statistics -------------------------------------------------------------------- */
 
 static int redis_flush(struct laurel_layer *base)
@@ -1595,6 +1818,7 @@ int layer_redis_new(struct laurel_layer **out, struct layer_config *cfg, const c
 	L->prefixlen = strlen(L->base.cfg.prefix);
 	util_rng_init(&L->rng);
 	L->rr = util_rng_below(&L->rng, nurls);
+	L->watch_fd = -1;
 	*out = &L->base;
 	return 0;
 }
@@ -1615,6 +1839,10 @@ static const struct layer_ops redis_ops = {
 	.kv_get = redis_kv_get,
 	.kv_set = redis_kv_set,
 	.kv_del = redis_kv_del,
+	.send_many = redis_send_many,
+	.watch_fd = redis_watch_fd,
+	.schedule = redis_schedule,
+	.take_due = redis_take_due,
 	.flush = redis_flush,
 	.stats = redis_stats,
 	.free = redis_free,

@@ -91,6 +91,20 @@ bool laurel_valid_group(const char *name);
  * "__asgi_channel__" set to "a!b", as asgi_redis does. Returns 0, LAUREL_FULL, or an error. */
 int laurel_layer_send(struct laurel_layer *layer, const char *channel, const struct laurel_msg *msg);
 
+/* One message of laurel_layer_send_many. */
+struct laurel_outgoing {
+	const char *channel;
+	const struct laurel_msg *msg; /* borrowed */
+	int result;		      /* set by send_many: what laurel_layer_send would return */
+};
+
+/* Sends items[0..n) as n calls of laurel_layer_send would, in that order, but pipelined: one
+ * round trip per Redis server for the lot. Messages to one process or single-reader channel
+ * arrive in the order given. Every item gets its result; an item that fails (a bad name, too big,
+ * full, a server down) does not stop the others. Returns 0 when every item was sent, else the
+ * result of the first that was not (laurel_layer_error describes the last failure). */
+int laurel_layer_send_many(struct laurel_layer *layer, struct laurel_outgoing *items, size_t n);
+
 /* One received message. Caller-owned; release with laurel_received_fini. */
 struct laurel_received {
 	char channel[LAUREL_NAME_MAX + 1]; /* the channel it was sent to (full name for "a!b") */
@@ -110,6 +124,14 @@ void laurel_received_fini(struct laurel_received *r);
  * does not matter (they are tried in a fresh random order on each call so none starves). */
 int laurel_layer_receive(struct laurel_layer *layer, const char *const *channels, size_t nchannels,
 			 int timeout_ms, struct laurel_received *out, size_t max, size_t *got);
+
+/* Makes a blocking laurel_layer_receive (and laurel_layer_take_due's callers' receive) also
+ * watch fd, a descriptor the caller owns (-1: stop watching): once fd is readable, a receive
+ * returns at once with what it already has, possibly nothing, without waiting for its timeout.
+ * The layer never reads or closes fd. The use: a program writes a byte to a pipe from its SIGTERM
+ * handler, and its worker loop, blocked in receive, stops at once. Returns 0, or -ENOTSUP for
+ * the memory layer (its threads are stopped by the program that owns them). */
+int laurel_layer_watch_fd(struct laurel_layer *layer, int fd);
 
 /* Makes a new unique single-reader channel name from pattern, which must end in '?' or '!'
  * ("http.request.body?" -> "http.request.body?AbCdEfGhIjKl"), checked to be unused. out must
@@ -148,6 +170,28 @@ int laurel_layer_session_load(struct laurel_layer *layer, const char *reply_chan
 int laurel_layer_session_save(struct laurel_layer *layer, const char *reply_channel,
 			      const struct laurel_msg *session);
 int laurel_layer_session_delete(struct laurel_layer *layer, const char *reply_channel);
+
+/* Scheduled messages (the asgi.delay service, SPEC §4), kept in the layer so that they survive a
+ * restart of the process that scheduled them. On Redis they live in one sorted set,
+ * prefix + ":delay" ("asgi::delay") on the first server: member = 16 random hex digits followed by
+ * the msgpack map {channel, content}, score = due time in unix milliseconds.
+ *
+ * schedule stores msg (borrowed) for channel, due at due_ms (unix time, milliseconds). */
+int laurel_layer_schedule(struct laurel_layer *layer, const char *channel,
+			  const struct laurel_msg *msg, int64_t due_ms);
+
+/* One message taken by laurel_layer_take_due. Caller-owned: free msg with laurel_msg_free. */
+struct laurel_due {
+	char channel[LAUREL_NAME_MAX + 1];
+	struct laurel_msg *msg;
+	int64_t due_ms;
+};
+/* Removes and returns up to max (>= 1) messages due at now_ms or earlier, earliest first, into
+ * out[0..*got). Taking is atomic: two processes never both get one message. *next_ms is set to the
+ * due time of the earliest message left, or -1 if none is left. A stored entry that does not
+ * decode is dropped and logged. Returns 0 or an error (*got is then 0). */
+int laurel_layer_take_due(struct laurel_layer *layer, int64_t now_ms, struct laurel_due *out,
+			  size_t max, size_t *got, int64_t *next_ms);
 
 /* Deletes every message, queue, group, announcement, session and counter of this layer (all
  * shards). */

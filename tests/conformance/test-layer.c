@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -340,6 +341,87 @@ static void test_wake(void)
 		CHECK_INT(atomic_load(&w.received_at) - sent_at, <, 100);
 		peer_free(l, w.l);
 	}
+	laurel_layer_free(l);
+}
+
+struct pipe_writer {
+	int fd;
+	int after_ms;
+};
+
+static void *write_later(void *arg)
+{
+	struct pipe_writer *w = arg;
+	sleep_ms(w->after_ms);
+	CHECK_EQ(write(w->fd, "x", 1), 1);
+	return NULL;
+}
+
+/* A receive blocked for long returns at once when the watched descriptor becomes readable, and
+ * no message is lost by the cancelled wait. */
+static void test_watch_fd(void)
+{
+	struct laurel_layer *l = open_layer(NULL);
+	int fds[2];
+	CHECK_EQ(pipe(fds), 0);
+	if (memory) {
+		CHECK_EQ(laurel_layer_watch_fd(l, fds[0]), -ENOTSUP);
+		CHECK(strstr(laurel_layer_error(l), "memory") != NULL);
+		goto out;
+	}
+	CHECK_EQ(laurel_layer_watch_fd(l, -7), -EINVAL);
+	CHECK_EQ(laurel_layer_watch_fd(l, fds[0]), 0);
+	const char *chans[] = {"watch.a", "watch.proc!"};
+	for (int round = 0; round < 2; round++) {
+		struct laurel_received r[4];
+		size_t got = 9;
+		struct pipe_writer w = {fds[1], 200};
+		pthread_t t;
+		pthread_create(&t, NULL, write_later, &w);
+		int64_t start = now_ms();
+		/* round 0: one channel (one shard's BLPOP); round 1: two (several shards). */
+		CHECK_EQ(laurel_layer_receive(l, chans, (size_t)round + 1, 10000, r, 4, &got), 0);
+		int64_t took = now_ms() - start;
+		pthread_join(t, NULL);
+		CHECK_EQ(got, 0);
+		CHECK_INT(took, >=, 150);
+		CHECK_INT(took, <, 2000);
+		/* Still readable: a blocking receive returns at once. */
+		start = now_ms();
+		CHECK_EQ(laurel_layer_receive(l, chans, 2, 5000, r, 4, &got), 0);
+		CHECK_EQ(got, 0);
+		CHECK_INT(now_ms() - start, <, 1000);
+		char c;
+		CHECK_EQ(read(fds[0], &c, 1), 1);
+		/* Messages sent after the cancelled waits arrive, once each. */
+		CHECK_EQ(send_n(l, "watch.a", 1), 0);
+		CHECK_EQ(send_n(l, "watch.proc!z", 2), 0);
+		size_t total = 0;
+		int64_t sum = 0;
+		for (int tries = 0; tries < 10 && total < 2; tries++) {
+			CHECK_EQ(laurel_layer_receive(l, chans, 2, 500, r, 4, &got), 0);
+			for (size_t i = 0; i < got; i++)
+				sum += get_n(r[i].msg);
+			total += got;
+			fini_all(r, got);
+		}
+		CHECK_EQ(total, 2);
+		CHECK_EQ(sum, 3);
+	}
+	/* Not watching any more: the full timeout again. */
+	CHECK_EQ(laurel_layer_watch_fd(l, -1), 0);
+	CHECK_EQ(write(fds[1], "x", 1), 1);
+	{
+		struct laurel_received r[1];
+		size_t got = 9;
+		int64_t start = now_ms();
+		CHECK_EQ(laurel_layer_receive(l, chans, 1, 300, r, 1, &got), 0);
+		CHECK_EQ(got, 0);
+		CHECK_INT(now_ms() - start, >=, 250);
+	}
+out:
+	close(fds[0]);
+	close(fds[1]);
 	laurel_layer_free(l);
 }
 
@@ -785,6 +867,212 @@ static void test_capacity(void)
 	laurel_layer_free(l);
 }
 
+/* --- Several sends in one call ------------------------------------------------------------- */
+
+static void test_send_many(void)
+{
+	struct laurel_layer_options o = {.capacity = 200, .max_message = 4096};
+	const struct laurel_capacity caps[] = {{"many.tiny?*", 2}};
+	o.capacities = caps;
+	o.ncapacities = 1;
+	struct laurel_layer *l = open_layer(&o);
+	enum { PER = 60 };
+	struct laurel_outgoing items[3 * PER + 8];
+	struct laurel_msg *msgs[ARRAY_SIZE(items)];
+	char big[5000];
+	memset(big, 'x', sizeof(big));
+	size_t n = 0;
+	/* Interleaved: a process channel (two locals), a single-reader one and a normal one. */
+	for (int i = 0; i < PER; i++) {
+		const char *to[] = {i % 2 ? "many.proc!a" : "many.proc!b", "many.single?q",
+				    "many.normal"};
+		for (size_t k = 0; k < 3; k++) {
+			msgs[n] = msg_n(i);
+			items[n] = (struct laurel_outgoing){.channel = to[k], .msg = msgs[n]};
+			n++;
+		}
+	}
+	size_t bad_name = n, no_msg = n + 1, too_big = n + 2, tiny = n + 3;
+	msgs[n] = msg_n(0);
+	items[n] = (struct laurel_outgoing){.channel = "bad name!", .msg = msgs[n]};
+	n++;
+	msgs[n] = NULL;
+	items[n] = (struct laurel_outgoing){.channel = "many.single?q", .msg = NULL};
+	n++;
+	msgs[n] = msg_n(0);
+	laurel_msg_set_bytes(msgs[n], "big", big, sizeof(big));
+	items[n] = (struct laurel_outgoing){.channel = "many.single?q", .msg = msgs[n]};
+	n++;
+	for (int i = 0; i < 3; i++, n++) { /* capacity 2: the third is refused */
+		msgs[n] = msg_n(100 + i);
+		items[n] = (struct laurel_outgoing){.channel = "many.tiny?x", .msg = msgs[n]};
+	}
+	int rc = laurel_layer_send_many(l, items, n);
+	CHECK_EQ(rc, -EINVAL); /* the first failure */
+	CHECK_EQ(items[bad_name].result, -EINVAL);
+	CHECK_EQ(items[no_msg].result, -EINVAL);
+	CHECK_EQ(items[too_big].result, -EMSGSIZE);
+	CHECK_EQ(items[tiny].result, 0);
+	CHECK_EQ(items[tiny + 1].result, 0);
+	CHECK_EQ(items[tiny + 2].result, LAUREL_FULL);
+	for (size_t i = 0; i < 3 * PER; i++)
+		CHECK_EQ(items[i].result, 0);
+
+	/* Order kept per process and single-reader channel; everything arrived once. */
+	static struct laurel_received r[3 * PER];
+	const char *proc = "many.proc!";
+	size_t got = drain(l, proc, r, ARRAY_SIZE(r));
+	CHECK_EQ(got, PER);
+	int64_t last_a = -1, last_b = -1;
+	for (size_t i = 0; i < got; i++) {
+		int64_t v = get_n(r[i].msg);
+		bool a = strcmp(r[i].channel, "many.proc!a") == 0;
+		CHECK(a || strcmp(r[i].channel, "many.proc!b") == 0);
+		CHECK_INT(v, >, a ? last_a : last_b);
+		CHECK_EQ(v % 2, a ? 1 : 0);
+		if (a)
+			last_a = v;
+		else
+			last_b = v;
+	}
+	fini_all(r, got);
+	got = drain(l, "many.single?q", r, ARRAY_SIZE(r));
+	CHECK_EQ(got, PER);
+	for (size_t i = 0; i < got; i++)
+		CHECK_EQ(get_n(r[i].msg), (int64_t)i);
+	fini_all(r, got);
+	got = drain(l, "many.normal", r, ARRAY_SIZE(r));
+	CHECK_EQ(got, PER);
+	int64_t seen[PER];
+	for (size_t i = 0; i < got && i < PER; i++)
+		seen[i] = get_n(r[i].msg);
+	qsort(seen, got < PER ? got : PER, sizeof(seen[0]), cmp_int64);
+	for (size_t i = 0; i < got && i < PER; i++)
+		CHECK_EQ(seen[i], (int64_t)i);
+	fini_all(r, got);
+	got = drain(l, "many.tiny?x", r, ARRAY_SIZE(r));
+	CHECK_EQ(got, 2);
+	fini_all(r, got);
+
+	/* Nothing to send is fine; all good returns 0. */
+	CHECK_EQ(laurel_layer_send_many(l, items, 0), 0);
+	CHECK_EQ(laurel_layer_send_many(l, items, 3), 0);
+	for (size_t i = 0; i < n; i++)
+		laurel_msg_free(msgs[i]);
+	laurel_layer_free(l);
+}
+
+/* --- Scheduled messages ---------------------------------------------------------------------- */
+
+static int schedule_n(struct laurel_layer *l, const char *channel, int64_t n, int64_t due)
+{
+	struct laurel_msg *m = msg_n(n);
+	int rc = laurel_layer_schedule(l, channel, m, due);
+	laurel_msg_free(m);
+	return rc;
+}
+
+struct taker {
+	struct laurel_layer *l;
+	int64_t taken[400];
+	size_t n;
+	int rc;
+};
+
+static void *take_all(void *arg)
+{
+	struct taker *t = arg;
+	struct laurel_due d[7];
+	for (;;) {
+		size_t got = 0;
+		int64_t next;
+		t->rc |= laurel_layer_take_due(t->l, 5000, d, ARRAY_SIZE(d), &got, &next);
+		for (size_t i = 0; i < got; i++) {
+			if (t->n < ARRAY_SIZE(t->taken))
+				t->taken[t->n++] = get_n(d[i].msg);
+			laurel_msg_free(d[i].msg);
+		}
+		if (got == 0)
+			return NULL;
+	}
+}
+
+static void test_schedule(void)
+{
+	struct laurel_layer *l = open_layer(NULL);
+	struct laurel_due d[10];
+	size_t got = 99;
+	int64_t next = 0;
+
+	CHECK_EQ(laurel_layer_take_due(l, 1000, d, 10, &got, &next), 0);
+	CHECK_EQ(got, 0);
+	CHECK_EQ(next, -1);
+	CHECK_EQ(schedule_n(l, "later.b", 2, 2000), 0);
+	CHECK_EQ(schedule_n(l, "later.a", 1, 1000), 0);
+	CHECK_EQ(schedule_n(l, "later.a", 1, 1000), 0); /* the same message twice: both kept */
+	CHECK_EQ(schedule_n(l, "later.proc!x", 3, 3000), 0);
+	CHECK_EQ(schedule_n(l, "later.c", 9, 900000), 0);
+	CHECK_EQ(schedule_n(l, "bad name", 1, 10), -EINVAL);
+	CHECK_EQ(laurel_layer_schedule(l, "later.a", NULL, 10), -EINVAL);
+	CHECK_EQ(schedule_n(l, "later.a", 1, -5), -EINVAL);
+	CHECK_EQ(laurel_layer_take_due(l, 1000, d, 0, &got, &next), -EINVAL);
+
+	/* Not due yet: nothing, and when the next one is. */
+	CHECK_EQ(laurel_layer_take_due(l, 999, d, 10, &got, &next), 0);
+	CHECK_EQ(got, 0);
+	CHECK_EQ(next, 1000);
+	/* max limits a take; earliest first. */
+	CHECK_EQ(laurel_layer_take_due(l, 2500, d, 1, &got, &next), 0);
+	CHECK_EQ(got, 1);
+	CHECK_STR(d[0].channel, "later.a");
+	CHECK_EQ(get_n(d[0].msg), 1);
+	CHECK_EQ(d[0].due_ms, 1000);
+	CHECK_EQ(next, 1000);
+	laurel_msg_free(d[0].msg);
+	CHECK_EQ(laurel_layer_take_due(l, 3000, d, 10, &got, &next), 0);
+	CHECK_EQ(got, 3);
+	if (got == 3) {
+		CHECK_STR(d[0].channel, "later.a");
+		CHECK_STR(d[1].channel, "later.b");
+		CHECK_EQ(get_n(d[1].msg), 2);
+		CHECK_STR(d[2].channel, "later.proc!x");
+		CHECK_EQ(d[2].due_ms, 3000);
+	}
+	CHECK_EQ(next, 900000);
+	for (size_t i = 0; i < got; i++)
+		laurel_msg_free(d[i].msg);
+
+	/* Flush forgets them. */
+	CHECK_EQ(laurel_layer_flush(l), 0);
+	CHECK_EQ(laurel_layer_take_due(l, INT64_C(1) << 50, d, 10, &got, &next), 0);
+	CHECK_EQ(got, 0);
+	CHECK_EQ(next, -1);
+
+	/* Two takers at once: every message exactly once. */
+	enum { N = 300 };
+	for (int i = 0; i < N; i++)
+		CHECK_EQ(schedule_n(l, "later.race", i, 1000 + i % 17), 0);
+	struct taker t[2] = {{.l = peer_layer(l, NULL)}, {.l = peer_layer(l, NULL)}};
+	pthread_t th[2];
+	for (int i = 0; i < 2; i++)
+		pthread_create(&th[i], NULL, take_all, &t[i]);
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	CHECK_EQ(t[0].rc | t[1].rc, 0);
+	CHECK_EQ(t[0].n + t[1].n, (size_t)N);
+	static int64_t all[2 * ARRAY_SIZE(t[0].taken)];
+	size_t na = 0;
+	for (int k = 0; k < 2; k++)
+		for (size_t i = 0; i < t[k].n; i++)
+			all[na++] = t[k].taken[i];
+	qsort(all, na, sizeof(all[0]), cmp_int64);
+	for (size_t i = 0; i < na; i++)
+		CHECK_EQ(all[i], (int64_t)i);
+	for (int i = 0; i < 2; i++)
+		peer_free(l, t[i].l);
+	laurel_layer_free(l);
+}
+
 /* --- Groups ---------------------------------------------------------------------------------- */
 
 static void test_groups(void)
@@ -1223,6 +1511,7 @@ int main(int argc, char **argv)
 	run("fifo", test_fifo);
 	run("timeouts", test_timeouts);
 	run("wake", test_wake);
+	run("watch fd", test_watch_fd);
 	run("receive many", test_receive_many);
 	run("at most once", test_at_most_once);
 	run("process channels", test_process_channels);
@@ -1230,6 +1519,8 @@ int main(int argc, char **argv)
 	run("bad names", test_bad_names);
 	run("expiry", test_expiry);
 	run("capacity", test_capacity);
+	run("send many", test_send_many);
+	run("schedule", test_schedule);
 	run("groups", test_groups);
 	run("group full", test_group_full);
 	run("multicast", test_multicast);
