@@ -116,6 +116,7 @@ enum script_id {
 	SCRIPT_GROUP_SEND,
 	SCRIPT_FLUSH,
 	SCRIPT_TAKE_DUE,
+	SCRIPT_SEND_MANY,
 	SCRIPT_COUNT
 };
 const char *layer_script_source(enum script_id id);

@@ -416,11 +416,23 @@ static int op_send(struct laurel_layer *l, const char *channel, const struct lau
 	return rc;
 }
 
+/* As Redis does: once a queue is full, later messages for it are not tried, so that a retry of
+ * the failed ones in order keeps the order. */
 static void op_send_many(struct laurel_layer *l, struct laurel_outgoing *items, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		if (items[i].result == 0)
-			items[i].result = op_send(l, items[i].channel, items[i].msg);
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].result)
+			continue;
+		const char *ch = items[i].channel;
+		size_t qlen = layer_queue_len(ch);
+		bool blocked = false;
+		for (size_t k = 0; k < i && !blocked; k++)
+			blocked = items[k].result == LAUREL_FULL &&
+				  layer_queue_len(items[k].channel) == qlen &&
+				  memcmp(items[k].channel, ch, qlen) == 0;
+		items[i].result = blocked ? layer_fail(LAUREL_FULL, "channel %s is full", ch)
+					  : op_send(l, ch, items[i].msg);
+	}
 }
 
 /* --- Receiving ------------------------------------------------------------------------------- */

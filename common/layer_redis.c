@@ -172,6 +172,50 @@ static const char script_group_send[] =
 	"end\n"
 	"return sent\n";
 
+/* Several sends on one shard. ARGV: expiry, key prefix, statistics prefix, global messages_count
+ * key, global channel_full_count key, then body key, queue (without the key prefix), capacity,
+ * payload for each message. Each message is sent as the send script would; once a queue was found
+ * full, later messages for it are not tried, so a retry keeps their order. Returns one status per
+ * message: 1 sent, 0 full, 2 not tried. */
+static const char script_send_many[] =
+	"local expiry = tonumber(ARGV[1])\n"
+	"local kp, sp = ARGV[2], ARGV[3]\n"
+	"local out, blocked, counts, fulls = {}, {}, {}, {}\n"
+	"local total, totalfull = 0, 0\n"
+	"for i = 6, #ARGV, 4 do\n"
+	"  local body, q, cap = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])\n"
+	"  local qk = kp .. q\n"
+	"  if blocked[q] then\n"
+	"    out[#out + 1] = 2\n"
+	"  elseif redis.call('llen', qk) >= cap then\n"
+	"    blocked[q] = true\n"
+	"    fulls[q] = (fulls[q] or 0) + 1\n"
+	"    totalfull = totalfull + 1\n"
+	"    out[#out + 1] = 0\n"
+	"  else\n"
+	"    redis.call('set', body, ARGV[i + 3])\n"
+	"    redis.call('expire', body, expiry)\n"
+	"    redis.call('rpush', qk, body)\n"
+	"    redis.call('expire', qk, expiry + 1)\n"
+	"    counts[q] = (counts[q] or 0) + 1\n"
+	"    total = total + 1\n"
+	"    out[#out + 1] = 1\n"
+	"  end\n"
+	"end\n"
+	"for q, c in pairs(counts) do\n"
+	"  local k = sp .. q .. ':messages_count'\n"
+	"  redis.call('incrby', k, c) redis.call('expire', k, 3600)\n"
+	"end\n"
+	"for q, c in pairs(fulls) do\n"
+	"  local k = sp .. q .. ':channel_full_count'\n"
+	"  redis.call('incrby', k, c) redis.call('expire', k, 3600)\n"
+	"end\n"
+	"if total > 0 then redis.call('incrby', ARGV[4], total) redis.call('expire', ARGV[4], 86400) end\n"
+	"if totalfull > 0 then\n"
+	"  redis.call('incrby', ARGV[5], totalfull) redis.call('expire', ARGV[5], 86400)\n"
+	"end\n"
+	"return out\n";
+
 /* ARGV: KEYS patterns whose keys are all deleted (asgi_redis's delprefix, for several). */
 static const char script_flush[] =
 	"for _, pat in ipairs(ARGV) do\n"
@@ -196,7 +240,7 @@ static const char script_take_due[] =
 	"return due\n";
 
 static const char *const script_source[SCRIPT_COUNT] = {
-	script_send, script_pop, script_group_send, script_flush, script_take_due};
+	script_send, script_pop, script_group_send, script_flush, script_take_due, script_send_many};
 static char script_sha[SCRIPT_COUNT][41];
 static pthread_once_t script_sha_once = PTHREAD_ONCE_INIT;
 
@@ -651,94 +695,94 @@ static int redis_send(struct laurel_layer *base, const char *channel, const stru
 	return rc;
 }
 
-/* One item of a pipelined send. */
-struct pipelined {
-	struct buf payload;
-	struct layer_send_command cmd;
-	size_t shard;
-	bool queued;  /* appended to its shard's pipeline, reply not read yet */
-	bool noscript; /* the server had lost the script: sent again on its own */
-};
-
-static void fail_queued(struct pipelined *p, struct laurel_outgoing *items, size_t n, size_t sh,
-			int rc)
-{
-	for (size_t i = 0; i < n; i++)
-		if (p[i].queued && p[i].shard == sh) {
-			p[i].queued = false;
-			items[i].result = rc;
-		}
-}
-
+/* Sends several messages: one script call per shard that has any. */
 static void redis_send_many(struct laurel_layer *base, struct laurel_outgoing *items, size_t n)
 {
 	struct redis_layer *L = (struct redis_layer *)base;
 	const struct layer_config *cfg = &base->cfg;
-	struct pipelined *p = xcalloc(n, sizeof(*p));
+	struct buf *payloads = xcalloc(n, sizeof(*payloads));
+	size_t *shard = xcalloc(n, sizeof(*shard));
+	/* Per message: body key, queue, capacity (the strings), kept for the argument vectors. */
+	char (*body)[128] = xcalloc(n, sizeof(*body));
+	char (*queue)[LAUREL_NAME_MAX + 1] = xcalloc(n, sizeof(*queue));
+	char (*cap)[16] = xcalloc(n, sizeof(*cap));
 	for (size_t i = 0; i < n; i++) {
-		buf_init(&p[i].payload);
+		buf_init(&payloads[i]);
 		if (items[i].result)
 			continue;
-		int rc = layer_encode(cfg, items[i].channel, items[i].msg, &p[i].payload);
+		int rc = layer_encode(cfg, items[i].channel, items[i].msg, &payloads[i]);
 		if (rc < 0) {
 			items[i].result = rc;
 			continue;
 		}
 		char hex[32];
 		util_rng_hex(&L->rng, hex, 32);
-		layer_send_command(&p[i].cmd, cfg, items[i].channel, hex, &p[i].payload);
-		p[i].shard = send_shard(L, items[i].channel);
-		p[i].queued = true;
+		snprintf(body[i], sizeof(body[i]), "%s%.32s", cfg->prefix, hex);
+		snprintf(queue[i], sizeof(queue[i]), "%.*s", (int)layer_queue_len(items[i].channel),
+			 items[i].channel);
+		snprintf(cap[i], sizeof(cap[i]), "%d", layer_capacity_for(cfg, items[i].channel));
+		shard[i] = send_shard(L, items[i].channel);
 	}
-	/* Append every shard's commands, then write them all out, so the servers work at once. */
+	char expiry[16], glmsgs[128], glfull[128];
+	snprintf(expiry, sizeof(expiry), "%d", cfg->expiry);
+	snprintf(glmsgs, sizeof(glmsgs), "%s#global#:messages_count", cfg->stats_prefix);
+	snprintf(glfull, sizeof(glfull), "%s#global#:channel_full_count", cfg->stats_prefix);
+	const char **argv = xcalloc(8 + 4 * n, sizeof(*argv));
+	size_t *lens = xcalloc(8 + 4 * n, sizeof(*lens));
+	size_t *which = xcalloc(n, sizeof(*which));
 	for (size_t sh = 0; sh < L->nshards; sh++) {
-		struct shard *s = &L->shards[sh];
-		bool any = false;
-		for (size_t i = 0; i < n && !any; i++)
-			any = p[i].queued && p[i].shard == sh;
-		if (!any)
-			continue;
-		int rc = shard_connect(L, s);
-		for (size_t i = 0; i < n && rc == 0; i++)
-			if (p[i].queued && p[i].shard == sh &&
-			    redisAppendCommandArgv(s->c, 12, p[i].cmd.argv, p[i].cmd.lens) != REDIS_OK)
-				rc = connection_lost(s);
-		int done = 0;
-		while (rc == 0 && !done)
-			if (redisBufferWrite(s->c, &done) != REDIS_OK)
-				rc = connection_lost(s);
-		if (rc < 0)
-			fail_queued(p, items, n, sh, rc);
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (!p[i].queued)
-			continue;
-		struct shard *s = &L->shards[p[i].shard];
-		redisReply *r = NULL;
-		if (redisGetReply(s->c, (void **)&r) != REDIS_OK) {
-			fail_queued(p, items, n, p[i].shard, connection_lost(s));
-			continue;
+		size_t argc = 3, count = 0;
+		const char *fixed[] = {expiry, cfg->prefix, cfg->stats_prefix, glmsgs, glfull};
+		for (size_t k = 0; k < 5; k++) {
+			argv[argc] = fixed[k];
+			lens[argc++] = strlen(fixed[k]);
 		}
-		p[i].queued = false;
-		if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0)
-			p[i].noscript = true;
-		else
-			items[i].result = send_result(s, r, items[i].channel);
+		for (size_t i = 0; i < n; i++) {
+			if (items[i].result || shard[i] != sh)
+				continue;
+			which[count++] = i;
+			argv[argc] = body[i];
+			lens[argc++] = strlen(body[i]);
+			argv[argc] = queue[i];
+			lens[argc++] = strlen(queue[i]);
+			argv[argc] = cap[i];
+			lens[argc++] = strlen(cap[i]);
+			argv[argc] = payloads[i].data;
+			lens[argc++] = payloads[i].len;
+		}
+		if (count == 0)
+			continue;
+		int rc;
+		struct shard *s = &L->shards[sh];
+		redisReply *r = shard_script(L, s, &rc, SCRIPT_SEND_MANY, 0, argc, argv, lens);
+		if (r && (r->type != REDIS_REPLY_ARRAY || r->elements != count)) {
+			rc = reply_error(s, r, "a send");
+			freeReplyObject(r);
+			r = NULL;
+		}
+		for (size_t k = 0; k < count; k++) {
+			size_t i = which[k];
+			if (!r)
+				items[i].result = rc;
+			else if (r->element[k]->type == REDIS_REPLY_INTEGER &&
+				 r->element[k]->integer == 1)
+				items[i].result = 0;
+			else
+				items[i].result =
+					layer_fail(LAUREL_FULL, "channel %s is full", items[i].channel);
+		}
 		freeReplyObject(r);
 	}
-	/* After a SCRIPT FLUSH: again one by one, in order; the first loads the script. */
-	for (size_t i = 0; i < n; i++) {
-		if (p[i].noscript) {
-			int rc;
-			struct shard *s = &L->shards[p[i].shard];
-			redisReply *r = shard_script(L, s, &rc, SCRIPT_SEND, 6, 12, p[i].cmd.argv,
-						     p[i].cmd.lens);
-			items[i].result = r ? send_result(s, r, items[i].channel) : rc;
-			freeReplyObject(r);
-		}
-		buf_fini(&p[i].payload);
-	}
-	free(p);
+	for (size_t i = 0; i < n; i++)
+		buf_fini(&payloads[i]);
+	free(which);
+	free(argv);
+	free(lens);
+	free(payloads);
+	free(shard);
+	free(body);
+	free(queue);
+	free(cap);
 }
 
 /* --- Receive --------------------------------------------------------------------------------- */

@@ -9,6 +9,7 @@
 #include "interface/server.h"
 #include "interface/static.h"
 #include "worker/app.h"
+#include "worker/delay.h"
 #include "worker/worker.h"
 
 #include <errno.h>
@@ -80,6 +81,12 @@ static void *run_worker(void *arg)
 	return NULL;
 }
 
+static void *run_delay(void *arg)
+{
+	delay_run(arg, &stop_workers);
+	return NULL;
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	log_info("signal %d: stopping", (int)sig);
@@ -128,6 +135,9 @@ int runserver_main(int argc, char **argv)
 	struct app *app = NULL;
 	struct laurel_layer *shared = NULL;
 	struct worker_thread *threads = NULL;
+	struct delay *delay = NULL;
+	pthread_t delay_thread;
+	bool delay_started = false;
 	struct server_config sc = {0};
 	struct static_mount mounts[16];
 	size_t nmounts = 0;
@@ -233,6 +243,15 @@ int runserver_main(int argc, char **argv)
 		goto out;
 	}
 
+	/* The asgi.delay service, as laurel-worker --delay runs it. */
+	if (shared)
+		delay_new_shared(&delay, shared);
+	else if (delay_new(&delay, &lo, err, sizeof(err)) < 0) {
+		fprintf(stderr, "laurel runserver: %s\n", err);
+		status = 2;
+		goto out;
+	}
+	delay_started = pthread_create(&delay_thread, NULL, run_delay, delay) == 0;
 	threads = xcalloc((size_t)cfg.workers, sizeof(*threads));
 	for (int i = 0; i < cfg.workers; i++) {
 		struct worker_options wo = {.routes = app_routes(app), .shared_layer = shared};
@@ -260,6 +279,9 @@ int runserver_main(int argc, char **argv)
 	event_free(intr);
 stop:
 	stop_workers = 1;
+	if (delay_started)
+		pthread_join(delay_thread, NULL);
+	delay_free(delay);
 	for (int i = 0; threads && i < cfg.workers; i++) {
 		if (threads[i].started)
 			pthread_join(threads[i].thread, NULL);

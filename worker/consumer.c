@@ -140,6 +140,19 @@ int laurel_send(struct laurel_ctx *ctx, const char *channel, const struct laurel
 	return hold(ctx, false, channel, laurel_msg_clone(msg));
 }
 
+int laurel_send_later(struct laurel_ctx *ctx, const char *channel, const struct laurel_msg *msg,
+		      int64_t delay_ms)
+{
+	if (!channel || !msg || !laurel_valid_channel(channel) || delay_ms < 0 ||
+	    delay_ms > INT64_C(10) * 365 * 86400 * 1000)
+		return -EINVAL;
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_text(m, "channel", channel);
+	laurel_msg_set_int(m, "delay", delay_ms);
+	laurel_value_copy(m, laurel_map_put(m, laurel_msg_root(m), "content"), laurel_msg_croot(msg));
+	return hold(ctx, false, "asgi.delay", m);
+}
+
 int laurel_group_send(struct laurel_ctx *ctx, const char *group, const struct laurel_msg *msg)
 {
 	if (!group || !msg || !laurel_valid_group(group))
@@ -589,25 +602,101 @@ size_t consumer_flush(struct laurel_ctx *ctx)
 	return consumer_send_held(ctx);
 }
 
-size_t consumer_send_held(struct laurel_ctx *ctx)
+void consumer_outbox_add(struct consumer_outbox *ob, const char *channel, struct laurel_msg *msg,
+			 const char *origin)
 {
+	if (ob->n == ob->cap) {
+		ob->cap = ob->cap ? 2 * ob->cap : 16;
+		ob->items = xrealloc(ob->items, ob->cap * sizeof(*ob->items));
+	}
+	struct consumer_out *o = &ob->items[ob->n++];
+	snprintf(o->channel, sizeof(o->channel), "%s", channel);
+	o->msg = msg;
+	o->origin = xstrdup(origin);
+}
+
+static void outbox_add(struct consumer_outbox *ob, const struct laurel_ctx *ctx,
+		       struct consumer_held *h)
+{
+	char origin[2 * LAUREL_NAME_MAX + 64];
+	snprintf(origin, sizeof(origin), "channel %s, reply channel %s", ctx->channel,
+		 reply_name(ctx));
+	consumer_outbox_add(ob, h->name, h->msg, origin);
+	h->msg = NULL;
+}
+
+static void outbox_clear(struct consumer_outbox *ob)
+{
+	for (size_t i = 0; i < ob->n; i++) {
+		laurel_msg_free(ob->items[i].msg);
+		free(ob->items[i].origin);
+	}
+	ob->n = 0;
+}
+
+void consumer_outbox_fini(struct consumer_outbox *ob)
+{
+	outbox_clear(ob);
+	free(ob->items);
+	ob->items = NULL;
+	ob->cap = 0;
+}
+
+size_t consumer_outbox_flush(struct laurel_layer *layer, struct consumer_outbox *ob,
+			     int full_wait_ms)
+{
+	if (ob->n == 0)
+		return 0;
+	struct laurel_outgoing *items = xmalloc(ob->n * sizeof(*items));
+	for (size_t i = 0; i < ob->n; i++)
+		items[i] = (struct laurel_outgoing){.channel = ob->items[i].channel,
+						    .msg = ob->items[i].msg};
+	laurel_layer_send_many(layer, items, ob->n);
 	size_t dropped = 0;
-	for (size_t i = 0; i < ctx->nheld; i++) {
-		struct consumer_held *h = &ctx->held[i];
-		int rc = h->group ? laurel_layer_group_send(ctx->layer, h->name, h->msg, NULL)
-				  : consumer_send_patiently(ctx->layer, h->name, h->msg,
-							    ctx->full_wait_ms);
+	for (size_t i = 0; i < ob->n; i++) {
+		struct consumer_out *o = &ob->items[i];
+		int rc = items[i].result;
+		/* A full channel, or a Redis coming back, is worth waiting for a little (in order,
+		 * one at a time: the rest of the batch went out already). */
+		if (rc == LAUREL_FULL || rc == -ENOTCONN)
+			rc = consumer_send_patiently(layer, o->channel, o->msg, full_wait_ms);
 		if (rc == 0)
 			continue;
 		dropped++;
 		if (rc == LAUREL_FULL)
-			log_warn("channel %s, reply channel %s: %s stayed full for %d ms; message "
-				 "dropped",
-				 ctx->channel, reply_name(ctx), h->name, ctx->full_wait_ms);
+			log_warn("%s: %s stayed full for %d ms; message dropped", o->origin,
+				 o->channel, full_wait_ms);
 		else
-			log_error("channel %s, reply channel %s: cannot send to %s %s: %s",
-				  ctx->channel, reply_name(ctx), h->group ? "group" : "channel",
-				  h->name, laurel_layer_error(ctx->layer));
+			log_error("%s: cannot send to channel %s: %s", o->origin, o->channel,
+				  laurel_layer_error(layer));
+	}
+	free(items);
+	outbox_clear(ob);
+	return dropped;
+}
+
+size_t consumer_send_held(struct laurel_ctx *ctx)
+{
+	struct consumer_outbox local = {0};
+	struct consumer_outbox *ob = ctx->outbox ? ctx->outbox : &local;
+	size_t dropped = 0;
+	for (size_t i = 0; i < ctx->nheld; i++) {
+		struct consumer_held *h = &ctx->held[i];
+		if (!h->group) {
+			outbox_add(ob, ctx, h);
+			continue;
+		}
+		dropped += consumer_outbox_flush(ctx->layer, ob, ctx->full_wait_ms);
+		int rc = laurel_layer_group_send(ctx->layer, h->name, h->msg, NULL);
+		if (rc == 0)
+			continue;
+		dropped++;
+		log_error("channel %s, reply channel %s: cannot send to group %s: %s", ctx->channel,
+			  reply_name(ctx), h->name, laurel_layer_error(ctx->layer));
+	}
+	if (ob == &local) {
+		dropped += consumer_outbox_flush(ctx->layer, ob, ctx->full_wait_ms);
+		consumer_outbox_fini(ob);
 	}
 	drop_held(ctx);
 	return dropped;

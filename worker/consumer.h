@@ -19,6 +19,29 @@ struct consumer_held {
 	struct laurel_msg *msg;
 };
 
+/* Channel sends of several consumers, kept back until a batch of messages has been handled so
+ * that they go out pipelined (laurel_layer_send_many), in the order they were made. */
+struct consumer_out {
+	char channel[LAUREL_NAME_MAX + 1];
+	struct laurel_msg *msg; /* owned */
+	char *origin;		/* "channel C, reply channel R", for log lines */
+};
+struct consumer_outbox {
+	struct consumer_out *items;
+	size_t n, cap;
+};
+
+/* Sends everything in the outbox and empties it: one laurel_layer_send_many, then a full channel
+ * or an unreachable server is retried one message at a time for up to full_wait_ms. What cannot
+ * be sent is logged and dropped. Returns the number dropped. */
+size_t consumer_outbox_flush(struct laurel_layer *layer, struct consumer_outbox *ob,
+			     int full_wait_ms);
+/* Adds a message (owned from now on) for channel; origin (copied) starts its log lines. */
+void consumer_outbox_add(struct consumer_outbox *ob, const char *channel, struct laurel_msg *msg,
+			 const char *origin);
+/* Drops what is still in the outbox (nothing is sent) and frees it. */
+void consumer_outbox_fini(struct consumer_outbox *ob);
+
 /* Caller-owned (consumer_ctx_init / consumer_ctx_fini); opaque to applications. */
 struct laurel_ctx {
 	struct laurel_layer *layer;
@@ -33,6 +56,8 @@ struct laurel_ctx {
 	size_t session_was_len;
 	bool session_delete;
 	int full_wait_ms;
+	/* Where held channel sends go when the consumer is done: NULL sends them at once. */
+	struct consumer_outbox *outbox;
 	const char *stream;		       /* the stream consumer running, in a demultiplexer */
 	const struct laurel_value *json;       /* laurel_ctx_json's value, once known */
 	struct laurel_msg *json_holder;	       /* owns the parsed text */
@@ -58,7 +83,9 @@ int consumer_run(struct laurel_ctx *ctx, const struct laurel_route *route);
 
 /* After a consumer returned 0: saves (or deletes) the session if it changed, then sends the held
  * messages in order, retrying a full channel for ctx->full_wait_ms. A message that cannot be sent
- * is logged and dropped, and the others are still sent. Returns the number dropped. */
+ * is logged and dropped, and the others are still sent. With ctx->outbox set, channel sends are
+ * moved there (a group send first flushes the outbox, to keep the order). Returns the number
+ * dropped so far. */
 size_t consumer_flush(struct laurel_ctx *ctx);
 /* The two halves of consumer_flush, for enforce_ordering, which sends before it saves. */
 void consumer_save_session(struct laurel_ctx *ctx);

@@ -3,6 +3,7 @@
  * The options are one declarative table; parsing, the environment, defaults and --help are all
  * generated from it. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -155,14 +156,31 @@ struct run {
 };
 
 static volatile sig_atomic_t stop_requested;
+/* Written to by the stop handler; the layer watches the read end, so a receive blocked in Redis
+ * returns at once. */
+static int stop_pipe[2] = {-1, -1};
 
 static void on_stop(int sig)
 {
+	(void)sig;
+	int saved = errno;
 	stop_requested = 1;
+	if (stop_pipe[1] >= 0 && write(stop_pipe[1], "", 1) < 0) {
+		/* full: it is readable already */
+	}
+	errno = saved;
+}
+
+static void watch_stop(struct laurel_layer *layer)
+{
+	if (stop_pipe[0] >= 0)
+		laurel_layer_watch_fd(layer, stop_pipe[0]); /* -ENOTSUP for memory: the 1 s check */
 }
 
 static void install_stop_handlers(void)
 {
+	if (stop_pipe[0] < 0 && pipe2(stop_pipe, O_NONBLOCK | O_CLOEXEC) < 0)
+		stop_pipe[0] = stop_pipe[1] = -1;
 	struct sigaction sa = {.sa_handler = on_stop, .sa_flags = SA_RESTART};
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
@@ -215,6 +233,7 @@ static int run_worker(struct run *run)
 		app_free(a);
 		return EXIT_USAGE;
 	}
+	watch_stop(worker_layer(w));
 	log_debug("worker process running");
 	worker_run(w, &stop_requested);
 	log_debug("worker process stopping");
@@ -232,6 +251,7 @@ static int run_delay(struct run *run)
 		log_error("%s", err);
 		return EXIT_USAGE;
 	}
+	watch_stop(delay_layer(d));
 	log_info("delay service running on %s", DELAY_CHANNEL);
 	delay_run(d, &stop_requested);
 	log_debug("delay service stopping");

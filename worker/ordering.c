@@ -128,7 +128,10 @@ void ordering_done(struct laurel_ctx *ctx, int64_t order)
 {
 	char wait[LAUREL_NAME_MAX + 1];
 	struct laurel_msg *session;
+	/* The sends go out before the next order is allowed to run. */
 	consumer_send_held(ctx);
+	if (ctx->outbox)
+		consumer_outbox_flush(ctx->layer, ctx->outbox, ctx->full_wait_ms);
 	if (!ctx->session_delete) {
 		if (laurel_session(ctx, &session) == 0)
 			laurel_msg_set_int(session, ORDERING_SESSION_KEY, order + 1);

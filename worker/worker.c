@@ -27,6 +27,7 @@ struct worker {
 	size_t nchannels;
 	size_t batch;
 	int full_wait_ms;
+	struct consumer_outbox outbox; /* replies of the batch in hand */
 	bool layer_down; /* for one warning per outage */
 };
 
@@ -68,6 +69,7 @@ void worker_free(struct worker *w)
 		return;
 	if (!w->shared_layer)
 		laurel_layer_free(w->layer);
+	consumer_outbox_fini(&w->outbox);
 	free(w->channels);
 	routing_free(w->routing);
 	free(w);
@@ -195,7 +197,8 @@ static const char *reply_for_log(const struct laurel_msg *msg)
 
 /* --- Handling -------------------------------------------------------------------------------- */
 
-enum worker_outcome worker_handle(struct worker *w, const char *channel,
+/* Handles one message; its channel sends wait in w->outbox. */
+static enum worker_outcome handle(struct worker *w, const char *channel,
 				  const struct laurel_msg *msg)
 {
 	char why[256];
@@ -234,6 +237,7 @@ enum worker_outcome worker_handle(struct worker *w, const char *channel,
 	enum worker_outcome outcome = WORKER_DONE;
 	consumer_ctx_init(&ctx, w->layer, channel, msg, m.kwargs);
 	ctx.full_wait_ms = w->full_wait_ms;
+	ctx.outbox = &w->outbox;
 	log_debug("channel %s, reply channel %s: consumer %s", channel, reply_for_log(msg),
 		  m.route->name ? m.route->name : "unnamed");
 	bool ordered = (m.route->flags & LAUREL_ORDERED) ||
@@ -280,6 +284,14 @@ out:
 	return outcome;
 }
 
+enum worker_outcome worker_handle(struct worker *w, const char *channel,
+				  const struct laurel_msg *msg)
+{
+	enum worker_outcome outcome = handle(w, channel, msg);
+	consumer_outbox_flush(w->layer, &w->outbox, w->full_wait_ms);
+	return outcome;
+}
+
 int worker_run(struct worker *w, volatile sig_atomic_t *stop)
 {
 	struct laurel_received *got = xcalloc(w->batch, sizeof(*got));
@@ -300,10 +312,12 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop)
 		if (w->layer_down)
 			log_info("receiving again");
 		w->layer_down = false;
+		/* The batch's replies go out together, pipelined, once it is handled. */
 		for (size_t i = 0; i < n; i++) {
-			worker_handle(w, got[i].channel, got[i].msg);
+			handle(w, got[i].channel, got[i].msg);
 			laurel_received_fini(&got[i]);
 		}
+		consumer_outbox_flush(w->layer, &w->outbox, w->full_wait_ms);
 	}
 	free(got);
 	return 0;

@@ -1,8 +1,12 @@
 /* The echo example: every WebSocket frame sent on a path under /echo/ comes back as it was sent
- * (text as text, bytes as bytes), and GET /hello answers "hello"; other requests get a 404. A
- * WebSocket elsewhere is accepted by the worker's default route and its frames are dropped. */
+ * (text as text, bytes as bytes), except that a text frame "later:TEXT" comes back as TEXT one
+ * second later, through the asgi.delay service. GET /hello answers "hello"; other requests get a
+ * 404. A WebSocket elsewhere is accepted by the worker's default route and its frames are
+ * dropped. */
 #include "laurel/consumer.h"
 #include "laurel/routing.h"
+
+#include <string.h>
 
 static int hello(struct laurel_ctx *ctx)
 {
@@ -15,6 +19,13 @@ static int echo_receive(struct laurel_ctx *ctx)
 	const struct laurel_msg *m = laurel_ctx_message(ctx);
 	size_t len;
 	const char *text = laurel_msg_get_text(m, "text", &len);
+	if (text && len >= 6 && memcmp(text, "later:", 6) == 0) {
+		struct laurel_msg *out = laurel_msg_new();
+		laurel_msg_set_textn(out, "text", text + 6, len - 6);
+		int rc = laurel_send_later(ctx, laurel_ctx_reply_channel(ctx), out, 1000);
+		laurel_msg_free(out);
+		return rc;
+	}
 	if (text)
 		return laurel_reply_text(ctx, text, len);
 	/* The worker checked that a websocket.receive holds exactly one of text and bytes. */

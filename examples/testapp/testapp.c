@@ -199,6 +199,23 @@ static int slow(struct laurel_ctx *ctx)
 	return laurel_reply_text(ctx, "slow done", 9);
 }
 
+/* test.twice: two replies, {n, part: 1} and {n, part: 2}, n from the message. */
+static int twice(struct laurel_ctx *ctx)
+{
+	int64_t n = -1;
+	laurel_msg_get_int(laurel_ctx_message(ctx), "n", &n);
+	for (int part = 1; part <= 2; part++) {
+		struct laurel_msg *m = laurel_msg_new();
+		laurel_msg_set_int(m, "n", n);
+		laurel_msg_set_int(m, "part", part);
+		int rc = laurel_reply(ctx, m);
+		laurel_msg_free(m);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
 static const struct laurel_route http_routes[] = {
 	LAUREL_ROUTE("http.request", hello, LAUREL_FILTER("path", "^/hello$")),
 	LAUREL_ROUTE("http.request", stream,
@@ -218,6 +235,7 @@ static const struct laurel_route routes[] = {
 	LAUREL_ROUTE("test.crash", crash),
 	LAUREL_ROUTE("test.pid", pid),
 	LAUREL_ROUTE("test.slow", slow),
+	LAUREL_ROUTE("test.twice", twice),
 	LAUREL_ROUTES_END,
 };
 

@@ -111,6 +111,11 @@ int laurel_ws_close(struct laurel_ctx *ctx, int code);
  * laurel_send and laurel_group_send are held; the names are checked at once (-EINVAL). */
 int laurel_send(struct laurel_ctx *ctx, const char *channel, const struct laurel_msg *msg);
 int laurel_group_send(struct laurel_ctx *ctx, const char *group, const struct laurel_msg *msg);
+/* Sends msg to channel delay_ms (0 .. ten years) from now, through the asgi.delay service (SPEC
+ * §4: {channel, delay, content} on "asgi.delay"), which laurel-worker --delay and laurel
+ * runserver run. Held like laurel_send. -EINVAL for a bad name or delay. */
+int laurel_send_later(struct laurel_ctx *ctx, const char *channel, const struct laurel_msg *msg,
+		      int64_t delay_ms);
 
 /* Add the message's reply channel to a group, or discard it; at once. */
 int laurel_group_add(struct laurel_ctx *ctx, const char *group);

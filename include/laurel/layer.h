@@ -98,10 +98,12 @@ struct laurel_outgoing {
 	int result;		      /* set by send_many: what laurel_layer_send would return */
 };
 
-/* Sends items[0..n) as n calls of laurel_layer_send would, in that order, but pipelined: one
- * round trip per Redis server for the lot. Messages to one process or single-reader channel
- * arrive in the order given. Every item gets its result; an item that fails (a bad name, too big,
- * full, a server down) does not stop the others. Returns 0 when every item was sent, else the
+/* Sends items[0..n) as n calls of laurel_layer_send would, in that order, but in one round trip
+ * per Redis server for the lot (one script call each, atomic). Messages to one process or
+ * single-reader channel arrive in the order given. Every item gets its result; an item that fails
+ * (a bad name, too big, a server down) does not stop the others, except that once a channel is
+ * found full, the later items for the same channel are not tried (LAUREL_FULL too): retrying the
+ * failed items in order then keeps the order. Returns 0 when every item was sent, else the
  * result of the first that was not (laurel_layer_error describes the last failure). */
 int laurel_layer_send_many(struct laurel_layer *layer, struct laurel_outgoing *items, size_t n);
 

@@ -917,6 +917,18 @@ static void test_send_many(void)
 	CHECK_EQ(items[tiny + 2].result, LAUREL_FULL);
 	for (size_t i = 0; i < 3 * PER; i++)
 		CHECK_EQ(items[i].result, 0);
+	struct laurel_stats st;
+	CHECK_EQ(laurel_layer_stats(l, "many.single?q", &st), 0);
+	CHECK_EQ(st.messages_count, PER);
+	CHECK_EQ(st.messages_pending, PER);
+	CHECK_EQ(laurel_layer_stats(l, "many.proc!a", &st), 0);
+	CHECK_EQ(st.messages_count, PER);
+	CHECK_EQ(laurel_layer_stats(l, "many.tiny?x", &st), 0);
+	CHECK_EQ(st.messages_count, 2);
+	CHECK_EQ(st.channel_full_count, 1);
+	CHECK_EQ(laurel_layer_stats(l, NULL, &st), 0);
+	CHECK_EQ(st.messages_count, 3 * PER + 2);
+	CHECK_EQ(st.channel_full_count, 1);
 
 	/* Order kept per process and single-reader channel; everything arrived once. */
 	static struct laurel_received r[3 * PER];

@@ -146,6 +146,9 @@ class Stack:
                 self._start("worker%d" % (i + 1),
                             [os.path.join(self.build, "worker", "laurel-worker"), "--app"] + app
                             + ["--layer", self.layer, "--processes", "1"])
+            # The asgi.delay service, as deploy/ runs it.
+            self._start("delay", [os.path.join(self.build, "worker", "laurel-worker"), "--delay",
+                                  "--layer", self.layer, "--processes", "1"])
             for i, port in enumerate(self.ports):
                 self._start("interface%d" % (i + 1),
                             [os.path.join(self.build, "interface", "laurel-interface"), "-b",
@@ -164,7 +167,8 @@ class Stack:
         while time.monotonic() < end:
             out = subprocess.run(["redis-cli", "-p", str(self.redis_port), "CLIENT", "LIST"],
                                  capture_output=True, text=True).stdout
-            if out.count("cmd=blpop") >= self.workers + len(self.ports):  # + interfaces' readers
+            # + the interfaces' readers + the delay service
+            if out.count("cmd=blpop") >= self.workers + len(self.ports) + 1:
                 return
             time.sleep(0.05)
         raise RuntimeError("the workers did not start:\n" + self.logs())
