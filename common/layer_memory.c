@@ -1044,7 +1044,8 @@ static int op_schedule(struct laurel_layer *l, const void *member, size_t len, i
 		else
 			hi = mid;
 	}
-	memmove(&m->sched[lo + 1], &m->sched[lo], (m->nsched - lo) * sizeof(*m->sched));
+	if (lo < m->nsched)
+		memmove(&m->sched[lo + 1], &m->sched[lo], (m->nsched - lo) * sizeof(*m->sched));
 	m->sched[lo] = (struct scheduled){due_ms, len, copy};
 	m->nsched++;
 	pthread_mutex_unlock(&m->lock);
@@ -1061,9 +1062,11 @@ static int op_take_due(struct laurel_layer *l, int64_t now_ms, size_t max,
 	while (n < m->nsched && n < max && m->sched[n].due_ms <= now_ms)
 		n++;
 	struct scheduled *taken = xmalloc((n ? n : 1) * sizeof(*taken));
-	memcpy(taken, m->sched, n * sizeof(*taken));
-	memmove(m->sched, m->sched + n, (m->nsched - n) * sizeof(*m->sched));
-	m->nsched -= n;
+	if (n) {
+		memcpy(taken, m->sched, n * sizeof(*taken));
+		memmove(m->sched, m->sched + n, (m->nsched - n) * sizeof(*m->sched));
+		m->nsched -= n;
+	}
 	*next_ms = m->nsched ? m->sched[0].due_ms : -1;
 	pthread_mutex_unlock(&m->lock);
 	for (size_t i = 0; i < n; i++) {

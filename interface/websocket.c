@@ -5,8 +5,15 @@
 #include <string.h>
 #include <wslay/wslay.h>
 
+/* wslay's context is about 8.6 KiB, most of an idle connection's memory: it is made when the
+ * first bytes arrive or a control frame must go out, and freed again once the connection is
+ * quiet (when the keepalive ping has gone out) and wslay holds nothing: no partial frame or
+ * message, nothing queued, no close under way. */
 struct ws {
-	wslay_event_context_ptr ctx;
+	wslay_event_context_ptr ctx; /* NULL while dormant */
+	size_t max_message;
+	bool in_message;     /* a fragmented message has started and not ended */
+	bool data_fed;	     /* the current ws_feed saw a data frame */
 	const struct ws_callbacks *cb;
 	void *owner;
 	const uint8_t *in; /* the bytes ws_feed is reading */
@@ -100,27 +107,51 @@ struct ws *ws_new(size_t max_message, const struct ws_callbacks *cb, void *owner
 	struct ws *w = xcalloc(1, sizeof(*w));
 	w->cb = cb;
 	w->owner = owner;
+	w->max_message = max_message;
 	buf_init(&w->pending);
-	if (wslay_event_context_server_init(&w->ctx, &callbacks, w) != 0) {
-		free(w);
-		return NULL;
-	}
-	wslay_event_config_set_max_recv_msg_length(w->ctx, max_message);
 	return w;
+}
+
+/* Makes wslay's context if the connection is dormant. Returns false when out of memory. */
+static bool wake(struct ws *w)
+{
+	if (w->ctx)
+		return true;
+	if (wslay_event_context_server_init(&w->ctx, &callbacks, w) != 0) {
+		w->ctx = NULL;
+		w->failed = true;
+		return false;
+	}
+	wslay_event_config_set_max_recv_msg_length(w->ctx, w->max_message);
+	return true;
+}
+
+/* Frees wslay's context when it holds nothing that matters. */
+static void doze(struct ws *w)
+{
+	if (w->ctx && !w->failed && !w->forced_code && !w->skip && !w->pending.len &&
+	    !w->in_message && !wslay_event_get_close_sent(w->ctx) &&
+	    !wslay_event_get_close_received(w->ctx) && wslay_event_get_read_enabled(w->ctx) &&
+	    !wslay_event_want_write(w->ctx) && wslay_event_get_queued_msg_count(w->ctx) == 0) {
+		wslay_event_context_free(w->ctx);
+		w->ctx = NULL;
+	}
 }
 
 void ws_free(struct ws *w)
 {
 	if (!w)
 		return;
-	wslay_event_context_free(w->ctx);
+	if (w->ctx)
+		wslay_event_context_free(w->ctx);
 	buf_fini(&w->pending);
 	free(w);
 }
 
 static void flush(struct ws *w)
 {
-	if (!w->failed && wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx) != 0)
+	if (w->ctx && !w->failed && wslay_event_want_write(w->ctx) &&
+	    wslay_event_send(w->ctx) != 0)
 		w->failed = true;
 }
 
@@ -194,6 +225,11 @@ static size_t feed_frames(struct ws *w, const uint8_t *p, size_t avail)
 			used += hl + (size_t)payload;
 			continue;
 		}
+		/* A text or binary frame starts a message, which its FIN bit ends (or not); a
+		 * continuation with FIN ends it. wslay checks the sequence. */
+		if ((p[used] & 0x0f) != 0 || (p[used] & 0x80))
+			w->in_message = !(p[used] & 0x80);
+		w->data_fed = true;
 		size_t have = avail - used - hl;
 		size_t n = have < payload ? have : (size_t)payload;
 		if (feed_wslay(w, p + used, hl + n) < 0)
@@ -209,6 +245,10 @@ static size_t feed_frames(struct ws *w, const uint8_t *p, size_t avail)
 
 int ws_feed(struct ws *w, const uint8_t *data, size_t len)
 {
+	bool was_dormant = !w->ctx;
+	if (len && !wake(w))
+		return -1;
+	w->data_fed = false;
 	while (len > 0 && !w->failed) {
 		if (w->skip) {
 			/* Inside a data frame: pass it through as it comes. */
@@ -238,13 +278,17 @@ int ws_feed(struct ws *w, const uint8_t *data, size_t len)
 		}
 	}
 	flush(w);
+	/* Only control frames (the pong to our keepalive ping) on a dormant connection: back to
+	 * sleep. A connection that sends data stays awake until it is quiet for a ping interval. */
+	if (was_dormant && !w->data_fed)
+		doze(w);
 	return w->failed ? -1 : 0;
 }
 
 int ws_send_framed(struct ws *w, const void *frame, size_t len)
 {
 	flush(w); /* control frames wslay queued go first */
-	if (w->failed || w->forced_code || wslay_event_get_close_sent(w->ctx))
+	if (w->failed || ws_close_sent(w))
 		return -1;
 	return w->cb->write(w->owner, frame, len);
 }
@@ -261,6 +305,8 @@ int ws_send(struct ws *w, bool text, const void *data, size_t len)
 
 void ws_close(struct ws *w, int code)
 {
+	if (!wake(w))
+		return;
 	if (!wslay_event_get_close_sent(w->ctx))
 		wslay_event_queue_close(w->ctx, (uint16_t)code, NULL, 0);
 	flush(w);
@@ -269,36 +315,47 @@ void ws_close(struct ws *w, int code)
 void ws_ping(struct ws *w)
 {
 	struct wslay_event_msg m = {WSLAY_PING, (const uint8_t *)"laurel", 6};
+	if (!wake(w))
+		return;
 	if (!wslay_event_get_close_sent(w->ctx))
 		wslay_event_queue_msg(w->ctx, &m);
 	flush(w);
+	/* The connection was quiet for the ping interval: a good moment to give the memory back. */
+	doze(w);
 }
 
 bool ws_close_sent(const struct ws *w)
 {
-	return w->forced_code || wslay_event_get_close_sent(w->ctx);
+	return w->forced_code || (w->ctx && wslay_event_get_close_sent(w->ctx));
 }
 
 bool ws_close_received(const struct ws *w)
 {
-	return wslay_event_get_close_received(w->ctx);
+	return w->ctx && wslay_event_get_close_received(w->ctx);
 }
 
 int ws_close_code_received(const struct ws *w)
 {
-	return wslay_event_get_status_code_received(w->ctx);
+	return w->ctx ? wslay_event_get_status_code_received(w->ctx) : WSLAY_CODE_ABNORMAL_CLOSURE;
 }
 
 int ws_close_code_sent(const struct ws *w)
 {
-	return w->forced_code ? w->forced_code : wslay_event_get_status_code_sent(w->ctx);
+	if (w->forced_code)
+		return w->forced_code;
+	return w->ctx ? wslay_event_get_status_code_sent(w->ctx) : WSLAY_CODE_ABNORMAL_CLOSURE;
 }
 
 bool ws_finished(const struct ws *w)
 {
-	return w->failed || (wslay_event_get_close_sent(w->ctx) &&
+	return w->failed || (w->ctx && wslay_event_get_close_sent(w->ctx) &&
 			     (wslay_event_get_close_received(w->ctx) ||
 			      !wslay_event_get_read_enabled(w->ctx)));
+}
+
+bool ws_dormant(const struct ws *w)
+{
+	return !w->ctx;
 }
 
 void ws_frame(struct buf *out, bool text, const void *data, size_t len)

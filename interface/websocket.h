@@ -50,6 +50,8 @@ int ws_close_code_received(const struct ws *w);
 int ws_close_code_sent(const struct ws *w);
 /* True when both sides are done (close sent, and received or the reader failed). */
 bool ws_finished(const struct ws *w);
+/* True while wslay's context is freed (a quiet connection; see websocket.c). For tests. */
+bool ws_dormant(const struct ws *w);
 
 /* Appends one unmasked server frame (FIN set) to out. */
 void ws_frame(struct buf *out, bool text, const void *data, size_t len);

@@ -686,6 +686,104 @@ static void test_send_close_ping(void)
 	result_fini(&r);
 }
 
+/* An idle connection holds no wslay context: none until bytes arrive, and it is given back
+ * when the keepalive ping goes out (or a dormant connection gets only control frames), but never
+ * in the middle of a frame or a fragmented message, nor once a close is under way. */
+static void test_dormant(void)
+{
+	struct result r;
+	result_init(&r);
+	struct ws *w = ws_new(1 << 20, &callbacks, &r);
+	struct buf in;
+	buf_init(&in);
+	CHECK(ws_dormant(w));
+	CHECK(!ws_close_sent(w) && !ws_close_received(w) && !ws_finished(w));
+	CHECK_EQ(ws_close_code_sent(w), 1006);
+	CHECK_EQ(ws_send(w, true, "hi", 2), 0); /* sending data needs no context */
+	CHECK(ws_dormant(w));
+
+	cframe(&in, 0x81, MASKED, "one", 3);
+	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, in.len), 0);
+	CHECK(!ws_dormant(w)); /* data: awake until quiet */
+	ws_ping(w);
+	CHECK(ws_dormant(w));
+	/* The pong alone: back to sleep. */
+	buf_reset(&in);
+	cframe(&in, 0x8a, MASKED, "laurel", 6);
+	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, in.len), 0);
+	CHECK(ws_dormant(w));
+	/* A client ping is answered, and it goes back to sleep. */
+	buf_reset(&r.out);
+	buf_reset(&in);
+	cframe(&in, 0x89, MASKED, "p", 1);
+	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, in.len), 0);
+	CHECK_MEM(r.out.data, r.out.len, "\x8a\x01p", 3);
+	CHECK(ws_dormant(w));
+
+	/* A fragmented message across a ping: the context stays until it ends. */
+	buf_reset(&in);
+	cframe(&in, 0x01, MASKED, "frag", 4);
+	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, in.len), 0);
+	ws_ping(w);
+	CHECK(!ws_dormant(w));
+	buf_reset(&in);
+	cframe(&in, 0x80, MASKED, "ment", 4);
+	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, in.len), 0);
+	ws_ping(w);
+	CHECK(ws_dormant(w));
+	/* Half a frame across a ping: likewise. */
+	buf_reset(&in);
+	cframe(&in, 0x82, MASKED, "0123456789", 10);
+	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, 9), 0);
+	ws_ping(w);
+	CHECK(!ws_dormant(w));
+	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data + 9, in.len - 9), 0);
+	ws_ping(w);
+	CHECK(ws_dormant(w));
+	/* Only a partial header while dormant: kept. */
+	buf_reset(&in);
+	cframe(&in, 0x81, MASKED, "two", 3);
+	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, 1), 0);
+	CHECK(!ws_dormant(w));
+	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data + 1, in.len - 1), 0);
+	CHECK_EQ(r.nmsgs, 4);
+	if (r.nmsgs == 4) {
+		CHECK_MEM(r.msg[0].data, r.msg[0].len, "one", 3);
+		CHECK_MEM(r.msg[1].data, r.msg[1].len, "fragment", 8);
+		CHECK_MEM(r.msg[2].data, r.msg[2].len, "0123456789", 10);
+		CHECK_MEM(r.msg[3].data, r.msg[3].len, "two", 3);
+	}
+	ws_ping(w);
+	CHECK(ws_dormant(w));
+
+	/* A close from a dormant server, and the client's answer. */
+	buf_reset(&r.out);
+	ws_close(w, 1001);
+	CHECK_MEM(r.out.data, r.out.len, "\x88\x02\x03\xe9", 4);
+	ws_ping(w);
+	CHECK(!ws_dormant(w));
+	buf_reset(&in);
+	close_frame(&in, 1001, "", 0);
+	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, in.len), 0);
+	CHECK(ws_finished(w));
+	CHECK_EQ(ws_close_code_received(w), 1001);
+	ws_free(w);
+
+	/* The client closes a dormant connection. */
+	result_fini(&r);
+	result_init(&r);
+	w = ws_new(1 << 20, &callbacks, &r);
+	buf_reset(&in);
+	close_frame(&in, 1000, "bye", 3);
+	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, in.len), 0);
+	CHECK(!ws_dormant(w));
+	CHECK(ws_close_received(w) && ws_close_sent(w) && ws_finished(w));
+	CHECK_MEM(r.out.data, r.out.len, "\x88\x05\x03\xe8" "bye", 7);
+	ws_free(w);
+	buf_fini(&in);
+	result_fini(&r);
+}
+
 static void test_write_failure(void)
 {
 	struct result r;
@@ -764,6 +862,7 @@ int main(void)
 	test_close();
 	test_max_message();
 	test_send_close_ping();
+	test_dormant();
 	test_write_failure();
 	test_splits();
 	return test_done();
