@@ -975,10 +975,25 @@ static void ws_on_activity(void *owner)
 	c->ping_sent_ms = 0;
 }
 
+/* WebSocket output: written to the socket at once when nothing is waiting before it (the usual
+ * case, and the one that matters for a broadcast to thousands: no buffer allocation and no
+ * write-readiness round through epoll per connection); what the socket does not take waits in
+ * the bufferevent, which writes it when the socket is writable. Errors are left to the
+ * bufferevent to find and report. */
 static int ws_write(void *owner, const void *data, size_t len)
 {
 	struct conn *c = owner;
-	return evbuffer_add(bufferevent_get_output(c->bev), data, len);
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	if (evbuffer_get_length(out) == 0 && len > 0) {
+		ssize_t n = send(bufferevent_getfd(c->bev), data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n == (ssize_t)len)
+			return 0;
+		if (n > 0) {
+			data = (const char *)data + n;
+			len -= (size_t)n;
+		}
+	}
+	return evbuffer_add(out, data, len);
 }
 
 static const struct ws_callbacks ws_callbacks = {
