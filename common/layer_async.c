@@ -70,10 +70,26 @@ struct announcement {
 	struct layer_async *a;
 };
 
+/* A send waiting for the end of the loop iteration, to go out with the others of its shard in one
+ * send_many script call. */
+struct queued_send {
+	char body[128];
+	char queue[LAUREL_NAME_MAX + 1];
+	char capacity[16];
+	struct buf payload;
+	layer_async_done_cb cb;
+	void *arg;
+};
+
+/* The most sends in one script call; a full batch goes out at once. */
+#define SEND_BATCH_MAX 256
+
 struct shard {
 	struct layer_endpoint ep;
 	struct conn cmd;
 	bool down; /* an outage was logged and has not ended */
+	struct queued_send *queued;
+	size_t nqueued, capqueued;
 };
 
 /* Local mode: a send's callback, fired from the loop. */
@@ -99,7 +115,15 @@ struct layer_async {
 	size_t nlisteners;
 	struct announcement **announcements;
 	size_t nannouncements;
+	struct event *flush_ev; /* sends the queued sends, once per loop iteration */
+	bool flush_armed;
 	bool freeing;
+};
+
+/* One send of a batch: whom to tell. */
+struct batch_cb {
+	layer_async_done_cb cb;
+	void *arg;
 };
 
 /* A command in flight: its callback, and the formatted command for a NOSCRIPT resend. */
@@ -112,6 +136,8 @@ struct pending {
 	size_t cmdlen;
 	bool retried;
 	char channel[LAUREL_NAME_MAX + 1];
+	struct batch_cb *batch; /* a send_many: one callback per message, in order */
+	size_t nbatch;
 };
 
 static void conn_start(struct conn *c);
@@ -272,12 +298,30 @@ static void conn_fini(struct conn *c)
 
 /* --- Commands -------------------------------------------------------------------------------- */
 
-static void complete(struct pending *p, int status)
+/* Calls back and frees. For a batch, r (may be NULL) holds one status per message: 1 sent. */
+static void complete_reply(struct pending *p, int status, const redisReply *r)
 {
 	if (p->cb)
 		p->cb(status, p->arg);
+	for (size_t i = 0; i < p->nbatch; i++) {
+		int st = status;
+		if (status == 0)
+			st = r && r->type == REDIS_REPLY_ARRAY && i < r->elements &&
+					     r->element[i]->type == REDIS_REPLY_INTEGER &&
+					     r->element[i]->integer == 1
+				     ? 0
+				     : LAUREL_FULL;
+		if (p->batch[i].cb)
+			p->batch[i].cb(st, p->batch[i].arg);
+	}
+	free(p->batch);
 	free(p->cmd);
 	free(p);
+}
+
+static void complete(struct pending *p, int status)
+{
+	complete_reply(p, status, NULL);
 }
 
 static void on_command_reply(redisAsyncContext *ac, void *reply, void *privdata)
@@ -304,18 +348,32 @@ static void on_command_reply(redisAsyncContext *ac, void *reply, void *privdata)
 		complete(p, -EPROTO);
 		return;
 	}
-	complete(p, 0);
+	if (p->nbatch && (r->type != REDIS_REPLY_ARRAY || r->elements != p->nbatch)) {
+		log_warn("%s: a send of %zu messages answered something unexpected",
+			 p->a->shards[p->shard].ep.desc, p->nbatch);
+		complete(p, -EPROTO);
+		return;
+	}
+	complete_reply(p, 0, r);
 }
 
-/* Sends a command on a shard's command connection. Takes cmd (from redisFormatCommandArgv). */
-static int submit(struct layer_async *a, size_t sh, char *cmd, size_t len, layer_async_done_cb cb,
-		  void *arg)
+/* While a shard is known to be down, commands fail at once rather than queue behind a connect
+ * attempt that will most likely fail too. */
+static bool shard_usable(const struct layer_async *a, size_t sh)
+{
+	const struct conn *c = &a->shards[sh].cmd;
+	return c->ac && (c->connected || !a->shards[sh].down);
+}
+
+/* Sends a command on a shard's command connection; takes cmd (from redisFormatCommandArgv), and
+ * batch (the callbacks of a send_many) even when it fails. */
+static int submit_raw(struct layer_async *a, size_t sh, char *cmd, size_t len,
+		      layer_async_done_cb cb, void *arg, struct batch_cb *batch, size_t nbatch)
 {
 	struct conn *c = &a->shards[sh].cmd;
-	/* While a shard is known to be down, fail at once rather than queue behind a connect
-	 * attempt that will most likely fail too. */
-	if (!c->ac || (!c->connected && a->shards[sh].down)) {
+	if (!shard_usable(a, sh)) {
 		free(cmd);
+		free(batch);
 		return layer_fail(-ENOTCONN, "cannot reach %s", a->shards[sh].ep.desc);
 	}
 	struct pending *p = xcalloc(1, sizeof(*p));
@@ -325,12 +383,86 @@ static int submit(struct layer_async *a, size_t sh, char *cmd, size_t len, layer
 	p->arg = arg;
 	p->cmd = cmd;
 	p->cmdlen = len;
+	p->batch = batch;
+	p->nbatch = nbatch;
 	if (redisAsyncFormattedCommand(c->ac, on_command_reply, p, cmd, len) != REDIS_OK) {
 		free(cmd);
+		free(batch);
 		free(p);
 		return layer_fail(-ENOTCONN, "cannot reach %s", a->shards[sh].ep.desc);
 	}
 	return 0;
+}
+
+static void defer(struct layer_async *a, layer_async_done_cb cb, void *arg, int status);
+
+/* Sends the shard's queued sends in one send_many script call. A failure reaches their callbacks
+ * from the loop, never from inside the caller. */
+static void flush_shard(struct layer_async *a, size_t sh)
+{
+	struct shard *s = &a->shards[sh];
+	size_t n = s->nqueued;
+	if (n == 0)
+		return;
+	s->nqueued = 0;
+	const struct layer_config *cfg = &a->cfg;
+	char expiry[16], glmsgs[128], glfull[128];
+	snprintf(expiry, sizeof(expiry), "%d", cfg->expiry);
+	snprintf(glmsgs, sizeof(glmsgs), "%s#global#:messages_count", cfg->stats_prefix);
+	snprintf(glfull, sizeof(glfull), "%s#global#:channel_full_count", cfg->stats_prefix);
+	size_t argc = 8 + 4 * n;
+	const char **argv = xmalloc(argc * sizeof(*argv));
+	size_t *lens = xmalloc(argc * sizeof(*lens));
+	const char *fixed[8] = {"EVALSHA",   layer_script_sha(SCRIPT_SEND_MANY),
+				"0",	     expiry,
+				cfg->prefix, cfg->stats_prefix,
+				glmsgs,	     glfull};
+	for (size_t k = 0; k < 8; k++) {
+		argv[k] = fixed[k];
+		lens[k] = strlen(fixed[k]);
+	}
+	struct batch_cb *cbs = xmalloc(n * sizeof(*cbs));
+	for (size_t i = 0; i < n; i++) {
+		struct queued_send *q = &s->queued[i];
+		const char *v[4] = {q->body, q->queue, q->capacity, q->payload.data};
+		for (size_t k = 0; k < 4; k++) {
+			argv[8 + 4 * i + k] = v[k];
+			lens[8 + 4 * i + k] = k == 3 ? q->payload.len : strlen(v[k]);
+		}
+		cbs[i] = (struct batch_cb){q->cb, q->arg};
+	}
+	char *cmd = NULL;
+	int len = redisFormatCommandArgv(&cmd, (int)argc, argv, lens);
+	free(argv);
+	free(lens);
+	for (size_t i = 0; i < n; i++)
+		buf_fini(&s->queued[i].payload);
+	struct batch_cb *copy = xmalloc(n * sizeof(*copy));
+	memcpy(copy, cbs, n * sizeof(*copy));
+	int rc = len < 0 ? -ENOMEM : submit_raw(a, sh, cmd, (size_t)len, NULL, NULL, copy, n);
+	if (len < 0)
+		free(copy);
+	if (rc < 0)
+		for (size_t i = 0; i < n; i++)
+			if (cbs[i].cb)
+				defer(a, cbs[i].cb, cbs[i].arg, rc);
+	free(cbs);
+}
+
+static void flush_all(evutil_socket_t fd, short what, void *arg)
+{
+	struct layer_async *a = arg;
+	a->flush_armed = false;
+	for (size_t sh = 0; sh < a->nshards; sh++)
+		flush_shard(a, sh);
+}
+
+/* Any other command goes after the sends queued before it. */
+static int submit(struct layer_async *a, size_t sh, char *cmd, size_t len, layer_async_done_cb cb,
+		  void *arg)
+{
+	flush_shard(a, sh);
+	return submit_raw(a, sh, cmd, len, cb, arg, NULL, 0);
 }
 
 static int submit_argv(struct layer_async *a, size_t sh, int argc, const char **argv,
@@ -495,13 +627,33 @@ int layer_async_send(struct layer_async *a, const char *channel, const struct la
 	}
 	size_t home = layer_channel_home(a->nshards, channel);
 	size_t sh = home != SIZE_MAX ? home : a->rr++ % a->nshards;
+	if (!shard_usable(a, sh)) {
+		buf_fini(&payload);
+		return layer_fail(-ENOTCONN, "cannot reach %s", a->shards[sh].ep.desc);
+	}
+	/* Queued until the loop has run the other callbacks of this iteration: the sends they
+	 * make go out with it in one script call. */
+	struct shard *s = &a->shards[sh];
+	if (s->nqueued == s->capqueued) {
+		s->capqueued = s->capqueued ? 2 * s->capqueued : 16;
+		s->queued = xrealloc(s->queued, s->capqueued * sizeof(*s->queued));
+	}
+	struct queued_send *q = &s->queued[s->nqueued++];
 	char hex[32];
-	struct layer_send_command cmd;
 	util_rng_hex(&a->rng, hex, 32);
-	layer_send_command(&cmd, cfg, channel, hex, &payload);
-	rc = submit_argv(a, sh, 12, cmd.argv, cmd.lens, cb, arg);
-	buf_fini(&payload);
-	return rc;
+	snprintf(q->body, sizeof(q->body), "%s%.32s", cfg->prefix, hex);
+	snprintf(q->queue, sizeof(q->queue), "%.*s", (int)layer_queue_len(channel), channel);
+	snprintf(q->capacity, sizeof(q->capacity), "%d", layer_capacity_for(cfg, channel));
+	q->payload = payload;
+	q->cb = cb;
+	q->arg = arg;
+	if (s->nqueued >= SEND_BATCH_MAX) {
+		flush_shard(a, sh);
+	} else if (!a->flush_armed) {
+		a->flush_armed = true;
+		event_active(a->flush_ev, EV_TIMEOUT, 0);
+	}
+	return 0;
 }
 
 /* --- Listening ------------------------------------------------------------------------------- */
@@ -798,6 +950,7 @@ int layer_async_new(struct layer_async **out, struct event_base *base,
 			return -EINVAL;
 		}
 	}
+	a->flush_ev = event_new(base, -1, 0, flush_all, a);
 	for (size_t i = 0; i < nurls; i++) {
 		conn_init(a, &a->shards[i].cmd, i, command_up, NULL);
 		conn_start(&a->shards[i].cmd);
@@ -829,6 +982,18 @@ void layer_async_free(struct layer_async *a)
 	if (!a)
 		return;
 	a->freeing = true;
+	for (size_t i = 0; i < a->nshards; i++) {
+		struct shard *s = &a->shards[i];
+		for (size_t k = 0; k < s->nqueued; k++) {
+			buf_fini(&s->queued[k].payload);
+			if (s->queued[k].cb)
+				s->queued[k].cb(-ECANCELED, s->queued[k].arg);
+		}
+		s->nqueued = 0;
+		free(s->queued);
+	}
+	if (a->flush_ev)
+		event_free(a->flush_ev);
 	while (a->deferred) {
 		struct deferred *d = a->deferred;
 		deferred_unlink(d);

@@ -83,6 +83,13 @@ static long long commands_processed(struct test_redis *r)
 	return p ? atoll(p + strlen("total_commands_processed:")) : -1;
 }
 
+static long long evalsha_calls(struct test_redis *r)
+{
+	const char *info = test_redis_cmd(r, "INFO commandstats");
+	const char *p = strstr(info, "cmdstat_evalsha:calls=");
+	return p ? atoll(p + strlen("cmdstat_evalsha:calls=")) : 0;
+}
+
 struct local_sender {
 	struct laurel_layer *l;
 	int n;
@@ -203,14 +210,17 @@ int main(void)
 	CHECK_EQ(in.count, 1001);
 	CHECK_INT(util_now_ms() - t0, <, 100);
 
-	/* Sending with callbacks: 500 messages, then read back with the synchronous client. */
+	/* Sending with callbacks: 500 messages, then read back with the synchronous client. The
+	 * sends of one loop iteration go out together: one script call per 256 messages. */
 	struct results res = {.expected = 500};
+	long long calls = evalsha_calls(&r);
 	for (int i = 0; i < 500; i++) {
 		laurel_msg_set_int(m, "n", i);
 		CHECK_EQ(layer_async_send(a, "async.work", m, on_done, &res), 0);
 	}
 	run_for(5000);
 	CHECK_EQ(res.ok, 500);
+	CHECK_EQ(evalsha_calls(&r) - calls, 2);
 	size_t total = 0;
 	const char *work[] = {"async.work"};
 	for (;;) {

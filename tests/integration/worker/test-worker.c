@@ -733,7 +733,7 @@ static void test_delay(void)
 	sleep_ms(1200);
 	int64_t restart = util_now_ms() - t0;
 	start(&d, "delay2", ARGS("--layer", redis.url, "--delay", "--processes", "0", "-v"));
-	char first[2][8];
+	char first[2][64];
 	for (int i = 0; i < 2; i++) {
 		snprintf(first[i], sizeof(first[i]), "%s", await_delayed(queue, t0, &at));
 		CHECK_INT(at - restart, <, 1500); /* a process start on a loaded machine */
