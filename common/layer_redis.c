@@ -288,6 +288,7 @@ struct shard {
 	int backoff_ms;
 	bool down;	    /* an outage has been logged and not yet ended */
 	bool blocked;	    /* a BLPOP is outstanding on c */
+	bool long_timeout;  /* c's read timeout was raised for a BLPOP */
 };
 
 struct held {
@@ -429,6 +430,7 @@ static void drop_connection(struct shard *s)
 	redisFree(s->ctl);
 	s->ctl = NULL;
 	s->blocked = false;
+	s->long_timeout = false;
 }
 
 /* Marks the shard unreachable after a failure, logging once per outage. */
@@ -948,7 +950,10 @@ static int pop_ready(struct redis_layer *L, size_t sh, struct plan *p, redisRepl
 	return 0;
 }
 
-static int append_blpop(struct redis_layer *L, size_t sh, struct plan *p, double seconds)
+/* Sends a BLPOP on shard sh. polled: the caller waits for the answer with poll() (its own
+ * timeout), so the socket's read timeout need not change — two system calls fewer each way. */
+static int append_blpop(struct redis_layer *L, size_t sh, struct plan *p, double seconds,
+			bool polled)
 {
 	struct shard *s = &L->shards[sh];
 	size_t n = p->nkeys[sh];
@@ -972,10 +977,13 @@ static int append_blpop(struct redis_layer *L, size_t sh, struct plan *p, double
 		return connection_lost(s);
 	/* A finite BLPOP answers within its own timeout; the socket waits a little longer. A wait
 	 * forever relies on TCP keepalive to notice a dead server. */
-	struct timeval tv = {0, 0};
-	if (seconds > 0)
-		tv = ms_tv((int)(seconds * 1000) + L->base.cfg.command_timeout_ms);
-	redisSetTimeout(s->c, tv);
+	if (!polled) {
+		struct timeval tv = {0, 0};
+		if (seconds > 0)
+			tv = ms_tv((int)(seconds * 1000) + L->base.cfg.command_timeout_ms);
+		redisSetTimeout(s->c, tv);
+		s->long_timeout = true;
+	}
 	int done = 0;
 	while (!done)
 		if (redisBufferWrite(s->c, &done) != REDIS_OK)
@@ -995,7 +1003,9 @@ static int finish_blpop(struct redis_layer *L, size_t sh, struct plan *p,
 	s->blocked = false;
 	if (ok != REDIS_OK)
 		return connection_lost(s);
-	redisSetTimeout(s->c, ms_tv(L->base.cfg.command_timeout_ms));
+	if (s->long_timeout)
+		redisSetTimeout(s->c, ms_tv(L->base.cfg.command_timeout_ms));
+	s->long_timeout = false;
 	int rc = 0;
 	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2)
 		rc = pop_ready(L, sh, p, r, out, max, got);
@@ -1066,19 +1076,23 @@ static int wait_any(struct redis_layer *L, struct plan *p, int timeout_ms,
 	double seconds = timeout_ms < 0 ? 0 : timeout_ms / 1000.0;
 	if (timeout_ms > 0 && seconds < 0.001)
 		seconds = 0.001;
-	size_t active[64], nactive = 0;
+	size_t active[64], nactive = 0, used = 0;
 	int rc = 0;
+	for (size_t sh = 0; sh < L->nshards; sh++)
+		used += p->nkeys[sh] > 0;
+	/* One shard and nothing else to watch: a plain blocking read. Else poll(). */
+	bool polled = used > 1 || L->watch_fd >= 0;
 	for (size_t sh = 0; sh < L->nshards && nactive < ARRAY_SIZE(active); sh++) {
 		if (!p->nkeys[sh])
 			continue;
 		if (shard_connect(L, &L->shards[sh]) < 0)
 			continue;
-		if (append_blpop(L, sh, p, seconds) == 0)
+		if (append_blpop(L, sh, p, seconds, polled) == 0)
 			active[nactive++] = sh;
 	}
 	if (nactive == 0)
 		return -ENOTCONN; /* the error text is already recorded */
-	if (nactive == 1 && L->watch_fd < 0)
+	if (!polled)
 		return finish_blpop(L, active[0], p, out, max, got);
 
 	struct pollfd pfd[65];
