@@ -17,7 +17,6 @@
 #include <unistd.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
-#include <hiredis/adapters/libevent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -241,6 +240,104 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		conn_start(c);
 }
 
+/* --- hiredis on libevent ---------------------------------------------------------------------
+ * hiredis's own libevent adapter re-adds a one-shot read event after every reply and adds and
+ * removes a write event around every command: four epoll_ctl calls per command. Here the read
+ * event is persistent, and a command is written at the end of the loop iteration that made it,
+ * together with the others made in that iteration (one write); only a socket that does not take
+ * everything, or a connect still under way, waits for a write event. */
+struct hiredis_events {
+	redisAsyncContext *ac;
+	struct event *rev, *wev, *flush;
+	bool reading, writing, flushing;
+};
+
+/* The events whose hiredis_write runs now: an addWrite from inside it means the socket is full. */
+static _Thread_local struct hiredis_events *in_write;
+
+static void hiredis_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct hiredis_events *e = arg;
+	redisAsyncHandleRead(e->ac); /* may free e */
+}
+
+static void hiredis_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct hiredis_events *e = arg;
+	e->writing = false;
+	e->flushing = false;
+	in_write = e;
+	redisAsyncHandleWrite(e->ac); /* may free e */
+	in_write = NULL;
+}
+
+static void hiredis_add_read(void *data)
+{
+	struct hiredis_events *e = data;
+	if (!e->reading)
+		event_add(e->rev, NULL);
+	e->reading = true;
+}
+
+static void hiredis_del_read(void *data)
+{
+	struct hiredis_events *e = data;
+	if (e->reading)
+		event_del(e->rev);
+	e->reading = false;
+}
+
+static void hiredis_add_write(void *data)
+{
+	struct hiredis_events *e = data;
+	if (in_write == e || !(e->ac->c.flags & REDIS_CONNECTED)) {
+		/* The socket is full, or still connecting: wait until it is writable. */
+		if (!e->writing)
+			event_add(e->wev, NULL);
+		e->writing = true;
+	} else if (!e->writing && !e->flushing) {
+		e->flushing = true;
+		event_active(e->flush, EV_WRITE, 0);
+	}
+}
+
+static void hiredis_del_write(void *data)
+{
+	struct hiredis_events *e = data;
+	if (e->writing)
+		event_del(e->wev);
+	e->writing = false;
+}
+
+static void hiredis_cleanup(void *data)
+{
+	struct hiredis_events *e = data;
+	if (in_write == e)
+		in_write = NULL;
+	event_free(e->rev);
+	event_free(e->wev);
+	event_free(e->flush);
+	free(e);
+}
+
+static void hiredis_attach(redisAsyncContext *ac, struct event_base *base)
+{
+	struct hiredis_events *e = xcalloc(1, sizeof(*e));
+	e->ac = ac;
+	e->rev = event_new(base, ac->c.fd, EV_READ | EV_PERSIST, hiredis_read, e);
+	e->wev = event_new(base, ac->c.fd, EV_WRITE, hiredis_write, e);
+	e->flush = event_new(base, -1, 0, hiredis_write, e);
+	ac->ev.data = e;
+	ac->ev.addRead = hiredis_add_read;
+	ac->ev.delRead = hiredis_del_read;
+	ac->ev.addWrite = hiredis_add_write;
+	ac->ev.delWrite = hiredis_del_write;
+	ac->ev.cleanup = hiredis_cleanup;
+	/* As hiredis's adapter: wait for the connect (writable) and for data. */
+	hiredis_add_read(e);
+	hiredis_add_write(e);
+}
+
 static void conn_start(struct conn *c)
 {
 	struct layer_async *a = c->a;
@@ -256,7 +353,7 @@ static void conn_start(struct conn *c)
 		return;
 	}
 	ac->data = c;
-	redisLibeventAttach(ac, a->base);
+	hiredis_attach(ac, a->base);
 	redisAsyncSetConnectCallback(ac, on_connect);
 	redisAsyncSetDisconnectCallback(ac, on_disconnect);
 	if (ep->password) {

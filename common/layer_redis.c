@@ -1109,7 +1109,7 @@ static int wait_any(struct redis_layer *L, struct plan *p, int timeout_ms,
 	do
 		n = poll(pfd, npfd, slack);
 	while (n < 0 && errno == EINTR && !watch_ready(L));
-	if (watch_ready(L))
+	if (npfd > nactive && (n < 0 ? watch_ready(L) : pfd[nactive].revents != 0))
 		L->woken = true;
 	/* Read the first shard that answered, then cancel and collect the others. */
 	for (size_t i = 0; i < nactive; i++) {
