@@ -24,6 +24,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
@@ -783,9 +784,32 @@ static bool bytes_eq(const struct laurel_value *v, const char *name)
 	       strncasecmp(v->u.s.ptr, name, v->u.s.len) == 0;
 }
 
-/* Starts the response from the first reply message. Returns 0, or -1 when the reply is unusable
- * (answered with 500). */
-static int response_start(struct conn *c, const struct laurel_msg *m, bool more)
+/* Writes the parts to the client in order: straight to the socket when nothing waits before them
+ * (no buffer copy, and no write-readiness round through epoll), the rest through the
+ * bufferevent, which writes it once the socket is writable and reports errors. */
+static int conn_output(struct conn *c, struct iovec *iov, int n)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	if (evbuffer_get_length(out) == 0) {
+		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+		ssize_t sent = sendmsg(bufferevent_getfd(c->bev), &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+		for (int i = 0; i < n && sent > 0; i++) {
+			size_t k = (size_t)sent < iov[i].iov_len ? (size_t)sent : iov[i].iov_len;
+			iov[i].iov_base = (char *)iov[i].iov_base + k;
+			iov[i].iov_len -= k;
+			sent -= (ssize_t)k;
+		}
+	}
+	int rc = 0;
+	for (int i = 0; i < n; i++)
+		if (iov[i].iov_len && evbuffer_add(out, iov[i].iov_base, iov[i].iov_len) < 0)
+			rc = -1;
+	return rc;
+}
+
+/* Starts the response from the first reply message: its head is appended to head. Returns 0,
+ * or -1 when the reply is unusable (answered with 500). */
+static int response_start(struct conn *c, const struct laurel_msg *m, bool more, struct buf *head_out)
 {
 	struct request *r = c->req;
 	int64_t status;
@@ -796,7 +820,6 @@ static int response_start(struct conn *c, const struct laurel_msg *m, bool more)
 		return -1;
 	}
 	const struct laurel_value *hv = laurel_msg_get(m, "headers");
-	struct evbuffer *out = bufferevent_get_output(c->bev);
 	struct buf head;
 	buf_init(&head);
 	const char *reason = http1_reason((int)status);
@@ -860,24 +883,27 @@ static int response_start(struct conn *c, const struct laurel_msg *m, bool more)
 	else if (r->version_minor == 0)
 		buf_printf(&head, "Connection: keep-alive\r\n");
 	buf_append(&head, "\r\n", 2);
-	evbuffer_add(out, head.data, head.len);
+	buf_append(head_out, head.data, head.len);
 	buf_fini(&head);
 	r->started = true;
 	r->status = (int)status;
 	return 0;
 }
 
-static void response_body(struct conn *c, const void *data, size_t len)
+/* Writes what head holds (the response head, if this reply started the response) and a piece of
+ * the body, framed as the response needs, in one system call when the socket takes it all. */
+static void response_body(struct conn *c, struct buf *head, const void *data, size_t len)
 {
 	struct request *r = c->req;
-	if (r->no_body || len == 0)
-		return;
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	if (r->chunked)
-		evbuffer_add_printf(out, "%zx\r\n", len);
-	evbuffer_add(out, data, len);
-	if (r->chunked)
-		evbuffer_add(out, "\r\n", 2);
+	if (r->no_body)
+		len = 0;
+	if (len && r->chunked)
+		buf_printf(head, "%zx\r\n", len);
+	struct iovec iov[3] = {{head->data, head->len},
+			       {(void *)data, len},
+			       {(char *)"\r\n", len && r->chunked ? 2 : 0}};
+	if (head->len + len)
+		conn_output(c, iov, 3);
 	r->bytes += len;
 }
 
@@ -982,18 +1008,8 @@ static void ws_on_activity(void *owner)
  * bufferevent to find and report. */
 static int ws_write(void *owner, const void *data, size_t len)
 {
-	struct conn *c = owner;
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	if (evbuffer_get_length(out) == 0 && len > 0) {
-		ssize_t n = send(bufferevent_getfd(c->bev), data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (n == (ssize_t)len)
-			return 0;
-		if (n > 0) {
-			data = (const char *)data + n;
-			len -= (size_t)n;
-		}
-	}
-	return evbuffer_add(out, data, len);
+	struct iovec iov = {(void *)data, len};
+	return conn_output(owner, &iov, 1);
 }
 
 static const struct ws_callbacks ws_callbacks = {
@@ -1224,12 +1240,16 @@ static void on_reply_for(struct server *s, const char *channel, const struct lau
 	}
 	bool more = false;
 	laurel_msg_get_bool(m, "more_content", &more);
-	if (!r->started && response_start(c, m, more) < 0)
+	struct buf head;
+	buf_init(&head);
+	if (!r->started && response_start(c, m, more, &head) < 0) {
+		buf_fini(&head);
 		return;
+	}
 	size_t len = 0;
 	const void *content = laurel_msg_get_bytes(m, "content", &len);
-	if (content)
-		response_body(c, content, len);
+	response_body(c, &head, content, content ? len : 0);
+	buf_fini(&head);
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) > s->cfg->max_output) {
 		log_warn("conn %llu: client reads too slowly (%zu bytes waiting); closing",
 			 (unsigned long long)c->id, evbuffer_get_length(bufferevent_get_output(c->bev)));
@@ -1292,7 +1312,7 @@ static void request_finish(struct conn *c)
 		return;
 	r->finished = true;
 	if (r->chunked)
-		evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+		conn_output(c, (struct iovec[]){{(char *)"0\r\n\r\n", 5}}, 1);
 	if (r->websocket) {
 		ws_disconnect(c, ws_code(c));
 	} else {
