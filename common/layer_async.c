@@ -713,6 +713,8 @@ int layer_async_send(struct layer_async *a, const char *channel, const struct la
 	const struct layer_config *cfg = &a->cfg;
 	if (!laurel_valid_channel(channel))
 		return layer_fail(-EINVAL, "invalid channel name \"%.120s\"", channel);
+	if (a->freeing)
+		return layer_fail(-ECANCELED, "the layer client is being freed");
 	if (a->shared)
 		return local_send(a, channel, msg, cb, arg);
 	struct buf payload;

@@ -576,6 +576,26 @@ static int reply_error(struct shard *s, redisReply *r, const char *what)
 	return rc;
 }
 
+/* Runs one command; when it fails, *sent says whether the whole command had been written, so
+ * that the server may have carried it out (a command cut short is discarded with the
+ * connection). */
+static redisReply *command_sent(redisContext *c, int argc, const char **argv, const size_t *lens,
+				bool *sent)
+{
+	*sent = false;
+	if (redisAppendCommandArgv(c, argc, argv, lens) != REDIS_OK)
+		return NULL;
+	int done = 0;
+	while (!done)
+		if (redisBufferWrite(c, &done) != REDIS_OK)
+			return NULL;
+	*sent = true;
+	void *r = NULL;
+	if (redisGetReply(c, &r) != REDIS_OK)
+		return NULL;
+	return r;
+}
+
 /* EVALSHA, loading the script again if the server lost it (SCRIPT FLUSH). argv[0..2] are left
  * free for the command, the script's hash and the key count; the caller fills the rest. */
 static redisReply *shard_script(struct redis_layer *L, struct shard *s, int *rc, enum script_id id,
@@ -596,9 +616,21 @@ static redisReply *shard_script(struct redis_layer *L, struct shard *s, int *rc,
 	redisReply *r = NULL;
 	for (int attempt = 0; attempt < 2; attempt++) {
 		args[1] = layer_script_sha(id);
-		r = ctx_command(s->c, (int)argc, args, lens);
+		bool sent = false;
+		r = command_sent(s->c, (int)argc, args, lens, &sent);
 		if (!r) {
+			/* The server closing the connection means it went away (a restart): the
+			 * command most likely died with it. A timeout or a reset mid-answer may
+			 * come after it was carried out. */
+			if (sent && s->c->err == REDIS_ERR_EOF)
+				sent = false;
 			*rc = connection_lost(s);
+			if (sent)
+				*rc = layer_fail(-EIO,
+						 "%s: no answer after the command was sent (the "
+						 "connection broke or timed out); it may have been "
+						 "carried out",
+						 s->ep.desc);
 			break;
 		}
 		if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 &&
@@ -1021,6 +1053,8 @@ static int cancel_blpop(struct redis_layer *L, size_t sh, struct plan *p,
 			struct laurel_received *out, size_t max, size_t *got)
 {
 	struct shard *s = &L->shards[sh];
+	if (s->client_id < 0) /* a server without CLIENT ID / UNBLOCK (before Redis 5) */
+		return finish_blpop(L, sh, p, out, max, got);
 	if (!s->ctl) {
 		s->ctl = open_context(L, s);
 		if (!s->ctl || s->ctl->err || setup_context(L, s, s->ctl)) {

@@ -18,6 +18,8 @@
 #define MAX_BATCH 1000
 /* A blocking receive returns this often so that a stop request is noticed. */
 #define RECEIVE_WAIT_MS 1000
+/* The longest a reply waits for the rest of its batch. */
+#define BATCH_HOLD_MS 5
 
 struct worker {
 	struct laurel_layer *layer;
@@ -312,10 +314,17 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop)
 		if (w->layer_down)
 			log_info("receiving again");
 		w->layer_down = false;
-		/* The batch's replies go out together, pipelined, once it is handled. */
+		/* The batch's replies go out together, in one round trip, once it is handled — or
+		 * as soon as it has taken BATCH_HOLD_MS, so that a slow consumer does not hold the
+		 * replies of the messages before it. */
+		int64_t since = util_now_ms();
 		for (size_t i = 0; i < n; i++) {
 			handle(w, got[i].channel, got[i].msg);
 			laurel_received_fini(&got[i]);
+			if (i + 1 < n && util_now_ms() - since >= BATCH_HOLD_MS) {
+				consumer_outbox_flush(w->layer, &w->outbox, w->full_wait_ms);
+				since = util_now_ms();
+			}
 		}
 		consumer_outbox_flush(w->layer, &w->outbox, w->full_wait_ms);
 	}

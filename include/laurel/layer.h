@@ -10,6 +10,9 @@
  *   -EMSGSIZE   the encoded message is larger than the configured maximum
  *   -ENOTCONN   the backend (a Redis server) is unreachable; the client reconnects by itself,
  *               with backoff, on later calls, so the caller just retries later
+ *   -EIO        the command was sent but its answer never came (the connection broke, or the
+ *               server took longer than command_timeout_ms): it may or may not have been carried
+ *               out, so a send is not retried (a retry could deliver the message twice)
  *   -EPROTO     the backend answered something unexpected
  * laurel_layer_error() then describes the last failure in a sentence.
  *

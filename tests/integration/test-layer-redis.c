@@ -217,6 +217,71 @@ static size_t expected_shard(const char *name, size_t len, size_t n)
 	return ((util_crc32(name, len) & 0xfff) * n) / 4096;
 }
 
+/* A send whose answer does not come in time (the server is busy in a long script) fails with
+ * -EIO, not -ENOTCONN: the server carries it out afterwards, once, and a caller that retries only
+ * -ENOTCONN (as the worker does) does not send it twice. The same for a batch. */
+static const char busy_script[] =
+	"local t0 = redis.call('TIME') "
+	"while true do local t = redis.call('TIME') "
+	"if (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > tonumber(ARGV[1]) then break end end "
+	"return 1";
+
+static void busy_server(redisContext *c, int us)
+{
+	char n[16];
+	snprintf(n, sizeof(n), "%d", us);
+	redisAppendCommand(c, "EVAL %s 0 %s", busy_script, n);
+	int done = 0;
+	while (!done && redisBufferWrite(c, &done) == REDIS_OK)
+		;
+	usleep(50000); /* the server is inside the script */
+}
+
+static void busy_done(redisContext *c)
+{
+	void *reply = NULL;
+	CHECK_EQ(redisGetReply(c, &reply), REDIS_OK);
+	freeReplyObject(reply);
+}
+
+static void test_answer_lost(struct test_redis *r)
+{
+	const char *url = r->url;
+	struct laurel_layer_options o = {.urls = &url, .nurls = 1, .command_timeout_ms = 200};
+	struct laurel_layer *l = NULL;
+	CHECK_EQ(laurel_layer_new(&l, &o, NULL, 0), 0);
+	CHECK_EQ(laurel_layer_flush(l), 0);
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_int(m, "n", 1);
+	CHECK_EQ(laurel_layer_send(l, "lost.warmup", m), 0); /* connected, scripts loaded */
+	redisContext *c = raw(r);
+	busy_server(c, 700000);
+	CHECK_EQ(laurel_layer_send(l, "lost.one", m), -EIO);
+	CHECK(strstr(laurel_layer_error(l), "may have been carried out") != NULL);
+	busy_done(c);
+	struct laurel_outgoing items[3] = {{"lost.warmup", m, 0}, {"lost.warmup", m, 0},
+					   {"lost.warmup", m, 0}};
+	CHECK_EQ(laurel_layer_send_many(l, items, 3), 0); /* connected again, script loaded */
+	busy_server(c, 700000);
+	items[0].channel = items[1].channel = "lost.many";
+	items[2].channel = "lost.other?x";
+	CHECK_EQ(laurel_layer_send_many(l, items, 3), -EIO);
+	for (int i = 0; i < 3; i++)
+		CHECK_EQ(items[i].result, -EIO);
+	busy_done(c);
+	redisFree(c);
+	int64_t deadline = util_now_ms() + 3000;
+	while (atoi(test_redis_cmd(r, "LLEN asgi:lost.many")) < 2 && util_now_ms() < deadline)
+		usleep(20000);
+	CHECK_STR(test_redis_cmd(r, "LLEN asgi:lost.one"), "1");
+	CHECK_STR(test_redis_cmd(r, "LLEN asgi:lost.many"), "2");
+	CHECK_STR(test_redis_cmd(r, "LLEN asgi:lost.other?x"), "1");
+	CHECK_EQ(laurel_layer_send(l, "lost.one", m), 0); /* and it works again */
+	CHECK_STR(test_redis_cmd(r, "LLEN asgi:lost.one"), "2");
+	laurel_msg_free(m);
+	laurel_layer_free(l);
+}
+
 static void test_sharding(struct test_redis *rs)
 {
 	const char *urls[3] = {rs[0].url, rs[1].url, rs[2].url};
@@ -508,6 +573,7 @@ int main(int argc, char **argv)
 	test_urls();
 	test_layout(&rs[0]);
 	test_python_compat(&rs[0]);
+	test_answer_lost(&rs[0]);
 	test_sharding(rs);
 	test_sharded_blocking(rs);
 	test_big_group(&rs[1]);
