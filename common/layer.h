@@ -111,7 +111,6 @@ size_t layer_channel_home(size_t nshards, const char *channel);
 
 /* The Lua scripts of the Redis layout, shared by the synchronous and asynchronous clients. */
 enum script_id {
-	SCRIPT_SEND,
 	SCRIPT_POP,
 	SCRIPT_GROUP_SEND,
 	SCRIPT_FLUSH,
@@ -122,18 +121,33 @@ enum script_id {
 const char *layer_script_source(enum script_id id);
 const char *layer_script_sha(enum script_id id); /* 40 hex digits */
 
-/* The command that sends one message with the send script: EVALSHA, its hash, 6 keys (body,
- * queue, the channel's and the global messages_count and channel_full_count) and 3 arguments
- * (payload, expiry, capacity). The strings live in the struct. */
-struct layer_send_command {
-	char body[128], queue[192], chmsgs[224], glmsgs[128], chfull[224], glfull[128];
-	char expiry[16], capacity[16];
-	const char *argv[12];
-	size_t lens[12];
+/* Messages bound for one shard, as the arguments of the send_many script: what the synchronous
+ * and the asynchronous client both send. */
+struct layer_batch_item {
+	char body[128];
+	char queue[LAUREL_NAME_MAX + 1];
+	char capacity[16];
+	struct buf payload;
 };
-/* Fills c for channel with payload (borrowed until c is used); hex: 32 random hex digits. */
-void layer_send_command(struct layer_send_command *c, const struct layer_config *cfg,
-			const char *channel, const char *hex, const struct buf *payload);
+struct layer_batch {
+	struct layer_batch_item *items;
+	size_t n, cap;
+	char expiry[16], glmsgs[128], glfull[128];
+	const char **argv; /* the last layer_batch_command */
+	size_t *lens;
+	size_t argcap;
+};
+/* Appends a message for channel: payload (encoded; taken over, left empty) under a new body key
+ * named with hex (32 random hex digits). */
+void layer_batch_add(struct layer_batch *b, const struct layer_config *cfg, const char *channel,
+		     const char *hex, struct buf *payload);
+/* The EVALSHA command for the batch. argv and lens belong to b and hold until it changes.
+ * Returns argc. The script answers one integer per message: 1 sent, else full. */
+size_t layer_batch_command(struct layer_batch *b, const struct layer_config *cfg,
+			   const char ***argv, size_t **lens);
+/* Empties b (freeing the payloads); fini also frees its memory. */
+void layer_batch_clear(struct layer_batch *b);
+void layer_batch_fini(struct layer_batch *b);
 
 /* Applies defaults to opts and validates them. Returns 0, or -EINVAL with a message in err. */
 int layer_config_init(struct layer_config *cfg, const struct laurel_layer_options *opts, char *err,

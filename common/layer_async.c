@@ -69,16 +69,7 @@ struct announcement {
 	struct layer_async *a;
 };
 
-/* A send waiting for the end of the loop iteration, to go out with the others of its shard in one
- * send_many script call. */
-struct queued_send {
-	char body[128];
-	char queue[LAUREL_NAME_MAX + 1];
-	char capacity[16];
-	struct buf payload;
-	layer_async_done_cb cb;
-	void *arg;
-};
+struct batch_cb;
 
 /* The most sends in one script call; a full batch goes out at once. */
 #define SEND_BATCH_MAX 256
@@ -87,8 +78,11 @@ struct shard {
 	struct layer_endpoint ep;
 	struct conn cmd;
 	bool down; /* an outage was logged and has not ended */
-	struct queued_send *queued;
-	size_t nqueued, capqueued;
+	/* Sends waiting for the end of the loop iteration, to go out in one send_many script call,
+	 * and whom to tell of each. */
+	struct layer_batch queued;
+	struct batch_cb *cbs;
+	size_t capcbs;
 };
 
 /* Local mode: a send's callback, fired from the loop. */
@@ -463,14 +457,13 @@ static bool shard_usable(const struct layer_async *a, size_t sh)
 }
 
 /* Sends a command on a shard's command connection; takes cmd (from redisFormatCommandArgv), and
- * batch (the callbacks of a send_many) even when it fails. */
+ * batch (the callbacks of a send_many) when it succeeds. */
 static int submit_raw(struct layer_async *a, size_t sh, char *cmd, size_t len,
 		      layer_async_done_cb cb, void *arg, struct batch_cb *batch, size_t nbatch)
 {
 	struct conn *c = &a->shards[sh].cmd;
 	if (!shard_usable(a, sh)) {
 		free(cmd);
-		free(batch);
 		return layer_fail(-ENOTCONN, "cannot reach %s", a->shards[sh].ep.desc);
 	}
 	struct pending *p = xcalloc(1, sizeof(*p));
@@ -484,7 +477,6 @@ static int submit_raw(struct layer_async *a, size_t sh, char *cmd, size_t len,
 	p->nbatch = nbatch;
 	if (redisAsyncFormattedCommand(c->ac, on_command_reply, p, cmd, len) != REDIS_OK) {
 		free(cmd);
-		free(batch);
 		free(p);
 		return layer_fail(-ENOTCONN, "cannot reach %s", a->shards[sh].ep.desc);
 	}
@@ -498,52 +490,25 @@ static void defer(struct layer_async *a, layer_async_done_cb cb, void *arg, int 
 static void flush_shard(struct layer_async *a, size_t sh)
 {
 	struct shard *s = &a->shards[sh];
-	size_t n = s->nqueued;
+	size_t n = s->queued.n;
 	if (n == 0)
 		return;
-	s->nqueued = 0;
-	const struct layer_config *cfg = &a->cfg;
-	char expiry[16], glmsgs[128], glfull[128];
-	snprintf(expiry, sizeof(expiry), "%d", cfg->expiry);
-	snprintf(glmsgs, sizeof(glmsgs), "%s#global#:messages_count", cfg->stats_prefix);
-	snprintf(glfull, sizeof(glfull), "%s#global#:channel_full_count", cfg->stats_prefix);
-	size_t argc = 8 + 4 * n;
-	const char **argv = xmalloc(argc * sizeof(*argv));
-	size_t *lens = xmalloc(argc * sizeof(*lens));
-	const char *fixed[8] = {"EVALSHA",   layer_script_sha(SCRIPT_SEND_MANY),
-				"0",	     expiry,
-				cfg->prefix, cfg->stats_prefix,
-				glmsgs,	     glfull};
-	for (size_t k = 0; k < 8; k++) {
-		argv[k] = fixed[k];
-		lens[k] = strlen(fixed[k]);
-	}
-	struct batch_cb *cbs = xmalloc(n * sizeof(*cbs));
-	for (size_t i = 0; i < n; i++) {
-		struct queued_send *q = &s->queued[i];
-		const char *v[4] = {q->body, q->queue, q->capacity, q->payload.data};
-		for (size_t k = 0; k < 4; k++) {
-			argv[8 + 4 * i + k] = v[k];
-			lens[8 + 4 * i + k] = k == 3 ? q->payload.len : strlen(v[k]);
-		}
-		cbs[i] = (struct batch_cb){q->cb, q->arg};
-	}
+	const char **argv;
+	size_t *lens;
+	size_t argc = layer_batch_command(&s->queued, &a->cfg, &argv, &lens);
 	char *cmd = NULL;
 	int len = redisFormatCommandArgv(&cmd, (int)argc, argv, lens);
-	free(argv);
-	free(lens);
-	for (size_t i = 0; i < n; i++)
-		buf_fini(&s->queued[i].payload);
-	struct batch_cb *copy = xmalloc(n * sizeof(*copy));
-	memcpy(copy, cbs, n * sizeof(*copy));
-	int rc = len < 0 ? -ENOMEM : submit_raw(a, sh, cmd, (size_t)len, NULL, NULL, copy, n);
-	if (len < 0)
-		free(copy);
-	if (rc < 0)
+	layer_batch_clear(&s->queued);
+	struct batch_cb *cbs = s->cbs; /* the pending command takes them */
+	s->cbs = NULL;
+	s->capcbs = 0;
+	int rc = len < 0 ? -ENOMEM : submit_raw(a, sh, cmd, (size_t)len, NULL, NULL, cbs, n);
+	if (rc < 0) {
 		for (size_t i = 0; i < n; i++)
 			if (cbs[i].cb)
 				defer(a, cbs[i].cb, cbs[i].arg, rc);
-	free(cbs);
+		free(cbs);
+	}
 }
 
 static void flush_all(evutil_socket_t fd, short what, void *arg)
@@ -733,20 +698,15 @@ int layer_async_send(struct layer_async *a, const char *channel, const struct la
 	/* Queued until the loop has run the other callbacks of this iteration: the sends they
 	 * make go out with it in one script call. */
 	struct shard *s = &a->shards[sh];
-	if (s->nqueued == s->capqueued) {
-		s->capqueued = s->capqueued ? 2 * s->capqueued : 16;
-		s->queued = xrealloc(s->queued, s->capqueued * sizeof(*s->queued));
+	if (s->queued.n == s->capcbs) {
+		s->capcbs = s->capcbs ? 2 * s->capcbs : 16;
+		s->cbs = xrealloc(s->cbs, s->capcbs * sizeof(*s->cbs));
 	}
-	struct queued_send *q = &s->queued[s->nqueued++];
+	s->cbs[s->queued.n] = (struct batch_cb){cb, arg};
 	char hex[32];
 	util_rng_hex(&a->rng, hex, 32);
-	snprintf(q->body, sizeof(q->body), "%s%.32s", cfg->prefix, hex);
-	snprintf(q->queue, sizeof(q->queue), "%.*s", (int)layer_queue_len(channel), channel);
-	snprintf(q->capacity, sizeof(q->capacity), "%d", layer_capacity_for(cfg, channel));
-	q->payload = payload;
-	q->cb = cb;
-	q->arg = arg;
-	if (s->nqueued >= SEND_BATCH_MAX) {
+	layer_batch_add(&s->queued, cfg, channel, hex, &payload);
+	if (s->queued.n >= SEND_BATCH_MAX) {
 		flush_shard(a, sh);
 	} else if (!a->flush_armed) {
 		a->flush_armed = true;
@@ -1083,13 +1043,11 @@ void layer_async_free(struct layer_async *a)
 	a->freeing = true;
 	for (size_t i = 0; i < a->nshards; i++) {
 		struct shard *s = &a->shards[i];
-		for (size_t k = 0; k < s->nqueued; k++) {
-			buf_fini(&s->queued[k].payload);
-			if (s->queued[k].cb)
-				s->queued[k].cb(-ECANCELED, s->queued[k].arg);
-		}
-		s->nqueued = 0;
-		free(s->queued);
+		for (size_t k = 0; k < s->queued.n; k++)
+			if (s->cbs[k].cb)
+				s->cbs[k].cb(-ECANCELED, s->cbs[k].arg);
+		layer_batch_fini(&s->queued);
+		free(s->cbs);
 	}
 	if (a->flush_ev)
 		event_free(a->flush_ev);

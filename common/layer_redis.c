@@ -33,22 +33,6 @@
 #define STATS_GLOBAL_TTL 86400
 
 
-/* KEYS: body, queue, channel messages_count, global messages_count, channel channel_full_count,
- * global channel_full_count. ARGV: payload, expiry, capacity. */
-static const char script_send[] =
-	"if redis.call('llen', KEYS[2]) >= tonumber(ARGV[3]) then\n"
-	"  redis.call('incr', KEYS[5]) redis.call('expire', KEYS[5], 3600)\n"
-	"  redis.call('incr', KEYS[6]) redis.call('expire', KEYS[6], 86400)\n"
-	"  return redis.error_reply('full')\n"
-	"end\n"
-	"redis.call('set', KEYS[1], ARGV[1])\n"
-	"redis.call('expire', KEYS[1], ARGV[2])\n"
-	"redis.call('rpush', KEYS[2], KEYS[1])\n"
-	"redis.call('expire', KEYS[2], tonumber(ARGV[2]) + 1)\n"
-	"redis.call('incr', KEYS[3]) redis.call('expire', KEYS[3], 3600)\n"
-	"redis.call('incr', KEYS[4]) redis.call('expire', KEYS[4], 86400)\n"
-	"return 1\n";
-
 /* KEYS: queues, in the order to try. ARGV[1]: most messages to take from KEYS. ARGV[2], ARGV[3]
  * (optional): a body key already popped by BLPOP and its queue key, read and deleted first.
  * Returns the number of messages left in KEYS, then queue key, body pairs. Bodies that expired
@@ -240,7 +224,7 @@ static const char script_take_due[] =
 	"return due\n";
 
 static const char *const script_source[SCRIPT_COUNT] = {
-	script_send, script_pop, script_group_send, script_flush, script_take_due, script_send_many};
+	script_pop, script_group_send, script_flush, script_take_due, script_send_many};
 static char script_sha[SCRIPT_COUNT][41];
 static pthread_once_t script_sha_once = PTHREAD_ONCE_INIT;
 
@@ -303,6 +287,7 @@ struct redis_layer {
 	size_t nshards;
 	struct util_rng rng;
 	size_t rr; /* round-robin shard for normal channels */
+	struct layer_batch *batch; /* per shard: the sends being put together */
 	struct held *held;
 	size_t nheld;
 	size_t prefixlen;
@@ -649,27 +634,68 @@ static redisReply *shard_script(struct redis_layer *L, struct shard *s, int *rc,
 	return r;
 }
 
-void layer_send_command(struct layer_send_command *c, const struct layer_config *cfg,
-			const char *channel, const char *hex, const struct buf *payload)
+void layer_batch_add(struct layer_batch *b, const struct layer_config *cfg, const char *channel,
+		     const char *hex, struct buf *payload)
 {
-	size_t qlen = layer_queue_len(channel);
-	snprintf(c->body, sizeof(c->body), "%s%.32s", cfg->prefix, hex);
-	snprintf(c->queue, sizeof(c->queue), "%s%.*s", cfg->prefix, (int)qlen, channel);
-	snprintf(c->chmsgs, sizeof(c->chmsgs), "%s%.*s:messages_count", cfg->stats_prefix,
-		 (int)qlen, channel);
-	snprintf(c->chfull, sizeof(c->chfull), "%s%.*s:channel_full_count", cfg->stats_prefix,
-		 (int)qlen, channel);
-	snprintf(c->glmsgs, sizeof(c->glmsgs), "%s#global#:messages_count", cfg->stats_prefix);
-	snprintf(c->glfull, sizeof(c->glfull), "%s#global#:channel_full_count", cfg->stats_prefix);
-	snprintf(c->expiry, sizeof(c->expiry), "%d", cfg->expiry);
-	snprintf(c->capacity, sizeof(c->capacity), "%d", layer_capacity_for(cfg, channel));
-	const char *argv[12] = {"EVALSHA", layer_script_sha(SCRIPT_SEND), "6", c->body, c->queue,
-				c->chmsgs, c->glmsgs, c->chfull, c->glfull, payload->data,
-				c->expiry, c->capacity};
-	for (int i = 0; i < 12; i++) {
-		c->argv[i] = argv[i];
-		c->lens[i] = i == 9 ? payload->len : strlen(argv[i]);
+	if (b->n == b->cap) {
+		b->cap = b->cap ? 2 * b->cap : 8;
+		b->items = xrealloc(b->items, b->cap * sizeof(*b->items));
 	}
+	struct layer_batch_item *it = &b->items[b->n++];
+	snprintf(it->body, sizeof(it->body), "%s%.32s", cfg->prefix, hex);
+	snprintf(it->queue, sizeof(it->queue), "%.*s", (int)layer_queue_len(channel), channel);
+	snprintf(it->capacity, sizeof(it->capacity), "%d", layer_capacity_for(cfg, channel));
+	it->payload = *payload;
+	buf_init(payload);
+}
+
+size_t layer_batch_command(struct layer_batch *b, const struct layer_config *cfg,
+			   const char ***argv, size_t **lens)
+{
+	size_t argc = 8 + 4 * b->n;
+	if (argc > b->argcap) {
+		b->argcap = argc;
+		b->argv = xrealloc(b->argv, argc * sizeof(*b->argv));
+		b->lens = xrealloc(b->lens, argc * sizeof(*b->lens));
+	}
+	snprintf(b->expiry, sizeof(b->expiry), "%d", cfg->expiry);
+	snprintf(b->glmsgs, sizeof(b->glmsgs), "%s#global#:messages_count", cfg->stats_prefix);
+	snprintf(b->glfull, sizeof(b->glfull), "%s#global#:channel_full_count", cfg->stats_prefix);
+	const char *fixed[8] = {"EVALSHA",   layer_script_sha(SCRIPT_SEND_MANY),
+				"0",	     b->expiry,
+				cfg->prefix, cfg->stats_prefix,
+				b->glmsgs,   b->glfull};
+	for (size_t k = 0; k < 8; k++) {
+		b->argv[k] = fixed[k];
+		b->lens[k] = strlen(fixed[k]);
+	}
+	for (size_t i = 0; i < b->n; i++) {
+		const struct layer_batch_item *it = &b->items[i];
+		const char *v[4] = {it->body, it->queue, it->capacity, it->payload.data};
+		for (size_t k = 0; k < 4; k++) {
+			b->argv[8 + 4 * i + k] = v[k];
+			b->lens[8 + 4 * i + k] = k == 3 ? it->payload.len : strlen(v[k]);
+		}
+	}
+	*argv = b->argv;
+	*lens = b->lens;
+	return argc;
+}
+
+void layer_batch_clear(struct layer_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		buf_fini(&b->items[i].payload);
+	b->n = 0;
+}
+
+void layer_batch_fini(struct layer_batch *b)
+{
+	layer_batch_clear(b);
+	free(b->items);
+	free(b->argv);
+	free(b->lens);
+	memset(b, 0, sizeof(*b));
 }
 
 /* --- Placement ------------------------------------------------------------------------------- */
@@ -694,129 +720,66 @@ static size_t send_shard(struct redis_layer *L, const char *channel)
 
 /* --- Send ------------------------------------------------------------------------------------ */
 
-/* Reads one send script reply into an item's result. */
-static int send_result(struct shard *s, redisReply *r, const char *channel)
-{
-	if (r->type == REDIS_REPLY_INTEGER)
-		return 0;
-	if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "full"))
-		return layer_fail(LAUREL_FULL, "channel %s is full", channel);
-	return reply_error(s, r, "a send");
-}
-
-static int redis_send(struct laurel_layer *base, const char *channel, const struct laurel_msg *msg)
-{
-	struct redis_layer *L = (struct redis_layer *)base;
-	const struct layer_config *cfg = &base->cfg;
-	struct buf payload;
-	buf_init(&payload);
-	int rc = layer_encode(cfg, channel, msg, &payload);
-	if (rc < 0) {
-		buf_fini(&payload);
-		return rc;
-	}
-	char hex[32];
-	struct layer_send_command cmd;
-	util_rng_hex(&L->rng, hex, 32);
-	layer_send_command(&cmd, cfg, channel, hex, &payload);
-	struct shard *s = &L->shards[send_shard(L, channel)];
-	redisReply *r = shard_script(L, s, &rc, SCRIPT_SEND, 6, 12, cmd.argv, cmd.lens);
-	buf_fini(&payload);
-	if (!r)
-		return rc;
-	rc = send_result(s, r, channel);
-	freeReplyObject(r);
-	return rc;
-}
-
 /* Sends several messages: one script call per shard that has any. */
 static void redis_send_many(struct laurel_layer *base, struct laurel_outgoing *items, size_t n)
 {
 	struct redis_layer *L = (struct redis_layer *)base;
 	const struct layer_config *cfg = &base->cfg;
-	struct buf *payloads = xcalloc(n, sizeof(*payloads));
-	size_t *shard = xcalloc(n, sizeof(*shard));
-	/* Per message: body key, queue, capacity (the strings), kept for the argument vectors. */
-	char (*body)[128] = xcalloc(n, sizeof(*body));
-	char (*queue)[LAUREL_NAME_MAX + 1] = xcalloc(n, sizeof(*queue));
-	char (*cap)[16] = xcalloc(n, sizeof(*cap));
+	size_t one, *shard = n == 1 ? &one : xmalloc(n * sizeof(*shard));
 	for (size_t i = 0; i < n; i++) {
-		buf_init(&payloads[i]);
+		shard[i] = SIZE_MAX;
 		if (items[i].result)
 			continue;
-		int rc = layer_encode(cfg, items[i].channel, items[i].msg, &payloads[i]);
+		struct buf payload;
+		buf_init(&payload);
+		int rc = layer_encode(cfg, items[i].channel, items[i].msg, &payload);
 		if (rc < 0) {
 			items[i].result = rc;
+			buf_fini(&payload);
 			continue;
 		}
 		char hex[32];
 		util_rng_hex(&L->rng, hex, 32);
-		snprintf(body[i], sizeof(body[i]), "%s%.32s", cfg->prefix, hex);
-		snprintf(queue[i], sizeof(queue[i]), "%.*s", (int)layer_queue_len(items[i].channel),
-			 items[i].channel);
-		snprintf(cap[i], sizeof(cap[i]), "%d", layer_capacity_for(cfg, items[i].channel));
 		shard[i] = send_shard(L, items[i].channel);
+		layer_batch_add(&L->batch[shard[i]], cfg, items[i].channel, hex, &payload);
 	}
-	char expiry[16], glmsgs[128], glfull[128];
-	snprintf(expiry, sizeof(expiry), "%d", cfg->expiry);
-	snprintf(glmsgs, sizeof(glmsgs), "%s#global#:messages_count", cfg->stats_prefix);
-	snprintf(glfull, sizeof(glfull), "%s#global#:channel_full_count", cfg->stats_prefix);
-	const char **argv = xcalloc(8 + 4 * n, sizeof(*argv));
-	size_t *lens = xcalloc(8 + 4 * n, sizeof(*lens));
-	size_t *which = xcalloc(n, sizeof(*which));
 	for (size_t sh = 0; sh < L->nshards; sh++) {
-		size_t argc = 3, count = 0;
-		const char *fixed[] = {expiry, cfg->prefix, cfg->stats_prefix, glmsgs, glfull};
-		for (size_t k = 0; k < 5; k++) {
-			argv[argc] = fixed[k];
-			lens[argc++] = strlen(fixed[k]);
-		}
-		for (size_t i = 0; i < n; i++) {
-			if (items[i].result || shard[i] != sh)
-				continue;
-			which[count++] = i;
-			argv[argc] = body[i];
-			lens[argc++] = strlen(body[i]);
-			argv[argc] = queue[i];
-			lens[argc++] = strlen(queue[i]);
-			argv[argc] = cap[i];
-			lens[argc++] = strlen(cap[i]);
-			argv[argc] = payloads[i].data;
-			lens[argc++] = payloads[i].len;
-		}
-		if (count == 0)
+		struct layer_batch *b = &L->batch[sh];
+		if (b->n == 0)
 			continue;
+		const char **argv;
+		size_t *lens;
+		size_t argc = layer_batch_command(b, cfg, &argv, &lens);
 		int rc;
 		struct shard *s = &L->shards[sh];
 		redisReply *r = shard_script(L, s, &rc, SCRIPT_SEND_MANY, 0, argc, argv, lens);
-		if (r && (r->type != REDIS_REPLY_ARRAY || r->elements != count)) {
+		if (r && (r->type != REDIS_REPLY_ARRAY || r->elements != b->n)) {
 			rc = reply_error(s, r, "a send");
 			freeReplyObject(r);
 			r = NULL;
 		}
-		for (size_t k = 0; k < count; k++) {
-			size_t i = which[k];
+		for (size_t i = 0, k = 0; i < n; i++) {
+			if (shard[i] != sh)
+				continue;
+			const redisReply *e = r ? r->element[k++] : NULL;
 			if (!r)
 				items[i].result = rc;
-			else if (r->element[k]->type == REDIS_REPLY_INTEGER &&
-				 r->element[k]->integer == 1)
-				items[i].result = 0;
-			else
+			else if (e->type != REDIS_REPLY_INTEGER || e->integer != 1)
 				items[i].result =
 					layer_fail(LAUREL_FULL, "channel %s is full", items[i].channel);
 		}
 		freeReplyObject(r);
+		layer_batch_clear(b);
 	}
-	for (size_t i = 0; i < n; i++)
-		buf_fini(&payloads[i]);
-	free(which);
-	free(argv);
-	free(lens);
-	free(payloads);
-	free(shard);
-	free(body);
-	free(queue);
-	free(cap);
+	if (shard != &one)
+		free(shard);
+}
+
+static int redis_send(struct laurel_layer *base, const char *channel, const struct laurel_msg *msg)
+{
+	struct laurel_outgoing it = {.channel = channel, .msg = msg};
+	redis_send_many(base, &it, 1);
+	return it.result;
 }
 
 /* --- Receive --------------------------------------------------------------------------------- */
@@ -1876,7 +1839,10 @@ static void redis_free(struct laurel_layer *base)
 		struct shard *s = &L->shards[i];
 		drop_connection(s);
 		layer_endpoint_fini(&s->ep);
+		if (L->batch)
+			layer_batch_fini(&L->batch[i]);
 	}
+	free(L->batch);
 	for (size_t i = 0; i < L->nheld; i++) {
 		free(L->held[i].queue);
 		free(L->held[i].payload);
@@ -1898,6 +1864,7 @@ int layer_redis_new(struct laurel_layer **out, struct layer_config *cfg, const c
 	struct redis_layer *L = xcalloc(1, sizeof(*L));
 	L->base.ops = &redis_ops;
 	L->shards = xcalloc(nurls, sizeof(*L->shards));
+	L->batch = xcalloc(nurls, sizeof(*L->batch));
 	L->nshards = nurls;
 	for (size_t i = 0; i < nurls; i++) {
 		if (layer_endpoint_parse(&L->shards[i].ep, urls[i], err, errlen) < 0) {
