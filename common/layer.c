@@ -34,6 +34,78 @@ const char *laurel_layer_error(const struct laurel_layer *layer)
 	return error_text;
 }
 
+/* Error codes (the first word) that mean "this server cannot serve us now". */
+static const char *const outage_codes[] = {"READONLY",	 "LOADING",	"MASTERDOWN", "OOM",
+					   "BUSY",	 "MISCONF",	"TRYAGAIN",   "CLUSTERDOWN",
+					   "NOREPLICAS", "MASTER_DOWN", "UNBLOCKED"};
+static const char *const denied_codes[] = {"NOAUTH", "WRONGPASS", "NOPERM"};
+
+enum layer_error_kind layer_error_kind(const char *err)
+{
+	const char *const *outage = outage_codes, *const *denied = denied_codes;
+	if (!err)
+		return LAYER_ERR_OTHER;
+	size_t n = strcspn(err, " ");
+	for (size_t i = 0; i < ARRAY_SIZE(denied_codes); i++)
+		if (n == strlen(denied[i]) && strncmp(err, denied[i], n) == 0)
+			return LAYER_ERR_DENIED;
+	for (size_t i = 0; i < ARRAY_SIZE(outage_codes); i++)
+		if (n == strlen(outage[i]) && strncmp(err, outage[i], n) == 0)
+			return LAYER_ERR_OUTAGE;
+	/* Older servers say these with a plain ERR. */
+	if (strncmp(err, "ERR invalid password", 20) == 0 ||
+	    strncmp(err, "ERR AUTH", 8) == 0 || strncmp(err, "ERR Client sent AUTH", 20) == 0 ||
+	    strstr(err, "invalid username-password"))
+		return LAYER_ERR_DENIED;
+	/* A command inside a script that the ACL forbids (Redis 7). */
+	if (strstr(err, "can't run this command"))
+		return LAYER_ERR_DENIED;
+	if (strncmp(err, "ERR max number of clients", 25) == 0)
+		return LAYER_ERR_OUTAGE;
+	return LAYER_ERR_OTHER;
+}
+
+/* Whether a failure's text holds the server's own error (not just a broken connection). */
+static bool names_error(const char *why)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(outage_codes); i++)
+		if (strstr(why, outage_codes[i]))
+			return true;
+	for (size_t i = 0; i < ARRAY_SIZE(denied_codes); i++)
+		if (strstr(why, denied_codes[i]))
+			return true;
+	return strstr(why, "ERR ") != NULL;
+}
+
+void layer_outage_begin(struct layer_outage *o, const char *desc, const char *why)
+{
+	bool named = names_error(why);
+	if (o->down) {
+		/* An outage that began with a closed connection (CLIENT KILL, a restart) may show
+		 * its cause on the next attempt (WRONGPASS, LOADING): say it, once. */
+		if (named && !o->named) {
+			o->named = true;
+			log_warn("%s still unusable: %s", desc, why);
+		}
+		return;
+	}
+	o->down = true;
+	o->named = named;
+	o->since_ms = util_now_ms();
+	o->refused = 0;
+	log_warn("%s unusable: %s; retrying with backoff (100 ms to 2 s)", desc, why);
+}
+
+void layer_outage_end(struct layer_outage *o, const char *desc)
+{
+	if (!o->down)
+		return;
+	o->down = false;
+	int64_t ms = util_now_ms() - o->since_ms;
+	log_warn("%s reachable again after %lld.%03lld s; %llu requests refused meanwhile", desc,
+		 (long long)(ms / 1000), (long long)(ms % 1000), (unsigned long long)o->refused);
+}
+
 static bool name_char(unsigned char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -285,6 +357,25 @@ void laurel_layer_free(struct laurel_layer *layer)
 			return layer_fail(-EINVAL, "invalid group name \"%.120s\"",                \
 					  (name) ? (name) : "(null)");                             \
 	} while (0)
+
+int laurel_layer_check(struct laurel_layer *layer)
+{
+	layer_clear_error();
+	return layer->ops->check ? layer->ops->check(layer) : 0;
+}
+
+int layer_check_options(const struct laurel_layer_options *opts, char *err, size_t errlen)
+{
+	struct laurel_layer *l;
+	int rc = laurel_layer_new(&l, opts, err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = laurel_layer_check(l);
+	if (rc < 0 && errlen)
+		snprintf(err, errlen, "%s", laurel_layer_error(l));
+	laurel_layer_free(l);
+	return rc;
+}
 
 int laurel_layer_send(struct laurel_layer *layer, const char *channel, const struct laurel_msg *msg)
 {

@@ -58,6 +58,7 @@ struct layer_ops {
 			void *arg, int64_t *next_ms);
 	int (*flush)(struct laurel_layer *l);
 	int (*stats)(struct laurel_layer *l, const char *channel, struct laurel_stats *out);
+	int (*check)(struct laurel_layer *l); /* may be NULL: nothing to check */
 	void (*free)(struct laurel_layer *l);
 };
 
@@ -109,6 +110,31 @@ void layer_endpoint_fini(struct layer_endpoint *e);
 size_t layer_shard_of(size_t nshards, const char *name, size_t len);
 size_t layer_channel_home(size_t nshards, const char *channel);
 
+/* How an error reply from Redis is taken. */
+enum layer_error_kind {
+	LAYER_ERR_OTHER,  /* about this one command: the call fails with -EPROTO */
+	LAYER_ERR_OUTAGE, /* the server cannot serve us now (READONLY, LOADING, MASTERDOWN, OOM,
+			   * BUSY, MISCONF, ...): handled like a lost connection */
+	LAYER_ERR_DENIED, /* credentials or permissions (NOAUTH, WRONGPASS, NOPERM): an outage too,
+			   * and fatal when a program starts (laurel_layer_check) */
+};
+enum layer_error_kind layer_error_kind(const char *err);
+
+/* One server's outage, as both clients log it: one warning when it starts, naming the cause, and
+ * one line when it ends, with its length and the requests refused meanwhile. Not thread-safe:
+ * each client object has its own. */
+struct layer_outage {
+	bool down;
+	bool named;	   /* the server's own error has been logged */
+	int64_t since_ms;  /* monotonic */
+	uint64_t refused;  /* calls failed at once while down */
+};
+/* Starts an outage of the server desc; during one, logs only a first error from the server
+ * itself after a broken connection. */
+void layer_outage_begin(struct layer_outage *o, const char *desc, const char *why);
+/* Ends it, if there is one. */
+void layer_outage_end(struct layer_outage *o, const char *desc);
+
 /* The Lua scripts of the Redis layout, shared by the synchronous and asynchronous clients. */
 enum script_id {
 	SCRIPT_POP,
@@ -152,6 +178,10 @@ void layer_batch_fini(struct layer_batch *b);
 /* Applies defaults to opts and validates them. Returns 0, or -EINVAL with a message in err. */
 int layer_config_init(struct layer_config *cfg, const struct laurel_layer_options *opts, char *err,
 		      size_t errlen);
+
+/* The start-up check of a program (laurel_layer_check) on a layer made for it from opts and
+ * freed again. Returns 0, -EINVAL (bad options) or -EACCES, with a message in err. */
+int layer_check_options(const struct laurel_layer_options *opts, char *err, size_t errlen);
 
 /* Backend constructors; cfg is moved into the new layer (zeroed on success). */
 int layer_memory_new(struct laurel_layer **out, struct layer_config *cfg);

@@ -3,7 +3,13 @@
  *
  * Scripts: every new connection queues SCRIPT LOAD for each script before anything else, so the
  * EVALSHA calls queued behind it always find them; a NOSCRIPT (someone ran SCRIPT FLUSH) loads
- * them again and resends the same command. */
+ * them again and resends the same command.
+ *
+ * Outages: a connection that breaks, or whose server answers an error that means it cannot serve
+ * us now (layer_error_kind; on a listening connection, any error), is dropped and made again after
+ * a backoff. A shard's outage starts with the first connection that fails and ends when every
+ * connection that failed has had a command answered again — not when it merely reconnects, since
+ * a replica or a user without permissions accepts connections and refuses commands. */
 #include "common/layer_async.h"
 #include "common/layer.h"
 #include "common/log.h"
@@ -33,6 +39,7 @@ struct conn {
 	size_t shard;
 	redisAsyncContext *ac;
 	bool connected;
+	bool failing; /* failed since its last answered command: counted in shard.nfailing */
 	int backoff_ms;
 	struct event *timer; /* reconnect after backoff, or give up a slow connect */
 	void (*on_up)(struct conn *c);
@@ -77,7 +84,8 @@ struct batch_cb;
 struct shard {
 	struct layer_endpoint ep;
 	struct conn cmd;
-	bool down; /* an outage was logged and has not ended */
+	struct layer_outage outage;
+	size_t nfailing; /* connections of this shard that failed and have not worked since */
 	/* Sends waiting for the end of the loop iteration, to go out in one send_many script call,
 	 * and whom to tell of each. */
 	struct layer_batch queued;
@@ -137,22 +145,35 @@ static void conn_start(struct conn *c);
 
 /* --- Outage logging -------------------------------------------------------------------------- */
 
-static void shard_down(struct layer_async *a, size_t sh, const char *why)
+static void conn_failing(struct conn *c, const char *why)
 {
-	struct shard *s = &a->shards[sh];
-	if (!s->down && !a->freeing) {
-		log_warn("%s unreachable: %s; retrying with backoff", s->ep.desc, why);
-		s->down = true;
+	struct shard *s = &c->a->shards[c->shard];
+	if (c->a->freeing)
+		return;
+	if (!c->failing) {
+		c->failing = true;
+		s->nfailing++;
+	}
+	layer_outage_begin(&s->outage, s->ep.desc, why);
+}
+
+/* A command on c was answered (with anything but an outage): c works again. */
+static void conn_ok(struct conn *c)
+{
+	struct shard *s = &c->a->shards[c->shard];
+	c->backoff_ms = 0;
+	if (c->failing) {
+		c->failing = false;
+		if (--s->nfailing == 0)
+			layer_outage_end(&s->outage, s->ep.desc);
 	}
 }
 
-static void shard_up(struct layer_async *a, size_t sh)
+/* A call refused at once because the shard is down. */
+static int refuse(struct layer_async *a, size_t sh)
 {
-	struct shard *s = &a->shards[sh];
-	if (s->down) {
-		log_info("%s reachable again", s->ep.desc);
-		s->down = false;
-	}
+	a->shards[sh].outage.refused++;
+	return layer_fail(-ENOTCONN, "cannot reach %s", a->shards[sh].ep.desc);
 }
 
 /* --- Connections ----------------------------------------------------------------------------- */
@@ -169,7 +190,7 @@ static void conn_lost(struct conn *c, const char *why)
 	c->connected = false;
 	if (c->a->freeing)
 		return;
-	shard_down(c->a, c->shard, why);
+	conn_failing(c, why);
 	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
 	if (c->backoff_ms > BACKOFF_MAX_MS)
 		c->backoff_ms = BACKOFF_MAX_MS;
@@ -187,9 +208,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
 		conn_lost(c, ac->errstr[0] ? ac->errstr : "connection failed");
 		return;
 	}
+	/* The backoff and the outage end with the first command answered (conn_ok). */
 	c->connected = true;
-	c->backoff_ms = 0;
-	shard_up(c->a, c->shard);
 	if (c->on_up)
 		c->on_up(c);
 }
@@ -202,13 +222,20 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 	conn_lost(c, ac->errstr[0] ? ac->errstr : "connection closed");
 }
 
+static void conn_fail(struct conn *c, const char *why);
+
 static void on_setup_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
 	redisReply *r = reply;
 	struct conn *c = ac->data;
-	if (r && r->type == REDIS_REPLY_ERROR && c)
-		log_error("%s: %s failed: %s", c->a->shards[c->shard].ep.desc,
-			  (const char *)privdata, r->str);
+	if (!r || r->type != REDIS_REPLY_ERROR || !c)
+		return;
+	char why[256];
+	snprintf(why, sizeof(why), "%s: %s", (const char *)privdata, r->str);
+	if (layer_error_kind(r->str) != LAYER_ERR_OTHER)
+		conn_fail(c, why);
+	else
+		log_error("%s: %s", c->a->shards[c->shard].ep.desc, why);
 }
 
 static void queue_script_loads(redisAsyncContext *ac)
@@ -365,6 +392,19 @@ static void conn_start(struct conn *c)
 	schedule(c, a->cfg.connect_timeout_ms);
 }
 
+/* The server answered that it cannot serve us: drop the connection as if it had broken (commands
+ * waiting on it complete with -ENOTCONN) and make it again after the backoff. Safe inside a
+ * hiredis callback of c (hiredis then frees the context once the callback returns). */
+static void conn_fail(struct conn *c, const char *why)
+{
+	redisAsyncContext *ac = c->ac;
+	if (!ac)
+		return;
+	ac->data = NULL; /* no on_disconnect: conn_lost is called here */
+	conn_lost(c, why);
+	redisAsyncFree(ac);
+}
+
 static void conn_init(struct layer_async *a, struct conn *c, size_t shard, void (*on_up)(struct conn *),
 		      struct listener *l)
 {
@@ -419,7 +459,10 @@ static void on_command_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
 	struct pending *p = privdata;
 	redisReply *r = reply;
+	struct shard *s = &p->a->shards[p->shard];
 	if (!r) {
+		if (!p->a->freeing)
+			s->outage.refused += p->nbatch ? p->nbatch : 1;
 		complete(p, p->a->freeing ? -ECANCELED : -ENOTCONN);
 		return;
 	}
@@ -431,17 +474,27 @@ static void on_command_reply(redisAsyncContext *ac, void *reply, void *privdata)
 			    REDIS_OK)
 				return;
 		}
+		if (layer_error_kind(r->str) != LAYER_ERR_OTHER) {
+			char why[256];
+			snprintf(why, sizeof(why), "%s", r->str);
+			s->outage.refused += p->nbatch ? p->nbatch : 1;
+			complete(p, -ENOTCONN);
+			conn_fail(&s->cmd, why);
+			return;
+		}
+		conn_ok(&s->cmd);
 		if (strstr(r->str, "full")) {
 			complete(p, LAUREL_FULL);
 			return;
 		}
-		log_warn("%s: command failed: %s", p->a->shards[p->shard].ep.desc, r->str);
+		log_warn("%s: command failed: %s", s->ep.desc, r->str);
 		complete(p, -EPROTO);
 		return;
 	}
+	conn_ok(&s->cmd);
 	if (p->nbatch && (r->type != REDIS_REPLY_ARRAY || r->elements != p->nbatch)) {
-		log_warn("%s: a send of %zu messages answered something unexpected",
-			 p->a->shards[p->shard].ep.desc, p->nbatch);
+		log_warn("%s: a send of %zu messages answered something unexpected", s->ep.desc,
+			 p->nbatch);
 		complete(p, -EPROTO);
 		return;
 	}
@@ -453,7 +506,7 @@ static void on_command_reply(redisAsyncContext *ac, void *reply, void *privdata)
 static bool shard_usable(const struct layer_async *a, size_t sh)
 {
 	const struct conn *c = &a->shards[sh].cmd;
-	return c->ac && (c->connected || !a->shards[sh].down);
+	return c->ac && (c->connected || !a->shards[sh].outage.down);
 }
 
 /* Sends a command on a shard's command connection; takes cmd (from redisFormatCommandArgv), and
@@ -464,7 +517,7 @@ static int submit_raw(struct layer_async *a, size_t sh, char *cmd, size_t len,
 	struct conn *c = &a->shards[sh].cmd;
 	if (!shard_usable(a, sh)) {
 		free(cmd);
-		return layer_fail(-ENOTCONN, "cannot reach %s", a->shards[sh].ep.desc);
+		return refuse(a, sh);
 	}
 	struct pending *p = xcalloc(1, sizeof(*p));
 	p->a = a;
@@ -693,7 +746,7 @@ int layer_async_send(struct layer_async *a, const char *channel, const struct la
 	size_t sh = home != SIZE_MAX ? home : a->rr++ % a->nshards;
 	if (!shard_usable(a, sh)) {
 		buf_fini(&payload);
-		return layer_fail(-ENOTCONN, "cannot reach %s", a->shards[sh].ep.desc);
+		return refuse(a, sh);
 	}
 	/* Queued until the loop has run the other callbacks of this iteration: the sends they
 	 * make go out with it in one script call. */
@@ -723,16 +776,21 @@ static void on_blpop(redisAsyncContext *ac, void *reply, void *privdata)
 {
 	struct conn *c = privdata;
 	redisReply *r = reply;
-	if (!r || c->a->freeing)
+	if (!r || c->a->freeing || !c->ac)
 		return; /* the connection went away; on_disconnect takes over */
+	if (r->type == REDIS_REPLY_ERROR) {
+		/* Whatever the error, asking again at once would get it again. */
+		char why[256];
+		snprintf(why, sizeof(why), "BLPOP: %s", r->str);
+		conn_fail(c, why);
+		return;
+	}
+	conn_ok(c);
 	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
 		listen_pop(c, r);
 		return;
 	}
-	if (r->type == REDIS_REPLY_ERROR)
-		log_warn("%s: BLPOP %s failed: %s", c->a->shards[c->shard].ep.desc,
-			 c->listener->key, r->str);
-	/* A timeout (nil) or an error: block again. */
+	/* A timeout (nil): block again. */
 	redisAsyncCommand(c->ac, on_blpop, c, "BLPOP %s 0", c->listener->key);
 }
 
@@ -741,15 +799,23 @@ static void on_pop(redisAsyncContext *ac, void *reply, void *privdata)
 	struct conn *c = privdata;
 	struct listener *l = c->listener;
 	redisReply *r = reply;
-	if (!r || c->a->freeing)
+	if (!r || c->a->freeing || !c->ac)
 		return;
 	if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
 		queue_script_loads(ac);
 		listen_pop(c, NULL);
 		return;
 	}
+	if (r->type != REDIS_REPLY_ARRAY) {
+		char why[256];
+		snprintf(why, sizeof(why), "receive on %s: %s", l->channel,
+			 r->type == REDIS_REPLY_ERROR ? r->str : "an unexpected reply");
+		conn_fail(c, why);
+		return;
+	}
+	conn_ok(c);
 	long long left = 0;
-	if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
+	if (r->elements > 0) {
 		size_t prefixlen = strlen(c->a->cfg.prefix);
 		if (r->element[0]->type == REDIS_REPLY_INTEGER)
 			left = r->element[0]->integer;
@@ -768,9 +834,6 @@ static void on_pop(redisAsyncContext *ac, void *reply, void *privdata)
 			if (c->a->freeing || !c->ac)
 				return;
 		}
-	} else {
-		log_warn("%s: receive on %s failed: %s", c->a->shards[c->shard].ep.desc,
-			 l->channel, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
 	}
 	/* More waiting: take the next batch at once; else block. */
 	if (left > 0)
@@ -960,10 +1023,14 @@ bool layer_async_listening(const struct layer_async *a, const char *channel)
 		const struct listener *l = a->listeners[i];
 		if (strcmp(l->channel, channel) != 0 || l->inbox)
 			continue;
-		/* Down means an outage was seen, not "still connecting" at start. */
+		/* Down means it failed and has not worked since, not "still connecting" at
+		 * start. */
 		for (size_t k = 0; k < l->nconns; k++)
-			if (!l->conns[k].connected && a->shards[l->conns[k].shard].down)
+			if (l->conns[k].failing) {
+				/* The caller refuses a request for it: counted in the outage. */
+				((struct layer_async *)a)->shards[l->conns[k].shard].outage.refused++;
 				return false;
+			}
 	}
 	return true;
 }

@@ -9,9 +9,11 @@
  * BLPOPs with CLIENT UNBLOCK when one answers. A group send is one ZRANGE on the group's shard,
  * then one script call per shard that holds members, pipelined.
  *
- * When a server goes away, calls that need it fail at once with -ENOTCONN, the connection is made
- * again on a later call after a backoff (100 ms doubling to 2 s), and one warning is logged per
- * outage. */
+ * When a server goes away, or answers with an error that means it cannot serve us now (READONLY,
+ * LOADING, NOAUTH, NOPERM, ... — layer_error_kind), calls that need it fail at once with -ENOTCONN,
+ * the connection is dropped and made again on a later call after a backoff (100 ms doubling to
+ * 2 s), and the outage is logged once when it starts and once when a command succeeds again. A
+ * receive treats every error reply so: it never asks again at once. */
 #include "common/layer.h"
 #include "common/codec.h"
 #include "common/log.h"
@@ -270,7 +272,7 @@ struct shard {
 	long long client_id;
 	int64_t retry_at;   /* no new connection attempt before this (monotonic ms) */
 	int backoff_ms;
-	bool down;	    /* an outage has been logged and not yet ended */
+	struct layer_outage outage;
 	bool blocked;	    /* a BLPOP is outstanding on c */
 	bool long_timeout;  /* c's read timeout was raised for a BLPOP */
 };
@@ -418,15 +420,11 @@ static void drop_connection(struct shard *s)
 	s->long_timeout = false;
 }
 
-/* Marks the shard unreachable after a failure, logging once per outage. */
+/* Marks the shard unusable after a failure, logging once per outage. */
 static int shard_failed(struct shard *s, const char *what)
 {
 	drop_connection(s);
-	if (!s->down) {
-		log_warn("%s unreachable: %s; retrying with backoff", s->ep.desc, what);
-		s->down = true;
-		s->backoff_ms = 0;
-	}
+	layer_outage_begin(&s->outage, s->ep.desc, what);
 	s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
 	if (s->backoff_ms > BACKOFF_MAX_MS)
 		s->backoff_ms = BACKOFF_MAX_MS;
@@ -444,6 +442,28 @@ static int connection_lost(struct shard *s)
 	return rc;
 }
 
+/* A command succeeded: the shard serves again. */
+static void shard_ok(struct shard *s)
+{
+	s->backoff_ms = 0;
+	layer_outage_end(&s->outage, s->ep.desc);
+}
+
+/* Looks at a reply: an error that means the server cannot serve us now is an outage (the reply
+ * is freed, NULL returned, *rc = -ENOTCONN). The outage ends only with a command that writes
+ * (shard_ok after a receive or a send): a replica answers reads. */
+static redisReply *checked(struct shard *s, redisReply *r, int *rc)
+{
+	if (r && r->type == REDIS_REPLY_ERROR && layer_error_kind(r->str) != LAYER_ERR_OTHER) {
+		char what[256];
+		snprintf(what, sizeof(what), "%s", r->str);
+		freeReplyObject(r);
+		*rc = shard_failed(s, what);
+		return NULL;
+	}
+	return r;
+}
+
 static redisContext *open_context(struct redis_layer *L, struct shard *s)
 {
 	struct timeval tv = ms_tv(L->base.cfg.connect_timeout_ms);
@@ -456,7 +476,8 @@ static redisReply *ctx_command(redisContext *c, int argc, const char **argv, con
 	return redisCommandArgv(c, argc, argv, lens);
 }
 
-/* Authenticates and selects the database on a new context. Returns NULL or an error text. */
+/* Authenticates and selects the database on a new context. Returns NULL or an error text,
+ * "<command> failed: <the server's error>". */
 static const char *setup_context(struct redis_layer *L, struct shard *s, redisContext *c)
 {
 	static char why[256];
@@ -489,14 +510,21 @@ static const char *setup_context(struct redis_layer *L, struct shard *s, redisCo
 	return NULL;
 }
 
+/* Returns 0, or the failure (the shard is then down). */
 static int load_script(struct shard *s, enum script_id id)
 {
 	redisReply *r = redisCommand(s->c, "SCRIPT LOAD %s", script_source[id]);
 	if (!r)
-		return -1;
-	int rc = r->type == REDIS_REPLY_STRING ? 0 : -1;
+		return connection_lost(s);
+	if (r->type != REDIS_REPLY_STRING) {
+		char what[256];
+		snprintf(what, sizeof(what), "SCRIPT LOAD: %s",
+			 r->type == REDIS_REPLY_ERROR ? r->str : "an unexpected reply");
+		freeReplyObject(r);
+		return shard_failed(s, what);
+	}
 	freeReplyObject(r);
-	return rc;
+	return 0;
 }
 
 /* Makes sure the shard has a working connection. Fails fast during the backoff. */
@@ -505,9 +533,11 @@ static int shard_connect(struct redis_layer *L, struct shard *s)
 	if (s->c)
 		return 0;
 	int64_t now = util_now_ms();
-	if (now < s->retry_at)
+	if (now < s->retry_at) {
+		s->outage.refused++;
 		return layer_fail(-ENOTCONN, "cannot reach %s (next attempt in %lld ms)",
 				  s->ep.desc, (long long)(s->retry_at - now));
+	}
 	redisContext *c = open_context(L, s);
 	if (!c || c->err) {
 		char what[256];
@@ -527,13 +557,20 @@ static int shard_connect(struct redis_layer *L, struct shard *s)
 		redisReply *r = redisCommand(c, "CLIENT ID");
 		if (!r)
 			return connection_lost(s);
+		/* Without a password, NOAUTH comes here. A user that may not run CLIENT just
+		 * waits out its BLPOP timeouts instead of cancelling them. */
+		if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOPERM", 6) != 0 &&
+		    layer_error_kind(r->str) != LAYER_ERR_OTHER) {
+			char what[256];
+			snprintf(what, sizeof(what), "%s", r->str);
+			freeReplyObject(r);
+			return shard_failed(s, what);
+		}
 		s->client_id = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
 		freeReplyObject(r);
 	}
-	if (s->down)
-		log_info("%s reachable again", s->ep.desc);
-	s->down = false;
-	s->backoff_ms = 0;
+	/* The outage ends with the first command that works, not here: a replica or a user
+	 * without permissions accepts the connection and refuses the commands. */
 	return 0;
 }
 
@@ -549,7 +586,7 @@ static redisReply *shard_command(struct redis_layer *L, struct shard *s, int *rc
 		*rc = connection_lost(s);
 		return NULL;
 	}
-	return r;
+	return checked(s, r, rc);
 }
 
 static int reply_error(struct shard *s, redisReply *r, const char *what)
@@ -622,12 +659,12 @@ static redisReply *shard_script(struct redis_layer *L, struct shard *s, int *rc,
 		    attempt == 0) {
 			freeReplyObject(r);
 			r = NULL;
-			if (load_script(s, id) < 0) {
-				*rc = connection_lost(s);
+			*rc = load_script(s, id);
+			if (*rc < 0)
 				break;
-			}
 			continue;
 		}
+		r = checked(s, r, rc);
 		break;
 	}
 	free(args);
@@ -757,6 +794,8 @@ static void redis_send_many(struct laurel_layer *base, struct laurel_outgoing *i
 			rc = reply_error(s, r, "a send");
 			freeReplyObject(r);
 			r = NULL;
+		} else if (r) {
+			shard_ok(s);
 		}
 		for (size_t i = 0, k = 0; i < n; i++) {
 			if (shard[i] != sh)
@@ -928,10 +967,14 @@ static int pop_ready(struct redis_layer *L, size_t sh, struct plan *p, redisRepl
 	if (!r)
 		return rc;
 	if (r->type != REDIS_REPLY_ARRAY) {
-		rc = reply_error(s, r, "a receive");
+		/* Asking again at once would get the same answer: back off as for an outage. */
+		char what[256];
+		snprintf(what, sizeof(what), "a receive: %s",
+			 r->type == REDIS_REPLY_ERROR ? r->str : "an unexpected reply");
 		freeReplyObject(r);
-		return rc;
+		return shard_failed(s, what);
 	}
+	shard_ok(s);
 	L->drained = r->elements > 0 && r->element[0]->type == REDIS_REPLY_INTEGER &&
 		     r->element[0]->integer == 0;
 	for (size_t i = 1; i + 1 < r->elements; i += 2) {
@@ -1002,10 +1045,16 @@ static int finish_blpop(struct redis_layer *L, size_t sh, struct plan *p,
 		redisSetTimeout(s->c, ms_tv(L->base.cfg.command_timeout_ms));
 	s->long_timeout = false;
 	int rc = 0;
+	if (r->type == REDIS_REPLY_ERROR) {
+		/* Whatever the error, asking again at once would get it again. */
+		char what[256];
+		snprintf(what, sizeof(what), "BLPOP: %s", r->str);
+		freeReplyObject(r);
+		return shard_failed(s, what);
+	}
+	shard_ok(s);
 	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2)
 		rc = pop_ready(L, sh, p, r, out, max, got);
-	else if (r->type == REDIS_REPLY_ERROR)
-		rc = reply_error(s, r, "BLPOP");
 	freeReplyObject(r);
 	return rc;
 }
@@ -1286,10 +1335,13 @@ static int pipeline(struct redis_layer *L, struct shard *s, redisReply **out, si
 	for (size_t i = 0; i < n; i++)
 		if (out[i]->type == REDIS_REPLY_ERROR) {
 			int rc = reply_error(s, out[i], "a command");
+			if (layer_error_kind(out[i]->str) != LAYER_ERR_OTHER)
+				rc = shard_failed(s, out[i]->str);
 			for (size_t j = 0; j < n; j++)
 				freeReplyObject(out[j]);
 			return rc;
 		}
+	shard_ok(s);
 	return 0;
 }
 
@@ -1499,6 +1551,11 @@ static int redis_group_send(struct laurel_layer *base, const char *group,
 						 sb->lens);
 				if (!r)
 					rc = lrc;
+			} else {
+				int crc;
+				r = checked(s, r, &crc);
+				if (!r)
+					rc = crc;
 			}
 			if (r && r->type == REDIS_REPLY_INTEGER)
 				*delivered += (size_t)r->integer;
@@ -1882,7 +1939,65 @@ int layer_redis_new(struct laurel_layer **out, struct layer_config *cfg, const c
 	return 0;
 }
 
+/* A start-up check on every server: the credentials, and the commands every laurel program
+ * runs directly (SCRIPT LOAD, EVALSHA, BLPOP), in forms that change nothing. Only a refusal
+ * (layer_error_kind LAYER_ERR_DENIED) fails it: an unreachable or unready server is an outage
+ * the program rides out. */
+static int redis_check(struct laurel_layer *base)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	const struct layer_config *cfg = &base->cfg;
+	for (size_t sh = 0; sh < L->nshards; sh++) {
+		struct shard *s = &L->shards[sh];
+		redisContext *c = open_context(L, s);
+		if (!c || c->err) {
+			redisFree(c);
+			continue;
+		}
+		const char *why = setup_context(L, s, c);
+		if (why) {
+			const char *err = strstr(why, "failed: ");
+			int rc = 0;
+			if (err && layer_error_kind(err + 8) == LAYER_ERR_DENIED)
+				rc = layer_fail(-EACCES, "%s refused laurel: %s", s->ep.desc, why);
+			redisFree(c);
+			if (rc < 0)
+				return rc;
+			continue;
+		}
+		char probe[160], expiry[16], glmsgs[128], glfull[128];
+		snprintf(probe, sizeof(probe), "%s:laurel-check", cfg->prefix);
+		snprintf(expiry, sizeof(expiry), "%d", cfg->expiry);
+		snprintf(glmsgs, sizeof(glmsgs), "%s#global#:messages_count", cfg->stats_prefix);
+		snprintf(glfull, sizeof(glfull), "%s#global#:channel_full_count", cfg->stats_prefix);
+		/* send_many with no message does nothing; a BLPOP of 10 ms on a key nobody uses. */
+		const char *load[3] = {"SCRIPT", "LOAD", script_source[SCRIPT_SEND_MANY]};
+		const char *eval[8] = {"EVALSHA", layer_script_sha(SCRIPT_SEND_MANY), "0", expiry,
+				       cfg->prefix, cfg->stats_prefix, glmsgs, glfull};
+		const char *blpop[3] = {"BLPOP", probe, "0.01"};
+		const struct {
+			int argc;
+			const char **argv;
+		} cmds[] = {{3, load}, {8, eval}, {3, blpop}};
+		int rc = 0;
+		for (size_t i = 0; i < ARRAY_SIZE(cmds) && rc == 0; i++) {
+			redisReply *r = redisCommandArgv(c, cmds[i].argc, cmds[i].argv, NULL);
+			if (!r)
+				break;
+			if (r->type == REDIS_REPLY_ERROR && layer_error_kind(r->str) == LAYER_ERR_DENIED)
+				rc = layer_fail(-EACCES, "%s refused laurel's %s: %s", s->ep.desc,
+						cmds[i].argv[0], r->str);
+			freeReplyObject(r);
+		}
+		redisFree(c);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
 static const struct layer_ops redis_ops = {
+	.check = redis_check,
 	.name = "redis",
 	.send = redis_send,
 	.receive = redis_receive,

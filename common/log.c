@@ -41,3 +41,26 @@ void log_write(int level, int errnum, const char *fmt, ...)
 	/* One write per line so lines from several threads do not interleave. */
 	fwrite(line, 1, (size_t)n, stderr);
 }
+
+void log_write_limited(struct log_limit *lim, int level, const char *fmt, ...)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	if (now < lim->next_ms) {
+		lim->held++;
+		return;
+	}
+	char line[1536];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (lim->held)
+		log_write(level, 0, "%s (and %lu more like it in the last %d s)", line, lim->held,
+			  LOG_LIMIT_MS / 1000);
+	else
+		log_write(level, 0, "%s", line);
+	lim->held = 0;
+	lim->next_ms = now + LOG_LIMIT_MS;
+}

@@ -23,6 +23,23 @@ void log_write(int level, int errnum, const char *fmt, ...) __attribute__((forma
 #define log_warn(...) log_at(LOG_WARN, 0, __VA_ARGS__)
 #define log_info(...) log_at(LOG_INFO, 0, __VA_ARGS__)
 #define log_debug(...) log_at(LOG_DEBUG, 0, __VA_ARGS__)
+/* Lines that could come once per request or per connection (a client's protocol error, a request
+ * refused): at most one per call site every LOG_LIMIT_MS, the next one saying how many were held
+ * back. */
+#define LOG_LIMIT_MS 10000
+struct log_limit {
+	long long next_ms;
+	unsigned long held;
+};
+void log_write_limited(struct log_limit *lim, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+#define log_limited(lvl, ...)                                                                      \
+	do {                                                                                       \
+		static _Thread_local struct log_limit log_lim_;                                    \
+		if ((lvl) <= log_level)                                                            \
+			log_write_limited(&log_lim_, (lvl), __VA_ARGS__);                          \
+	} while (0)
+
 /* Appends ": strerror(errnum)". errnum may be positive or negative. */
 #define log_errno(lvl, errnum, ...) log_at((lvl), (errnum), __VA_ARGS__)
 

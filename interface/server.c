@@ -1,8 +1,10 @@
 /* laurel-interface's HTTP server (see server.h). */
 #include "interface/server.h"
 #include "interface/http1.h"
+#include "interface/outbox.h"
 #include "interface/websocket.h"
 #include "common/buf.h"
+#include "common/layer.h"
 #include "common/layer_async.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -32,6 +34,9 @@
 
 #define ANNOUNCE_TTL 30
 #define SEND_BACKLOG 4 /* body chunks in flight before reading from the client pauses */
+/* Disconnect messages that may wait for a full channel or a shard that is down (outbox.h): about
+ * 300 bytes each. */
+#define CONTROL_OUTBOX_MAX 100000
 
 struct conn;
 
@@ -105,6 +110,7 @@ struct server {
 	const struct server_config *cfg;
 	struct http1_limits limits;
 	struct layer_async *layer;
+	struct outbox *outbox; /* websocket.disconnect, http.disconnect */
 	struct evconnlistener *listeners[3];
 	size_t nlisteners;
 	char prefix[LAUREL_NAME_MAX + 1]; /* "laurel.response.AbCdEfGhIj!" */
@@ -336,7 +342,7 @@ static void on_request_sent(int status, void *arg)
 	if (!c || status == 0 || c->req->started)
 		return;
 	if (status == LAUREL_FULL) {
-		log_warn("conn %llu: http.request is full", (unsigned long long)c->id);
+		log_limited(LOG_WARN, "conn %llu: http.request is full", (unsigned long long)c->id);
 		respond_error(c, 503, "Request queue full.");
 	} else if (status != -ECANCELED) {
 		respond_error(c, 503, "Service unavailable: the channel layer is unreachable.");
@@ -352,7 +358,7 @@ static void on_chunk_sent(int status, void *arg)
 		return;
 	c->req->chunks_in_flight--;
 	if (status != 0 && status != -ECANCELED && !c->req->started) {
-		log_warn("conn %llu: body chunk for %s could not be sent (%s)",
+		log_limited(LOG_WARN, "conn %llu: body chunk for %s could not be sent (%s)",
 			 (unsigned long long)c->id, c->req->body_channel,
 			 status == LAUREL_FULL ? "channel full" : "layer unreachable");
 		respond_error(c, 503, "Request body could not be delivered.");
@@ -384,7 +390,7 @@ static int send_request(struct conn *c)
 		/* The shard of our reply channel is down: no answer could reach us. */
 		laurel_msg_free(r->msg);
 		r->msg = NULL;
-		log_warn("conn %llu: the reply channel %s is unreachable; answering 503",
+		log_debug("conn %llu: the reply channel %s is unreachable; answering 503",
 			 (unsigned long long)c->id, c->srv->prefix);
 		respond_error(c, 503, "Service unavailable: the channel layer is unreachable.");
 		return -1;
@@ -441,9 +447,7 @@ static void send_disconnect(struct conn *c)
 	struct laurel_msg *m = laurel_msg_new();
 	laurel_msg_set_text(m, "reply_channel", r->reply_channel);
 	laurel_msg_set_textn(m, "path", r->path ? r->path : "", r->pathlen);
-	/* A full or unreachable http.disconnect is not worth failing anything over. */
-	layer_async_send(c->srv->layer, "http.disconnect", m, NULL, NULL);
-	laurel_msg_free(m);
+	outbox_send(c->srv->outbox, "http.disconnect", m);
 }
 
 /* --- Parsing requests ------------------------------------------------------------------------ */
@@ -814,7 +818,7 @@ static int response_start(struct conn *c, const struct laurel_msg *m, bool more,
 	struct request *r = c->req;
 	int64_t status;
 	if (laurel_msg_get_int(m, "status", &status) < 0 || status < 100 || status > 999) {
-		log_warn("conn %llu: reply on %s has no valid status; answering 500",
+		log_limited(LOG_WARN, "conn %llu: reply on %s has no valid status; answering 500",
 			 (unsigned long long)c->id, r->reply_channel);
 		respond_error(c, 500, "The application sent an invalid response.");
 		return -1;
@@ -836,7 +840,7 @@ static int response_start(struct conn *c, const struct laurel_msg *m, bool more,
 			    (v->type != LAUREL_BYTES && v->type != LAUREL_TEXT) ||
 			    !header_token(n->u.s.ptr, n->u.s.len) ||
 			    !header_value_ok(v->u.s.ptr, v->u.s.len)) {
-				log_warn("conn %llu: dropped a malformed response header from %s",
+				log_limited(LOG_WARN, "conn %llu: dropped a malformed response header from %s",
 					 (unsigned long long)c->id, r->reply_channel);
 				continue;
 			}
@@ -939,10 +943,9 @@ static void ws_disconnect(struct conn *c, int code)
 	laurel_msg_set_int(m, "code", code);
 	laurel_msg_set_textn(m, "path", r->path ? r->path : "", r->pathlen);
 	laurel_msg_set_int(m, "order", c->order + 1);
-	if (layer_async_send(c->srv->layer, "websocket.disconnect", m, NULL, NULL) < 0)
-		log_warn("conn %llu: websocket.disconnect for %s not sent: %s",
-			 (unsigned long long)c->id, r->reply_channel, laurel_layer_error(NULL));
-	laurel_msg_free(m);
+	/* Never dropped while the process lives: a lost disconnect leaves a ghost in every group
+	 * the connection joined. */
+	outbox_send(c->srv->outbox, "websocket.disconnect", m);
 	access_log(c, "WSDISCONNECT", r->path, 0, 0);
 }
 
@@ -960,7 +963,7 @@ static void on_receive_sent(int status, void *arg)
 		pause_reading(c, false);
 	if (status == 0 || status == -ECANCELED || !c->ws)
 		return;
-	log_warn("conn %llu: websocket.receive %s; closing %s", (unsigned long long)c->id,
+	log_limited(LOG_WARN, "conn %llu: websocket.receive %s; closing %s", (unsigned long long)c->id,
 		 status == LAUREL_FULL ? "is full" : "could not be sent", c->req->reply_channel);
 	ws_close(c->ws, status == LAUREL_FULL ? 1013 : 1011);
 	c->close_sent_ms = ms_now();
@@ -986,7 +989,7 @@ static void ws_on_message(void *owner, bool text, const uint8_t *data, size_t le
 	if (rc == 0 && ++c->receives_in_flight >= WS_RECEIVE_BACKLOG)
 		pause_reading(c, true);
 	if (rc < 0) {
-		log_warn("conn %llu: websocket.receive not sent: %s", (unsigned long long)c->id,
+		log_limited(LOG_WARN, "conn %llu: websocket.receive not sent: %s", (unsigned long long)c->id,
 			 laurel_layer_error(NULL));
 		ws_close(c->ws, rc == -EMSGSIZE ? 1009 : 1011);
 		c->close_sent_ms = ms_now();
@@ -1027,7 +1030,7 @@ static bool ws_check_output(struct conn *c)
 		return false;
 	if (n <= c->srv->cfg->ws_max_output)
 		return true;
-	log_warn("conn %llu: WebSocket client reads too slowly (%zu bytes waiting); closing (1013)",
+	log_limited(LOG_WARN, "conn %llu: WebSocket client reads too slowly (%zu bytes waiting); closing (1013)",
 		 (unsigned long long)c->id, n);
 	ws_close(c->ws, 1013);
 	c->close_sent_ms = ms_now();
@@ -1132,7 +1135,7 @@ static void on_connect_sent(int status, void *arg)
 	if (!c || status == 0 || status == -ECANCELED || c->mode != MODE_WS_CONNECTING)
 		return;
 	c->req->sent = false; /* nothing reached the application */
-	log_warn("conn %llu: websocket.connect %s", (unsigned long long)c->id,
+	log_limited(LOG_WARN, "conn %llu: websocket.connect %s", (unsigned long long)c->id,
 		 status == LAUREL_FULL ? "is full" : "could not be sent");
 	respond_error(c, 503, status == LAUREL_FULL ? "Connection queue full."
 						    : "Service unavailable: the channel layer is unreachable.");
@@ -1145,7 +1148,7 @@ static void ws_connect(struct conn *c)
 	pause_reading(c, true);
 	access_log(c, "WSCONNECTING", r->path, 0, 0);
 	if (!layer_async_listening(c->srv->layer, c->srv->prefix)) {
-		log_warn("conn %llu: the reply channel %s is unreachable; answering 503",
+		log_debug("conn %llu: the reply channel %s is unreachable; answering 503",
 			 (unsigned long long)c->id, c->srv->prefix);
 		respond_error(c, 503, "Service unavailable: the channel layer is unreachable.");
 		return;
@@ -1188,12 +1191,12 @@ static void ws_reply(struct conn *c, const struct laurel_msg *m)
 		else if (strcmp(k, "accept") == 0 && e->value.type == LAUREL_BOOL)
 			accept = &e->value;
 		else
-			log_warn("conn %llu: dropped key \"%s\" (%s) of a reply on %s",
+			log_limited(LOG_WARN, "conn %llu: dropped key \"%s\" (%s) of a reply on %s",
 				 (unsigned long long)c->id, k, laurel_type_name(e->value.type),
 				 c->req->reply_channel);
 	}
 	if (text && bytes) {
-		log_warn("conn %llu: reply on %s has both text and bytes; dropped",
+		log_limited(LOG_WARN, "conn %llu: reply on %s has both text and bytes; dropped",
 			 (unsigned long long)c->id, c->req->reply_channel);
 		return;
 	}
@@ -1251,7 +1254,7 @@ static void on_reply_for(struct server *s, const char *channel, const struct lau
 	response_body(c, &head, content, content ? len : 0);
 	buf_fini(&head);
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) > s->cfg->max_output) {
-		log_warn("conn %llu: client reads too slowly (%zu bytes waiting); closing",
+		log_limited(LOG_WARN, "conn %llu: client reads too slowly (%zu bytes waiting); closing",
 			 (unsigned long long)c->id, evbuffer_get_length(bufferevent_get_output(c->bev)));
 		r->keep_alive = false;
 		request_finish(c);
@@ -1357,13 +1360,20 @@ static void on_flushed(int status, void *arg)
 	event_base_loopexit(s->base, NULL);
 }
 
-/* The last connection is gone: leave once the messages about them (disconnects) are out. */
+static void outbox_empty(void *arg)
+{
+	struct server *s = arg;
+	layer_async_barrier(s->layer, on_flushed, s);
+}
+
+/* The last connection is gone: leave once the messages about them (disconnects) are out, all
+ * accepted by the layer — or at the drain timeout. */
 static void drained(struct server *s)
 {
 	if (s->drained)
 		return;
 	s->drained = true;
-	layer_async_barrier(s->layer, on_flushed, s);
+	outbox_on_empty(s->outbox, outbox_empty, s);
 }
 
 static void conn_close(struct conn *c)
@@ -1531,14 +1541,14 @@ static void conn_timeout(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (r->started) {
-		log_warn("conn %llu: response to %s %s not finished within %d s; closing",
+		log_limited(LOG_WARN, "conn %llu: response to %s %s not finished within %d s; closing",
 			 (unsigned long long)c->id, r->method, r->target, c->srv->cfg->http_timeout);
 		r->keep_alive = false;
 		c->closing = true;
 		request_finish(c);
 		return;
 	}
-	log_warn("conn %llu: no response to %s %s within %d s", (unsigned long long)c->id,
+	log_limited(LOG_WARN, "conn %llu: no response to %s %s within %d s", (unsigned long long)c->id,
 		 r->method, r->target, c->srv->cfg->http_timeout);
 	respond_error(c, 503, "Worker server failed to respond within time limit.");
 }
@@ -1719,7 +1729,8 @@ int server_new(struct server **out, struct event_base *base, const struct server
 	};
 	if (cfg->shared_layer)
 		layer_async_new_shared(&s->layer, base, cfg->shared_layer);
-	else if (layer_async_new(&s->layer, base, &lo, err, errlen) < 0)
+	else if (layer_check_options(&lo, err, errlen) < 0 ||
+		 layer_async_new(&s->layer, base, &lo, err, errlen) < 0)
 		goto fail;
 	if (cfg->tcp && listen_tcp(s, err, errlen) < 0)
 		goto fail;
@@ -1731,6 +1742,7 @@ int server_new(struct server **out, struct event_base *base, const struct server
 		snprintf(err, errlen, "nothing to listen on");
 		goto fail;
 	}
+	outbox_new(&s->outbox, base, s->layer, CONTROL_OUTBOX_MAX);
 	layer_async_listen(s->layer, s->prefix, on_reply, s);
 	layer_async_announce(s->layer, s->prefix, ANNOUNCE_TTL);
 	*out = s;
@@ -1743,7 +1755,11 @@ fail:
 static void drain_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *s = arg;
-	log_warn("drain timeout: closing %zu connections still open", s->nconns);
+	if (s->nconns)
+		log_warn("drain timeout: closing %zu connections still open", s->nconns);
+	if (outbox_pending(s->outbox))
+		log_warn("drain timeout: %zu disconnect messages not accepted by the channel layer",
+			 outbox_pending(s->outbox));
 	event_base_loopexit(s->base, NULL);
 }
 
@@ -1776,13 +1792,11 @@ void server_drain(struct server *s)
 			c->req->keep_alive = false;
 		}
 	}
-	if (s->nconns == 0) {
-		drained(s);
-		return;
-	}
 	s->drain_timer = evtimer_new(s->base, drain_timeout, s);
 	struct timeval tv = {s->cfg->drain_timeout, 0};
 	evtimer_add(s->drain_timer, &tv);
+	if (s->nconns == 0)
+		drained(s);
 }
 
 void server_free(struct server *s)
@@ -1798,6 +1812,7 @@ void server_free(struct server *s)
 	if (s->drain_timer)
 		event_free(s->drain_timer);
 	layer_async_free(s->layer);
+	outbox_free(s->outbox); /* after the layer: its callbacks were cancelled */
 	if (s->access && s->access != stdout)
 		fclose(s->access);
 	for (size_t i = 0; i < s->nslotbuckets; i++) {

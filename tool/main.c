@@ -501,6 +501,8 @@ static int open_layer(struct tool *t)
 	int rc = laurel_layer_new(&t->layer, &o, err, sizeof(err));
 	if (rc < 0)
 		return fail(EXIT_USAGE, "%s", err[0] ? err : strerror(-rc));
+	if (laurel_layer_check(t->layer) < 0)
+		return fail(EXIT_LAYER, "%s", laurel_layer_error(t->layer));
 	return 0;
 }
 

@@ -72,9 +72,10 @@ struct laurel_layer *delay_layer(struct delay *d)
 	return d->layer;
 }
 
-static void layer_failed(struct delay *d, const char *what)
+static void layer_failed(struct delay *d, const char *what, int rc)
 {
-	if (!d->down)
+	/* An outage (-ENOTCONN) is logged by the layer, once; anything else here. */
+	if (!d->down && rc != -ENOTCONN)
 		log_warn("delay service: cannot %s: %s", what, laurel_layer_error(d->layer));
 	d->down = true;
 }
@@ -82,7 +83,7 @@ static void layer_failed(struct delay *d, const char *what)
 static void layer_ok(struct delay *d)
 {
 	if (d->down)
-		log_info("delay service: the layer answers again");
+		log_debug("delay service: the layer answers again");
 	d->down = false;
 }
 
@@ -131,8 +132,9 @@ int delay_deliver(struct delay *d, int64_t now_ms, int64_t *next_ms)
 	int sent = 0;
 	for (;;) {
 		size_t got = 0;
-		if (laurel_layer_take_due(d->layer, now_ms, due, TAKE_BATCH, &got, next_ms)) {
-			layer_failed(d, "take due messages");
+		int rc = laurel_layer_take_due(d->layer, now_ms, due, TAKE_BATCH, &got, next_ms);
+		if (rc) {
+			layer_failed(d, "take due messages", rc);
 			consumer_outbox_fini(&ob);
 			return -ENOTCONN;
 		}
@@ -168,7 +170,7 @@ int delay_run(struct delay *d, volatile sig_atomic_t *stop)
 		size_t n = 0;
 		int rc = laurel_layer_receive(d->layer, chans, 1, wait, got, RECEIVE_BATCH, &n);
 		if (rc < 0) {
-			if (!layer_down)
+			if (!layer_down && rc != -ENOTCONN)
 				log_warn("cannot receive from %s: %s", DELAY_CHANNEL,
 					 laurel_layer_error(d->layer));
 			layer_down = true;
@@ -177,7 +179,7 @@ int delay_run(struct delay *d, volatile sig_atomic_t *stop)
 			continue;
 		}
 		if (layer_down)
-			log_info("receiving from %s again", DELAY_CHANNEL);
+			log_debug("receiving from %s again", DELAY_CHANNEL);
 		layer_down = false;
 		for (size_t i = 0; i < n; i++) {
 			delay_accept(d, got[i].msg);

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/layer.h"
 #include "common/log.h"
 #include "common/options.h"
 #include "common/util.h"
@@ -308,6 +309,14 @@ int main(int argc, char **argv)
 		.nexclude = cfg.exclude.n,
 		.batch = (size_t)cfg.batch,
 	};
+	{
+		/* Refuse to start with credentials or permissions that cannot work. */
+		char err[1024];
+		if (layer_check_options(&run.wopt.layer, err, sizeof(err)) < 0) {
+			code = fail(EXIT_FAIL, "%s", err);
+			goto out;
+		}
+	}
 	if (cfg.delay) {
 		struct delay *d = NULL;
 		char err[1024];

@@ -302,7 +302,8 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop)
 		int rc = laurel_layer_receive(w->layer, w->channels, w->nchannels, RECEIVE_WAIT_MS,
 					      got, w->batch, &n);
 		if (rc < 0) {
-			if (!w->layer_down)
+			/* An outage is logged by the layer, once; anything else here. */
+			if (!w->layer_down && rc != -ENOTCONN)
 				log_warn("cannot receive: %s", laurel_layer_error(w->layer));
 			w->layer_down = true;
 			/* The layer backs off by itself when Redis is down; this only keeps an
@@ -312,7 +313,7 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop)
 			continue;
 		}
 		if (w->layer_down)
-			log_info("receiving again");
+			log_debug("receiving again");
 		w->layer_down = false;
 		/* The batch's replies go out together, in one round trip, once it is handled — or
 		 * as soon as it has taken BATCH_HOLD_MS, so that a slow consumer does not hold the

@@ -8,8 +8,9 @@
  * negative errno:
  *   -EINVAL     a bad channel or group name, or a bad argument (nothing was sent anywhere)
  *   -EMSGSIZE   the encoded message is larger than the configured maximum
- *   -ENOTCONN   the backend (a Redis server) is unreachable; the client reconnects by itself,
- *               with backoff, on later calls, so the caller just retries later
+ *   -ENOTCONN   the backend (a Redis server) is unreachable, or answers that it cannot serve
+ *               now (READONLY, LOADING, NOAUTH, NOPERM, OOM, ...); the client reconnects by
+ *               itself, with backoff, on later calls, so the caller just retries later
  *   -EIO        the command was sent but its answer never came (the connection broke, or the
  *               server took longer than command_timeout_ms): it may or may not have been carried
  *               out, so a send is not retried (a retry could deliver the message twice)
@@ -79,6 +80,15 @@ struct laurel_layer;
  * for a bad URL or option. */
 int laurel_layer_new(struct laurel_layer **out, const struct laurel_layer_options *opts, char *err,
 		     size_t errlen);
+/* Checks now that every Redis server accepts this client's credentials and the commands laurel
+ * needs, in ways that change nothing: for a program to refuse to start with a configuration
+ * that cannot work. Returns 0 — also when a server is unreachable or not ready (LOADING, a
+ * read-only replica): an outage the client rides out — or -EACCES when a server refused the
+ * credentials or a command (NOAUTH, WRONGPASS, NOPERM), laurel_layer_error naming the server and
+ * its error. Always 0 for the memory layer. Later the same refusals are outages like the others
+ * (a changed password, a changed ACL): calls fail with -ENOTCONN while they last. */
+int laurel_layer_check(struct laurel_layer *layer);
+
 /* Closes connections and frees. NULL is a no-op. */
 void laurel_layer_free(struct laurel_layer *layer);
 
