@@ -21,7 +21,6 @@ Usage: test-disconnects.py BUILD_DIR"""
 import asyncio
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -34,6 +33,7 @@ os.environ.pop("LAUREL_E2E_MODE", None)
 import websockets  # noqa: E402
 
 from harness import Stack, check, check_eq, done  # noqa: E402
+from faults import COUNT_KEYS_LUA, group_counts, raise_nofile, redis  # noqa: E402,F401
 
 BATCH = 100          # WebSocket handshakes in flight at once (the listen backlog is 1024)
 CLEAN_WAIT = 15.0    # how long the workers get to process the disconnects
@@ -41,53 +41,7 @@ LOG_LINES_MAX = 100  # lines a process may log about the whole burst (one per co
 
 # Counts the members of every group whose key matches ARGV[1], split by kind: chat's name claims
 # (".name."), chat's rosters (".users") and the rest (rooms).
-GROUPS_LUA = """
-local room, claim, roster, cur = 0, 0, 0, "0"
-repeat
-  local r = redis.call('SCAN', cur, 'MATCH', ARGV[1], 'COUNT', 1000)
-  cur = r[1]
-  for _, k in ipairs(r[2]) do
-    local n = redis.call('ZCARD', k)
-    if string.find(k, '.users', 1, true) and string.sub(k, -6) == '.users' then
-      roster = roster + n
-    elseif string.find(k, '.name.', 1, true) then
-      claim = claim + n
-    else
-      room = room + n
-    end
-  end
-until cur == "0"
-return {room, claim, roster}
-"""
 
-COUNT_KEYS_LUA = """
-local n, cur = 0, "0"
-repeat
-  local r = redis.call('SCAN', cur, 'MATCH', ARGV[1], 'COUNT', 1000)
-  cur = r[1]
-  n = n + #r[2]
-until cur == "0"
-return n
-"""
-
-
-def raise_nofile():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
-def redis(st, *args):
-    r = subprocess.run(["redis-cli", "-p", str(st.redis_port)] + [str(a) for a in args],
-                       capture_output=True, text=True, timeout=10)
-    return r.stdout.strip()
-
-
-def group_counts(st, pattern="asgi::group:chat-*"):
-    """(room members, claim members, roster members) over every group matching pattern."""
-    out = redis(st, "EVAL", GROUPS_LUA, 0, pattern).split()
-    return tuple(int(x) for x in out) if len(out) == 3 else (-1, -1, -1)
 
 
 def sessions(st):

@@ -20,8 +20,6 @@ Usage: test-presence.py BUILD_DIR"""
 import asyncio
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 
@@ -32,6 +30,7 @@ os.environ.pop("LAUREL_E2E_MODE", None)
 import websockets  # noqa: E402
 
 from harness import Stack, check, check_eq, done  # noqa: E402
+from faults import COUNT_KEYS_LUA, group_counts, raise_nofile, redis  # noqa: E402,F401
 
 N = 300
 ROOMS = 6            # 50 users a room
@@ -43,32 +42,6 @@ RETRY = 1.0          # seconds between two attempts of a refused user
 
 # (room members, claim members, roster members) over every group matching ARGV[1]; with ARGV[2],
 # only the members that start with it.
-GROUPS_LUA = """
-local room, claim, roster, cur = 0, 0, 0, "0"
-local p = ARGV[2] or ""
-repeat
-  local r = redis.call('SCAN', cur, 'MATCH', ARGV[1], 'COUNT', 1000)
-  cur = r[1]
-  for _, k in ipairs(r[2]) do
-    local n = 0
-    if p == "" then
-      n = redis.call('ZCARD', k)
-    else
-      for _, m in ipairs(redis.call('ZRANGE', k, 0, -1)) do
-        if string.sub(m, 1, #p) == p then n = n + 1 end
-      end
-    end
-    if string.sub(k, -6) == '.users' then
-      roster = roster + n
-    elseif string.find(k, '.name.', 1, true) then
-      claim = claim + n
-    else
-      room = room + n
-    end
-  end
-until cur == "0"
-return {room, claim, roster}
-"""
 
 MEMBERS_LUA = """
 local out, cur = {}, "0"
@@ -82,34 +55,6 @@ until cur == "0"
 return out
 """
 
-COUNT_KEYS_LUA = """
-local n, cur = 0, "0"
-repeat
-  local r = redis.call('SCAN', cur, 'MATCH', ARGV[1], 'COUNT', 1000)
-  cur = r[1]
-  n = n + #r[2]
-until cur == "0"
-return n
-"""
-
-
-def raise_nofile():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
-def redis(st, *args):
-    r = subprocess.run(["redis-cli", "-p", str(st.redis_port)] + [str(a) for a in args],
-                       capture_output=True, text=True, timeout=10)
-    return r.stdout.strip()
-
-
-def group_counts(st, prefix=None):
-    args = ["EVAL", GROUPS_LUA, 0, "asgi::group:chat-*"] + ([prefix] if prefix else [])
-    out = redis(st, *args).split()
-    return tuple(int(x) for x in out) if len(out) == 3 else (-1, -1, -1)
 
 
 def room_members(st):
@@ -232,10 +177,10 @@ async def main(st):
              % REJOIN_BY)
 
     # No group keeps a member of A.
-    left = group_counts(st, prefix_a)
+    left = group_counts(st, prefix=prefix_a)
     while left != (0, 0, 0) and time.monotonic() - killed < GHOSTS_BY:
         await asyncio.sleep(0.5)
-        left = group_counts(st, prefix_a)
+        left = group_counts(st, prefix=prefix_a)
     print("  %.1f s after the kill: (room, claim, roster) members of A: %r; A's orphan "
           "sessions: %d" % (time.monotonic() - killed, left,
                             count_keys(st, "asgi::session:%s*" % prefix_a)))
