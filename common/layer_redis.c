@@ -295,6 +295,8 @@ struct redis_layer {
 	size_t prefixlen;
 	bool drained; /* the last receive left nothing in its queues */
 	int watch_fd; /* laurel_layer_watch_fd, or -1 */
+	char **live;	 /* live interface prefixes, as last read (presence) */
+	int64_t live_at; /* when (monotonic ms); 0: never */
 	bool woken;   /* watch_fd was readable during this receive */
 };
 
@@ -1384,8 +1386,8 @@ static int redis_group_discard(struct laurel_layer *base, const char *group, con
 	return 0;
 }
 
-/* Prunes expired memberships and runs one more command on the group (ZRANGE or ZCARD). */
-static int group_query(struct redis_layer *L, const char *group, const char *cmd, redisReply **out)
+/* Prunes expired memberships and reads the group's members with their scores. */
+static int group_query(struct redis_layer *L, const char *group, redisReply **out)
 {
 	struct shard *s = group_shard(L, group);
 	char key[160];
@@ -1395,10 +1397,7 @@ static int group_query(struct redis_layer *L, const char *group, const char *cmd
 		return rc;
 	long long cutoff = (long long)util_wall_time() - L->base.cfg.group_expiry;
 	redisAppendCommand(s->c, "ZREMRANGEBYSCORE %s 0 %lld", key, cutoff);
-	if (strcmp(cmd, "ZRANGE") == 0)
-		redisAppendCommand(s->c, "ZRANGE %s 0 -1", key);
-	else
-		redisAppendCommand(s->c, "ZCARD %s", key);
+	redisAppendCommand(s->c, "ZRANGE %s 0 -1 WITHSCORES", key);
 	redisReply *r[2];
 	rc = pipeline(L, s, r, 2);
 	if (rc < 0)
@@ -1408,13 +1407,90 @@ static int group_query(struct redis_layer *L, const char *group, const char *cmd
 	return 0;
 }
 
-static char **strv_from_reply(redisReply *r, size_t *n)
+static int redis_interfaces(struct laurel_layer *base, char ***prefixes, size_t *n);
+static int redis_kv_del(struct laurel_layer *base, const char *key);
+
+/* Presence: a member of a laurel interface ("laurel.response.AbCdEfGhIj!q7") whose interface no
+ * longer announces itself is a connection that died with its process (kill -9, a crash): its
+ * websocket.disconnect never comes. Such members are left out and removed (with their sessions)
+ * by whoever reads the group first. A member added less than PRESENCE_GRACE_S ago is kept: its
+ * interface's first announcement may not have reached Redis yet. Members of other processes
+ * (Daphne) keep asgi_redis's rules. */
+#define PRESENCE_PREFIX "laurel.response."
+#define PRESENCE_GRACE_S 30
+#define PRESENCE_CACHE_MS 1000
+
+static bool laurel_member(const char *m)
 {
-	char **v = xcalloc(r->elements + 1, sizeof(char *));
+	size_t n = strlen(PRESENCE_PREFIX);
+	return strncmp(m, PRESENCE_PREFIX, n) == 0 && strlen(m) > n + 11 && m[n + 10] == '!';
+}
+
+/* Whether the interface of member m is live; -1 if that cannot be known now (then it is kept). */
+static int member_live(struct redis_layer *L, const char *m)
+{
+	int64_t now = util_now_ms();
+	if (!L->live_at || now - L->live_at >= PRESENCE_CACHE_MS) {
+		char **v;
+		size_t n;
+		if (redis_interfaces(&L->base, &v, &n) < 0)
+			return -1;
+		laurel_strv_free(L->live);
+		L->live = v;
+		L->live_at = now;
+	}
+	size_t plen = (size_t)(strchr(m, '!') - m) + 1;
+	for (char **p = L->live; *p; p++)
+		if (strlen(*p) == plen && strncmp(*p, m, plen) == 0)
+			return 1;
+	return 0;
+}
+
+/* r: ZRANGE WITHSCORES of group. Returns the live members (NULL-terminated, caller frees) and
+ * removes the others from the group, forgetting their sessions. */
+static char **live_members(struct redis_layer *L, const char *group, redisReply *r, size_t *n)
+{
+	char **v = xcalloc(r->elements / 2 + 1, sizeof(char *));
+	const char **dead = NULL;
+	size_t ndead = 0;
+	double old = util_wall_time() - PRESENCE_GRACE_S;
 	*n = 0;
-	for (size_t i = 0; i < r->elements; i++)
-		if (r->element[i]->type == REDIS_REPLY_STRING)
-			v[(*n)++] = xstrndup(r->element[i]->str, r->element[i]->len);
+	for (size_t i = 0; i + 1 < r->elements; i += 2) {
+		const char *m = r->element[i]->str;
+		if (r->element[i]->type != REDIS_REPLY_STRING)
+			continue;
+		if (laurel_member(m) && atof(r->element[i + 1]->str) < old &&
+		    member_live(L, m) == 0) {
+			if (!dead)
+				dead = xcalloc(r->elements / 2 + 2, sizeof(char *));
+			dead[ndead++] = m;
+			continue;
+		}
+		v[(*n)++] = xstrndup(m, r->element[i]->len);
+	}
+	if (ndead) {
+		struct shard *s = group_shard(L, group);
+		char key[160];
+		group_key(L, group, key, sizeof(key));
+		const char **argv = xcalloc(ndead + 2, sizeof(char *));
+		argv[0] = "ZREM";
+		argv[1] = key;
+		memcpy(argv + 2, dead, ndead * sizeof(char *));
+		int rc;
+		redisReply *z = shard_command(L, s, &rc, (int)ndead + 2, argv, NULL);
+		freeReplyObject(z);
+		for (size_t i = 0; i < ndead; i++) {
+			char skey[LAUREL_NAME_MAX + 16];
+			snprintf(skey, sizeof(skey), "session:%s", dead[i]);
+			redis_kv_del(&L->base, skey);
+		}
+		log_limited(LOG_INFO,
+			    "group %s: removed %zu members of laurel interfaces that are no longer "
+			    "live (first: %s)",
+			    group, ndead, dead[0]);
+		free(argv);
+		free(dead);
+	}
 	return v;
 }
 
@@ -1422,23 +1498,22 @@ static int redis_group_members(struct laurel_layer *base, const char *group, cha
 			       size_t *n)
 {
 	redisReply *r;
-	int rc = group_query((struct redis_layer *)base, group, "ZRANGE", &r);
+	struct redis_layer *L = (struct redis_layer *)base;
+	int rc = group_query(L, group, &r);
 	if (rc < 0)
 		return rc;
-	*members = strv_from_reply(r, n);
+	*members = live_members(L, group, r, n);
 	freeReplyObject(r);
 	return 0;
 }
 
 static int redis_group_count(struct laurel_layer *base, const char *group, size_t *n)
 {
-	redisReply *r;
-	int rc = group_query((struct redis_layer *)base, group, "ZCARD", &r);
-	if (rc < 0)
-		return rc;
-	*n = r->type == REDIS_REPLY_INTEGER ? (size_t)r->integer : 0;
-	freeReplyObject(r);
-	return 0;
+	char **v;
+	int rc = redis_group_members(base, group, &v, n);
+	if (rc == 0)
+		laurel_strv_free(v);
+	return rc;
 }
 
 struct shard_batch {
@@ -1455,12 +1530,13 @@ static int redis_group_send(struct laurel_layer *base, const char *group,
 {
 	struct redis_layer *L = (struct redis_layer *)base;
 	const struct layer_config *cfg = &base->cfg;
-	redisReply *members;
-	int rc = group_query(L, group, "ZRANGE", &members);
+	char **members;
+	size_t nm;
+	int rc = redis_group_members(base, group, &members, &nm);
 	if (rc < 0)
 		return rc;
-	if (members->type != REDIS_REPLY_ARRAY || members->elements == 0) {
-		freeReplyObject(members);
+	if (nm == 0) {
+		laurel_strv_free(members);
 		return 0;
 	}
 	struct buf plain, uni, multi;
@@ -1483,12 +1559,11 @@ static int redis_group_send(struct laurel_layer *base, const char *group,
 	snprintf(now, sizeof(now), "%.3f", util_wall_time());
 
 	struct shard_batch *b = xcalloc(L->nshards, sizeof(*b));
-	size_t nm = members->elements;
 	for (size_t i = 0; i < nm; i++) {
-		redisReply *m = members->element[i];
-		if (m->type != REDIS_REPLY_STRING || !laurel_valid_channel(m->str))
+		const char *m = members[i];
+		if (!laurel_valid_channel(m))
 			continue;
-		size_t sh = send_shard(L, m->str);
+		size_t sh = send_shard(L, m);
 		struct shard_batch *sb = &b[sh];
 		if (!sb->argv) {
 			sb->argv = xcalloc(14 + 2 * nm, sizeof(char *));
@@ -1509,11 +1584,11 @@ static int redis_group_send(struct laurel_layer *base, const char *group,
 			sb->argc = 3 + ARRAY_SIZE(fixed);
 		}
 		char cap[16];
-		snprintf(cap, sizeof(cap), "%d", layer_capacity_for(cfg, m->str));
+		snprintf(cap, sizeof(cap), "%d", layer_capacity_for(cfg, m));
 		char *capdup = xstrdup(cap);
 		sb->owned[sb->nowned++] = capdup;
-		sb->argv[sb->argc] = m->str;
-		sb->lens[sb->argc++] = m->len;
+		sb->argv[sb->argc] = m;
+		sb->lens[sb->argc++] = strlen(m);
 		sb->argv[sb->argc] = capdup;
 		sb->lens[sb->argc++] = strlen(capdup);
 	}
@@ -1574,7 +1649,7 @@ out:
 	buf_fini(&plain);
 	buf_fini(&uni);
 	buf_fini(&multi);
-	freeReplyObject(members);
+	laurel_strv_free(members);
 	return rc < 0 ? rc : 0;
 }
 
@@ -1892,6 +1967,7 @@ static int redis_stats(struct laurel_layer *base, const char *channel, struct la
 static void redis_free(struct laurel_layer *base)
 {
 	struct redis_layer *L = (struct redis_layer *)base;
+	laurel_strv_free(L->live);
 	for (size_t i = 0; i < L->nshards; i++) {
 		struct shard *s = &L->shards[i];
 		drop_connection(s);

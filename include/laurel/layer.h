@@ -157,7 +157,11 @@ int laurel_layer_new_channel(struct laurel_layer *layer, const char *pattern, ch
 int laurel_layer_group_add(struct laurel_layer *layer, const char *group, const char *channel);
 int laurel_layer_group_discard(struct laurel_layer *layer, const char *group, const char *channel);
 /* The live members (expired ones are dropped first), as a NULL-terminated array of strings that
- * the caller frees with laurel_strv_free. *n may be NULL. */
+ * the caller frees with laurel_strv_free. *n may be NULL. Presence (Redis): a member that is a
+ * connection of a laurel interface no longer announced as live (killed, crashed), added more
+ * than 30 s ago, is left out, removed from the group and its session deleted — by whichever call
+ * reads the group first (members, count, group send); the work is bounded by the group's size.
+ * Members of other processes (Daphne) keep asgi_redis's expiry rules. */
 int laurel_layer_group_members(struct laurel_layer *layer, const char *group, char ***members,
 			       size_t *n);
 int laurel_layer_group_count(struct laurel_layer *layer, const char *group, size_t *n);
