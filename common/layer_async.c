@@ -86,6 +86,7 @@ struct shard {
 	struct conn cmd;
 	struct layer_outage outage;
 	size_t nfailing; /* connections of this shard that failed and have not worked since */
+	bool marked;	 /* the markers of the announcements were set here (layer_async_on_reset) */
 	/* Sends waiting for the end of the loop iteration, to go out in one send_many script call,
 	 * and whom to tell of each. */
 	struct layer_batch queued;
@@ -116,6 +117,8 @@ struct layer_async {
 	size_t nlisteners;
 	struct announcement **announcements;
 	size_t nannouncements;
+	layer_async_reset_cb on_reset;
+	void *reset_arg;
 	struct event *flush_ev; /* sends the queued sends, once per loop iteration */
 	bool flush_armed;
 	bool freeing;
@@ -927,9 +930,74 @@ static int registry_command(struct layer_async *a, const char *prefix, const cha
 	return submit_argv(a, sh, 3, argv, lens, cb, arg);
 }
 
+static void marker_key(const struct layer_async *a, const struct announcement *an, char *key,
+		       size_t size)
+{
+	snprintf(key, size, "%s:alive:%s", a->cfg.prefix, an->prefix);
+}
+
+static void on_marked(int status, void *arg)
+{
+	struct shard *s = arg;
+	if (status == 0)
+		s->marked = true;
+}
+
+/* Sets the announcements' markers on shard sh. */
+static void mark(struct layer_async *a, size_t sh)
+{
+	char ttl[16];
+	snprintf(ttl, sizeof(ttl), "%d", a->cfg.group_expiry);
+	for (size_t i = 0; i < a->nannouncements; i++) {
+		char key[LAUREL_NAME_MAX + 96];
+		marker_key(a, a->announcements[i], key, sizeof(key));
+		const char *argv[5] = {"SET", key, "1", "EX", ttl};
+		size_t lens[5] = {3, strlen(key), 1, 2, strlen(ttl)};
+		submit_argv(a, sh, 5, argv, lens, on_marked, &a->shards[sh]);
+	}
+}
+
+static void on_marker_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct conn *c = privdata;
+	struct layer_async *a = c->a;
+	redisReply *r = reply;
+	if (!r || a->freeing || r->type != REDIS_REPLY_INTEGER)
+		return; /* asked again at the next reconnection */
+	if (r->integer == 0 && a->on_reset) {
+		log_warn("%s came back without its data (restarted empty, or flushed): the groups "
+			 "and sessions it held are gone",
+			 a->shards[c->shard].ep.desc);
+		a->on_reset(a->shards[c->shard].ep.desc, a->reset_arg);
+	}
+	mark(a, c->shard);
+}
+
+/* After a reconnection, first thing: is the marker still there? */
+static void check_marker(struct conn *c)
+{
+	struct layer_async *a = c->a;
+	if (!a->on_reset || !a->nannouncements || !a->shards[c->shard].marked)
+		return;
+	char key[LAUREL_NAME_MAX + 96];
+	marker_key(a, a->announcements[0], key, sizeof(key));
+	const char *argv[2] = {"EXISTS", key};
+	size_t lens[2] = {6, strlen(key)};
+	redisAsyncCommandArgv(c->ac, on_marker_reply, c, 2, argv, lens);
+}
+
+void layer_async_on_reset(struct layer_async *a, layer_async_reset_cb cb, void *arg)
+{
+	a->on_reset = cb;
+	a->reset_arg = arg;
+}
+
 static void renew(evutil_socket_t fd, short what, void *arg)
 {
 	struct announcement *an = arg;
+	struct layer_async *a = an->a;
+	for (size_t sh = 0; sh < a->nshards && a->on_reset; sh++)
+		mark(a, sh);
 	int rc = registry_command(an->a, an->prefix, "ZADD", an->ttl_s, NULL, NULL);
 	if (rc < 0)
 		log_debug("could not renew the announcement of %s: %s", an->prefix,
@@ -963,6 +1031,13 @@ int layer_async_withdraw(struct layer_async *a, const char *prefix, layer_async_
 	for (size_t i = 0; i < a->nannouncements; i++) {
 		struct announcement *an = a->announcements[i];
 		if (strcmp(an->prefix, prefix) == 0) {
+			char key[LAUREL_NAME_MAX + 96];
+			marker_key(a, an, key, sizeof(key));
+			for (size_t sh = 0; sh < a->nshards && a->on_reset; sh++) {
+				const char *argv[2] = {"DEL", key};
+				size_t lens[2] = {3, strlen(key)};
+				submit_argv(a, sh, 2, argv, lens, NULL, NULL);
+			}
 			event_free(an->timer);
 			free(an);
 			a->announcements[i] = a->announcements[--a->nannouncements];
@@ -972,10 +1047,12 @@ int layer_async_withdraw(struct layer_async *a, const char *prefix, layer_async_
 	return layer_fail(-EINVAL, "%.120s was not announced", prefix ? prefix : "");
 }
 
-/* A command connection that comes back renews the announcements on its shard at once. */
+/* A command connection that comes back first looks whether its server kept its data, then
+ * renews the announcements on its shard at once. */
 static void command_up(struct conn *c)
 {
 	struct layer_async *a = c->a;
+	check_marker(c);
 	for (size_t i = 0; i < a->nannouncements; i++) {
 		struct announcement *an = a->announcements[i];
 		if (layer_shard_of(a->nshards, an->prefix, strlen(an->prefix)) == c->shard)

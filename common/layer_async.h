@@ -59,6 +59,15 @@ int layer_async_listen(struct layer_async *a, const char *channel, layer_async_m
  * every ttl_s / 3 seconds until layer_async_free. Returns 0 or -EINVAL. */
 int layer_async_announce(struct layer_async *a, const char *prefix, int ttl_s);
 
+/* Called when a shard is found to have lost its data while this process was using it (Redis
+ * restarted empty, or was flushed): every group membership and session there is gone. Found on
+ * the reconnection after an outage: each shard keeps a marker key per announced prefix,
+ * "<prefix>:alive:<announced prefix>", set with the announcement and renewed with it (expiring
+ * after group_expiry); a shard where it was set and is now missing lost its data. desc names the
+ * server. Set before layer_async_announce. */
+typedef void (*layer_async_reset_cb)(const char *desc, void *arg);
+void layer_async_on_reset(struct layer_async *a, layer_async_reset_cb cb, void *arg);
+
 /* Stops renewing prefix and removes it from the registry. cb may be NULL. Returns 0 (cb will
  * fire), -EINVAL, or -ENOTCONN. */
 int layer_async_withdraw(struct layer_async *a, const char *prefix, layer_async_done_cb cb,

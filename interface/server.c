@@ -138,6 +138,7 @@ static void ws_tick(struct conn *c);
 static void ws_disconnect(struct conn *c, int code);
 static int ws_code(const struct conn *c);
 static uint64_t local_id(const char *channel);
+static void on_layer_reset(const char *desc, void *arg);
 
 /* --- Request table --------------------------------------------------------------------------- */
 
@@ -1743,6 +1744,7 @@ int server_new(struct server **out, struct event_base *base, const struct server
 		goto fail;
 	}
 	outbox_new(&s->outbox, base, s->layer, CONTROL_OUTBOX_MAX);
+	layer_async_on_reset(s->layer, on_layer_reset, s);
 	layer_async_listen(s->layer, s->prefix, on_reply, s);
 	layer_async_announce(s->layer, s->prefix, ANNOUNCE_TTL);
 	*out = s;
@@ -1750,6 +1752,25 @@ int server_new(struct server **out, struct event_base *base, const struct server
 fail:
 	server_free(s);
 	return -1;
+}
+
+/* A shard came back without its data: the groups these WebSockets joined and their sessions are
+ * gone, so they would stay open but deaf. Close them with 1012 (service restart): clients
+ * reconnect, and their connect consumers join the groups again. */
+static void on_layer_reset(const char *desc, void *arg)
+{
+	struct server *s = arg;
+	size_t n = 0;
+	for (struct conn *c = s->conns; c; c = c->next) {
+		if (c->mode != MODE_WS_OPEN || c->close_sent_ms || !c->ws)
+			continue;
+		ws_close(c->ws, 1012);
+		c->close_sent_ms = ms_now();
+		ws_arm(c);
+		n++;
+	}
+	log_warn("closing %zu WebSockets with 1012 (service restart) after %s lost its data", n,
+		 desc);
 }
 
 static void drain_timeout(evutil_socket_t fd, short what, void *arg)
