@@ -111,6 +111,17 @@ static void lane_backoff(struct lane *l, bool full)
 	l->retry_at = util_now_ms() + l->backoff_ms;
 }
 
+/* After an answer: once the lane has none in flight, send the rest now, or arm its retry. */
+static void settled(struct outbox *o, struct lane *l)
+{
+	if (l->in_flight)
+		return;
+	if (l->retry_at)
+		arm(o);
+	else
+		pump(o);
+}
+
 static void on_sent(int status, void *arg)
 {
 	struct entry *e = arg;
@@ -123,12 +134,17 @@ static void on_sent(int status, void *arg)
 	if (status == 0) {
 		entry_free(e);
 		l->backoff_ms = 0; /* the channel takes messages: a failure after this retries soon */
-		if (l->in_flight == 0) {
-			if (l->retry_at)
-				arm(o);
-			else
-				pump(o);
-		}
+		settled(o, l);
+		return;
+	}
+	if (status != LAUREL_FULL && status != -ENOTCONN) {
+		/* The server answered something a retry would get again (-EPROTO): dropping it is
+		 * better than holding every later message of the channel behind it. */
+		o->dropped++;
+		log_limited(LOG_ERROR, "a %s was refused by the channel layer (%d); dropped",
+			    l->channel, status);
+		entry_free(e);
+		settled(o, l);
 		return;
 	}
 	/* Full, or the shard went away: this one and the later ones of its channel wait. */

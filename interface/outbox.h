@@ -5,7 +5,8 @@
  * it. It respects the channel's capacity, like every other send: the excess waits here, not in
  * Redis, so an application that cannot keep up slows its disconnects down instead of losing them.
  *
- * Bounded: at most `max` messages wait; past that a new one is dropped, counted, and said in one
+ * A message the layer refuses for any other reason (an unexpected answer) is dropped and logged,
+ * so that it cannot hold the later ones back. Bounded: at most `max` messages wait; past that a new one is dropped, counted, and said in one
  * log line (rate-limited, with the count). What waits here is lost if the process is killed
  * (presence, docs/layer.md, cleans up after that). A message whose send was written but not
  * answered (the connection broke) is sent again: a control message may then arrive twice, never
