@@ -965,6 +965,8 @@ static void on_marker_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	if (!r || a->freeing || r->type != REDIS_REPLY_INTEGER)
 		return; /* asked again at the next reconnection */
 	if (r->integer == 0 && a->on_reset) {
+		/* Said once per loss: no more checks until the markers are set again. */
+		a->shards[c->shard].marked = false;
 		log_warn("%s came back without its data (restarted empty, or flushed): the groups "
 			 "and sessions it held are gone",
 			 a->shards[c->shard].ep.desc);
