@@ -1,7 +1,9 @@
 """What the fault tests share: counting what is left in the stack's Redis, directly (redis-cli,
 one EVAL per count), and the file limit for thousands of sockets."""
+import asyncio
 import resource
 import subprocess
+import time
 
 # (room members, claim members, roster members) over the groups matching ARGV[1]; with ARGV[2],
 # only the members starting with it.
@@ -62,3 +64,13 @@ def group_counts(st, pattern="asgi::group:chat-*", prefix=None):
     starting with prefix only, if given)."""
     out = redis(st, "EVAL", GROUPS_LUA, 0, pattern, *([prefix] if prefix else [])).split()
     return tuple(int(x) for x in out) if len(out) == 3 else (-1, -1, -1)
+
+
+async def wait_until(fn, want, timeout, step=0.2):
+    """Calls fn until it returns want or timeout seconds pass; returns its last value."""
+    start = time.monotonic()
+    while True:
+        v = fn()
+        if v == want or time.monotonic() - start >= timeout:
+            return v
+        await asyncio.sleep(step)

@@ -33,7 +33,7 @@ os.environ.pop("LAUREL_E2E_MODE", None)
 import websockets  # noqa: E402
 
 from harness import Stack, check, check_eq, done  # noqa: E402
-from faults import COUNT_KEYS_LUA, group_counts, raise_nofile, redis  # noqa: E402,F401
+from faults import COUNT_KEYS_LUA, group_counts, raise_nofile, redis, wait_until  # noqa: E402,F401
 
 BATCH = 100          # WebSocket handshakes in flight at once (the listen backlog is 1024)
 CLEAN_WAIT = 15.0    # how long the workers get to process the disconnects
@@ -109,14 +109,6 @@ async def open_many(urls):
     return socks, errors
 
 
-async def wait_redis(fn, want, timeout):
-    start = time.monotonic()
-    while True:
-        v = fn()
-        if v == want or time.monotonic() - start >= timeout:
-            return v
-        await asyncio.sleep(0.2)
-
 
 # --- 1a: 2,000 members of one group, TCP aborted at once -------------------------------------
 
@@ -129,7 +121,7 @@ async def one_group_abort(st):
     t = time.monotonic()
     socks, errors = await open_many(urls)
     check_eq(len(socks), N1, "1a: WebSockets open")
-    members = await wait_redis(lambda: int(redis(st, "ZCARD", group) or -1), N1, 20)
+    members = await wait_until(lambda: int(redis(st, "ZCARD", group) or -1), N1, 20)
     check_eq(members, N1, "1a: members of chat-big before the close")
     check_eq(sessions(st), N1, "1a: channel sessions before the close")
     print("  1a: %d joined in %.1f s" % (members, time.monotonic() - t))
@@ -196,7 +188,7 @@ async def chat_close_all(st):
     t = time.monotonic()
     socks, errors = await open_many(urls)
     check_eq(len(socks), N2, "1b: chat WebSockets open")
-    counts = await wait_redis(lambda: group_counts(st), (N2, N2, N2), 30)
+    counts = await wait_until(lambda: group_counts(st), (N2, N2, N2), 30)
     check_eq(counts, (N2, N2, N2), "1b: (room, claim, roster) members before the close")
     check_eq(sessions(st), N2, "1b: channel sessions before the close")
     print("  1b: %d users in %d rooms in %.1f s" % (counts[0], ROOMS, time.monotonic() - t))
@@ -236,7 +228,7 @@ async def sigterm_drain(st):
     urls = ["%s/chat/drain/?nick=u%04d" % (st.ws_base, i) for i in range(N3)]
     socks, errors = await open_many(urls)
     check_eq(len(socks), N3, "2: WebSockets open")
-    members = await wait_redis(lambda: int(redis(st, "ZCARD", group) or -1), N3, 20)
+    members = await wait_until(lambda: int(redis(st, "ZCARD", group) or -1), N3, 20)
     check_eq(members, N3, "2: members of chat-drain before SIGTERM")
     check_eq(sessions(st), N3, "2: channel sessions before SIGTERM")
 

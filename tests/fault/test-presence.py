@@ -30,7 +30,7 @@ os.environ.pop("LAUREL_E2E_MODE", None)
 import websockets  # noqa: E402
 
 from harness import Stack, check, check_eq, done  # noqa: E402
-from faults import COUNT_KEYS_LUA, group_counts, raise_nofile, redis  # noqa: E402,F401
+from faults import COUNT_KEYS_LUA, group_counts, raise_nofile, redis, wait_until  # noqa: E402,F401
 
 N = 300
 ROOMS = 6            # 50 users a room
@@ -115,14 +115,6 @@ async def join_many(base, users):
                 tally[what] = tally.get(what, 0) + 1
     return joined, tally
 
-
-async def wait_until(fn, want, timeout):
-    start = time.monotonic()
-    while True:
-        v = fn()
-        if v == want or time.monotonic() - start >= timeout:
-            return v
-        await asyncio.sleep(0.2)
 
 
 async def main(st):

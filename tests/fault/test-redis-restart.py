@@ -24,7 +24,7 @@ os.environ.pop("LAUREL_E2E_MODE", None)  # real interface processes
 import websockets  # noqa: E402
 
 from harness import Stack, check, check_eq, done, wait_port  # noqa: E402
-from faults import raise_nofile, redis  # noqa: E402
+from faults import raise_nofile, redis, wait_until  # noqa: E402
 
 N = 500
 AGAIN = 50
@@ -52,16 +52,10 @@ async def open_many(st, n, tag):
     return socks
 
 
-async def wait_for(fn, want, timeout):
-    end = time.monotonic() + timeout
-    while fn() != want and time.monotonic() < end:
-        await asyncio.sleep(0.1)
-    return fn()
-
 
 async def main(st):
     socks = await open_many(st, N, "u")
-    check_eq(await wait_for(lambda: members(st), N, 15), N, "members of chat-big before")
+    check_eq(await wait_until(lambda: members(st), N, 15), N, "members of chat-big before")
 
     # kill -9 and restart empty on the same port, as a supervisor would.
     old = st.procs[0]
@@ -94,7 +88,7 @@ async def main(st):
 
     # Clients reconnect: they join again, and a broadcast reaches every one of them.
     again = await open_many(st, AGAIN, "v")
-    check_eq(await wait_for(lambda: members(st), AGAIN, 15), AGAIN,
+    check_eq(await wait_until(lambda: members(st), AGAIN, 15), AGAIN,
              "members of chat-big after reconnecting")
     await again[0].send("hello")
     got = await asyncio.gather(*[asyncio.wait_for(ws.recv(), 10) for ws in again],
@@ -102,7 +96,7 @@ async def main(st):
     check_eq(sum(1 for g in got if g == "v0000: hello"), AGAIN,
              "a broadcast after the restart reaches every new member")
     await asyncio.gather(*[ws.close() for ws in again])
-    check_eq(await wait_for(lambda: members(st), 0, 15), 0, "no member left after they close")
+    check_eq(await wait_until(lambda: members(st), 0, 15), 0, "no member left after they close")
     out = redis(st, "EVAL", "return #redis.call('KEYS', 'asgi::session:*')", 0)
     check_eq(out, "0", "no session left")
 
