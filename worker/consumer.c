@@ -613,6 +613,7 @@ void consumer_outbox_add(struct consumer_outbox *ob, const char *channel, struct
 	snprintf(o->channel, sizeof(o->channel), "%s", channel);
 	o->msg = msg;
 	o->origin = xstrdup(origin);
+	o->full_since = 0;
 }
 
 static void outbox_add(struct consumer_outbox *ob, const struct laurel_ctx *ctx,
@@ -642,6 +643,25 @@ void consumer_outbox_fini(struct consumer_outbox *ob)
 	ob->cap = 0;
 }
 
+static bool is_own(const struct consumer_outbox *ob, const char *channel)
+{
+	for (size_t i = 0; i < ob->nown; i++)
+		if (strcmp(ob->own[i], channel) == 0)
+			return true;
+	return false;
+}
+
+/* Whether o, refused by a full channel, waits for the next flush rather than here. */
+static bool carry(const struct consumer_outbox *ob, struct consumer_out *o, size_t carried,
+		  int64_t now)
+{
+	if (carried >= CONSUMER_CARRY_MAX || !is_own(ob, o->channel))
+		return false;
+	if (!o->full_since)
+		o->full_since = now;
+	return now - o->full_since < CONSUMER_CARRY_MS;
+}
+
 size_t consumer_outbox_flush(struct laurel_layer *layer, struct consumer_outbox *ob,
 			     int full_wait_ms)
 {
@@ -652,26 +672,35 @@ size_t consumer_outbox_flush(struct laurel_layer *layer, struct consumer_outbox 
 		items[i] = (struct laurel_outgoing){.channel = ob->items[i].channel,
 						    .msg = ob->items[i].msg};
 	laurel_layer_send_many(layer, items, ob->n);
-	size_t dropped = 0;
+	int64_t now = util_now_ms();
+	size_t dropped = 0, kept = 0;
 	for (size_t i = 0; i < ob->n; i++) {
 		struct consumer_out *o = &ob->items[i];
 		int rc = items[i].result;
+		if (rc == LAUREL_FULL && carry(ob, o, kept, now)) {
+			ob->items[kept++] = *o;
+			continue;
+		}
 		/* A full channel, or a Redis coming back, is worth waiting for a little (in order,
 		 * one at a time: the rest of the batch went out already). */
 		if (rc == LAUREL_FULL || rc == -ENOTCONN)
 			rc = consumer_send_patiently(layer, o->channel, o->msg, full_wait_ms);
-		if (rc == 0)
-			continue;
-		dropped++;
-		if (rc == LAUREL_FULL)
-			log_warn("%s: %s stayed full for %d ms; message dropped", o->origin,
-				 o->channel, full_wait_ms);
-		else
+		if (rc == LAUREL_FULL) {
+			dropped++;
+			log_limited(LOG_WARN, "%s: %s stayed full for %lld ms; message dropped",
+				    o->origin, o->channel,
+				    (long long)(o->full_since ? util_now_ms() - o->full_since
+							      : full_wait_ms));
+		} else if (rc != 0) {
+			dropped++;
 			log_error("%s: cannot send to channel %s: %s", o->origin, o->channel,
 				  laurel_layer_error(layer));
+		}
+		laurel_msg_free(o->msg);
+		free(o->origin);
 	}
 	free(items);
-	outbox_clear(ob);
+	ob->n = kept;
 	return dropped;
 }
 

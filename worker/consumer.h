@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "laurel/consumer.h"
 #include "laurel/layer.h"
@@ -12,6 +13,10 @@
 
 /* A full channel is retried this long when held sends are flushed (SPEC §6). */
 #define CONSUMER_FULL_WAIT_MS 2000
+/* A full channel the process reads itself is not waited for: its messages are carried to the
+ * next flush, for at most this long and this many (then they are waited for as above). */
+#define CONSUMER_CARRY_MS 30000
+#define CONSUMER_CARRY_MAX 10000
 
 struct consumer_held {
 	bool group; /* name is a group: sent with laurel_layer_group_send */
@@ -25,20 +30,33 @@ struct consumer_out {
 	char channel[LAUREL_NAME_MAX + 1];
 	struct laurel_msg *msg; /* owned */
 	char *origin;		/* "channel C, reply channel R", for log lines */
+	int64_t full_since;	/* when a full channel of its own first refused it; 0: never */
 };
 struct consumer_outbox {
-	struct consumer_out *items;
+	struct consumer_out *items; /* the carried ones first, in the order they were made */
 	size_t n, cap;
+	/* The channels this process reads (borrowed; none if NULL). Waiting for one of them to
+	 * have room would stop this process from reading it, and when every reader of an internal
+	 * channel waits so, nobody does: a full one of these is carried instead. */
+	const char *const *own;
+	size_t nown;
 };
 
-/* Sends everything in the outbox and empties it: one laurel_layer_send_many, then a full channel
- * or an unreachable server is retried one message at a time for up to full_wait_ms. What cannot
- * be sent is logged and dropped. Returns the number dropped. */
+/* Sends everything in the outbox: one laurel_layer_send_many, then a full channel or an
+ * unreachable server is retried one message at a time for up to full_wait_ms — except a full
+ * channel of ob->own, whose messages stay in the outbox for the next flush (in order, for up to
+ * CONSUMER_CARRY_MS and CONSUMER_CARRY_MAX). What cannot be sent is logged and dropped. Returns
+ * the number dropped; consumer_outbox_carried tells what stayed. */
 size_t consumer_outbox_flush(struct laurel_layer *layer, struct consumer_outbox *ob,
 			     int full_wait_ms);
 /* Adds a message (owned from now on) for channel; origin (copied) starts its log lines. */
 void consumer_outbox_add(struct consumer_outbox *ob, const char *channel, struct laurel_msg *msg,
 			 const char *origin);
+/* The number of messages the last flush kept for the next one. */
+static inline size_t consumer_outbox_carried(const struct consumer_outbox *ob)
+{
+	return ob->n;
+}
 /* Drops what is still in the outbox (nothing is sent) and frees it. */
 void consumer_outbox_fini(struct consumer_outbox *ob);
 

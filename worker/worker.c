@@ -20,6 +20,8 @@
 #define RECEIVE_WAIT_MS 1000
 /* The longest a reply waits for the rest of its batch. */
 #define BATCH_HOLD_MS 5
+/* How soon messages carried for a full channel of the worker's own are tried again. */
+#define CARRY_RETRY_MS 20
 
 struct worker {
 	struct laurel_layer *layer;
@@ -45,6 +47,8 @@ int worker_new(struct worker **out, const struct worker_options *o, char *err, s
 		goto fail;
 	w->channels = routing_select(w->routing, o->only, o->nonly, o->exclude, o->nexclude,
 				     &w->nchannels);
+	w->outbox.own = (const char *const *)w->channels;
+	w->outbox.nown = w->nchannels;
 	if (w->nchannels == 0) {
 		snprintf(err, errlen,
 			 "no channel to listen on: --only-channels and --exclude-channels leave "
@@ -299,8 +303,10 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop)
 	struct laurel_received *got = xcalloc(w->batch, sizeof(*got));
 	while (!*stop) {
 		size_t n = 0;
-		int rc = laurel_layer_receive(w->layer, w->channels, w->nchannels, RECEIVE_WAIT_MS,
-					      got, w->batch, &n);
+		/* Messages carried for a full channel of our own are tried again soon. */
+		int wait = consumer_outbox_carried(&w->outbox) ? CARRY_RETRY_MS : RECEIVE_WAIT_MS;
+		int rc = laurel_layer_receive(w->layer, w->channels, w->nchannels, wait, got,
+					      w->batch, &n);
 		if (rc < 0) {
 			/* An outage is logged by the layer, once; anything else here. */
 			if (!w->layer_down && rc != -ENOTCONN)
@@ -329,6 +335,10 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop)
 		}
 		consumer_outbox_flush(w->layer, &w->outbox, w->full_wait_ms);
 	}
+	/* Stopping: what is still carried is waited for like any other full channel now (other
+	 * workers may read it). */
+	w->outbox.nown = 0;
+	consumer_outbox_flush(w->layer, &w->outbox, w->full_wait_ms);
 	free(got);
 	return 0;
 }

@@ -10,6 +10,7 @@
 #include "laurel/consumer.h"
 #include "laurel/layer.h"
 #include "laurel/routing.h"
+#include "worker/consumer.h"
 #include "worker/ordering.h"
 #include "worker/worker.h"
 
@@ -419,8 +420,63 @@ static void test_demux(void)
 	CHECK_EQ(n, 1);
 }
 
+/* Held sends to a full channel: one the process reads itself is carried to the next flush (in
+ * order) rather than waited for — if every reader waited, nobody would read it — while any other
+ * channel is waited for, then dropped. */
+static void test_carry(void)
+{
+	const char *url = "memory://";
+	struct laurel_layer_options lo = {.urls = &url, .nurls = 1, .capacity = 2};
+	struct laurel_layer *L;
+	CHECK_EQ(laurel_layer_new(&L, &lo, NULL, 0), 0);
+	const char *own[] = {"mine"};
+	struct consumer_outbox ob = {.own = own, .nown = 1};
+	for (int i = 0; i < 5; i++) {
+		struct laurel_msg *m = laurel_msg_new();
+		laurel_msg_set_int(m, "i", i);
+		consumer_outbox_add(&ob, "mine", m, "test");
+	}
+	int64_t t = util_now_ms();
+	CHECK_EQ(consumer_outbox_flush(L, &ob, 2000), 0);
+	CHECK(util_now_ms() - t < 500); /* not waited for */
+	CHECK_EQ(consumer_outbox_carried(&ob), 3);
+	/* A message made later waits behind the carried ones. */
+	struct laurel_msg *m5 = laurel_msg_new();
+	laurel_msg_set_int(m5, "i", 5);
+	consumer_outbox_add(&ob, "mine", m5, "test");
+	int64_t want = 0;
+	for (int round = 0; round < 3; round++) {
+		struct laurel_received got[2];
+		size_t n = 0;
+		const char *ch[] = {"mine"};
+		CHECK_EQ(laurel_layer_receive(L, ch, 1, 0, got, 2, &n), 0);
+		CHECK_EQ(n, 2);
+		for (size_t i = 0; i < n; i++) {
+			int64_t v = -1;
+			laurel_msg_get_int(got[i].msg, "i", &v);
+			CHECK_EQ(v, want++);
+			laurel_received_fini(&got[i]);
+		}
+		CHECK_EQ(consumer_outbox_flush(L, &ob, 2000), 0);
+	}
+	CHECK_EQ(want, 6);
+	CHECK_EQ(consumer_outbox_carried(&ob), 0);
+
+	/* Another process's channel is waited for (here 100 ms), then the message is dropped. */
+	for (int i = 0; i < 3; i++)
+		consumer_outbox_add(&ob, "theirs", laurel_msg_new(), "test");
+	t = util_now_ms();
+	CHECK_EQ(consumer_outbox_flush(L, &ob, 100), 1);
+	CHECK(util_now_ms() - t >= 100);
+	CHECK_EQ(consumer_outbox_carried(&ob), 0);
+	consumer_outbox_fini(&ob);
+	laurel_layer_free(L);
+}
+
 int main(void)
 {
+	test_carry();
+
 	const char *url = "memory://";
 	struct worker_options o = {.layer = {.urls = &url, .nurls = 1}, .routes = routes};
 	char err[256];
