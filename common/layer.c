@@ -629,6 +629,7 @@ int laurel_layer_stats(struct laurel_layer *layer, const char *channel, struct l
 	memset(out, 0, sizeof(*out));
 	out->messages_pending = -1;
 	out->messages_max_age = -1;
+	out->control_dropped = channel ? -1 : 0;
 	if (channel)
 		CHECK_CHANNEL(channel);
 	return layer->ops->stats(layer, channel, out);

@@ -121,6 +121,7 @@ struct layer_async {
 	void *reset_arg;
 	struct event *flush_ev; /* sends the queued sends, once per loop iteration */
 	bool flush_armed;
+	uint64_t dropped_pending, dropped_sending; /* layer_async_count_dropped */
 	bool freeing;
 };
 
@@ -994,10 +995,54 @@ void layer_async_on_reset(struct layer_async *a, layer_async_reset_cb cb, void *
 	a->reset_arg = arg;
 }
 
+static void send_dropped(struct layer_async *a);
+
+static void on_dropped_counted(int status, void *arg)
+{
+	struct layer_async *a = arg;
+	if (status == -ECANCELED)
+		return;
+	if (status < 0)
+		a->dropped_pending += a->dropped_sending;
+	a->dropped_sending = 0;
+	if (status == 0)
+		send_dropped(a); /* what was dropped meanwhile */
+}
+
+/* Adds what was dropped to the layer-wide counter, one INCRBY at a time, when shard 0 is up. */
+static void send_dropped(struct layer_async *a)
+{
+	if (a->shared || !a->dropped_pending || a->dropped_sending || !shard_usable(a, 0))
+		return;
+	char key[LAUREL_NAME_MAX + 64], n[24];
+	snprintf(key, sizeof(key), "%s#global#:control_dropped", a->cfg.stats_prefix);
+	snprintf(n, sizeof(n), "%llu", (unsigned long long)a->dropped_pending);
+	const char *argv[3] = {"INCRBY", key, n};
+	size_t lens[3] = {6, strlen(key), strlen(n)};
+	a->dropped_sending = a->dropped_pending;
+	a->dropped_pending = 0;
+	if (submit_argv(a, 0, 3, argv, lens, on_dropped_counted, a) < 0) {
+		a->dropped_pending += a->dropped_sending;
+		a->dropped_sending = 0;
+		return;
+	}
+	/* Kept as long as asgi_redis' global counters. */
+	const char *ex[3] = {"EXPIRE", key, "86400"};
+	size_t exlens[3] = {6, strlen(key), 5};
+	submit_argv(a, 0, 3, ex, exlens, NULL, NULL);
+}
+
+void layer_async_count_dropped(struct layer_async *a, uint64_t n)
+{
+	a->dropped_pending += n;
+	send_dropped(a);
+}
+
 static void renew(evutil_socket_t fd, short what, void *arg)
 {
 	struct announcement *an = arg;
 	struct layer_async *a = an->a;
+	send_dropped(a);
 	for (size_t sh = 0; sh < a->nshards && a->on_reset; sh++)
 		mark(a, sh);
 	int rc = registry_command(an->a, an->prefix, "ZADD", an->ttl_s, NULL, NULL);

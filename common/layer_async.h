@@ -82,6 +82,12 @@ void layer_async_barrier(struct layer_async *a, layer_async_done_cb cb, void *ar
  * cannot get answers, and should say so at once. */
 bool layer_async_listening(const struct layer_async *a, const char *channel);
 
+/* Adds n to the layer-wide count of control messages this process dropped (the interface's
+ * outbox: over its limit, or refused by the server), "<stats prefix>#global#:control_dropped" on
+ * the first shard, read by `laurel stats`. Kept here while that shard is down and added with the
+ * next announcement renewal once it is up. Not kept in local mode. */
+void layer_async_count_dropped(struct layer_async *a, uint64_t n);
+
 /* The number of shards that are connected now, for health reporting. */
 size_t layer_async_connected(const struct layer_async *a);
 

@@ -1931,11 +1931,14 @@ static int redis_stats(struct laurel_layer *base, const char *channel, struct la
 			return rc;
 		redisAppendCommand(s->c, "GET %s%s:messages_count", cfg->stats_prefix, name);
 		redisAppendCommand(s->c, "GET %s%s:channel_full_count", cfg->stats_prefix, name);
-		size_t n = 2;
+		size_t n;
 		if (channel) {
 			redisAppendCommand(s->c, "LLEN %s%s", cfg->prefix, name);
 			redisAppendCommand(s->c, "LINDEX %s%s 0", cfg->prefix, name);
 			n = 4;
+		} else {
+			redisAppendCommand(s->c, "GET %s#global#:control_dropped", cfg->stats_prefix);
+			n = 3;
 		}
 		redisReply *r[4];
 		rc = pipeline(L, s, r, n);
@@ -1943,6 +1946,8 @@ static int redis_stats(struct laurel_layer *base, const char *channel, struct la
 			return rc;
 		out->messages_count += reply_ll(r[0]);
 		out->channel_full_count += reply_ll(r[1]);
+		if (!channel)
+			out->control_dropped += reply_ll(r[2]);
 		if (channel) {
 			out->messages_pending += reply_ll(r[2]);
 			if (r[3]->type == REDIS_REPLY_STRING) {

@@ -69,6 +69,10 @@ static const struct option opts[] = {
 	 "clients), or that stays idle between requests this long."},
 	{"drain-timeout", 0, OPTION_INT, S(drain_timeout), 0, 3600, "10", NULL, "SECONDS",
 	 "On SIGTERM or SIGINT, how long requests in flight may take to finish."},
+	{"max-pending-disconnects", 0, OPTION_INT, S(max_pending_disconnects), 1, 100000000,
+	 "100000", NULL, "N",
+	 "Disconnect messages that may wait for a full channel or an unreachable Redis (about "
+	 "300 bytes each); more are dropped, logged, and counted in `laurel stats`."},
 	{"max-output", 0, OPTION_SIZE, S(max_output), 65536, 1LL << 34, "16M", NULL, "BYTES",
 	 "Response bytes waiting for a slow client before its connection is closed."},
 	{"websocket_timeout", 0, OPTION_INT, S(websocket_timeout), -1, YEAR, "86400", NULL,

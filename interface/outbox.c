@@ -141,6 +141,7 @@ static void on_sent(int status, void *arg)
 		/* The server answered something a retry would get again (-EPROTO): dropping it is
 		 * better than holding every later message of the channel behind it. */
 		o->dropped++;
+		layer_async_count_dropped(o->layer, 1);
 		log_limited(LOG_ERROR, "a %s was refused by the channel layer (%d); dropped",
 			    l->channel, status);
 		entry_free(e);
@@ -235,6 +236,7 @@ int outbox_send(struct outbox *o, const char *channel, struct laurel_msg *msg)
 	}
 	if (o->pending >= o->max) {
 		o->dropped++;
+		layer_async_count_dropped(o->layer, 1);
 		laurel_msg_free(msg);
 		log_limited(LOG_ERROR,
 			    "outbox full (%zu control messages wait): a %s was dropped; %llu dropped "

@@ -1743,7 +1743,9 @@ int server_new(struct server **out, struct event_base *base, const struct server
 		snprintf(err, errlen, "nothing to listen on");
 		goto fail;
 	}
-	outbox_new(&s->outbox, base, s->layer, CONTROL_OUTBOX_MAX);
+	outbox_new(&s->outbox, base, s->layer,
+		   cfg->max_pending_disconnects > 0 ? (size_t)cfg->max_pending_disconnects
+						    : CONTROL_OUTBOX_MAX);
 	layer_async_on_reset(s->layer, on_layer_reset, s);
 	layer_async_listen(s->layer, s->prefix, on_reply, s);
 	layer_async_announce(s->layer, s->prefix, ANNOUNCE_TTL);

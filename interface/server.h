@@ -37,6 +37,7 @@ struct server_config {
 	size_t body_chunk;
 	int header_timeout;
 	int drain_timeout;
+	int max_pending_disconnects; /* 0: CONTROL_OUTBOX_MAX */
 	size_t max_output;
 	/* WebSocket */
 	int websocket_timeout;

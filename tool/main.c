@@ -150,7 +150,8 @@ static const struct command commands[] = {
 	 .run = cmd_stats,
 	 .summary = "Show statistics.",
 	 .details = "Without CHANNEL: prints the global messages_count and channel_full_count, "
-		    "then \"interfaces N\" and one \"interface PREFIX\" line per live laurel "
+		    "control_dropped (disconnect messages interfaces had to drop: over their outbox "
+		    "limit, or refused by the server), then \"interfaces N\" and one \"interface PREFIX\" line per live laurel "
 		    "interface. With CHANNEL: prints its messages_count, channel_full_count, "
 		    "messages_pending (queued now) and messages_max_age (seconds the oldest queued "
 		    "message has waited, 0 if none). One \"name value\" pair per line. Counters "
@@ -457,6 +458,7 @@ static int cmd_stats(struct tool *t, char **args, int nargs)
 		printf("messages_max_age %" PRId64 "\n", st.messages_max_age);
 		return EXIT_OK;
 	}
+	printf("control_dropped %" PRId64 "\n", st.control_dropped);
 	char **prefixes = NULL;
 	size_t n = 0;
 	rc = laurel_layer_interfaces(t->layer, &prefixes, &n);

@@ -221,6 +221,10 @@ struct laurel_stats {
 	int64_t channel_full_count; /* sends refused because the channel was full */
 	int64_t messages_pending;   /* per channel only: queued now (-1 for global) */
 	int64_t messages_max_age;   /* per channel only: age in seconds of the oldest queued (-1) */
+	/* global only (-1 per channel): control messages (disconnects) that interfaces dropped —
+	 * over their outbox limit, or refused by the server — since the counter was created (it
+	 * expires a day after its last change) */
+	int64_t control_dropped;
 };
 /* Global statistics (channel NULL) or one channel's. */
 int laurel_layer_stats(struct laurel_layer *layer, const char *channel, struct laurel_stats *out);

@@ -90,6 +90,7 @@ class Stack:
         self.db = os.path.join(self.dir, "example.sqlite3")
         self.env = dict(os.environ, LAUREL_EXAMPLE_DB=self.db)
         self.procs = []
+        self.interface_args = []  # more laurel-interface options, set before entering
         self.workers = workers * len(self.apps)
         self.redis_port = free_port()
         self.runserver = os.environ.get("LAUREL_E2E_MODE") == "runserver"
@@ -152,7 +153,8 @@ class Stack:
             for i, port in enumerate(self.ports):
                 self._start("interface%d" % (i + 1),
                             [os.path.join(self.build, "interface", "laurel-interface"), "-b",
-                             "127.0.0.1", "-p", str(port), "--layer", self.layer])
+                             "127.0.0.1", "-p", str(port), "--layer", self.layer]
+                            + self.interface_args)
                 if not wait_port(port):
                     raise RuntimeError("laurel-interface did not start:\n" + self.logs())
             self.wait_workers()

@@ -13,6 +13,8 @@ Every scenario runs its own redis-server, laurel-interface and laurel-worker pro
     names (no 4001 "username taken").
 2. An interface holding 1,000 members of one group gets SIGTERM: it drains (close 1001 to every
    client) and exits 0, and the application hears of every connection.
+3. The limit: with --max-pending-disconnects 10 and Redis stopped (SIGSTOP), 60 sockets go away:
+   10 disconnects wait and arrive, 50 are dropped — logged once, and `laurel stats` counts them.
 
 The workers get CLEAN_WAIT seconds to catch up after each burst. Two worker processes run the
 application (the harness's default): the burst, not a slow application, is what is tested.
@@ -262,6 +264,47 @@ async def sigterm_drain(st):
     check_logs_quiet(st, logs, "2")
 
 
+# --- 3: more disconnects than the outbox holds, Redis stopped: dropped, logged and counted -------
+
+N4 = 60
+OUTBOX = 10
+
+
+async def outbox_overflow(st):
+    group = "asgi::group:chat-over"
+    urls = ["%s/chat/over/?nick=u%02d" % (st.ws_base, i) for i in range(N4)]
+    socks, errors = await open_many(urls)
+    check_eq(len(socks), N4, "3: WebSockets open")
+    members = await wait_until(lambda: int(redis(st, "ZCARD", group) or -1), N4, 20)
+    check_eq(members, N4, "3: members of chat-over before the close")
+    logs = log_lines(st)
+    server = next(p for p in st.procs if p.name == "redis")
+    # Redis stopped (not closed): the interface's sends wait unanswered, so the outbox fills.
+    server.send_signal(signal.SIGSTOP)
+    try:
+        for ws in socks:
+            ws.transport.abort()
+        await asyncio.sleep(1.5)
+    finally:
+        server.send_signal(signal.SIGCONT)
+    dropped = N4 - OUTBOX
+    # The 10 that waited reach the application; the 50 dropped stay members (the documented
+    # loss), and are counted layer-wide.
+    state = await wait_until(lambda: (int(redis(st, "ZCARD", group) or -1),
+                                      st.tool("stats")[1].count(
+                                          "control_dropped %d\n" % dropped)), (dropped, 1), 15)
+    print("  3: after the overflow: %d members left, laurel stats: %s" % (
+        state[0], " ".join(st.tool("stats")[1].split("\n")[:3])))
+    check_eq(state[0], dropped, "3: members left: exactly the disconnects dropped")
+    check_eq(state[1], 1, "3: laurel stats counts control_dropped %d" % dropped)
+    with open(os.path.join(st.dir, "interface1.log"), errors="replace") as f:
+        said = [ln for ln in f if "outbox full" in ln]
+    print("  3: the interface said: %s" % (said[0].strip() if said else "(nothing)"))
+    check(1 <= len(said) <= 2, "3: the interface logs the overflow once (rate-limited)",
+          len(said))
+    check_logs_quiet(st, logs, "3")
+
+
 def scenario(title, make_stack, body):
     print("--- " + title, flush=True)
     t = time.monotonic()
@@ -282,4 +325,8 @@ if __name__ == "__main__":
              lambda: Stack("chat", workers=2, timeout=50), chat_close_all)
     scenario("2: SIGTERM drain of an interface with 1,000 sockets",
              lambda: testapp_stack(workers=2, timeout=45), sigterm_drain)
+    st3 = testapp_stack(workers=2, timeout=40)
+    st3.interface_args = ["--max-pending-disconnects", str(OUTBOX)]
+    scenario("3: %d disconnects while Redis is stopped, %d may wait" % (N4, OUTBOX),
+             lambda: st3, outbox_overflow)
     sys.exit(done())
