@@ -1,0 +1,414 @@
+/* The WebSocket glue (see asgi_ws.h): a connection's WebSocket between the client, through the
+ * protocol code of websocket.h, and the channel layer's websocket.* channels. */
+#include "interface/asgi_ws.h"
+#include "interface/asgi_http.h"
+#include "interface/conn.h"
+#include "interface/outbox.h"
+#include "interface/reply.h"
+#include "interface/request.h"
+#include "interface/websocket.h"
+#include "common/log.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static bool in_list(const struct option_list *l, const char *s, size_t n)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strlen(l->v[i]) == n && strncmp(l->v[i], s, n) == 0)
+			return true;
+	return false;
+}
+
+/* Checks a WebSocket handshake (RFC 6455 §4.2.1) and picks the subprotocol. Returns 0 or the
+ * status to refuse it with. */
+int asgi_ws_check(struct conn *c, const struct http1_request *h)
+{
+	const struct server_config *cfg = c->srv->cfg;
+	const struct http1_header *ver = asgi_http_header(h, "sec-websocket-version");
+	const struct http1_header *key = asgi_http_header(h, "sec-websocket-key");
+	const struct http1_header *origin = asgi_http_header(h, "origin");
+	const struct http1_header *proto = asgi_http_header(h, "sec-websocket-protocol");
+	if (strcmp(h->method, "GET") != 0 || !key || key->valuelen != 24)
+		return 400;
+	if (!ver || strcmp(ver->value, "13") != 0)
+		return 426;
+	if (cfg->allowed_origins.n &&
+	    (!origin || !in_list(&cfg->allowed_origins, origin->value, origin->valuelen))) {
+		log_info("conn %llu: WebSocket from origin %s refused", (unsigned long long)c->id,
+			 origin ? origin->value : "(none)");
+		return 403;
+	}
+	ws_accept_key(key->value, key->valuelen, c->ws_accept);
+	free(c->ws_protocol);
+	c->ws_protocol = NULL;
+	for (const char *p = proto ? proto->value : ""; *p;) {
+		p += strspn(p, " ,\t");
+		size_t n = strcspn(p, " ,\t");
+		if (n && in_list(&cfg->ws_protocols, p, n)) {
+			c->ws_protocol = xstrndup(p, n);
+			break;
+		}
+		p += n;
+	}
+	return 0;
+}
+
+#define WS_CLOSE_WAIT_MS 5000 /* after our close frame, how long the client has to answer */
+
+static int64_t ms_now(void)
+{
+	return util_now_ms();
+}
+
+/* The code websocket.disconnect reports: what the client sent, else what we sent, else 1006. */
+int asgi_ws_code(const struct conn *c)
+{
+	if (!c->ws)
+		return 1006;
+	if (ws_close_received(c->ws))
+		return ws_close_code_received(c->ws);
+	if (ws_close_sent(c->ws))
+		return ws_close_code_sent(c->ws);
+	return 1006;
+}
+
+void asgi_ws_disconnect(struct conn *c, int code)
+{
+	struct request *r = c->req;
+	if (c->disconnected || !r || !r->sent)
+		return;
+	c->disconnected = true;
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_text(m, "reply_channel", r->reply_channel);
+	laurel_msg_set_int(m, "code", code);
+	laurel_msg_set_textn(m, "path", r->path ? r->path : "", r->pathlen);
+	laurel_msg_set_int(m, "order", c->order + 1);
+	/* Never dropped while the process lives: a lost disconnect leaves a ghost in every group
+	 * the connection joined. */
+	outbox_send(c->srv->outbox, "websocket.disconnect", m);
+	conn_access_log(c, "WSDISCONNECT", r->path, 0, 0);
+}
+
+#define WS_RECEIVE_BACKLOG                                                                         \
+	16 /* websocket.receive in flight before reading from the client pauses */
+
+static void on_receive_sent(int status, void *arg)
+{
+	struct request_ref *ctx = arg;
+	struct conn *c = reply_live(ctx->srv, ctx->id);
+	free(ctx);
+	if (!c)
+		return;
+	/* Inbound backpressure: a client that sends faster than the layer takes is not read. */
+	if (--c->receives_in_flight < WS_RECEIVE_BACKLOG && c->mode == MODE_WS_OPEN && !c->closing)
+		conn_pause_reading(c, false);
+	if (status == 0 || status == -ECANCELED || !c->ws)
+		return;
+	log_limited(LOG_WARN, "conn %llu: websocket.receive %s; closing %s",
+		    (unsigned long long)c->id,
+		    status == LAUREL_FULL ? "is full" : "could not be sent", c->req->reply_channel);
+	ws_close(c->ws, status == LAUREL_FULL ? 1013 : 1011);
+	c->close_sent_ms = ms_now();
+	asgi_ws_arm(c);
+}
+
+static void on_message(void *owner, bool text, const uint8_t *data, size_t len)
+{
+	struct conn *c = owner;
+	struct request *r = c->req;
+	if (ws_close_sent(c->ws))
+		return; /* RFC 6455 §5.5.1: after our close, data from the client is discarded */
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_text(m, "reply_channel", r->reply_channel);
+	laurel_msg_set_textn(m, "path", r->path ? r->path : "", r->pathlen);
+	laurel_msg_set_int(m, "order", ++c->order);
+	if (text)
+		laurel_msg_set_textn(m, "text", (const char *)data, len);
+	else
+		laurel_msg_set_bytes(m, "bytes", data, len);
+	int rc = request_send(c, "websocket.receive", m, on_receive_sent);
+	laurel_msg_free(m);
+	if (rc == 0 && ++c->receives_in_flight >= WS_RECEIVE_BACKLOG)
+		conn_pause_reading(c, true);
+	if (rc < 0) {
+		log_limited(LOG_WARN, "conn %llu: websocket.receive not sent: %s",
+			    (unsigned long long)c->id, laurel_layer_error(NULL));
+		ws_close(c->ws, rc == -EMSGSIZE ? 1009 : 1011);
+		c->close_sent_ms = ms_now();
+		asgi_ws_arm(c);
+	}
+}
+
+static void on_activity(void *owner)
+{
+	struct conn *c = owner;
+	c->last_recv_ms = ms_now();
+	c->ping_sent_ms = 0;
+}
+
+/* WebSocket output: written to the socket at once when nothing is waiting before it (the usual
+ * case, and the one that matters for a broadcast to thousands: no buffer allocation and no
+ * write-readiness round through epoll per connection); what the socket does not take waits in
+ * the bufferevent, which writes it when the socket is writable. Errors are left to the
+ * bufferevent to find and report. */
+static int output(void *owner, const void *data, size_t len)
+{
+	struct iovec iov = {(void *)data, len};
+	return conn_output(owner, &iov, 1);
+}
+
+static const struct ws_callbacks callbacks = {
+	.on_message = on_message,
+	.on_activity = on_activity,
+	.write = output,
+};
+
+/* Before writing to a WebSocket: a client that has not read what it was already sent, beyond
+ * --ws-max-output, is closed instead of being buffered for. Returns false if it was closed. */
+bool asgi_ws_check_output(struct conn *c)
+{
+	size_t n = evbuffer_get_length(bufferevent_get_output(c->bev));
+	if (c->closing)
+		return false;
+	if (n <= c->srv->cfg->ws_max_output)
+		return true;
+	log_limited(
+		LOG_WARN,
+		"conn %llu: WebSocket client reads too slowly (%zu bytes waiting); closing (1013)",
+		(unsigned long long)c->id, n);
+	ws_close(c->ws, 1013);
+	c->close_sent_ms = ms_now();
+	c->closing = true;
+	asgi_ws_arm(c);
+	return false;
+}
+
+/* The next time the keep-alive timer must look at the connection. */
+void asgi_ws_arm(struct conn *c)
+{
+	const struct server_config *cfg = c->srv->cfg;
+	int64_t next;
+	if (c->close_sent_ms)
+		next = c->close_sent_ms + WS_CLOSE_WAIT_MS;
+	else if (c->ping_sent_ms)
+		next = c->ping_sent_ms + (int64_t)cfg->ping_timeout * 1000;
+	else
+		next = c->last_recv_ms + (int64_t)cfg->ping_interval * 1000;
+	if (cfg->websocket_timeout >= 0 && !c->close_sent_ms) {
+		int64_t end = c->opened_ms + (int64_t)cfg->websocket_timeout * 1000;
+		if (end < next)
+			next = end;
+	}
+	int64_t delay = next - ms_now();
+	if (delay < 0)
+		delay = 0;
+	struct timeval tv = {delay / 1000, (delay % 1000) * 1000};
+	evtimer_add(c->timer, &tv);
+}
+
+void asgi_ws_tick(struct conn *c)
+{
+	const struct server_config *cfg = c->srv->cfg;
+	int64_t now = ms_now();
+	if (c->close_sent_ms) {
+		if (now - c->close_sent_ms >= WS_CLOSE_WAIT_MS) {
+			log_debug("conn %llu: no close answer; dropping",
+				  (unsigned long long)c->id);
+			conn_close(c);
+			return;
+		}
+	} else if (cfg->websocket_timeout >= 0 &&
+		   now - c->opened_ms >= (int64_t)cfg->websocket_timeout * 1000) {
+		log_info("conn %llu: WebSocket reached --websocket_timeout; closing",
+			 (unsigned long long)c->id);
+		ws_close(c->ws, 1000);
+		c->close_sent_ms = now;
+	} else if (c->ping_sent_ms) {
+		if (now - c->ping_sent_ms >= (int64_t)cfg->ping_timeout * 1000) {
+			log_info("conn %llu: no pong within %d s; closing",
+				 (unsigned long long)c->id, cfg->ping_timeout);
+			conn_close(c);
+			return;
+		}
+	} else if (now - c->last_recv_ms >= (int64_t)cfg->ping_interval * 1000) {
+		ws_ping(c->ws);
+		c->ping_sent_ms = now;
+	}
+	asgi_ws_arm(c);
+}
+
+static void accept_now(struct conn *c)
+{
+	struct request *r = c->req;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	evbuffer_add_printf(
+		out,
+		"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+		"Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%sServer: laurel\r\n\r\n",
+		c->ws_accept, c->ws_protocol ? "Sec-WebSocket-Protocol: " : "",
+		c->ws_protocol ? c->ws_protocol : "", c->ws_protocol ? "\r\n" : "");
+	c->mode = MODE_WS_OPEN;
+	c->ws = ws_new(c->srv->cfg->ws_max_message, &callbacks, c);
+	/* The HTTP parser has no more work on this connection: free its memory (an idle WebSocket
+	 * should cost as little as possible). */
+	http1_free(c->parser);
+	c->parser = NULL;
+	c->opened_ms = c->last_recv_ms = ms_now();
+	r->started = true;
+	r->status = 101;
+	conn_access_log(c, "WSCONNECT", r->path, 0, 0);
+	evtimer_del(c->timer);
+	asgi_ws_arm(c);
+	conn_pause_reading(c, false);
+	/* Frames the client sent early wait in the input buffer: read them from the loop. */
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)))
+		bufferevent_trigger(c->bev, EV_READ,
+				    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+void asgi_ws_reject(struct conn *c, const char *why)
+{
+	conn_access_log(c, "WSREJECT", c->req->path, 0, 0);
+	log_info("conn %llu: WebSocket %s rejected: %s", (unsigned long long)c->id, c->req->path,
+		 why);
+	conn_respond_error(c, 403, "WebSocket connection rejected.");
+}
+
+static void on_connect_sent(int status, void *arg)
+{
+	struct request_ref *ctx = arg;
+	struct conn *c = reply_live(ctx->srv, ctx->id);
+	free(ctx);
+	if (!c || status == 0 || status == -ECANCELED || c->mode != MODE_WS_CONNECTING)
+		return;
+	c->req->sent = false; /* nothing reached the application */
+	log_limited(LOG_WARN, "conn %llu: websocket.connect %s", (unsigned long long)c->id,
+		    status == LAUREL_FULL ? "is full" : "could not be sent");
+	conn_respond_error(c, 503,
+			   status == LAUREL_FULL
+				   ? "Connection queue full."
+				   : "Service unavailable: the channel layer is unreachable.");
+}
+
+void asgi_ws_connect(struct conn *c)
+{
+	struct request *r = c->req;
+	c->mode = MODE_WS_CONNECTING;
+	conn_pause_reading(c, true);
+	conn_access_log(c, "WSCONNECTING", r->path, 0, 0);
+	if (!layer_async_listening(c->srv->layer, c->srv->prefix)) {
+		log_debug("conn %llu: the reply channel %s is unreachable; answering 503",
+			  (unsigned long long)c->id, c->srv->prefix);
+		conn_respond_error(c, 503,
+				   "Service unavailable: the channel layer is unreachable.");
+		return;
+	}
+	int rc = request_send(c, "websocket.connect", r->msg, on_connect_sent);
+	laurel_msg_free(r->msg);
+	r->msg = NULL;
+	if (rc < 0) {
+		conn_respond_error(c, 503,
+				   "Service unavailable: the channel layer is unreachable.");
+		return;
+	}
+	r->sent = true;
+	conn_set_timer(c, c->srv->cfg->websocket_connect_timeout);
+}
+
+static int close_code_of(const struct laurel_value *v)
+{
+	if (!v)
+		return 0;
+	if (v->type == LAUREL_BOOL)
+		return v->u.b ? 1000 : 0;
+	if (v->type == LAUREL_INT)
+		return v->u.i == 1000 || (v->u.i >= 3000 && v->u.i <= 4999) ? (int)v->u.i : 1000;
+	return 0;
+}
+
+void asgi_ws_reply(struct conn *c, const struct laurel_msg *m)
+{
+	const struct laurel_value *root = laurel_msg_croot(m);
+	const struct laurel_value *text = NULL, *bytes = NULL, *close = NULL, *accept = NULL;
+	for (size_t i = 0; i < root->u.map.len; i++) {
+		const struct laurel_entry *e = &root->u.map.items[i];
+		const char *k = e->key.ptr;
+		if (strcmp(k, "text") == 0 && e->value.type == LAUREL_TEXT)
+			text = &e->value;
+		else if (strcmp(k, "bytes") == 0 && e->value.type == LAUREL_BYTES)
+			bytes = &e->value;
+		else if (strcmp(k, "close") == 0)
+			close = &e->value;
+		else if (strcmp(k, "accept") == 0 && e->value.type == LAUREL_BOOL)
+			accept = &e->value;
+		else
+			log_limited(LOG_WARN, "conn %llu: dropped key \"%s\" (%s) of a reply on %s",
+				    (unsigned long long)c->id, k, laurel_type_name(e->value.type),
+				    c->req->reply_channel);
+	}
+	if (text && bytes) {
+		log_limited(LOG_WARN, "conn %llu: reply on %s has both text and bytes; dropped",
+			    (unsigned long long)c->id, c->req->reply_channel);
+		return;
+	}
+	int code = close_code_of(close);
+	if (c->mode == MODE_WS_CONNECTING) {
+		bool yes = accept && accept->u.b;
+		if ((accept && !accept->u.b) || (code && !yes && !text && !bytes)) {
+			asgi_ws_reject(c, "the application refused it");
+			return;
+		}
+		if (!yes && !text && !bytes)
+			return;
+		accept_now(c);
+	}
+	if (c->mode != MODE_WS_OPEN || c->closing)
+		return;
+	if ((text || bytes) && !asgi_ws_check_output(c))
+		return;
+	if (text)
+		ws_send(c->ws, true, text->u.s.ptr, text->u.s.len);
+	else if (bytes)
+		ws_send(c->ws, false, bytes->u.s.ptr, bytes->u.s.len);
+	if (code && !ws_close_sent(c->ws)) {
+		ws_close(c->ws, code);
+		c->close_sent_ms = ms_now();
+		asgi_ws_arm(c);
+	}
+}
+
+void asgi_ws_read(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	int rc = 0;
+	while (rc == 0 && evbuffer_get_length(in) && !ws_finished(c->ws)) {
+		struct evbuffer_iovec v[4];
+		int n = evbuffer_peek(in, -1, NULL, v, 4);
+		size_t total = 0;
+		for (int i = 0; i < n && rc == 0; i++) {
+			rc = ws_feed(c->ws, v[i].iov_base, v[i].iov_len);
+			total += v[i].iov_len;
+		}
+		evbuffer_drain(in, total);
+	}
+	if (rc < 0 || ws_finished(c->ws)) {
+		/* The close handshake is done, or the client broke the protocol (wslay has
+		 * queued the close frame with its code): close once it is written. */
+		c->closing = true;
+		conn_pause_reading(c, true);
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+			conn_close(c);
+		return;
+	}
+	if (ws_close_sent(c->ws) && !c->close_sent_ms) {
+		c->close_sent_ms = ms_now();
+		asgi_ws_arm(c);
+	}
+}

@@ -1,0 +1,144 @@
+/* laurel-interface's connections. struct server (owned by server.c) and struct conn / struct
+ * request are shared by the modules of a connection: conn.c (accept, read, write, timer, close),
+ * request.c (an HTTP request's life), asgi_ws.c (the WebSocket glue) and reply.c (the reply
+ * path). Everything runs on the server's one event loop. */
+#ifndef LAUREL_INTERFACE_CONN_H
+#define LAUREL_INTERFACE_CONN_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include <event2/util.h>
+
+#include "common/buf.h"
+#include "common/util.h"
+#include "interface/http1.h"
+#include "interface/server.h"
+#include "laurel/layer.h"
+
+struct bufferevent;
+struct evconnlistener;
+struct layer_async;
+struct outbox;
+struct sockaddr;
+struct ws;
+
+struct request {
+	uint64_t id;
+	char reply_channel[LAUREL_NAME_MAX + 1];
+	struct laurel_msg *msg; /* the http.request, until it is sent */
+	char *target;		/* the raw request target, for the access log */
+	char *path;		/* decoded, for http.disconnect (may hold a NUL: see pathlen) */
+	size_t pathlen;
+	char method[24];
+	bool head;
+	int version_minor;
+	bool keep_alive;
+	/* body */
+	struct buf body;
+	bool streaming;
+	char body_channel[LAUREL_NAME_MAX + 1];
+	int chunks_in_flight;
+	bool sent;	  /* http.request handed to the layer */
+	bool body_done;	  /* the last body chunk was sent */
+	bool body_closed; /* {closed: true} was sent on the body channel */
+	bool websocket;	  /* an upgrade: the request lives as long as the WebSocket */
+	bool local;	  /* answered by the interface itself (static files) */
+	char *if_modified_since;
+	int64_t start_ms;
+	/* response */
+	bool started;
+	bool chunked;
+	bool no_body;
+	bool finished;
+	int status;
+	uint64_t bytes;
+};
+
+struct conn {
+	struct server *srv;
+	uint64_t id;
+	struct bufferevent *bev;
+	struct http1_parser *parser;
+	struct request *req;
+	struct event *timer;
+	bool has_addrs;
+	char client_host[INET6_ADDRSTRLEN];
+	int client_port;
+	char server_host[INET6_ADDRSTRLEN];
+	int server_port;
+	bool closing; /* close once the output is written */
+	bool reading_paused;
+	/* WebSocket */
+	enum { MODE_HTTP, MODE_WS_CONNECTING, MODE_WS_OPEN } mode;
+	struct ws *ws;
+	char ws_accept[32];
+	char *ws_protocol;
+	int64_t order;
+	int64_t opened_ms, last_recv_ms, ping_sent_ms, close_sent_ms;
+	bool disconnected;	/* websocket.disconnect sent */
+	int receives_in_flight; /* websocket.receive sends not yet answered by the layer */
+	struct conn *prev, *next;
+};
+
+/* Requests waiting for replies, by id: a chained hash table. */
+struct slot {
+	uint64_t id;
+	struct conn *conn;
+	struct slot *next;
+};
+
+struct server {
+	struct event_base *base;
+	const struct server_config *cfg;
+	struct http1_limits limits;
+	struct layer_async *layer;
+	struct outbox *outbox; /* websocket.disconnect, http.disconnect */
+	struct evconnlistener *listeners[3];
+	size_t nlisteners;
+	char prefix[LAUREL_NAME_MAX + 1]; /* "laurel.response.AbCdEfGhIj!" */
+	struct util_rng rng;
+	uint64_t next_conn, next_request;
+	struct conn *conns;
+	size_t nconns;
+	struct slot **slots;
+	size_t nslots, nslotbuckets;
+	FILE *access;
+	bool draining;
+	bool drained;
+	struct event *drain_timer;
+	char date[64];
+	time_t date_at;
+};
+
+/* The Date header's value now (formatted once a second). */
+const char *conn_date(struct server *s);
+/* Writes an access log line (when --access-log is on): method and target, status (0: none yet,
+ * as for WebSocket events) and body size. */
+void conn_access_log(struct conn *c, const char *method, const char *target, int status,
+		     uint64_t size);
+/* (Re)arms the connection's one timer. */
+void conn_set_timer(struct conn *c, int seconds);
+/* Stops or resumes reading from the client (idempotent). */
+void conn_pause_reading(struct conn *c, bool pause);
+/* Writes a whole small error response (body NULL: the reason phrase) and closes the connection
+ * after it; finishes the request in hand, if any. */
+void conn_respond_error(struct conn *c, int status, const char *body);
+/* Writes the parts in order: straight to the socket when nothing waits before them, the rest
+ * through the bufferevent. Returns 0, or -1 if buffering failed. */
+int conn_output(struct conn *c, struct iovec *iov, int n);
+/* Closes and frees the connection now, telling the application (disconnects) first. */
+void conn_close(struct conn *c);
+/* The listeners' callback. */
+void conn_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+		 void *arg);
+
+/* server.c: the last connection of a draining server is gone. */
+void server_drained(struct server *s);
+
+#endif

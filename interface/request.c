@@ -1,0 +1,529 @@
+/* An HTTP request's life (see request.h): the parser's callbacks build its message and send it,
+ * with its body, to the channel layer; the reply becomes the response; the end is logged and
+ * told to the application. */
+#include "interface/request.h"
+#include "interface/asgi_http.h"
+#include "interface/asgi_ws.h"
+#include "interface/outbox.h"
+#include "interface/reply.h"
+#include "interface/static.h"
+#include "common/log.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <sys/socket.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define SEND_BACKLOG 4 /* body chunks in flight before reading from the client pauses */
+
+static void on_request_sent(int status, void *arg)
+{
+	struct request_ref *ctx = arg;
+	struct server *s = ctx->srv;
+	struct conn *c = reply_live(s, ctx->id);
+	free(ctx);
+	if (!c || status == 0 || c->req->started)
+		return;
+	if (status == LAUREL_FULL) {
+		log_limited(LOG_WARN, "conn %llu: http.request is full", (unsigned long long)c->id);
+		conn_respond_error(c, 503, "Request queue full.");
+	} else if (status != -ECANCELED) {
+		conn_respond_error(c, 503,
+				   "Service unavailable: the channel layer is unreachable.");
+	}
+}
+
+static void on_chunk_sent(int status, void *arg)
+{
+	struct request_ref *ctx = arg;
+	struct conn *c = reply_live(ctx->srv, ctx->id);
+	free(ctx);
+	if (!c)
+		return;
+	c->req->chunks_in_flight--;
+	if (status != 0 && status != -ECANCELED && !c->req->started) {
+		log_limited(LOG_WARN, "conn %llu: body chunk for %s could not be sent (%s)",
+			    (unsigned long long)c->id, c->req->body_channel,
+			    status == LAUREL_FULL ? "channel full" : "layer unreachable");
+		conn_respond_error(c, 503, "Request body could not be delivered.");
+		return;
+	}
+	if (c->req->chunks_in_flight < SEND_BACKLOG && !c->closing && !http1_done(c->parser))
+		conn_pause_reading(c, false);
+}
+
+int request_send(struct conn *c, const char *channel, struct laurel_msg *m, layer_async_done_cb cb)
+{
+	struct request_ref *ctx = NULL;
+	if (cb) {
+		ctx = xmalloc(sizeof(*ctx));
+		ctx->srv = c->srv;
+		ctx->id = c->req->id;
+	}
+	int rc = layer_async_send(c->srv->layer, channel, m, cb, ctx);
+	if (rc < 0)
+		free(ctx);
+	return rc;
+}
+
+static int send_request(struct conn *c)
+{
+	struct request *r = c->req;
+	if (!layer_async_listening(c->srv->layer, c->srv->prefix)) {
+		/* The shard of our reply channel is down: no answer could reach us. */
+		laurel_msg_free(r->msg);
+		r->msg = NULL;
+		log_debug("conn %llu: the reply channel %s is unreachable; answering 503",
+			  (unsigned long long)c->id, c->srv->prefix);
+		conn_respond_error(c, 503,
+				   "Service unavailable: the channel layer is unreachable.");
+		return -1;
+	}
+	int rc = request_send(c, "http.request", r->msg, on_request_sent);
+	laurel_msg_free(r->msg);
+	r->msg = NULL;
+	r->sent = true;
+	if (rc < 0) {
+		conn_respond_error(
+			c, rc == -EMSGSIZE ? 413 : 503,
+			rc == -EMSGSIZE ? "Request too large."
+					: "Service unavailable: the channel layer is unreachable.");
+		return -1;
+	}
+	return 0;
+}
+
+static int send_chunk(struct conn *c, const char *data, size_t len, bool more)
+{
+	struct request *r = c->req;
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_bytes(m, "content", data, len);
+	laurel_msg_set_bool(m, "more_content", more);
+	int rc = request_send(c, r->body_channel, m, on_chunk_sent);
+	laurel_msg_free(m);
+	if (rc < 0) {
+		conn_respond_error(c, 503, "Request body could not be delivered.");
+		return -1;
+	}
+	r->chunks_in_flight++;
+	if (r->chunks_in_flight >= SEND_BACKLOG)
+		conn_pause_reading(c, true);
+	return 0;
+}
+
+/* The application is reading a body channel that will get no more chunks. */
+void request_body_closed(struct conn *c)
+{
+	struct request *r = c->req;
+	if (!r->streaming || !r->sent || r->body_closed)
+		return;
+	r->body_closed = true;
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_bool(m, "closed", true);
+	layer_async_send(c->srv->layer, r->body_channel, m, NULL, NULL);
+	laurel_msg_free(m);
+}
+
+void request_disconnect(struct conn *c)
+{
+	struct request *r = c->req;
+	if (c->srv->cfg->no_http_disconnect || !r->sent)
+		return;
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_text(m, "reply_channel", r->reply_channel);
+	laurel_msg_set_textn(m, "path", r->path ? r->path : "", r->pathlen);
+	outbox_send(c->srv->outbox, "http.disconnect", m);
+}
+
+static int on_head(void *owner, struct http1_request *h)
+{
+	struct conn *c = owner;
+	struct server *s = c->srv;
+	const struct server_config *cfg = s->cfg;
+	const char *t = h->target.data ? h->target.data : "";
+	size_t tlen = h->target.len;
+
+	for (size_t i = 0; i < tlen; i++)
+		if ((unsigned char)t[i] >= 0x80 || (unsigned char)t[i] <= 0x20)
+			return 400;
+	if (h->version_minor >= 1) {
+		/* RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request. */
+		size_t hosts = 0;
+		for (size_t i = 0; i < h->nheaders; i++)
+			hosts += strcmp(h->headers[i].name, "host") == 0;
+		if (hosts != 1)
+			return 400;
+	}
+	/* origin-form, or absolute-form (http://host/path) from a proxy */
+	const char *path = t;
+	size_t scheme_len = tlen >= 7 && strncasecmp(t, "http://", 7) == 0    ? 7
+			    : tlen >= 8 && strncasecmp(t, "https://", 8) == 0 ? 8
+									      : 0;
+	if (scheme_len) {
+		const char *slash = memchr(t + scheme_len, '/', tlen - scheme_len);
+		path = slash ? slash : "/";
+	} else if (!(tlen == 1 && t[0] == '*' && strcmp(h->method, "OPTIONS") == 0) &&
+		   (tlen == 0 || t[0] != '/')) {
+		return 400;
+	}
+	size_t plen = strlen(path);
+	const char *q = memchr(path, '?', plen);
+	size_t pathlen = q ? (size_t)(q - path) : plen;
+	struct buf decoded;
+	buf_init(&decoded);
+	if (!asgi_http_decode_path(path, pathlen, &decoded)) {
+		buf_fini(&decoded);
+		return 400;
+	}
+
+	const struct http1_header *up = asgi_http_header(h, "upgrade");
+	bool websocket = h->upgrade && up && strcasestr(up->value, "websocket");
+	if (websocket) {
+		int status = asgi_ws_check(c, h);
+		if (status) {
+			buf_fini(&decoded);
+			return status;
+		}
+	}
+
+	struct request *r = xcalloc(1, sizeof(*r));
+	c->req = r;
+	r->websocket = websocket;
+	r->id = ++s->next_request;
+	/* The prefix is 27 characters, so the name always fits. */
+	int wrote = snprintf(r->reply_channel, sizeof(r->reply_channel), "%.40sq%llu", s->prefix,
+			     (unsigned long long)r->id);
+	(void)wrote;
+	r->target = xstrndup(t, tlen);
+	r->path = xmalloc(decoded.len + 1);
+	memcpy(r->path, decoded.data ? decoded.data : "", decoded.len);
+	r->path[decoded.len] = '\0';
+	r->pathlen = decoded.len;
+	snprintf(r->method, sizeof(r->method), "%s", h->method);
+	r->head = h->head;
+	r->start_ms = util_now_ms();
+	r->version_minor = h->version_minor;
+	r->keep_alive = h->keep_alive && !s->draining;
+	buf_init(&r->body);
+	reply_add(s, r->id, c);
+
+	const char *scheme = "http";
+	const char *client_host = c->client_host;
+	int client_port = c->client_port;
+	char fwd_host[INET6_ADDRSTRLEN];
+	if (cfg->proxy_headers) {
+		const struct http1_header *xff = asgi_http_header(h, "x-forwarded-for");
+		const struct http1_header *xfp = asgi_http_header(h, "x-forwarded-port");
+		const struct http1_header *xproto = asgi_http_header(h, "x-forwarded-proto");
+		if (xff && xff->valuelen) {
+			size_t n = strcspn(xff->value, ", ");
+			snprintf(fwd_host, sizeof(fwd_host), "%.*s", (int)n, xff->value);
+			client_host = fwd_host;
+			client_port = xfp ? atoi(xfp->value) : 0;
+		}
+		if (xproto && strcasecmp(xproto->value, "https") == 0)
+			scheme = "https";
+	}
+
+	struct laurel_msg *m = laurel_msg_new();
+	r->msg = m;
+	if (websocket) {
+		/* websocket.connect, in Daphne's field order */
+		laurel_msg_set_textn(m, "path", decoded.data ? decoded.data : "", decoded.len);
+		asgi_http_put_headers(m, h);
+		laurel_msg_set_bytes(m, "query_string", q ? q + 1 : "", q ? plen - pathlen - 1 : 0);
+		asgi_http_put_addr(m, "client", client_host, client_port,
+				   c->has_addrs || client_host == fwd_host);
+		asgi_http_put_addr(m, "server", c->server_host, c->server_port, c->has_addrs);
+		laurel_msg_set_text(m, "reply_channel", r->reply_channel);
+		laurel_msg_set_int(m, "order", 0);
+		buf_fini(&decoded);
+		return 0;
+	}
+	laurel_msg_set_text(m, "reply_channel", r->reply_channel);
+	char version[8];
+	snprintf(version, sizeof(version), "%d.%d", h->version_major, h->version_minor);
+	laurel_msg_set_text(m, "http_version", version);
+	laurel_msg_set_text(m, "method", h->method);
+	laurel_msg_set_textn(m, "path", decoded.data ? decoded.data : "", decoded.len);
+	laurel_msg_set_text(m, "root_path", cfg->root_path ? cfg->root_path : "");
+	laurel_msg_set_text(m, "scheme", scheme);
+	laurel_msg_set_bytes(m, "query_string", q ? q + 1 : "", q ? plen - pathlen - 1 : 0);
+	asgi_http_put_headers(m, h);
+	laurel_msg_set_bytes(m, "body", "", 0);
+	if (cfg->nstatics) {
+		const struct http1_header *ims = asgi_http_header(h, "if-modified-since");
+		if (ims)
+			r->if_modified_since = xstrdup(ims->value);
+	}
+	asgi_http_put_addr(m, "client", client_host, client_port,
+			   c->has_addrs || client_host == fwd_host);
+	asgi_http_put_addr(m, "server", c->server_host, c->server_port, c->has_addrs);
+	buf_fini(&decoded);
+
+	if (h->expect_continue)
+		evbuffer_add_printf(bufferevent_get_output(c->bev),
+				    "HTTP/1.1 100 Continue\r\n\r\n");
+	conn_set_timer(c, cfg->http_timeout);
+	return 0;
+}
+
+static int on_body(void *owner, const char *data, size_t len)
+{
+	struct conn *c = owner;
+	struct request *r = c->req;
+	size_t chunk = c->srv->cfg->body_chunk;
+	if (r->sent && !r->streaming)
+		return 0;
+	buf_append(&r->body, data, len);
+	if (!r->streaming && r->body.len > chunk) {
+		/* A large body: the request goes now with its first part, the rest follows in
+		 * chunks on a body channel (SPEC §4). */
+		r->streaming = true;
+		char letters[12];
+		util_rng_letters(&c->srv->rng, letters, sizeof(letters));
+		snprintf(r->body_channel, sizeof(r->body_channel), "http.request.body?%.12s",
+			 letters);
+		laurel_msg_set_bytes(r->msg, "body", r->body.data, chunk);
+		laurel_msg_set_text(r->msg, "body_channel", r->body_channel);
+		buf_consume(&r->body, chunk);
+		if (send_request(c) < 0)
+			return 0; /* answered already */
+	}
+	while (r->streaming && r->body.len >= chunk) {
+		if (send_chunk(c, r->body.data, chunk, true) < 0)
+			return 0;
+		buf_consume(&r->body, chunk);
+	}
+	return 0;
+}
+
+static int on_complete(void *owner)
+{
+	struct conn *c = owner;
+	struct request *r = c->req;
+	if (r->started)
+		return 0; /* already answered (an error while reading the body) */
+	if (r->websocket) {
+		asgi_ws_connect(c);
+		return 0;
+	}
+	if (r->streaming) {
+		if (send_chunk(c, r->body.data ? r->body.data : "", r->body.len, false) == 0)
+			r->body_done = true;
+		buf_reset(&r->body);
+		return 0;
+	}
+	if (c->srv->cfg->nstatics) {
+		/* Answered by the interface after the parser returns (see conn_read). */
+		struct buf probe;
+		buf_init(&probe);
+		int status;
+		uint64_t bytes;
+		r->local = static_serve(c->srv->cfg->statics, c->srv->cfg->nstatics, r->method,
+					r->path, r->if_modified_since, conn_date(c->srv),
+					r->keep_alive, &probe, &status, &bytes);
+		if (r->local) {
+			evbuffer_add(bufferevent_get_output(c->bev), probe.data, probe.len);
+			r->status = status;
+			r->bytes = bytes;
+			r->started = true;
+		}
+		buf_fini(&probe);
+		if (r->local)
+			return 0;
+	}
+	laurel_msg_set_bytes(r->msg, "body", r->body.data ? r->body.data : "", r->body.len);
+	buf_fini(&r->body);
+	send_request(c);
+	return 0;
+}
+
+const struct http1_callbacks request_parser_callbacks = {
+	.on_head = on_head,
+	.on_body = on_body,
+	.on_complete = on_complete,
+};
+
+static bool header_token(const char *s, size_t n)
+{
+	if (n == 0)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch <= 0x20 || ch >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", ch))
+			return false;
+	}
+	return true;
+}
+
+static bool header_value_ok(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
+			return false;
+	return true;
+}
+
+static bool bytes_eq(const struct laurel_value *v, const char *name)
+{
+	return v->type == LAUREL_BYTES && v->u.s.len == strlen(name) &&
+	       strncasecmp(v->u.s.ptr, name, v->u.s.len) == 0;
+}
+
+/* Starts the response from the first reply message: its head is appended to head. Returns 0,
+ * or -1 when the reply is unusable (answered with 500). */
+int request_response_start(struct conn *c, const struct laurel_msg *m, bool more,
+			   struct buf *head_out)
+{
+	struct request *r = c->req;
+	int64_t status;
+	if (laurel_msg_get_int(m, "status", &status) < 0 || status < 100 || status > 999) {
+		log_limited(LOG_WARN, "conn %llu: reply on %s has no valid status; answering 500",
+			    (unsigned long long)c->id, r->reply_channel);
+		conn_respond_error(c, 500, "The application sent an invalid response.");
+		return -1;
+	}
+	const struct laurel_value *hv = laurel_msg_get(m, "headers");
+	struct buf head;
+	buf_init(&head);
+	const char *reason = http1_reason((int)status);
+	buf_printf(&head, "HTTP/1.1 %d %s\r\n", (int)status, reason[0] ? reason : "Unknown");
+	bool has_length = false, has_date = false, has_server = false;
+	if (hv && hv->type == LAUREL_LIST) {
+		for (size_t i = 0; i < hv->u.list.len; i++) {
+			const struct laurel_value *pair = &hv->u.list.items[i];
+			if (pair->type != LAUREL_LIST || pair->u.list.len != 2)
+				continue;
+			const struct laurel_value *n = &pair->u.list.items[0];
+			const struct laurel_value *v = &pair->u.list.items[1];
+			if ((n->type != LAUREL_BYTES && n->type != LAUREL_TEXT) ||
+			    (v->type != LAUREL_BYTES && v->type != LAUREL_TEXT) ||
+			    !header_token(n->u.s.ptr, n->u.s.len) ||
+			    !header_value_ok(v->u.s.ptr, v->u.s.len)) {
+				log_limited(
+					LOG_WARN,
+					"conn %llu: dropped a malformed response header from %s",
+					(unsigned long long)c->id, r->reply_channel);
+				continue;
+			}
+			struct laurel_value nb = *n;
+			nb.type = LAUREL_BYTES;
+			if (bytes_eq(&nb, "transfer-encoding"))
+				continue; /* laurel frames the body itself */
+			if (bytes_eq(&nb, "content-length"))
+				has_length = true;
+			if (bytes_eq(&nb, "date"))
+				has_date = true;
+			if (bytes_eq(&nb, "server"))
+				has_server = true;
+			if (bytes_eq(&nb, "connection")) {
+				if (v->u.s.len == 5 && strncasecmp(v->u.s.ptr, "close", 5) == 0)
+					r->keep_alive = false;
+				continue;
+			}
+			buf_append(&head, n->u.s.ptr, n->u.s.len);
+			buf_append(&head, ": ", 2);
+			buf_append(&head, v->u.s.ptr, v->u.s.len);
+			buf_append(&head, "\r\n", 2);
+		}
+	}
+	if (!has_date)
+		buf_printf(&head, "Date: %s\r\n", conn_date(c->srv));
+	if (!has_server)
+		buf_printf(&head, "Server: laurel\r\n");
+	r->no_body = r->head || status < 200 || status == 204 || status == 304;
+	if (!has_length && !r->no_body) {
+		if (!more) {
+			size_t len = 0;
+			laurel_msg_get_bytes(m, "content", &len);
+			buf_printf(&head, "Content-Length: %zu\r\n", len);
+		} else if (r->version_minor >= 1) {
+			r->chunked = true;
+			buf_printf(&head, "Transfer-Encoding: chunked\r\n");
+		} else {
+			r->keep_alive = false; /* HTTP/1.0: the end of the body is the close */
+		}
+	}
+	if (!r->keep_alive)
+		buf_printf(&head, "Connection: close\r\n");
+	else if (r->version_minor == 0)
+		buf_printf(&head, "Connection: keep-alive\r\n");
+	buf_append(&head, "\r\n", 2);
+	buf_append(head_out, head.data, head.len);
+	buf_fini(&head);
+	r->started = true;
+	r->status = (int)status;
+	return 0;
+}
+
+/* Writes what head holds (the response head, if this reply started the response) and a piece of
+ * the body, framed as the response needs, in one system call when the socket takes it all. */
+void request_response_body(struct conn *c, struct buf *head, const void *data, size_t len)
+{
+	struct request *r = c->req;
+	if (r->no_body)
+		len = 0;
+	if (len && r->chunked)
+		buf_printf(head, "%zx\r\n", len);
+	struct iovec iov[3] = {{head->data, head->len},
+			       {(void *)data, len},
+			       {(char *)"\r\n", len && r->chunked ? 2 : 0}};
+	if (head->len + len)
+		conn_output(c, iov, 3);
+	r->bytes += len;
+}
+
+/* The response is complete (or abandoned): log, tell the application, and either wait for the
+ * next request on the connection or close it. */
+void request_finish(struct conn *c)
+{
+	struct request *r = c->req;
+	struct server *s = c->srv;
+	if (r->finished)
+		return;
+	r->finished = true;
+	if (r->chunked)
+		conn_output(c, (struct iovec[]){{(char *)"0\r\n\r\n", 5}}, 1);
+	if (r->websocket) {
+		asgi_ws_disconnect(c, asgi_ws_code(c));
+	} else {
+		if (r->status)
+			conn_access_log(c, r->method, r->target, r->status, r->bytes);
+		if (!r->body_done)
+			request_body_closed(c);
+		request_disconnect(c);
+	}
+	reply_del(s, r->id);
+	/* A response that ends before its request body was read ends the connection too. */
+	bool keep =
+		r->keep_alive && !s->draining && !c->closing && c->parser && http1_done(c->parser);
+	laurel_msg_free(r->msg);
+	buf_fini(&r->body);
+	free(r->target);
+	free(r->path);
+	free(r->if_modified_since);
+	free(r);
+	c->req = NULL;
+	evtimer_del(c->timer);
+	if (!keep) {
+		c->closing = true;
+		conn_pause_reading(c, true);
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+			conn_close(c);
+		return;
+	}
+	http1_next(c->parser);
+	conn_set_timer(c, s->cfg->header_timeout);
+	conn_pause_reading(c, false);
+	/* Pipelined requests may already be waiting in the input buffer: read them from the loop,
+	 * not from inside whatever finished this response. */
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)))
+		bufferevent_trigger(c->bev, EV_READ,
+				    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
