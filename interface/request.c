@@ -145,65 +145,28 @@ static int on_head(void *owner, struct http1_request *h)
 	struct conn *c = owner;
 	struct server *s = c->srv;
 	const struct server_config *cfg = s->cfg;
-	const char *t = h->target.data ? h->target.data : "";
-	size_t tlen = h->target.len;
-
-	for (size_t i = 0; i < tlen; i++)
-		if ((unsigned char)t[i] >= 0x80 || (unsigned char)t[i] <= 0x20)
-			return 400;
-	if (h->version_minor >= 1) {
-		/* RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request. */
-		size_t hosts = 0;
-		for (size_t i = 0; i < h->nheaders; i++)
-			hosts += strcmp(h->headers[i].name, "host") == 0;
-		if (hosts != 1)
-			return 400;
-	}
-	/* origin-form, or absolute-form (http://host/path) from a proxy */
-	const char *path = t;
-	size_t scheme_len = tlen >= 7 && strncasecmp(t, "http://", 7) == 0    ? 7
-			    : tlen >= 8 && strncasecmp(t, "https://", 8) == 0 ? 8
-									      : 0;
-	if (scheme_len) {
-		const char *slash = memchr(t + scheme_len, '/', tlen - scheme_len);
-		path = slash ? slash : "/";
-	} else if (!(tlen == 1 && t[0] == '*' && strcmp(h->method, "OPTIONS") == 0) &&
-		   (tlen == 0 || t[0] != '/')) {
-		return 400;
-	}
-	size_t plen = strlen(path);
-	const char *q = memchr(path, '?', plen);
-	size_t pathlen = q ? (size_t)(q - path) : plen;
-	struct buf decoded;
-	buf_init(&decoded);
-	if (!asgi_http_decode_path(path, pathlen, &decoded)) {
-		buf_fini(&decoded);
-		return 400;
-	}
-
-	const struct http1_header *up = asgi_http_header(h, "upgrade");
-	bool websocket = h->upgrade && up && strcasestr(up->value, "websocket");
-	if (websocket) {
-		int status = asgi_ws_check(c, h);
-		if (status) {
-			buf_fini(&decoded);
-			return status;
-		}
+	struct asgi_http_target t;
+	int status = asgi_http_target(h, &t);
+	if (!status && t.websocket)
+		status = asgi_ws_check(c, h);
+	if (status) {
+		asgi_http_target_fini(&t);
+		return status;
 	}
 
 	struct request *r = xcalloc(1, sizeof(*r));
 	c->req = r;
-	r->websocket = websocket;
+	r->websocket = t.websocket;
 	r->id = ++s->next_request;
 	/* The prefix is 27 characters, so the name always fits. */
 	int wrote = snprintf(r->reply_channel, sizeof(r->reply_channel), "%.40sq%llu", s->prefix,
 			     (unsigned long long)r->id);
 	(void)wrote;
-	r->target = xstrndup(t, tlen);
-	r->path = xmalloc(decoded.len + 1);
-	memcpy(r->path, decoded.data ? decoded.data : "", decoded.len);
-	r->path[decoded.len] = '\0';
-	r->pathlen = decoded.len;
+	r->target = xstrndup(h->target.data ? h->target.data : "", h->target.len);
+	r->path = xmalloc(t.path.len + 1);
+	memcpy(r->path, t.path.data ? t.path.data : "", t.path.len);
+	r->path[t.path.len] = '\0';
+	r->pathlen = t.path.len;
 	snprintf(r->method, sizeof(r->method), "%s", h->method);
 	r->head = h->head;
 	r->start_ms = util_now_ms();
@@ -212,60 +175,22 @@ static int on_head(void *owner, struct http1_request *h)
 	buf_init(&r->body);
 	reply_add(s, r->id, c);
 
-	const char *scheme = "http";
-	const char *client_host = c->client_host;
-	int client_port = c->client_port;
-	char fwd_host[INET6_ADDRSTRLEN];
-	if (cfg->proxy_headers) {
-		const struct http1_header *xff = asgi_http_header(h, "x-forwarded-for");
-		const struct http1_header *xfp = asgi_http_header(h, "x-forwarded-port");
-		const struct http1_header *xproto = asgi_http_header(h, "x-forwarded-proto");
-		if (xff && xff->valuelen) {
-			size_t n = strcspn(xff->value, ", ");
-			snprintf(fwd_host, sizeof(fwd_host), "%.*s", (int)n, xff->value);
-			client_host = fwd_host;
-			client_port = xfp ? atoi(xfp->value) : 0;
-		}
-		if (xproto && strcasecmp(xproto->value, "https") == 0)
-			scheme = "https";
-	}
-
-	struct laurel_msg *m = laurel_msg_new();
-	r->msg = m;
-	if (websocket) {
-		/* websocket.connect, in Daphne's field order */
-		laurel_msg_set_textn(m, "path", decoded.data ? decoded.data : "", decoded.len);
-		asgi_http_put_headers(m, h);
-		laurel_msg_set_bytes(m, "query_string", q ? q + 1 : "", q ? plen - pathlen - 1 : 0);
-		asgi_http_put_addr(m, "client", client_host, client_port,
-				   c->has_addrs || client_host == fwd_host);
-		asgi_http_put_addr(m, "server", c->server_host, c->server_port, c->has_addrs);
-		laurel_msg_set_text(m, "reply_channel", r->reply_channel);
-		laurel_msg_set_int(m, "order", 0);
-		buf_fini(&decoded);
+	struct asgi_http_peer peer = {.has_addrs = c->has_addrs,
+				      .client_host = c->client_host,
+				      .client_port = c->client_port,
+				      .server_host = c->server_host,
+				      .server_port = c->server_port};
+	struct asgi_http_options o = {.proxy_headers = cfg->proxy_headers,
+				      .root_path = cfg->root_path};
+	r->msg = asgi_http_message(h, &t, &peer, &o, r->reply_channel);
+	asgi_http_target_fini(&t);
+	if (r->websocket)
 		return 0;
-	}
-	laurel_msg_set_text(m, "reply_channel", r->reply_channel);
-	char version[8];
-	snprintf(version, sizeof(version), "%d.%d", h->version_major, h->version_minor);
-	laurel_msg_set_text(m, "http_version", version);
-	laurel_msg_set_text(m, "method", h->method);
-	laurel_msg_set_textn(m, "path", decoded.data ? decoded.data : "", decoded.len);
-	laurel_msg_set_text(m, "root_path", cfg->root_path ? cfg->root_path : "");
-	laurel_msg_set_text(m, "scheme", scheme);
-	laurel_msg_set_bytes(m, "query_string", q ? q + 1 : "", q ? plen - pathlen - 1 : 0);
-	asgi_http_put_headers(m, h);
-	laurel_msg_set_bytes(m, "body", "", 0);
 	if (cfg->nstatics) {
 		const struct http1_header *ims = asgi_http_header(h, "if-modified-since");
 		if (ims)
 			r->if_modified_since = xstrdup(ims->value);
 	}
-	asgi_http_put_addr(m, "client", client_host, client_port,
-			   c->has_addrs || client_host == fwd_host);
-	asgi_http_put_addr(m, "server", c->server_host, c->server_port, c->has_addrs);
-	buf_fini(&decoded);
-
 	if (h->expect_continue)
 		evbuffer_add_printf(bufferevent_get_output(c->bev),
 				    "HTTP/1.1 100 Continue\r\n\r\n");
@@ -350,115 +275,29 @@ const struct http1_callbacks request_parser_callbacks = {
 	.on_complete = on_complete,
 };
 
-static bool header_token(const char *s, size_t n)
-{
-	if (n == 0)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-		if (ch <= 0x20 || ch >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", ch))
-			return false;
-	}
-	return true;
-}
-
-static bool header_value_ok(const char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
-			return false;
-	return true;
-}
-
-static bool bytes_eq(const struct laurel_value *v, const char *name)
-{
-	return v->type == LAUREL_BYTES && v->u.s.len == strlen(name) &&
-	       strncasecmp(v->u.s.ptr, name, v->u.s.len) == 0;
-}
-
-/* Starts the response from the first reply message: its head is appended to head. Returns 0,
- * or -1 when the reply is unusable (answered with 500). */
 int request_response_start(struct conn *c, const struct laurel_msg *m, bool more,
 			   struct buf *head_out)
 {
 	struct request *r = c->req;
-	int64_t status;
-	if (laurel_msg_get_int(m, "status", &status) < 0 || status < 100 || status > 999) {
+	struct asgi_http_response resp = {.head_request = r->head,
+					  .version_minor = r->version_minor,
+					  .keep_alive = r->keep_alive,
+					  .more = more,
+					  .date = conn_date(c->srv)};
+	if (asgi_http_response_head(m, &resp, head_out) < 0) {
 		log_limited(LOG_WARN, "conn %llu: reply on %s has no valid status; answering 500",
 			    (unsigned long long)c->id, r->reply_channel);
 		conn_respond_error(c, 500, "The application sent an invalid response.");
 		return -1;
 	}
-	const struct laurel_value *hv = laurel_msg_get(m, "headers");
-	struct buf head;
-	buf_init(&head);
-	const char *reason = http1_reason((int)status);
-	buf_printf(&head, "HTTP/1.1 %d %s\r\n", (int)status, reason[0] ? reason : "Unknown");
-	bool has_length = false, has_date = false, has_server = false;
-	if (hv && hv->type == LAUREL_LIST) {
-		for (size_t i = 0; i < hv->u.list.len; i++) {
-			const struct laurel_value *pair = &hv->u.list.items[i];
-			if (pair->type != LAUREL_LIST || pair->u.list.len != 2)
-				continue;
-			const struct laurel_value *n = &pair->u.list.items[0];
-			const struct laurel_value *v = &pair->u.list.items[1];
-			if ((n->type != LAUREL_BYTES && n->type != LAUREL_TEXT) ||
-			    (v->type != LAUREL_BYTES && v->type != LAUREL_TEXT) ||
-			    !header_token(n->u.s.ptr, n->u.s.len) ||
-			    !header_value_ok(v->u.s.ptr, v->u.s.len)) {
-				log_limited(
-					LOG_WARN,
-					"conn %llu: dropped a malformed response header from %s",
-					(unsigned long long)c->id, r->reply_channel);
-				continue;
-			}
-			struct laurel_value nb = *n;
-			nb.type = LAUREL_BYTES;
-			if (bytes_eq(&nb, "transfer-encoding"))
-				continue; /* laurel frames the body itself */
-			if (bytes_eq(&nb, "content-length"))
-				has_length = true;
-			if (bytes_eq(&nb, "date"))
-				has_date = true;
-			if (bytes_eq(&nb, "server"))
-				has_server = true;
-			if (bytes_eq(&nb, "connection")) {
-				if (v->u.s.len == 5 && strncasecmp(v->u.s.ptr, "close", 5) == 0)
-					r->keep_alive = false;
-				continue;
-			}
-			buf_append(&head, n->u.s.ptr, n->u.s.len);
-			buf_append(&head, ": ", 2);
-			buf_append(&head, v->u.s.ptr, v->u.s.len);
-			buf_append(&head, "\r\n", 2);
-		}
-	}
-	if (!has_date)
-		buf_printf(&head, "Date: %s\r\n", conn_date(c->srv));
-	if (!has_server)
-		buf_printf(&head, "Server: laurel\r\n");
-	r->no_body = r->head || status < 200 || status == 204 || status == 304;
-	if (!has_length && !r->no_body) {
-		if (!more) {
-			size_t len = 0;
-			laurel_msg_get_bytes(m, "content", &len);
-			buf_printf(&head, "Content-Length: %zu\r\n", len);
-		} else if (r->version_minor >= 1) {
-			r->chunked = true;
-			buf_printf(&head, "Transfer-Encoding: chunked\r\n");
-		} else {
-			r->keep_alive = false; /* HTTP/1.0: the end of the body is the close */
-		}
-	}
-	if (!r->keep_alive)
-		buf_printf(&head, "Connection: close\r\n");
-	else if (r->version_minor == 0)
-		buf_printf(&head, "Connection: keep-alive\r\n");
-	buf_append(&head, "\r\n", 2);
-	buf_append(head_out, head.data, head.len);
-	buf_fini(&head);
+	if (resp.dropped_headers)
+		log_limited(LOG_WARN, "conn %llu: dropped %zu malformed response headers from %s",
+			    (unsigned long long)c->id, resp.dropped_headers, r->reply_channel);
+	r->keep_alive = resp.keep_alive;
+	r->chunked = resp.chunked;
+	r->no_body = resp.no_body;
 	r->started = true;
-	r->status = (int)status;
+	r->status = resp.status;
 	return 0;
 }
 
