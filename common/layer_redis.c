@@ -297,10 +297,19 @@ struct redis_layer {
 	int watch_fd; /* laurel_layer_watch_fd, or -1 */
 	char **live;	 /* live interface prefixes, as last read (presence) */
 	int64_t live_at; /* when (monotonic ms); 0: never */
+	uint64_t live_gen; /* counts the reads that found an interface gone */
+	struct swept *swept; /* PRESENCE_SLOTS, made on first use */
 	bool woken;   /* watch_fd was readable during this receive */
 };
 
 static const struct layer_ops redis_ops;
+
+/* A group whose members were all checked against the live interfaces (presence, below). */
+struct swept {
+	char group[LAUREL_NAME_MAX + 1];
+	int64_t at;   /* monotonic ms */
+	uint64_t gen; /* live_gen then */
+};
 
 /* --- URLs ------------------------------------------------------------------------------------ */
 
@@ -1386,8 +1395,83 @@ static int redis_group_discard(struct laurel_layer *base, const char *group, con
 	return 0;
 }
 
-/* Prunes expired memberships and reads the group's members with their scores. */
-static int group_query(struct redis_layer *L, const char *group, redisReply **out)
+static int redis_interfaces(struct laurel_layer *base, char ***prefixes, size_t *n);
+static struct shard *kv_shard(struct redis_layer *L, const char *key, char *full, size_t n);
+
+/* Presence: a member of a laurel interface ("laurel.response.AbCdEfGhIj!q7") whose interface no
+ * longer announces itself is a connection that died with its process (kill -9, a crash): its
+ * websocket.disconnect never comes. Such members are left out and removed (with their sessions)
+ * by whoever reads the group first. A member added less than PRESENCE_GRACE_S ago is kept: its
+ * interface's first announcement may not have reached Redis yet. Members of other processes
+ * (Daphne) keep asgi_redis's rules.
+ *
+ * Checking every member on every read would make a count of a 10,000-member group cost 10,000
+ * strings instead of one ZCARD. So a process remembers which groups it checked (a direct-mapped
+ * table of PRESENCE_SLOTS): while no interface has gone since, and for at most PRESENCE_SWEEP_MS,
+ * a read is the plain ZCARD / ZRANGE; an interface found gone, or the time, makes the next read
+ * of each group check it again. */
+#define PRESENCE_PREFIX "laurel.response."
+#define PRESENCE_GRACE_S 30
+#define PRESENCE_CACHE_MS 1000
+#define PRESENCE_SWEEP_MS 30000
+#define PRESENCE_SLOTS 1024
+
+static bool laurel_member(const char *m)
+{
+	size_t n = strlen(PRESENCE_PREFIX);
+	return strncmp(m, PRESENCE_PREFIX, n) == 0 && strlen(m) > n + 11 && m[n + 10] == '!';
+}
+
+static bool has_prefix(char **v, const char *p, size_t plen)
+{
+	for (; v && *v; v++)
+		if (strlen(*v) == plen && strncmp(*v, p, plen) == 0)
+			return true;
+	return false;
+}
+
+/* Reads the live interfaces again when the last read is older than PRESENCE_CACHE_MS; one that
+ * was live and is not any more bumps live_gen. Returns 0, or -1 if they cannot be known now. */
+static int refresh_live(struct redis_layer *L)
+{
+	int64_t now = util_now_ms();
+	if (L->live_at && now - L->live_at < PRESENCE_CACHE_MS)
+		return 0;
+	char **v;
+	size_t n;
+	if (redis_interfaces(&L->base, &v, &n) < 0)
+		return -1;
+	for (char **p = L->live; p && *p; p++)
+		if (!has_prefix(v, *p, strlen(*p))) {
+			L->live_gen++;
+			break;
+		}
+	laurel_strv_free(L->live);
+	L->live = v;
+	L->live_at = now;
+	return 0;
+}
+
+static struct swept *swept_slot(struct redis_layer *L, const char *group)
+{
+	if (!L->swept)
+		L->swept = xcalloc(PRESENCE_SLOTS, sizeof(*L->swept));
+	return &L->swept[util_crc32(group, strlen(group)) % PRESENCE_SLOTS];
+}
+
+/* Whether group was checked recently enough that a plain read is right. */
+static bool recently_swept(struct redis_layer *L, const char *group)
+{
+	if (refresh_live(L) < 0)
+		return true; /* nothing can be checked now: read as asgi_redis does */
+	struct swept *w = swept_slot(L, group);
+	return strcmp(w->group, group) == 0 && w->gen == L->live_gen &&
+	       util_now_ms() - w->at < PRESENCE_SWEEP_MS;
+}
+
+/* Prunes expired memberships and, checked: reads the group's count (n) or members (out, may be
+ * NULL for a count). */
+static int group_plain(struct redis_layer *L, const char *group, size_t *n, redisReply **out)
 {
 	struct shard *s = group_shard(L, group);
 	char key[160];
@@ -1397,120 +1481,147 @@ static int group_query(struct redis_layer *L, const char *group, redisReply **ou
 		return rc;
 	long long cutoff = (long long)util_wall_time() - L->base.cfg.group_expiry;
 	redisAppendCommand(s->c, "ZREMRANGEBYSCORE %s 0 %lld", key, cutoff);
-	redisAppendCommand(s->c, "ZRANGE %s 0 -1 WITHSCORES", key);
+	if (out)
+		redisAppendCommand(s->c, "ZRANGE %s 0 -1", key);
+	else
+		redisAppendCommand(s->c, "ZCARD %s", key);
 	redisReply *r[2];
 	rc = pipeline(L, s, r, 2);
 	if (rc < 0)
 		return rc;
 	freeReplyObject(r[0]);
-	*out = r[1];
-	return 0;
-}
-
-static int redis_interfaces(struct laurel_layer *base, char ***prefixes, size_t *n);
-static int redis_kv_del(struct laurel_layer *base, const char *key);
-
-/* Presence: a member of a laurel interface ("laurel.response.AbCdEfGhIj!q7") whose interface no
- * longer announces itself is a connection that died with its process (kill -9, a crash): its
- * websocket.disconnect never comes. Such members are left out and removed (with their sessions)
- * by whoever reads the group first. A member added less than PRESENCE_GRACE_S ago is kept: its
- * interface's first announcement may not have reached Redis yet. Members of other processes
- * (Daphne) keep asgi_redis's rules. */
-#define PRESENCE_PREFIX "laurel.response."
-#define PRESENCE_GRACE_S 30
-#define PRESENCE_CACHE_MS 1000
-
-static bool laurel_member(const char *m)
-{
-	size_t n = strlen(PRESENCE_PREFIX);
-	return strncmp(m, PRESENCE_PREFIX, n) == 0 && strlen(m) > n + 11 && m[n + 10] == '!';
-}
-
-/* Whether the interface of member m is live; -1 if that cannot be known now (then it is kept). */
-static int member_live(struct redis_layer *L, const char *m)
-{
-	int64_t now = util_now_ms();
-	if (!L->live_at || now - L->live_at >= PRESENCE_CACHE_MS) {
-		char **v;
-		size_t n;
-		if (redis_interfaces(&L->base, &v, &n) < 0)
-			return -1;
-		laurel_strv_free(L->live);
-		L->live = v;
-		L->live_at = now;
+	if (out) {
+		*out = r[1];
+		*n = r[1]->type == REDIS_REPLY_ARRAY ? r[1]->elements : 0;
+	} else {
+		*n = r[1]->type == REDIS_REPLY_INTEGER ? (size_t)r[1]->integer : 0;
+		freeReplyObject(r[1]);
 	}
-	size_t plen = (size_t)(strchr(m, '!') - m) + 1;
-	for (char **p = L->live; *p; p++)
-		if (strlen(*p) == plen && strncmp(*p, m, plen) == 0)
-			return 1;
 	return 0;
 }
 
-/* r: ZRANGE WITHSCORES of group. Returns the live members (NULL-terminated, caller frees) and
- * removes the others from the group, forgetting their sessions. */
-static char **live_members(struct redis_layer *L, const char *group, redisReply *r, size_t *n)
+/* Reads every member, checking those older than the grace period: the live members are returned
+ * (NULL-terminated, caller frees); the others are removed from the group, and their sessions
+ * forgotten, in one round trip. */
+static int group_sweep(struct redis_layer *L, const char *group, char ***members, size_t *n)
 {
-	char **v = xcalloc(r->elements / 2 + 1, sizeof(char *));
-	const char **dead = NULL;
+	struct shard *s = group_shard(L, group);
+	char key[160];
+	group_key(L, group, key, sizeof(key));
+	int rc = shard_connect(L, s);
+	if (rc < 0)
+		return rc;
+	long long cutoff = (long long)util_wall_time() - L->base.cfg.group_expiry;
+	long long old = (long long)util_wall_time() - PRESENCE_GRACE_S;
+	redisAppendCommand(s->c, "ZREMRANGEBYSCORE %s 0 %lld", key, cutoff);
+	redisAppendCommand(s->c, "ZRANGEBYSCORE %s -inf (%lld", key, old);
+	redisAppendCommand(s->c, "ZRANGEBYSCORE %s %lld +inf", key, old);
+	redisReply *r[3];
+	rc = pipeline(L, s, r, 3);
+	if (rc < 0)
+		return rc;
+	size_t nold = r[1]->type == REDIS_REPLY_ARRAY ? r[1]->elements : 0;
+	size_t nyoung = r[2]->type == REDIS_REPLY_ARRAY ? r[2]->elements : 0;
+	char **v = xcalloc(nold + nyoung + 1, sizeof(char *));
+	const char **dead = xcalloc(nold + 2, sizeof(char *));
 	size_t ndead = 0;
-	double old = util_wall_time() - PRESENCE_GRACE_S;
 	*n = 0;
-	for (size_t i = 0; i + 1 < r->elements; i += 2) {
-		const char *m = r->element[i]->str;
-		if (r->element[i]->type != REDIS_REPLY_STRING)
+	bool known = refresh_live(L) == 0;
+	for (size_t i = 0; i < nold; i++) {
+		const redisReply *e = r[1]->element[i];
+		if (e->type != REDIS_REPLY_STRING)
 			continue;
-		if (laurel_member(m) && atof(r->element[i + 1]->str) < old &&
-		    member_live(L, m) == 0) {
-			if (!dead)
-				dead = xcalloc(r->elements / 2 + 2, sizeof(char *));
-			dead[ndead++] = m;
+		if (known && laurel_member(e->str) &&
+		    !has_prefix(L->live, e->str, (size_t)(strchr(e->str, '!') - e->str) + 1)) {
+			dead[2 + ndead++] = e->str;
 			continue;
 		}
-		v[(*n)++] = xstrndup(m, r->element[i]->len);
+		v[(*n)++] = xstrndup(e->str, e->len);
+	}
+	/* A young member of an interface that is not live (yet, or any more) is kept, but the group
+	 * must be checked again once it is old. */
+	bool pending = false;
+	for (size_t i = 0; i < nyoung; i++) {
+		const redisReply *e = r[2]->element[i];
+		if (e->type != REDIS_REPLY_STRING)
+			continue;
+		if (known && laurel_member(e->str) &&
+		    !has_prefix(L->live, e->str, (size_t)(strchr(e->str, '!') - e->str) + 1))
+			pending = true;
+		v[(*n)++] = xstrndup(e->str, e->len);
 	}
 	if (ndead) {
-		struct shard *s = group_shard(L, group);
-		char key[160];
-		group_key(L, group, key, sizeof(key));
-		const char **argv = xcalloc(ndead + 2, sizeof(char *));
-		argv[0] = "ZREM";
-		argv[1] = key;
-		memcpy(argv + 2, dead, ndead * sizeof(char *));
-		int rc;
-		redisReply *z = shard_command(L, s, &rc, (int)ndead + 2, argv, NULL);
+		dead[0] = "ZREM";
+		dead[1] = key;
+		int zrc;
+		redisReply *z = shard_command(L, s, &zrc, (int)ndead + 2, dead, NULL);
 		freeReplyObject(z);
-		for (size_t i = 0; i < ndead; i++) {
-			char skey[LAUREL_NAME_MAX + 16];
-			snprintf(skey, sizeof(skey), "session:%s", dead[i]);
-			redis_kv_del(&L->base, skey);
+		/* Their sessions, one DEL per shard. */
+		char (*skeys)[256] = xcalloc(ndead, sizeof(*skeys));
+		const char **argv = xcalloc(ndead + 1, sizeof(char *));
+		for (size_t sh = 0; sh < L->nshards; sh++) {
+			size_t k = 0;
+			argv[k++] = "DEL";
+			for (size_t i = 0; i < ndead; i++) {
+				char name[LAUREL_NAME_MAX + 16];
+				snprintf(name, sizeof(name), "session:%s", dead[2 + i]);
+				if (kv_shard(L, name, skeys[i], sizeof(skeys[i])) == &L->shards[sh])
+					argv[k++] = skeys[i];
+			}
+			if (k == 1)
+				continue;
+			int crc;
+			redisReply *d = shard_command(L, &L->shards[sh], &crc, (int)k, argv, NULL);
+			freeReplyObject(d);
 		}
 		log_limited(LOG_INFO,
 			    "group %s: removed %zu members of laurel interfaces that are no longer "
 			    "live (first: %s)",
-			    group, ndead, dead[0]);
+			    group, ndead, dead[2]);
 		free(argv);
-		free(dead);
+		free(skeys);
 	}
-	return v;
+	free(dead);
+	for (size_t i = 0; i < 3; i++)
+		freeReplyObject(r[i]);
+	if (known && !pending) {
+		struct swept *w = swept_slot(L, group);
+		snprintf(w->group, sizeof(w->group), "%s", group);
+		w->at = util_now_ms();
+		w->gen = L->live_gen;
+	}
+	*members = v;
+	return 0;
 }
 
 static int redis_group_members(struct laurel_layer *base, const char *group, char ***members,
 			       size_t *n)
 {
-	redisReply *r;
 	struct redis_layer *L = (struct redis_layer *)base;
-	int rc = group_query(L, group, &r);
+	if (!recently_swept(L, group))
+		return group_sweep(L, group, members, n);
+	redisReply *r;
+	int rc = group_plain(L, group, n, &r);
 	if (rc < 0)
 		return rc;
-	*members = live_members(L, group, r, n);
+	char **v = xcalloc(*n + 1, sizeof(char *));
+	size_t k = 0;
+	for (size_t i = 0; i < *n; i++)
+		if (r->element[i]->type == REDIS_REPLY_STRING)
+			v[k++] = xstrndup(r->element[i]->str, r->element[i]->len);
+	*n = k;
 	freeReplyObject(r);
+	*members = v;
 	return 0;
 }
 
 static int redis_group_count(struct laurel_layer *base, const char *group, size_t *n)
 {
+	struct redis_layer *L = (struct redis_layer *)base;
+	if (recently_swept(L, group))
+		return group_plain(L, group, n, NULL);
 	char **v;
-	int rc = redis_group_members(base, group, &v, n);
+	int rc = group_sweep(L, group, &v, n);
 	if (rc == 0)
 		laurel_strv_free(v);
 	return rc;
@@ -1973,6 +2084,7 @@ static void redis_free(struct laurel_layer *base)
 {
 	struct redis_layer *L = (struct redis_layer *)base;
 	laurel_strv_free(L->live);
+	free(L->swept);
 	for (size_t i = 0; i < L->nshards; i++) {
 		struct shard *s = &L->shards[i];
 		drop_connection(s);
