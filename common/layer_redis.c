@@ -1471,16 +1471,28 @@ static bool recently_swept(struct redis_layer *L, const char *group)
 
 /* Prunes expired memberships and, checked: reads the group's count (n) or members (out, may be
  * NULL for a count). */
-static int group_plain(struct redis_layer *L, const char *group, size_t *n, redisReply **out)
+/* Connects group's shard and queues the pruning of its expired memberships (asgi_redis's rule):
+ * the first reply of the pipeline that follows. */
+static int group_prune(struct redis_layer *L, const char *group, struct shard **s, char *key,
+		       size_t keysize)
 {
-	struct shard *s = group_shard(L, group);
-	char key[160];
-	group_key(L, group, key, sizeof(key));
-	int rc = shard_connect(L, s);
+	*s = group_shard(L, group);
+	group_key(L, group, key, keysize);
+	int rc = shard_connect(L, *s);
 	if (rc < 0)
 		return rc;
 	long long cutoff = (long long)util_wall_time() - L->base.cfg.group_expiry;
-	redisAppendCommand(s->c, "ZREMRANGEBYSCORE %s 0 %lld", key, cutoff);
+	redisAppendCommand((*s)->c, "ZREMRANGEBYSCORE %s 0 %lld", key, cutoff);
+	return 0;
+}
+
+static int group_plain(struct redis_layer *L, const char *group, size_t *n, redisReply **out)
+{
+	struct shard *s;
+	char key[160];
+	int rc = group_prune(L, group, &s, key, sizeof(key));
+	if (rc < 0)
+		return rc;
 	if (out)
 		redisAppendCommand(s->c, "ZRANGE %s 0 -1", key);
 	else
@@ -1505,15 +1517,12 @@ static int group_plain(struct redis_layer *L, const char *group, size_t *n, redi
  * forgotten, in one round trip. */
 static int group_sweep(struct redis_layer *L, const char *group, char ***members, size_t *n)
 {
-	struct shard *s = group_shard(L, group);
+	struct shard *s;
 	char key[160];
-	group_key(L, group, key, sizeof(key));
-	int rc = shard_connect(L, s);
+	int rc = group_prune(L, group, &s, key, sizeof(key));
 	if (rc < 0)
 		return rc;
-	long long cutoff = (long long)util_wall_time() - L->base.cfg.group_expiry;
 	long long old = (long long)util_wall_time() - PRESENCE_GRACE_S;
-	redisAppendCommand(s->c, "ZREMRANGEBYSCORE %s 0 %lld", key, cutoff);
 	redisAppendCommand(s->c, "ZRANGEBYSCORE %s -inf (%lld", key, old);
 	redisAppendCommand(s->c, "ZRANGEBYSCORE %s %lld +inf", key, old);
 	redisReply *r[3];

@@ -178,12 +178,7 @@ void conn_close(struct conn *c)
 			request_disconnect(c);
 			reply_del(s, r->id);
 		}
-		laurel_msg_free(r->msg);
-		buf_fini(&r->body);
-		free(r->target);
-		free(r->path);
-		free(r->if_modified_since);
-		free(r);
+		request_free(r);
 	}
 	if (c->prev)
 		c->prev->next = c->next;
@@ -219,7 +214,16 @@ static void conn_read(struct bufferevent *bev, void *arg)
 		bool stop = false;
 		for (int i = 0; i < n && !stop; i++) {
 			int status = 0;
+			c->parsing = true;
 			ssize_t k = http1_feed(c->parser, v[i].iov_base, v[i].iov_len, &status);
+			c->parsing = false;
+			if (c->finish_pending) {
+				/* A callback answered at once (the layer refused the request or a
+				 * body chunk): the request is freed now that the parser is out. */
+				c->finish_pending = false;
+				request_settle(c); /* may free c */
+				return;
+			}
 			if (k < 0) {
 				log_info("conn %llu: bad request (%d): %s",
 					 (unsigned long long)c->id, status, http1_error(c->parser));

@@ -73,6 +73,10 @@ struct conn {
 	char server_host[INET6_ADDRSTRLEN];
 	int server_port;
 	bool closing; /* close once the output is written */
+	/* Inside http1_feed: a request finished by a parser callback (a synchronous failure
+	 * answered at once) is freed only once the parser has returned (finish_pending). */
+	bool parsing;
+	bool finish_pending;
 	bool reading_paused;
 	/* WebSocket */
 	enum { MODE_HTTP, MODE_WS_CONNECTING, MODE_WS_OPEN } mode;

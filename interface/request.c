@@ -203,8 +203,8 @@ static int on_body(void *owner, const char *data, size_t len)
 	struct conn *c = owner;
 	struct request *r = c->req;
 	size_t chunk = c->srv->cfg->body_chunk;
-	if (r->sent && !r->streaming)
-		return 0;
+	if (r->finished || (r->sent && !r->streaming))
+		return 0; /* answered already: the rest of the body is read and dropped */
 	buf_append(&r->body, data, len);
 	if (!r->streaming && r->body.len > chunk) {
 		/* A large body: the request goes now with its first part, the rest follows in
@@ -232,7 +232,7 @@ static int on_complete(void *owner)
 {
 	struct conn *c = owner;
 	struct request *r = c->req;
-	if (r->started)
+	if (r->started || r->finished)
 		return 0; /* already answered (an error while reading the body) */
 	if (r->websocket) {
 		asgi_ws_connect(c);
@@ -320,6 +320,16 @@ void request_response_body(struct conn *c, struct buf *head, const void *data, s
 
 /* The response is complete (or abandoned): log, tell the application, and either wait for the
  * next request on the connection or close it. */
+void request_free(struct request *r)
+{
+	laurel_msg_free(r->msg);
+	buf_fini(&r->body);
+	free(r->target);
+	free(r->path);
+	free(r->if_modified_since);
+	free(r);
+}
+
 void request_finish(struct conn *c)
 {
 	struct request *r = c->req;
@@ -339,15 +349,21 @@ void request_finish(struct conn *c)
 		request_disconnect(c);
 	}
 	reply_del(s, r->id);
+	if (c->parsing) {
+		c->finish_pending = true; /* conn_read settles it when http1_feed returns */
+		return;
+	}
+	request_settle(c);
+}
+
+void request_settle(struct conn *c)
+{
+	struct request *r = c->req;
+	struct server *s = c->srv;
 	/* A response that ends before its request body was read ends the connection too. */
 	bool keep =
 		r->keep_alive && !s->draining && !c->closing && c->parser && http1_done(c->parser);
-	laurel_msg_free(r->msg);
-	buf_fini(&r->body);
-	free(r->target);
-	free(r->path);
-	free(r->if_modified_since);
-	free(r);
+	request_free(r);
 	c->req = NULL;
 	evtimer_del(c->timer);
 	if (!keep) {

@@ -38,8 +38,15 @@ int request_response_start(struct conn *c, const struct laurel_msg *m, bool more
 			   struct buf *head_out);
 /* Writes what head holds and a piece of the body, framed as the response needs. */
 void request_response_body(struct conn *c, struct buf *head, const void *data, size_t len);
+/* Frees a request and what it holds (nothing is sent or logged). */
+void request_free(struct request *r);
 /* The response is complete (or abandoned): log, tell the application, and either wait for the
- * next request on the connection or close it. Frees the request. */
+ * next request on the connection or close it (request_settle). Inside the parser's callbacks
+ * (c->parsing) the request is only marked finished, and settled by conn_read once http1_feed has
+ * returned, so no callback ever finds its request freed. */
 void request_finish(struct conn *c);
+/* Frees c's finished request and keeps the connection for the next request or closes it (which
+ * may free c). */
+void request_settle(struct conn *c);
 
 #endif
