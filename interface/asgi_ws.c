@@ -96,14 +96,12 @@ void asgi_ws_disconnect(struct conn *c, int code)
 	conn_access_log(c, "WSDISCONNECT", r->path, 0, 0);
 }
 
-#define WS_RECEIVE_BACKLOG                                                                         \
-	16 /* websocket.receive in flight before reading from the client pauses */
+/* websocket.receive in flight before reading from the client pauses */
+#define WS_RECEIVE_BACKLOG 16
 
 static void on_receive_sent(int status, void *arg)
 {
-	struct request_ref *ctx = arg;
-	struct conn *c = reply_live(ctx->srv, ctx->id);
-	free(ctx);
+	struct conn *c = request_ref_take(arg);
 	if (!c)
 		return;
 	/* Inbound backpressure: a client that sends faster than the layer takes is not read. */
@@ -283,9 +281,7 @@ void asgi_ws_reject(struct conn *c, const char *why)
 
 static void on_connect_sent(int status, void *arg)
 {
-	struct request_ref *ctx = arg;
-	struct conn *c = reply_live(ctx->srv, ctx->id);
-	free(ctx);
+	struct conn *c = request_ref_take(arg);
 	if (!c || status == 0 || status == -ECANCELED || c->mode != MODE_WS_CONNECTING)
 		return;
 	c->req->sent = false; /* nothing reached the application */

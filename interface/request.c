@@ -23,10 +23,7 @@
 
 static void on_request_sent(int status, void *arg)
 {
-	struct request_ref *ctx = arg;
-	struct server *s = ctx->srv;
-	struct conn *c = reply_live(s, ctx->id);
-	free(ctx);
+	struct conn *c = request_ref_take(arg);
 	if (!c || status == 0 || c->req->started)
 		return;
 	if (status == LAUREL_FULL) {
@@ -40,9 +37,7 @@ static void on_request_sent(int status, void *arg)
 
 static void on_chunk_sent(int status, void *arg)
 {
-	struct request_ref *ctx = arg;
-	struct conn *c = reply_live(ctx->srv, ctx->id);
-	free(ctx);
+	struct conn *c = request_ref_take(arg);
 	if (!c)
 		return;
 	c->req->chunks_in_flight--;
@@ -55,6 +50,14 @@ static void on_chunk_sent(int status, void *arg)
 	}
 	if (c->req->chunks_in_flight < SEND_BACKLOG && !c->closing && !http1_done(c->parser))
 		conn_pause_reading(c, false);
+}
+
+struct conn *request_ref_take(void *arg)
+{
+	struct request_ref *ref = arg;
+	struct conn *c = reply_live(ref->srv, ref->id);
+	free(ref);
+	return c;
 }
 
 int request_send(struct conn *c, const char *channel, struct laurel_msg *m, layer_async_done_cb cb)

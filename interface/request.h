@@ -22,6 +22,10 @@ struct request_ref {
 	uint64_t id;
 };
 
+/* In a send's callback: frees the struct request_ref (arg) and returns the connection of its
+ * request if that request is still waiting for replies, else NULL. */
+struct conn *request_ref_take(void *arg);
+
 /* The parser callbacks of every connection (owner: the struct conn). */
 extern const struct http1_callbacks request_parser_callbacks;
 
