@@ -24,12 +24,13 @@
 static void on_request_sent(int status, void *arg)
 {
 	struct conn *c = request_ref_take(arg);
-	if (!c || status == 0 || c->req->started)
+	if (!c || status == 0 || status == -ECANCELED || c->req->started)
 		return;
+	c->req->sent = false; /* nothing reached the application */
 	if (status == LAUREL_FULL) {
 		log_limited(LOG_WARN, "conn %llu: http.request is full", (unsigned long long)c->id);
 		conn_respond_error(c, 503, "Request queue full.");
-	} else if (status != -ECANCELED) {
+	} else {
 		conn_respond_error(c, 503,
 				   "Service unavailable: the channel layer is unreachable.");
 	}
@@ -90,7 +91,8 @@ static int send_request(struct conn *c)
 	int rc = request_send(c, "http.request", r->msg, on_request_sent);
 	laurel_msg_free(r->msg);
 	r->msg = NULL;
-	r->sent = true;
+	/* Only a request the layer took may be followed by a closed body or http.disconnect. */
+	r->sent = rc == 0;
 	if (rc < 0) {
 		conn_respond_error(
 			c, rc == -EMSGSIZE ? 413 : 503,

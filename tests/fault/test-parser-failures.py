@@ -22,6 +22,20 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 os.environ.pop("LAUREL_E2E_MODE", None)
 
 from harness import Stack, check, check_eq, done  # noqa: E402
+from faults import COUNT_KEYS_LUA, redis  # noqa: E402
+
+LOG_LINES_MAX = 20  # lines the interface may write about all the cases of a scenario
+
+
+def ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def log_lines(st):
+    with open(os.path.join(st.dir, "interface1.log"), errors="replace") as f:
+        return sum(1 for _ in f)
 
 
 def chunked(total, size):
@@ -71,6 +85,8 @@ if __name__ == "__main__":
         server.kill()
         server.wait()
         time.sleep(1.0)  # the interface notices (its reply reader's connection closes)
+        iface = next(p for p in st.procs if p.name == "interface1")
+        lines0, t0, w0 = log_lines(st), ticks(iface.pid), time.monotonic()
         cases = [
             ("chunked body, 40 chunks of 1,500 bytes in one write",
              HEAD + chunked(60000, 1500)),
@@ -91,6 +107,13 @@ if __name__ == "__main__":
         got = ask(st.port, HEAD + chunked(5000, 1000) + b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         check_eq(got.split(" ", 1)[-1][:3], "503", "1: refused request with another behind it")
         check(alive(st), "1: the interface lives on after a pipelined pair")
+        time.sleep(2.0)  # the outage goes on: the interface must idle, not spin
+        cpu = (ticks(iface.pid) - t0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - w0)
+        grown = log_lines(st) - lines0
+        print("  interface during the outage: %.1f%% of a core, %d log lines" % (100 * cpu, grown))
+        check(cpu < 0.05, "1: the interface stays under 5%% of a core while the layer is down",
+              "%.3f" % cpu)
+        check(grown <= LOG_LINES_MAX, "1: the interface's log is not flooded", grown)
 
     print("--- 2: --body-chunk above the layer's message limit", flush=True)
     st = Stack("echo", workers=0, timeout=60)
@@ -109,4 +132,10 @@ if __name__ == "__main__":
               "2: a whole body above the message limit: 413 (or the answer was lost to a "
               "reset while sending)", got)
         check(alive(st), "2: the interface lives on after a body above the message limit")
+        # Nothing refused may be left in Redis: no request queued, no body key, no body channel.
+        left = {q: redis(st, "EVAL", COUNT_KEYS_LUA, 0, q) for q in
+                ("asgi:http.request*", "asgi:[0-9a-f]*")}
+        print("  left in Redis: %r" % left)
+        check_eq(left, {"asgi:http.request*": "0", "asgi:[0-9a-f]*": "0"},
+                 "2: queues and body keys left in Redis after the refusals")
     sys.exit(done())
