@@ -324,7 +324,8 @@ def find_records(channel, reply=None, client_port=None):
 async def reply_channel_of(ws, timeout=5):
     port = ws.local_address[1]
     r = await await_for(lambda: find_records("websocket.connect", client_port=port), timeout)
-    return rec_get(r[0], "reply_channel") if r else None
+    # The newest: a client port can be reused by a later connection of the same test run.
+    return rec_get(r[-1], "reply_channel") if r else None
 
 
 # --- Tests -------------------------------------------------------------------------------------
