@@ -20,6 +20,9 @@
 #include <strings.h>
 #include <unistd.h>
 
+#define LINGER_TIME_MS 5000 /* a lingering close lasts at most this long */
+#define LINGER_IDLE_MS 2000 /* or until the client sends nothing for this long */
+
 const char *conn_date(struct server *s)
 {
 	time_t now = time(NULL);
@@ -101,8 +104,53 @@ void conn_pause_reading(struct conn *c, bool pause)
 	c->reading_paused = pause;
 	if (pause)
 		bufferevent_disable(c->bev, EV_READ);
-	else
+	else if (!c->read_eof)
 		bufferevent_enable(c->bev, EV_READ);
+}
+
+bool conn_unread(struct conn *c)
+{
+	return evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ||
+	       (c->parser && (c->req ? !http1_done(c->parser) : http1_busy(c->parser)));
+}
+
+static void conn_linger_arm(struct conn *c)
+{
+	int64_t left = c->linger_until - util_now_ms();
+	if (left > LINGER_IDLE_MS)
+		left = LINGER_IDLE_MS;
+	if (left < 0)
+		left = 0;
+	struct timeval tv = {left / 1000, (left % 1000) * 1000};
+	evtimer_add(c->timer, &tv);
+}
+
+/* The output is written: close, or first linger (see struct conn). */
+static void conn_done_writing(struct conn *c)
+{
+	if (!c->linger || c->read_eof || c->mode != MODE_HTTP) {
+		conn_close(c);
+		return;
+	}
+	if (shutdown(bufferevent_getfd(c->bev), SHUT_WR) < 0) {
+		conn_close(c);
+		return;
+	}
+	c->lingering = true;
+	c->linger_until = util_now_ms() + LINGER_TIME_MS;
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	c->reading_paused = false;
+	bufferevent_enable(c->bev, EV_READ);
+	conn_linger_arm(c);
+}
+
+void conn_end(struct conn *c)
+{
+	c->closing = true;
+	conn_pause_reading(c, true);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		conn_done_writing(c);
 }
 
 /* Writes a whole small response and closes the connection after it. */
@@ -130,10 +178,8 @@ void conn_respond_error(struct conn *c, int status, const char *body)
 		request_finish(c);
 	} else {
 		conn_access_log(c, "-", "-", status, (uint64_t)n);
-		c->closing = true;
-		conn_pause_reading(c, true);
-		if (evbuffer_get_length(out) == 0)
-			conn_close(c);
+		c->linger = true; /* a bad or slow request: the client may still be sending */
+		conn_end(c);
 	}
 }
 
@@ -201,6 +247,14 @@ static void conn_read(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
+	if (c->lingering) {
+		evbuffer_drain(in, evbuffer_get_length(in));
+		if (util_now_ms() >= c->linger_until)
+			conn_close(c);
+		else
+			conn_linger_arm(c);
+		return;
+	}
 	if (c->mode == MODE_WS_OPEN) {
 		asgi_ws_read(c);
 		return;
@@ -228,6 +282,7 @@ static void conn_read(struct bufferevent *bev, void *arg)
 				log_info("conn %llu: bad request (%d): %s",
 					 (unsigned long long)c->id, status, http1_error(c->parser));
 				evbuffer_drain(in, evbuffer_get_length(in));
+				c->linger = true; /* the client may still be sending */
 				if (c->req && c->req->started) {
 					c->req->keep_alive = false;
 					c->closing = true;
@@ -253,18 +308,53 @@ static void conn_read(struct bufferevent *bev, void *arg)
 		if (stop)
 			break;
 	}
+	if (c->read_eof && !c->closing && !(c->req && http1_done(c->parser))) {
+		/* Half-closed, and what is left is no whole request. */
+		if (c->req)
+			conn_close(c); /* its body never came: the client is gone */
+		else
+			conn_end(c);
+	}
 }
 
 static void conn_write(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
-	if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-		conn_close(c);
+	if (c->closing && !c->lingering && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		conn_done_writing(c);
+}
+
+/* The client sent FIN. An HTTP client may half-close once it has sent its requests (RFC 9112
+ * §9.6): whatever it sent whole is still answered. True if the connection lives on. */
+static bool conn_half_closed(struct conn *c)
+{
+	if (c->mode != MODE_HTTP || c->lingering)
+		return false;
+	if (c->closing) {
+		/* The last answer is being written; then the connection ends. */
+		c->read_eof = true;
+		return evbuffer_get_length(bufferevent_get_output(c->bev)) > 0;
+	}
+	bool answering = c->req && !c->req->finished && http1_done(c->parser);
+	bool pending = !c->req && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0;
+	if (!answering && !pending)
+		return false;
+	c->read_eof = true;
+	log_debug("conn %llu: the client half-closed; answering what it sent",
+		  (unsigned long long)c->id);
+	/* A FIN cannot tell a half-close from a client that is gone (as a long poll's page that
+	 * was left): the application hears http.disconnect now, as Daphne's and Go's handlers
+	 * do, and whatever it still answers is written. */
+	if (answering)
+		request_disconnect(c);
+	return true;
 }
 
 static void conn_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && conn_half_closed(c))
+		return;
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
 		if (c->req && !c->req->finished)
 			log_debug("conn %llu: client went away during %s %s",
@@ -277,6 +367,10 @@ static void conn_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 	struct request *r = c->req;
+	if (c->lingering) {
+		conn_close(c);
+		return;
+	}
 	if (c->mode == MODE_WS_OPEN) {
 		asgi_ws_tick(c);
 		return;

@@ -47,6 +47,7 @@ struct request {
 	bool sent;	  /* http.request handed to the layer */
 	bool body_done;	  /* the last body chunk was sent */
 	bool body_closed; /* {closed: true} was sent on the body channel */
+	bool disconnect_sent; /* http.disconnect went (at the client's FIN, or at the end) */
 	bool websocket;	  /* an upgrade: the request lives as long as the WebSocket */
 	bool local;	  /* answered by the interface itself (static files) */
 	char *if_modified_since;
@@ -73,6 +74,17 @@ struct conn {
 	char server_host[INET6_ADDRSTRLEN];
 	int server_port;
 	bool closing; /* close once the output is written */
+	/* The client sent FIN (half-closed): its complete requests are still answered, in order,
+	 * then the connection closes. Reading is never resumed. */
+	bool read_eof;
+	/* Input may still be on its way when we close (an answer before the request was read
+	 * whole, a bad request, unparsed pipelined requests): after the output, shut down the write
+	 * side and read and drop the input until the client closes, LINGER_IDLE_MS passes with
+	 * nothing, or LINGER_TIME_MS in all (nginx's lingering close). A plain close would reset
+	 * the connection, and the client could lose the answer. */
+	bool linger;
+	bool lingering;
+	int64_t linger_until;
 	/* Inside http1_feed: a request finished by a parser callback (a synchronous failure
 	 * answered at once) is freed only once the parser has returned (finish_pending). */
 	bool parsing;
@@ -136,6 +148,10 @@ void conn_respond_error(struct conn *c, int status, const char *body);
 /* Writes the parts in order: straight to the socket when nothing waits before them, the rest
  * through the bufferevent. Returns 0, or -1 if buffering failed. */
 int conn_output(struct conn *c, struct iovec *iov, int n);
+/* Ends the connection once the output is written (lingering if c->linger is set). */
+void conn_end(struct conn *c);
+/* True if the client may still be sending: a request not read whole, or unparsed input. */
+bool conn_unread(struct conn *c);
 /* Closes and frees the connection now, telling the application (disconnects) first. */
 void conn_close(struct conn *c);
 /* The listeners' callback. */

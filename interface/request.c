@@ -137,8 +137,9 @@ void request_body_closed(struct conn *c)
 void request_disconnect(struct conn *c)
 {
 	struct request *r = c->req;
-	if (c->srv->cfg->no_http_disconnect || !r->sent)
+	if (c->srv->cfg->no_http_disconnect || !r->sent || r->disconnect_sent)
 		return;
+	r->disconnect_sent = true;
 	struct laurel_msg *m = laurel_msg_new();
 	laurel_msg_set_text(m, "reply_channel", r->reply_channel);
 	laurel_msg_set_textn(m, "path", r->path ? r->path : "", r->pathlen);
@@ -284,9 +285,10 @@ int request_response_start(struct conn *c, const struct laurel_msg *m, bool more
 			   struct buf *head_out)
 {
 	struct request *r = c->req;
+	/* Answered before the request was read whole: the connection ends after this response. */
 	struct asgi_http_response resp = {.head_request = r->head,
 					  .version_minor = r->version_minor,
-					  .keep_alive = r->keep_alive,
+					  .keep_alive = r->keep_alive && http1_done(c->parser),
 					  .more = more,
 					  .date = conn_date(c->srv)};
 	if (asgi_http_response_head(m, &resp, head_out) < 0) {
@@ -372,18 +374,22 @@ void request_settle(struct conn *c)
 	c->req = NULL;
 	evtimer_del(c->timer);
 	if (!keep) {
-		c->closing = true;
-		conn_pause_reading(c, true);
-		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-			conn_close(c);
+		if (conn_unread(c))
+			c->linger = true;
+		conn_end(c);
 		return;
 	}
 	http1_next(c->parser);
+	bool pending = evbuffer_get_length(bufferevent_get_input(c->bev)) > 0;
+	if (c->read_eof && !pending) {
+		conn_end(c); /* half-closed, and every request it sent is answered */
+		return;
+	}
 	conn_set_timer(c, s->cfg->header_timeout);
 	conn_pause_reading(c, false);
 	/* Pipelined requests may already be waiting in the input buffer: read them from the loop,
 	 * not from inside whatever finished this response. */
-	if (evbuffer_get_length(bufferevent_get_input(c->bev)))
+	if (pending)
 		bufferevent_trigger(c->bev, EV_READ,
 				    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }

@@ -1,5 +1,6 @@
 #include "tests/integration/interface/harness.h"
 #include "common/util.h"
+#include "interface/http1.h"
 #include "tests/lib/test.h"
 
 #include <arpa/inet.h>
@@ -314,6 +315,11 @@ int client_send(struct client *c, const void *data, size_t len)
 		len -= (size_t)k;
 	}
 	return 0;
+}
+
+int client_shutdown_write(struct client *c)
+{
+	return shutdown(c->fd, SHUT_WR);
 }
 
 int client_sends(struct client *c, const char *s)
@@ -672,5 +678,46 @@ char *run_capture(const char *const *argv, int *status, int timeout_ms)
 	*status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 	char *s = xstrndup(b.data ? b.data : "", b.len);
 	buf_fini(&b);
+	return s;
+}
+
+char *http_outcome(int port, const char *req, size_t len, int timeout_ms, bool half_close)
+{
+	struct client c;
+	struct buf out;
+	buf_init(&out);
+	if (client_tcp(&c, "127.0.0.1", port) < 0)
+		return xstrdup("CONNECT FAILED");
+	client_send(&c, req, len);
+	if (half_close)
+		client_shutdown_write(&c);
+	int64_t deadline = util_now_ms() + timeout_ms;
+	for (;;) {
+		struct response r;
+		int left = (int)(deadline - util_now_ms());
+		int rc = client_response(&c, &r, false, left < 0 ? 0 : left);
+		if (rc == 0) {
+			char own[64];
+			snprintf(own, sizeof(own), "%s\n", http1_reason(r.status));
+			char *ct = response_header(&r, "content-type");
+			bool mine = r.status >= 400 && strcmp(r.body, own) == 0 && ct &&
+				    strcmp(ct, "text/plain; charset=utf-8") == 0;
+			free(ct);
+			if (mine)
+				buf_printf(&out, "%d,", r.status);
+			else
+				buf_printf(&out, "%d:%s,", r.status, r.body);
+			response_free(&r);
+			continue;
+		}
+		if (rc == -2 && r.rawlen)
+			buf_printf(&out, "PARTIAL[%s],", r.raw);
+		buf_append_str(&out, rc == -2 ? "EOF" : "TIMEOUT");
+		response_free(&r);
+		break;
+	}
+	client_close(&c);
+	char *s = xstrdup(out.data);
+	buf_fini(&out);
 	return s;
 }

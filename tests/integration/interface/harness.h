@@ -70,6 +70,8 @@ int client_unix(struct client *c, const char *path);
 void client_close(struct client *c);
 int client_send(struct client *c, const void *data, size_t len); /* 0 or -1 */
 int client_sends(struct client *c, const char *s);
+/* Half-closes: sends FIN, and can still read. */
+int client_shutdown_write(struct client *c);
 /* The local port of the connection (the "client" port the interface sees). */
 int client_port(struct client *c);
 /* Reads more input, waiting up to timeout_ms. Returns bytes read, 0 on EOF, -1 on timeout. */
@@ -99,6 +101,12 @@ char *response_head_nodate(const struct response *r);
 
 /* One request on a new connection; returns the status (or -1/-2 as client_response). */
 int http_once(const char *host, int port, const char *request, struct response *r, int timeout_ms);
+
+/* Writes req on a new connection (then a FIN if half_close) and reads until the server closes or
+ * timeout_ms passes. The outcome lists the responses, each as its status (an error page of the
+ * interface's own: text/plain, the reason phrase as body) or "status:body" (from the
+ * application), then "EOF" (or "PARTIAL[bytes],EOF") or "TIMEOUT"; malloc'd. */
+char *http_outcome(int port, const char *req, size_t len, int timeout_ms, bool half_close);
 
 /* The first line of the record file containing needle, waiting up to timeout_ms; malloc'd or
  * NULL. */

@@ -41,52 +41,12 @@ struct kase {
 	const char *ok[4];
 };
 
-/* The outcome of writing req on a new connection, as described at the top. */
-static char *outcome(int port, const char *req, size_t len, int timeout_ms)
-{
-	struct client c;
-	struct buf out;
-	buf_init(&out);
-	if (client_tcp(&c, "127.0.0.1", port) < 0)
-		return xstrdup("CONNECT FAILED");
-	client_send(&c, req, len);
-	int64_t deadline = util_now_ms() + timeout_ms;
-	for (;;) {
-		struct response r;
-		int left = (int)(deadline - util_now_ms());
-		int rc = client_response(&c, &r, false, left < 0 ? 0 : left);
-		if (rc == 0) {
-			char own[64];
-			snprintf(own, sizeof(own), "%s\n", http1_reason(r.status));
-			char *ct = response_header(&r, "content-type");
-			bool mine = r.status >= 400 && strcmp(r.body, own) == 0 && ct &&
-				    strcmp(ct, "text/plain; charset=utf-8") == 0;
-			free(ct);
-			if (mine)
-				buf_printf(&out, "%d,", r.status);
-			else
-				buf_printf(&out, "%d:%s,", r.status, r.body);
-			response_free(&r);
-			continue;
-		}
-		if (rc == -2 && r.rawlen)
-			buf_printf(&out, "PARTIAL[%s],", r.raw);
-		buf_append_str(&out, rc == -2 ? "EOF" : "TIMEOUT");
-		response_free(&r);
-		break;
-	}
-	client_close(&c);
-	char *s = xstrdup(out.data);
-	buf_fini(&out);
-	return s;
-}
-
 static void run_cases(int port, const struct kase *cases, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		const struct kase *k = &cases[i];
 		size_t len = k->len ? k->len : strlen(k->req);
-		char *got = outcome(port, k->req, len, 3000);
+		char *got = http_outcome(port, k->req, len, 3000, false);
 		bool ok = false;
 		for (size_t j = 0; j < ARRAY_SIZE(k->ok) && k->ok[j]; j++)
 			ok = ok || strcmp(got, k->ok[j]) == 0;
@@ -461,11 +421,11 @@ static void test_limits(int port)
 	path[0] = '/';
 	/* A target of 256 bytes is fine; 257 is not. */
 	snprintf(req, sizeof(req), "GET %.256s HTTP/1.1\r\nHost: x\r\n\r\n" SENT, path);
-	got = outcome(port, req, strlen(req), 3000);
+	got = http_outcome(port, req, strlen(req), 3000, false);
 	CHECK_STR(got, "404:not found,200:hello,EOF");
 	free(got);
 	snprintf(req, sizeof(req), "GET %.257s HTTP/1.1\r\nHost: x\r\n\r\n" SENT, path);
-	got = outcome(port, req, strlen(req), 3000);
+	got = http_outcome(port, req, strlen(req), 3000, false);
 	CHECK_STR(got, "414,EOF");
 	free(got);
 	/* Header bytes. */
@@ -473,12 +433,12 @@ static void test_limits(int port)
 	memset(big, 'v', sizeof(big));
 	snprintf(req, sizeof(req), "GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: %.1020s\r\n\r\n" SENT,
 		 big);
-	got = outcome(port, req, strlen(req), 3000);
+	got = http_outcome(port, req, strlen(req), 3000, false);
 	CHECK_STR(got, "431,EOF");
 	free(got);
 	snprintf(req, sizeof(req), "GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: %.900s\r\n\r\n" SENT,
 		 big);
-	got = outcome(port, req, strlen(req), 3000);
+	got = http_outcome(port, req, strlen(req), 3000, false);
 	CHECK_STR(got, "200:hello,200:hello,EOF");
 	free(got);
 	/* Header count: 20 fit, 21 do not. */
@@ -489,20 +449,20 @@ static void test_limits(int port)
 		for (int i = 1; i < n; i++)
 			buf_printf(&b, "X-%d: %d\r\n", i, i);
 		buf_append_str(&b, "\r\n" SENT);
-		got = outcome(port, b.data, b.len, 3000);
+		got = http_outcome(port, b.data, b.len, 3000, false);
 		CHECK_STR(got, n == 20 ? "200:hello,200:hello,EOF" : "431,EOF");
 		free(got);
 		buf_fini(&b);
 	}
 	/* Body: a Content-Length over the limit is refused before the body is sent. */
 	int64_t t0 = util_now_ms();
-	got = outcome(port, POST "Content-Length: 100001\r\n\r\n",
-		      strlen(POST "Content-Length: 100001\r\n\r\n"), 3000);
+	got = http_outcome(port, POST "Content-Length: 100001\r\n\r\n",
+		      strlen(POST "Content-Length: 100001\r\n\r\n"), 3000, false);
 	CHECK_STR(got, "413,EOF");
 	CHECK_INT(util_now_ms() - t0, <, 1000);
 	free(got);
-	got = outcome(port, POST "Content-Length: 100001\r\nExpect: 100-continue\r\n\r\n",
-		      strlen(POST "Content-Length: 100001\r\nExpect: 100-continue\r\n\r\n"), 3000);
+	got = http_outcome(port, POST "Content-Length: 100001\r\nExpect: 100-continue\r\n\r\n",
+		      strlen(POST "Content-Length: 100001\r\nExpect: 100-continue\r\n\r\n"), 3000, false);
 	CHECK_STR(got, "413,EOF");
 	free(got);
 	/* A chunked body that grows past it. */
@@ -517,7 +477,7 @@ static void test_limits(int port)
 		buf_append_str(&b, "\r\n");
 	}
 	buf_append_str(&b, "0\r\n\r\n" SENT);
-	got = outcome(port, b.data, b.len, 3000);
+	got = http_outcome(port, b.data, b.len, 3000, false);
 	CHECK_STR(got, "413,EOF");
 	free(got);
 	/* Exactly the limit is fine. */
@@ -527,7 +487,7 @@ static void test_limits(int port)
 	memset(body, 'b', 100000);
 	buf_append(&b, body, 100000);
 	buf_append_str(&b, SENT);
-	got = outcome(port, b.data, b.len, 5000);
+	got = http_outcome(port, b.data, b.len, 5000, false);
 	CHECK(strncmp(got, "200:bbbb", 8) == 0 &&
 	      strlen(got) == 4 + 100000 + strlen(",200:hello,EOF") &&
 	      strcmp(got + 4 + 100000, ",200:hello,EOF") == 0);
@@ -644,7 +604,7 @@ static void test_streamed_body_refused(int port)
 		buf_append_str(&b, "\r\n");
 	}
 	buf_append_str(&b, "0\r\n\r\n");
-	char *got = outcome(port, b.data, b.len, 3000);
+	char *got = http_outcome(port, b.data, b.len, 3000, false);
 	CHECK_STR(got, "413,EOF");
 	free(got);
 	buf_fini(&b);
