@@ -45,6 +45,55 @@ const struct http1_header *asgi_http_header(const struct http1_request *h, const
 	return NULL;
 }
 
+static bool hexdig(char ch)
+{
+	return hexval(ch) >= 0;
+}
+
+bool asgi_http_authority_ok(const char *s, size_t n, bool empty_ok)
+{
+	if (n == 0)
+		return empty_ok;
+	size_t i = 0;
+	if (s[0] == '[') {
+		/* IP-literal: an IPv6 address (hex digits, colons, dots for an embedded IPv4) */
+		for (i = 1; i < n && s[i] != ']'; i++)
+			if (!hexdig(s[i]) && s[i] != ':' && s[i] != '.')
+				return false;
+		if (i == n || i == 1)
+			return false;
+		i++;
+	} else {
+		/* reg-name or IPv4address: unreserved, pct-encoded, sub-delims */
+		for (; i < n && s[i] != ':'; i++) {
+			unsigned char ch = (unsigned char)s[i];
+			if (ch == '%') {
+				if (i + 2 >= n || !hexdig(s[i + 1]) || !hexdig(s[i + 2]))
+					return false;
+				i += 2;
+			} else if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+				     (ch >= '0' && ch <= '9') || strchr("-._~!$&'()*+,;=", ch))) {
+				return false;
+			}
+		}
+		if (i == 0)
+			return false;
+	}
+	if (i == n)
+		return true;
+	if (s[i] != ':')
+		return false;
+	/* port: at most 5 digits, at most 65535 (empty is allowed: RFC 3986 §3.2.3) */
+	long port = 0;
+	size_t digits = 0;
+	for (i++; i < n; i++, digits++) {
+		if (s[i] < '0' || s[i] > '9' || digits == 5)
+			return false;
+		port = port * 10 + (s[i] - '0');
+	}
+	return port <= 65535;
+}
+
 int asgi_http_target(const struct http1_request *h, struct asgi_http_target *t)
 {
 	memset(t, 0, sizeof(*t));
@@ -63,24 +112,36 @@ int asgi_http_target(const struct http1_request *h, struct asgi_http_target *t)
 			return 400;
 	}
 	/* origin-form, or absolute-form (http://host/path) from a proxy */
-	const char *path = s;
+	const char *path = s, *end = s + tlen;
 	size_t scheme_len = tlen >= 7 && strncasecmp(s, "http://", 7) == 0    ? 7
 			    : tlen >= 8 && strncasecmp(s, "https://", 8) == 0 ? 8
 									      : 0;
 	if (scheme_len) {
-		const char *slash = memchr(s + scheme_len, '/', tlen - scheme_len);
-		path = slash ? slash : "/";
+		/* RFC 9112 §3.2.2: the target's authority is the host, whatever Host says. */
+		const char *a = s + scheme_len, *e = a;
+		while (e < end && *e != '/' && *e != '?')
+			e++;
+		if (!asgi_http_authority_ok(a, (size_t)(e - a), false))
+			return 400;
+		t->authority = a;
+		t->authoritylen = (size_t)(e - a);
+		path = e;
 	} else if (!(tlen == 1 && s[0] == '*' && strcmp(h->method, "OPTIONS") == 0) &&
 		   (tlen == 0 || s[0] != '/')) {
 		return 400;
+	} else {
+		const struct http1_header *host = asgi_http_header(h, "host");
+		if (host && !asgi_http_authority_ok(host->value, host->valuelen, true))
+			return 400;
 	}
-	size_t plen = strlen(path);
-	const char *q = memchr(path, '?', plen);
-	size_t pathlen = q ? (size_t)(q - path) : plen;
-	if (!decode_path(path, pathlen, &t->path))
+	const char *q = memchr(path, '?', (size_t)(end - path));
+	size_t pathlen = (size_t)((q ? q : end) - path);
+	if (pathlen == 0 && !decode_path("/", 1, &t->path))
+		return 400;
+	if (pathlen && !decode_path(path, pathlen, &t->path))
 		return 400;
 	t->query = q ? q + 1 : "";
-	t->querylen = q ? plen - pathlen - 1 : 0;
+	t->querylen = q ? (size_t)(end - q - 1) : 0;
 	const struct http1_header *up = asgi_http_header(h, "upgrade");
 	t->websocket = h->upgrade && up && strcasestr(up->value, "websocket");
 	return 0;
@@ -101,7 +162,8 @@ static void put_addr(struct laurel_msg *m, const char *key, const char *host, in
 	laurel_value_set_int(laurel_list_push(m, v), port);
 }
 
-static void put_headers(struct laurel_msg *m, const struct http1_request *h)
+static void put_headers(struct laurel_msg *m, const struct http1_request *h,
+			const struct asgi_http_target *t)
 {
 	struct laurel_value *hv = laurel_map_put(m, laurel_msg_root(m), "headers");
 	laurel_value_set_list(m, hv, h->nheaders);
@@ -112,7 +174,12 @@ static void put_headers(struct laurel_msg *m, const struct http1_request *h)
 		struct laurel_value *pair = laurel_list_push(m, hv);
 		laurel_value_set_list(m, pair, 2);
 		laurel_value_set_bytes(m, laurel_list_push(m, pair), hd->name, hd->namelen);
-		laurel_value_set_bytes(m, laurel_list_push(m, pair), hd->value, hd->valuelen);
+		if (t->authority && strcmp(hd->name, "host") == 0)
+			laurel_value_set_bytes(m, laurel_list_push(m, pair), t->authority,
+					       t->authoritylen);
+		else
+			laurel_value_set_bytes(m, laurel_list_push(m, pair), hd->value,
+					       hd->valuelen);
 	}
 }
 
@@ -145,7 +212,7 @@ struct laurel_msg *asgi_http_message(const struct http1_request *h,
 	if (t->websocket) {
 		/* websocket.connect, in Daphne's field order */
 		laurel_msg_set_textn(m, "path", path, t->path.len);
-		put_headers(m, h);
+		put_headers(m, h, t);
 		laurel_msg_set_bytes(m, "query_string", t->query, t->querylen);
 		put_addr(m, "client", client_host, client_port, client_known);
 		put_addr(m, "server", peer->server_host, peer->server_port, peer->has_addrs);
@@ -162,7 +229,7 @@ struct laurel_msg *asgi_http_message(const struct http1_request *h,
 	laurel_msg_set_text(m, "root_path", o->root_path ? o->root_path : "");
 	laurel_msg_set_text(m, "scheme", scheme);
 	laurel_msg_set_bytes(m, "query_string", t->query, t->querylen);
-	put_headers(m, h);
+	put_headers(m, h, t);
 	laurel_msg_set_bytes(m, "body", "", 0);
 	put_addr(m, "client", client_host, client_port, client_known);
 	put_addr(m, "server", peer->server_host, peer->server_port, peer->has_addrs);
@@ -201,8 +268,13 @@ int asgi_http_response_head(const struct laurel_msg *m, struct asgi_http_respons
 {
 	int64_t status;
 	r->dropped_headers = 0;
-	if (laurel_msg_get_int(m, "status", &status) < 0 || status < 100 || status > 999)
+	r->content_length = -1;
+	r->error = NULL;
+	if (laurel_msg_get_int(m, "status", &status) < 0 || status < 100 || status > 999) {
+		r->error = "no valid status";
 		return -1;
+	}
+	size_t mark = head->len;
 	const struct laurel_value *hv = laurel_msg_get(m, "headers");
 	const char *reason = http1_reason((int)status);
 	buf_printf(head, "HTTP/1.1 %d %s\r\n", (int)status, reason[0] ? reason : "Unknown");
@@ -223,8 +295,26 @@ int asgi_http_response_head(const struct laurel_msg *m, struct asgi_http_respons
 			}
 			if (name_is(n, "transfer-encoding"))
 				continue; /* laurel frames the body itself */
-			if (name_is(n, "content-length"))
+			if (name_is(n, "content-length")) {
+				/* Never passed on unchecked: a wrong length desynchronises every
+				 * later response on the connection (and a proxy in front). */
+				int64_t v64 = 0;
+				size_t k = 0;
+				for (; k < v->u.s.len && k < 18; k++) {
+					char ch = v->u.s.ptr[k];
+					if (ch < '0' || ch > '9')
+						break;
+					v64 = v64 * 10 + (ch - '0');
+				}
+				if (has_length || k == 0 || k != v->u.s.len) {
+					head->len = mark;
+					r->error = has_length ? "two Content-Length headers"
+							      : "a malformed Content-Length";
+					return -1;
+				}
 				has_length = true;
+				r->content_length = v64;
+			}
 			if (name_is(n, "date"))
 				has_date = true;
 			if (name_is(n, "server"))
@@ -246,6 +336,17 @@ int asgi_http_response_head(const struct laurel_msg *m, struct asgi_http_respons
 		buf_printf(head, "Server: laurel\r\n");
 	r->chunked = false;
 	r->no_body = r->head_request || status < 200 || status == 204 || status == 304;
+	if (has_length && !r->no_body && !r->more) {
+		size_t len = 0;
+		laurel_msg_get_bytes(m, "content", &len);
+		if ((uint64_t)r->content_length != len) {
+			head->len = mark;
+			r->error = "a Content-Length that does not match its content";
+			return -1;
+		}
+	}
+	if (r->no_body)
+		r->content_length = -1; /* the length of a body that is not sent: not checked */
 	if (!has_length && !r->no_body) {
 		if (!r->more) {
 			size_t len = 0;

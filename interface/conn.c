@@ -402,6 +402,14 @@ static void conn_timeout(evutil_socket_t fd, short what, void *arg)
 		request_finish(c);
 		return;
 	}
+	if (!http1_done(c->parser)) {
+		/* The client, not the application, is late: its body did not come in time. */
+		log_info("conn %llu: body of %s %s not received within %d s; answering 408",
+			 (unsigned long long)c->id, r->method, r->target,
+			 c->srv->cfg->http_timeout);
+		conn_respond_error(c, 408, NULL);
+		return;
+	}
 	log_limited(LOG_WARN, "conn %llu: no response to %s %s within %d s",
 		    (unsigned long long)c->id, r->method, r->target, c->srv->cfg->http_timeout);
 	conn_respond_error(c, 503, "Worker server failed to respond within time limit.");

@@ -56,6 +56,8 @@ struct request {
 	bool started;
 	bool chunked;
 	bool no_body;
+	int64_t length; /* the application's Content-Length, -1 if none */
+	bool overrun;	/* the body went past it: the rest is dropped */
 	bool finished;
 	int status;
 	uint64_t bytes;

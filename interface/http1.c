@@ -23,6 +23,8 @@ struct http1_parser {
 	bool busy;
 	bool done;
 	bool upgraded; /* llhttp stopped with HPE_PAUSED_UPGRADE */
+	bool method_probe; /* reading the rest of a method llhttp does not know */
+	size_t method_len;
 	char error[96];
 };
 
@@ -196,12 +198,21 @@ static int on_headers_complete(llhttp_t *llh)
 	const struct http1_header *e = find(r, "expect");
 	r->expect_continue = e && strcasecmp(e->value, "100-continue") == 0 &&
 			     (r->version_major > 1 || r->version_minor >= 1);
+	if (r->version_major == 0)
+		return fail(p, 400, "request line without an HTTP version");
+	if (r->version_major != 1)
+		return fail(p, 505, "unsupported HTTP version");
+	/* RFC 9112 §6.1: HTTP/1.0 has no transfer codings; its framing would be faulty. */
+	if (r->version_minor == 0 && find(r, "transfer-encoding"))
+		return fail(p, 400, "Transfer-Encoding in an HTTP/1.0 request");
 	if (check_transfer_encoding(p))
 		return HPE_USER;
 	if (r->content_length > 0 && (uint64_t)r->content_length > p->limits->max_body)
 		return fail(p, 413, "body too large");
-	if (r->version_major != 1)
-		return fail(p, 505, "unsupported HTTP version");
+	/* A tunnel is not ours to open (RFC 9110 §9.3.6): not implemented, like a method we do
+	 * not know. */
+	if (strcmp(r->method, "CONNECT") == 0)
+		return fail(p, 501, "CONNECT is not supported");
 
 	if (p->cb->on_head) {
 		int status = p->cb->on_head(p->owner, r);
@@ -287,6 +298,37 @@ void http1_free(struct http1_parser *p)
 	free(p);
 }
 
+static bool tchar(unsigned char ch)
+{
+	return ch > 0x20 && ch < 0x7f && !strchr("()<>@,;:\\\"/[]?={}", ch);
+}
+
+/* llhttp stopped in a method it does not know. RFC 9110 §9.1: a well-formed method we do not
+ * implement is 501, not a malformed request; so the rest of the method is read (over as many
+ * feeds as it takes: the answer must not depend on how the bytes were split) until the space that
+ * ends it (501) or a byte that cannot be in a method (400). Returns the status, or 0 when data
+ * ended first. What llhttp took before it stopped was a known method's prefix: all token bytes. */
+static int probe_method(struct http1_parser *p, const char *data, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		if (data[i] == ' ')
+			return p->method_len ? 501 : 400;
+		if (!tchar((unsigned char)data[i]) || ++p->method_len > sizeof(p->req.method))
+			return 400;
+	}
+	return 0;
+}
+
+static ssize_t method_refused(struct http1_parser *p, int status, int *out)
+{
+	p->method_probe = false;
+	p->status = status;
+	snprintf(p->error, sizeof(p->error), "%s",
+		 status == 501 ? "unknown method" : "HPE_INVALID_METHOD: invalid method");
+	*out = status;
+	return -1;
+}
+
 ssize_t http1_feed(struct http1_parser *p, const char *data, size_t len, int *status)
 {
 	if (p->done)
@@ -294,6 +336,10 @@ ssize_t http1_feed(struct http1_parser *p, const char *data, size_t len, int *st
 	if (p->status) {
 		*status = p->status;
 		return -1;
+	}
+	if (p->method_probe) {
+		int st = probe_method(p, data, len);
+		return st ? method_refused(p, st, status) : (ssize_t)len;
 	}
 	llhttp_errno_t err = llhttp_execute(&p->llh, data, len);
 	/* After a request with an Upgrade the owner did not take (it answered it as plain HTTP),
@@ -315,6 +361,14 @@ ssize_t http1_feed(struct http1_parser *p, const char *data, size_t len, int *st
 		snprintf(p->error, sizeof(p->error), "%s: %s", llhttp_errno_name(err),
 			 llhttp_get_error_reason(&p->llh) ? llhttp_get_error_reason(&p->llh) : "");
 		p->status = 400;
+		const char *pos = llhttp_get_error_pos(&p->llh);
+		if (err == HPE_INVALID_METHOD && pos >= data && pos <= data + len) {
+			p->status = 0;
+			p->method_probe = true;
+			p->method_len = 0;
+			int st = probe_method(p, pos, len - (size_t)(pos - data));
+			return st ? method_refused(p, st, status) : (ssize_t)len;
+		}
 	}
 	*status = p->status;
 	return -1;

@@ -119,6 +119,14 @@ static void on_reply_for(struct server *s, const char *channel, const struct lau
 		request_finish(c);
 		return;
 	}
+	if (!more && r->length >= 0 && r->bytes < (uint64_t)r->length) {
+		log_limited(LOG_WARN,
+			    "conn %llu: response body on %s ended short of its Content-Length "
+			    "(%llu of %lld bytes); closing the connection",
+			    (unsigned long long)c->id, r->reply_channel,
+			    (unsigned long long)r->bytes, (long long)r->length);
+		r->keep_alive = false; /* the client sees the body cut short */
+	}
 	if (!more)
 		request_finish(c);
 }

@@ -175,6 +175,7 @@ static int on_head(void *owner, struct http1_request *h)
 	r->pathlen = t.path.len;
 	snprintf(r->method, sizeof(r->method), "%s", h->method);
 	r->head = h->head;
+	r->length = -1;
 	r->start_ms = util_now_ms();
 	r->version_minor = h->version_minor;
 	r->keep_alive = h->keep_alive && !s->draining;
@@ -257,7 +258,7 @@ static int on_complete(void *owner)
 		int status;
 		uint64_t bytes;
 		r->local = static_serve(c->srv->cfg->statics, c->srv->cfg->nstatics, r->method,
-					r->path, r->if_modified_since, conn_date(c->srv),
+					r->path, r->pathlen, r->if_modified_since, conn_date(c->srv),
 					r->keep_alive, &probe, &status, &bytes);
 		if (r->local) {
 			evbuffer_add(bufferevent_get_output(c->bev), probe.data, probe.len);
@@ -292,8 +293,8 @@ int request_response_start(struct conn *c, const struct laurel_msg *m, bool more
 					  .more = more,
 					  .date = conn_date(c->srv)};
 	if (asgi_http_response_head(m, &resp, head_out) < 0) {
-		log_limited(LOG_WARN, "conn %llu: reply on %s has no valid status; answering 500",
-			    (unsigned long long)c->id, r->reply_channel);
+		log_limited(LOG_WARN, "conn %llu: reply on %s has %s; answering 500",
+			    (unsigned long long)c->id, r->reply_channel, resp.error);
 		conn_respond_error(c, 500, "The application sent an invalid response.");
 		return -1;
 	}
@@ -303,6 +304,7 @@ int request_response_start(struct conn *c, const struct laurel_msg *m, bool more
 	r->keep_alive = resp.keep_alive;
 	r->chunked = resp.chunked;
 	r->no_body = resp.no_body;
+	r->length = resp.content_length;
 	r->started = true;
 	r->status = resp.status;
 	return 0;
@@ -313,8 +315,17 @@ int request_response_start(struct conn *c, const struct laurel_msg *m, bool more
 void request_response_body(struct conn *c, struct buf *head, const void *data, size_t len)
 {
 	struct request *r = c->req;
-	if (r->no_body)
+	if (r->no_body || r->overrun)
 		len = 0;
+	if (r->length >= 0 && r->bytes + len > (uint64_t)r->length) {
+		log_limited(LOG_WARN,
+			    "conn %llu: response body on %s is longer than its Content-Length "
+			    "(%lld); the rest is dropped and the connection closed",
+			    (unsigned long long)c->id, r->reply_channel, (long long)r->length);
+		len = (size_t)((uint64_t)r->length - r->bytes);
+		r->overrun = true;
+		r->keep_alive = false;
+	}
 	if (len && r->chunked)
 		buf_printf(head, "%zx\r\n", len);
 	struct iovec iov[3] = {{head->data, head->len},

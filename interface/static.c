@@ -97,8 +97,8 @@ static void simple(struct buf *out, int status, const char *reason, const char *
 }
 
 bool static_serve(const struct static_mount *mounts, size_t n, const char *method,
-		  const char *path, const char *if_modified_since, const char *date,
-		  bool keep_alive, struct buf *out, int *status, uint64_t *bytes)
+		  const char *path, size_t pathlen, const char *if_modified_since,
+		  const char *date, bool keep_alive, struct buf *out, int *status, uint64_t *bytes)
 {
 	const struct static_mount *m = NULL;
 	for (size_t i = 0; i < n && !m; i++) {
@@ -115,6 +115,11 @@ bool static_serve(const struct static_mount *mounts, size_t n, const char *metho
 		buf_printf(out, "Allow: GET, HEAD\r\nContent-Length: 0\r\n\r\n");
 		*status = 405;
 		*bytes = 0;
+		return true;
+	}
+	/* A NUL (%00) would cut the name short and serve another file than the one asked for. */
+	if (memchr(path, '\0', pathlen)) {
+		simple(out, 404, "Not Found", date, keep_alive, !is_head, status, bytes);
 		return true;
 	}
 	const char *rel = path + strlen(m->prefix) - 1;

@@ -20,11 +20,11 @@ struct static_mount {
 int static_mount_parse(struct static_mount *m, const char *spec, char *err, size_t errlen);
 void static_mount_fini(struct static_mount *m);
 
-/* If path (decoded) is under one of the mounts, writes a whole response (head and, unless HEAD,
- * body) into out and returns true, with *status and *bytes (body bytes) set. Returns false when
- * the path is under no mount. */
+/* If path (decoded, pathlen bytes, NUL-terminated) is under one of the mounts, writes a whole
+ * response (head and, unless HEAD, body) into out and returns true, with *status and *bytes
+ * (body bytes) set. Returns false when the path is under no mount. A path holding a NUL is 404. */
 bool static_serve(const struct static_mount *mounts, size_t n, const char *method,
-		  const char *path, const char *if_modified_since, const char *date,
-		  bool keep_alive, struct buf *out, int *status, uint64_t *bytes);
+		  const char *path, size_t pathlen, const char *if_modified_since,
+		  const char *date, bool keep_alive, struct buf *out, int *status, uint64_t *bytes);
 
 #endif

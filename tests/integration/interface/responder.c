@@ -37,6 +37,8 @@
  *   /never          no reply
  *   /body-channel   200 [Content-Type: text/plain] "<total bytes> <crc32 as %08x>" of body plus
  *                   the body_channel chunks; no reply if a chunk says {closed: true}
+ *   /length?cl=N    200 [Content-Length: N] "hello"; &stream=1: "part1" "part2" "part3" as
+ *                   three messages; &bad=1: Content-Length "5x"; &twice=1: the header twice
  *   /reply-twice    the /hello reply, then a stray {status: 500, headers: [], content: "stray",
  *                   more_content: false} on the same channel
  *   /header-case    200 [X-Custom-Header: Value, content-type: text/plain] "ok"
@@ -719,6 +721,19 @@ static void handle_request(struct responder *r, const struct laurel_msg *m)
 	} else if (strcmp(path, "/reply-twice") == 0) {
 		if (send_msg(r, channel, hello_msg()) == 0)
 			send_msg(r, channel, start_msg(500, NULL, 0, "stray", 5, false));
+	} else if (strcmp(path, "/length") == 0) {
+		/* An application's own Content-Length: cl=N on "hello" (stream=1: on "part1",
+		 * "part2", "part3" in three messages); bad=1: "5x"; twice=1: two of them. */
+		char cl[32];
+		snprintf(cl, sizeof(cl), query_long(m, "bad", 0) ? "5x" : "%ld",
+			 query_long(m, "cl", 5));
+		struct header h[] = {{"Content-Length", cl}, {"Content-Length", cl}};
+		size_t nh = query_long(m, "twice", 0) ? 2 : 1;
+		if (!query_long(m, "stream", 0))
+			send_msg(r, channel, start_msg(200, h, nh, "hello", 5, false));
+		else if (send_msg(r, channel, start_msg(200, h, nh, "part1", 5, true)) == 0 &&
+			 send_msg(r, channel, chunk_msg("part2", 5, true)) == 0)
+			send_msg(r, channel, chunk_msg("part3", 5, false));
 	} else if (strcmp(path, "/header-case") == 0) {
 		static const struct header h[] = {{"X-Custom-Header", "Value"},
 						  {"content-type", "text/plain"}};

@@ -3,6 +3,7 @@
  * from reply messages. */
 #include "interface/asgi_http.h"
 #include "common/buf.h"
+#include "common/util.h"
 #include "tests/lib/test.h"
 
 #include <stdlib.h>
@@ -90,6 +91,36 @@ static void test_targets(void)
 	T("GET", "/chat/", 1, ws, "path=/chat/(6) query= ws=1");
 	static const char *const h2c[] = {"host", "h", "upgrade", "h2c", NULL};
 	T("GET", "/", 1, h2c, "path=/(1) query= ws=0");
+	/* Host must be host[:port] (RFC 9110 §7.2, RFC 3986 §3.2.2); empty is allowed. */
+	static const struct {
+		const char *value;
+		bool ok;
+	} hosts[] = {
+		{"example.com", true},	 {"", true},	       {"1.2.3.4:8000", true},
+		{"[::1]:80", true},	 {"[::ffff:1.2.3.4]", true}, {"x:", true},
+		{"%41b.c", true},	 {"a-b_c~d!$&'()*+,;=", true}, {"x:65535", true},
+		{"a b", false},		 {"x:abc", false},	   {"x/y", false},
+		{"x:99999", false},	 {"x:123456", false},	   {"user@x", false},
+		{"[zz]", false},	 {"[]", false},	   {"[::1", false},
+		{":80", false},		 {"x:80:81", false},	   {"%4", false},
+		{"x?y", false},		 {"[::1]x", false},
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(hosts); i++) {
+		const char *const hv[] = {"host", hosts[i].value, NULL};
+		s = target("GET", "/", 1, hv);
+		test_checks++;
+		if ((strcmp(s, "400") != 0) != hosts[i].ok)
+			test_fail(__FILE__, __LINE__, "Host \"%s\": got %s", hosts[i].value, s);
+		free(s);
+	}
+	/* An absolute-form target's authority is checked the same way (and must not be empty). */
+	T("GET", "http://user@h/x", 1, NULL, "400");
+	T("GET", "http:///x", 1, NULL, "400");
+	T("GET", "http://h:99999/x", 1, NULL, "400");
+	T("GET", "http://h?q=1", 1, NULL, "path=/(1) query=q=1 ws=0");
+	T("GET", "http://[::1]:8/a", 1, NULL, "path=/a(2) query= ws=0");
+	static const char *const badhost[] = {"host", "a b", NULL};
+	T("GET", "http://h/x", 1, badhost, "path=/x(2) query= ws=0"); /* Host is ignored then */
 #undef T
 }
 
@@ -162,7 +193,13 @@ static void test_messages(void)
 					 "x-forwarded-proto",
 					 "https",
 					 NULL};
-	char *s = message("/p?q=1", hs, &tcp, &plain);
+	/* RFC 9112 §3.2.2: the authority of an absolute-form target replaces Host. */
+	static const char *const hx[] = {"x-a", "1", "host", "h", "x-b", "2", NULL};
+	char *s = message("http://other.example:81/p", hx, &tcp, &plain);
+	CHECK(strstr(s, "headers=[[b'x-a',b'1'],[b'host',b'other.example:81'],[b'x-b',b'2']]") !=
+	      NULL);
+	free(s);
+	s = message("/p?q=1", hs, &tcp, &plain);
 	CHECK_STR(s, "reply_channel='r!q1' http_version='1.1' method='GET' path='/p' root_path='' "
 		     "scheme='http' query_string=b'q=1' headers=[[b'host',b'h'],"
 		     "[b'x-forwarded-for',b'1.2.3.4, 5.6.7.8'],[b'x-forwarded-port',b'99'],"
@@ -200,7 +237,7 @@ static char *head(struct laurel_msg *m, bool head_request, int minor, bool more)
 	buf_init(&out);
 	if (asgi_http_response_head(m, &r, &out) < 0) {
 		CHECK_EQ(out.len, 0);
-		buf_append_str(&out, "ERR");
+		buf_printf(&out, "ERR %s", r.error ? r.error : "(no reason)");
 	} else {
 		buf_printf(&out, " ka=%d chunked=%d nobody=%d dropped=%zu", r.keep_alive, r.chunked,
 			   r.no_body, r.dropped_headers);
@@ -281,12 +318,54 @@ static void test_responses(void)
 	H(reply(404, hs, "hello"), false, 1, true,
 	  "HTTP/1.1 404 Not Found\r\nX-A: 1\r\nDate: Mon\r\nserver: S\r\nContent-Length: 5\r\n"
 	  "Connection: close\r\n\r\n ka=0 chunked=0 nobody=0 dropped=3");
-	H(reply(0, NULL, "x"), false, 1, false, "ERR");
-	H(reply(99, NULL, "x"), false, 1, false, "ERR");
-	H(reply(1000, NULL, "x"), false, 1, false, "ERR");
+	H(reply(0, NULL, "x"), false, 1, false, "ERR no valid status");
+	H(reply(99, NULL, "x"), false, 1, false, "ERR no valid status");
+	H(reply(1000, NULL, "x"), false, 1, false, "ERR no valid status");
 	struct laurel_msg *m = laurel_msg_new();
 	laurel_msg_set_text(m, "status", "200");
-	H(m, false, 1, false, "ERR");
+	H(m, false, 1, false, "ERR no valid status");
+	/* The application's Content-Length is checked, never passed on as it came. */
+	static const char *const cl2[] = {"Content-Length", "2", NULL};
+	static const char *const cl3[] = {"Content-Length", "3", NULL};
+	static const char *const cl_twice[] = {"Content-Length", "2", "content-length", "2", NULL};
+	static const char *const cl_bad[] = {"Content-Length", "2x", NULL};
+	static const char *const cl_neg[] = {"Content-Length", "-2", NULL};
+	static const char *const cl_empty[] = {"Content-Length", "", NULL};
+	static const char *const cl_huge[] = {"Content-Length", "99999999999999999999", NULL};
+	H(reply(200, cl2, "hi"), false, 1, false,
+	  "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nDate: D\r\nServer: laurel\r\n\r\n"
+	  " ka=1 chunked=0 nobody=0 dropped=0");
+	H(reply(200, cl3, "hi"), false, 1, false,
+	  "ERR a Content-Length that does not match its content");
+	H(reply(200, cl_twice, "hi"), false, 1, false, "ERR two Content-Length headers");
+	H(reply(200, cl_bad, "hi"), false, 1, false, "ERR a malformed Content-Length");
+	H(reply(200, cl_neg, "hi"), false, 1, false, "ERR a malformed Content-Length");
+	H(reply(200, cl_empty, ""), false, 1, false, "ERR a malformed Content-Length");
+	H(reply(200, cl_huge, ""), false, 1, false, "ERR a malformed Content-Length");
+	/* Streamed: the rest must match (checked as it comes); HEAD and 304: no body to check. */
+	H(reply(200, cl3, "hi"), false, 1, true,
+	  "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nDate: D\r\nServer: laurel\r\n\r\n"
+	  " ka=1 chunked=0 nobody=0 dropped=0");
+	H(reply(200, cl3, ""), true, 1, false,
+	  "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nDate: D\r\nServer: laurel\r\n\r\n"
+	  " ka=1 chunked=0 nobody=1 dropped=0");
+	H(reply(304, cl3, NULL), false, 1, false,
+	  "HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\nDate: D\r\nServer: laurel\r\n\r\n"
+	  " ka=1 chunked=0 nobody=1 dropped=0");
+	struct asgi_http_response r = {.version_minor = 1, .keep_alive = true, .more = true,
+				       .date = "D"};
+	struct buf out;
+	buf_init(&out);
+	m = reply(200, cl3, "h");
+	CHECK_EQ(asgi_http_response_head(m, &r, &out), 0);
+	CHECK_EQ(r.content_length, 3);
+	laurel_msg_free(m);
+	buf_reset(&out);
+	m = reply(200, NULL, "h");
+	CHECK_EQ(asgi_http_response_head(m, &r, &out), 0);
+	CHECK_EQ(r.content_length, -1);
+	laurel_msg_free(m);
+	buf_fini(&out);
 #undef H
 }
 

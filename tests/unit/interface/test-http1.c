@@ -271,7 +271,18 @@ static void test_refusals(void)
 	check_parse("GET / HTTP/1.1\nHost: x\n\n", "ERR 400");
 	check_parse("GET / HTTP/1.1\r\nX: a\rb\r\n\r\n", "ERR 400");
 	check_parse("GET / HTTP/1.1\r\nX : 1\r\n\r\n", "ERR 400");
-	check_parse("get / HTTP/1.1\r\n\r\n", "ERR 400");
+	/* Methods are case-sensitive: "get" is a well-formed method we do not know (RFC 9110
+	 * §9.1: 501), whatever the split of the bytes; a method with a non-token byte is 400. */
+	check_parse("get / HTTP/1.1\r\n\r\n", "ERR 501");
+	check_parse("FROB / HTTP/1.1\r\n\r\n", "ERR 501");
+	check_parse("PROPFINDX / HTTP/1.1\r\n\r\n", "ERR 501");
+	check_parse("G(T / HTTP/1.1\r\n\r\n", "ERR 400");
+	check_parse("GETTINGVERYLONGMETHODNAMEXYZ / HTTP/1.1\r\n\r\n", "ERR 400");
+	check_parse("CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", "ERR 501");
+	/* A request line without a version is no HTTP/1.x request: 400, not 505. */
+	check_parse("GET /\r\n\r\n", "ERR 400");
+	/* HTTP/1.0 has no transfer codings (RFC 9112 §6.1). */
+	check_parse("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "ERR 400");
 	check_parse_n("GET / HTTP/1.1\r\nX: a\0b\r\n\r\n", 26, "ERR 400", 0);
 	/* A refusal from a callback, with its status. */
 	check_parse_n("GET /x HTTP/1.1\r\n\r\n", 19,
