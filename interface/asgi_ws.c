@@ -96,23 +96,116 @@ void asgi_ws_disconnect(struct conn *c, int code)
 	conn_access_log(c, "WSDISCONNECT", r->path, 0, 0);
 }
 
-/* websocket.receive in flight before reading from the client pauses */
+/* Inbound flow, in order: the frames of one read are parsed into websocket.receive messages, at
+ * most WS_RECEIVE_BACKLOG of them, which the layer sends in one batch; the frames after them stay
+ * unparsed until the layer has taken every one (so a later batch never overtakes a refused
+ * message). Meanwhile reading from the client goes on until WS_UNPARSED_MAX bytes wait. */
 #define WS_RECEIVE_BACKLOG 16
+#define WS_UNPARSED_MAX 65536
+/* A websocket.receive refused because the channel is full is sent again every WS_RETRY_MS, for
+ * WS_FULL_WAIT_MS (Channels 1 retried a full channel for 2 s too); then the connection closes
+ * with 1013. Refused messages wait in one list for the whole server, in the order they were
+ * refused (a batch's callbacks come in order), so a connection's messages go again in order. */
+#define WS_FULL_WAIT_MS 2000
+#define WS_RETRY_MS 25
 
+/* A websocket.receive until the layer took it: the message is kept to be sent again. */
+struct ws_receive {
+	struct server *srv;
+	uint64_t id; /* the connection's request */
+	struct laurel_msg *msg;
+	int64_t first_ms;
+	struct ws_receive *next; /* in srv->ws_retrying while waiting */
+};
+
+static void receive_free(struct ws_receive *rx)
+{
+	laurel_msg_free(rx->msg);
+	free(rx);
+}
+
+void asgi_ws_free_retries(struct server *s)
+{
+	while (s->ws_retrying) {
+		struct ws_receive *rx = s->ws_retrying;
+		s->ws_retrying = rx->next;
+		receive_free(rx);
+	}
+	s->ws_retrying_tail = NULL;
+	if (s->ws_retry_timer)
+		event_free(s->ws_retry_timer);
+	s->ws_retry_timer = NULL;
+}
+
+static void on_receive_sent(int status, void *arg);
+
+static void receive_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+	struct ws_receive *rx = s->ws_retrying;
+	s->ws_retrying = s->ws_retrying_tail = NULL;
+	while (rx) {
+		struct ws_receive *next = rx->next;
+		rx->next = NULL;
+		struct conn *c = reply_live(s, rx->id);
+		int rc = c && c->ws ? layer_async_send(s->layer, "websocket.receive", rx->msg,
+						       on_receive_sent, rx)
+				    : -ECANCELED;
+		if (rc < 0)
+			on_receive_sent(rc, rx); /* frees it */
+		rx = next;
+	}
+}
+
+static void receive_later(struct server *s, struct ws_receive *rx)
+{
+	rx->next = NULL;
+	if (s->ws_retrying_tail)
+		s->ws_retrying_tail->next = rx;
+	else
+		s->ws_retrying = rx;
+	s->ws_retrying_tail = rx;
+	if (!s->ws_retry_timer)
+		s->ws_retry_timer = evtimer_new(s->base, receive_retry, s);
+	if (!evtimer_pending(s->ws_retry_timer, NULL)) {
+		struct timeval tv = {0, WS_RETRY_MS * 1000};
+		evtimer_add(s->ws_retry_timer, &tv);
+	}
+}
+
+/* The layer answered a websocket.receive (or it could not be sent at all). */
 static void on_receive_sent(int status, void *arg)
 {
-	struct conn *c = request_ref_take(arg);
-	if (!c)
+	struct ws_receive *rx = arg;
+	struct conn *c = reply_live(rx->srv, rx->id);
+	if (!c || !c->ws) {
+		receive_free(rx);
 		return;
+	}
+	if (status == LAUREL_FULL && !ws_close_sent(c->ws) &&
+	    util_now_ms() - rx->first_ms < WS_FULL_WAIT_MS) {
+		/* Still in flight: the frames behind it stay unread meanwhile. */
+		receive_later(c->srv, rx);
+		return;
+	}
+	receive_free(rx);
 	/* Inbound backpressure: a client that sends faster than the layer takes is not read. */
-	if (--c->receives_in_flight < WS_RECEIVE_BACKLOG && c->mode == MODE_WS_OPEN && !c->closing)
+	if (--c->receives_in_flight == 0 && c->mode == MODE_WS_OPEN && !c->closing) {
 		conn_pause_reading(c, false);
-	if (status == 0 || status == -ECANCELED || !c->ws)
+		/* Frames left unparsed by the pause wait in the ws reader or the input buffer. */
+		if (ws_has_pending(c->ws) || evbuffer_get_length(bufferevent_get_input(c->bev)))
+			bufferevent_trigger(c->bev, EV_READ,
+					    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+	}
+	if (status == 0 || status == -ECANCELED)
 		return;
 	log_limited(LOG_WARN, "conn %llu: websocket.receive %s; closing %s",
 		    (unsigned long long)c->id,
-		    status == LAUREL_FULL ? "is full" : "could not be sent", c->req->reply_channel);
-	ws_close(c->ws, status == LAUREL_FULL ? 1013 : 1011);
+		    status == LAUREL_FULL	? "stayed full for 2 s"
+		    : status == -EMSGSIZE ? "is too large"
+					    : "could not be sent",
+		    c->req->reply_channel);
+	ws_close(c->ws, status == LAUREL_FULL ? 1013 : status == -EMSGSIZE ? 1009 : 1011);
 	c->close_sent_ms = ms_now();
 	asgi_ws_arm(c);
 }
@@ -131,17 +224,23 @@ static void on_message(void *owner, bool text, const uint8_t *data, size_t len)
 		laurel_msg_set_textn(m, "text", (const char *)data, len);
 	else
 		laurel_msg_set_bytes(m, "bytes", data, len);
-	int rc = request_send(c, "websocket.receive", m, on_receive_sent);
-	laurel_msg_free(m);
-	if (rc == 0 && ++c->receives_in_flight >= WS_RECEIVE_BACKLOG)
-		conn_pause_reading(c, true);
+	struct ws_receive *rx = xcalloc(1, sizeof(*rx));
+	rx->srv = c->srv;
+	rx->id = r->id;
+	rx->msg = m;
+	rx->first_ms = util_now_ms();
+	int rc = layer_async_send(c->srv->layer, "websocket.receive", m, on_receive_sent, rx);
 	if (rc < 0) {
+		receive_free(rx);
 		log_limited(LOG_WARN, "conn %llu: websocket.receive not sent: %s",
 			    (unsigned long long)c->id, laurel_layer_error(NULL));
 		ws_close(c->ws, rc == -EMSGSIZE ? 1009 : 1011);
 		c->close_sent_ms = ms_now();
 		asgi_ws_arm(c);
+		return;
 	}
+	if (++c->receives_in_flight >= WS_RECEIVE_BACKLOG)
+		ws_pause(c->ws); /* the frames after this one wait (see WS_RECEIVE_BACKLOG) */
 }
 
 static void on_activity(void *owner)
@@ -384,11 +483,22 @@ void asgi_ws_read(struct conn *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	int rc = 0;
-	while (rc == 0 && evbuffer_get_length(in) && !ws_finished(c->ws)) {
+	/* Nothing is parsed while messages are in flight (see WS_RECEIVE_BACKLOG;
+	 * on_receive_sent comes back here); frames a pause left unparsed go first. */
+	if (c->receives_in_flight) {
+		if (evbuffer_get_length(in) > WS_UNPARSED_MAX)
+			conn_pause_reading(c, true);
+		return;
+	}
+	if (ws_has_pending(c->ws) && !ws_finished(c->ws))
+		rc = ws_feed(c->ws, NULL, 0);
+	while (rc == 0 && evbuffer_get_length(in) && !ws_finished(c->ws) &&
+	       c->receives_in_flight < WS_RECEIVE_BACKLOG) {
 		struct evbuffer_iovec v[4];
 		int n = evbuffer_peek(in, -1, NULL, v, 4);
 		size_t total = 0;
-		for (int i = 0; i < n && rc == 0; i++) {
+		for (int i = 0; i < n && rc == 0 && c->receives_in_flight < WS_RECEIVE_BACKLOG;
+		     i++) {
 			rc = ws_feed(c->ws, v[i].iov_base, v[i].iov_len);
 			total += v[i].iov_len;
 		}

@@ -32,5 +32,7 @@ bool asgi_ws_check_output(struct conn *c);
 /* Arms the keep-alive timer for the next thing to look at; asgi_ws_tick is its expiry. */
 void asgi_ws_arm(struct conn *c);
 void asgi_ws_tick(struct conn *c);
+/* Frees the websocket.receive messages waiting to be sent again (at the server's end). */
+void asgi_ws_free_retries(struct server *s);
 
 #endif

@@ -27,6 +27,7 @@ struct layer_async;
 struct outbox;
 struct sockaddr;
 struct ws;
+struct ws_receive;
 
 struct request {
 	uint64_t id;
@@ -117,6 +118,9 @@ struct server {
 	struct http1_limits limits;
 	struct layer_async *layer;
 	struct outbox *outbox; /* websocket.disconnect, http.disconnect */
+	/* websocket.receive refused as full, to send again (asgi_ws.c), oldest first */
+	struct ws_receive *ws_retrying, *ws_retrying_tail;
+	struct event *ws_retry_timer;
 	struct evconnlistener *listeners[3];
 	size_t nlisteners;
 	char prefix[LAUREL_NAME_MAX + 1]; /* "laurel.response.AbCdEfGhIj!" */

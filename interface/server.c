@@ -273,6 +273,7 @@ void server_free(struct server *s)
 		event_free(s->drain_timer);
 	layer_async_free(s->layer);
 	outbox_free(s->outbox); /* after the layer: its callbacks were cancelled */
+	asgi_ws_free_retries(s);
 	if (s->access && s->access != stdout)
 		fclose(s->access);
 	reply_free_all(s);

@@ -23,7 +23,9 @@ struct ws {
 	int forced_code;     /* the close code we sent ourselves, bypassing wslay */
 	/* Frame boundaries, so a control frame reaches wslay whole (wslay checks a close
 	 * frame's reason per read, and a reason split across reads fails its UTF-8 check). */
-	struct buf pending;  /* bytes held back: the start of a control frame */
+	struct buf pending;  /* bytes held back: the start of a control frame, or frames not read
+			      * yet because the owner paused (ws_pause) */
+	bool paused;	     /* the owner takes no more messages in this ws_feed */
 	uint64_t skip;	     /* payload bytes of the current data frame still to pass */
 };
 
@@ -207,7 +209,7 @@ static size_t frame_header(const uint8_t *p, size_t n, uint64_t *payload)
 static size_t feed_frames(struct ws *w, const uint8_t *p, size_t avail)
 {
 	size_t used = 0;
-	while (used < avail && !w->failed) {
+	while (used < avail && !w->failed && !w->paused) {
 		uint64_t payload = 0;
 		size_t hl = frame_header(p + used, avail - used, &payload);
 		if (!hl)
@@ -246,10 +248,13 @@ static size_t feed_frames(struct ws *w, const uint8_t *p, size_t avail)
 int ws_feed(struct ws *w, const uint8_t *data, size_t len)
 {
 	bool was_dormant = !w->ctx;
-	if (len && !wake(w))
+	if ((len || w->pending.len) && !wake(w))
 		return -1;
 	w->data_fed = false;
-	while (len > 0 && !w->failed) {
+	w->paused = false;
+	bool again = w->pending.len > 0; /* frames a pause left unread go first */
+	while ((len > 0 || again) && !w->failed) {
+		again = false;
 		if (w->skip) {
 			/* Inside a data frame: pass it through as it comes. */
 			size_t n = len < w->skip ? len : (size_t)w->skip;
@@ -263,7 +268,8 @@ int ws_feed(struct ws *w, const uint8_t *data, size_t len)
 		if (w->pending.len) {
 			/* Complete the header or control frame held back last time; what is still
 			 * incomplete stays held. */
-			buf_append(&w->pending, data, len);
+			if (len)
+				buf_append(&w->pending, data, len);
 			len = 0;
 			size_t used = feed_frames(w, (const uint8_t *)w->pending.data, w->pending.len);
 			buf_consume(&w->pending, used);
@@ -273,7 +279,8 @@ int ws_feed(struct ws *w, const uint8_t *data, size_t len)
 		data += used;
 		len -= used;
 		if (!w->skip && len && !w->failed) {
-			buf_append(&w->pending, data, len); /* an incomplete header or control frame */
+			/* an incomplete header or control frame, or what a pause left */
+			buf_append(&w->pending, data, len);
 			len = 0;
 		}
 	}
@@ -283,6 +290,16 @@ int ws_feed(struct ws *w, const uint8_t *data, size_t len)
 	if (was_dormant && !w->data_fed)
 		doze(w);
 	return w->failed ? -1 : 0;
+}
+
+void ws_pause(struct ws *w)
+{
+	w->paused = true;
+}
+
+bool ws_has_pending(const struct ws *w)
+{
+	return w->pending.len > 0;
 }
 
 int ws_send_framed(struct ws *w, const void *frame, size_t len)

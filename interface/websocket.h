@@ -32,8 +32,14 @@ struct ws;
 struct ws *ws_new(size_t max_message, const struct ws_callbacks *cb, void *owner);
 void ws_free(struct ws *w);
 
-/* Reads frames from data[0..len). Returns 0, or -1 when the connection must be dropped now. */
+/* Reads frames from data[0..len) (after the frames a pause left unread; len may be 0 to read just
+ * those). Returns 0, or -1 when the connection must be dropped now. */
 int ws_feed(struct ws *w, const uint8_t *data, size_t len);
+/* From on_message: deliver no more messages in this ws_feed. The frames after this message are
+ * kept unparsed (ws_has_pending) for the next ws_feed, which the owner makes once it can take
+ * messages again — and until then it reads nothing more from the client. */
+void ws_pause(struct ws *w);
+bool ws_has_pending(const struct ws *w);
 /* Sends one message framed here. Returns 0, or -1 once a close was sent. */
 int ws_send(struct ws *w, bool text, const void *data, size_t len);
 /* Writes pre-framed bytes (from ws_frame). Same returns as ws_send. */

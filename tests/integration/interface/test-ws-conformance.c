@@ -966,6 +966,92 @@ static void test_backpressure(void)
 	check_sanitizer(&f.proc);
 }
 
+/* 1,000 small messages in one TCP write: all delivered, none refused (frames beyond the
+ * in-flight limit wait unparsed in the input buffer). With the default capacity (100) they come
+ * back in the order sent; with --capacity 4 the channel is full again and again, and a refused
+ * message is sent again (for a bounded time) instead of closing with 1013: all arrive, a retried
+ * one possibly after later ones (their `order` field says where they belong). */
+static void burst(int port, bool in_order, const char *what)
+{
+	struct client c;
+	if (ws_open_on(&c, port, "/burst") < 0) {
+		CHECK(!"burst: handshake");
+		return;
+	}
+	enum { N = 1000 };
+	struct buf all;
+	buf_init(&all);
+	char text[16];
+	for (int i = 0; i < N; i++) {
+		int n = snprintf(text, sizeof(text), "b%d", i);
+		frame_build(&all, 0x81, true, text, (size_t)n);
+	}
+	CHECK_EQ(client_send(&c, all.data, all.len), 0);
+	static bool seen[N];
+	memset(seen, 0, sizeof(seen));
+	int got = 0, out_of_order = 0, next = 0;
+	while (got < N) {
+		struct frame f;
+		if (recv_frame(&c, &f, NULL, 10000) < 0)
+			break;
+		if (f.opcode != 1) {
+			fprintf(stderr, "%s: opcode %d after %d messages\n", what, f.opcode, got);
+			buf_fini(&f.payload);
+			break;
+		}
+		buf_append_byte(&f.payload, 0);
+		int k = atoi(f.payload.data + 1);
+		if (k >= 0 && k < N && !seen[k]) {
+			seen[k] = true;
+			got++;
+			out_of_order += k != next;
+			next = k + 1;
+		}
+		buf_fini(&f.payload);
+	}
+	fprintf(stderr, "  %s: %d of %d echoed, %d out of order\n", what, got, N, out_of_order);
+	test_checks++;
+	if (got != N)
+		test_fail(__FILE__, __LINE__, "%s: %d of %d messages came back", what, got, N);
+	if (in_order)
+		CHECK_EQ(out_of_order, 0);
+	send_close(&c, 1000, "", 0);
+	expect_close(&c, 1000, what);
+	buf_fini(&all);
+	client_close(&c);
+}
+
+static void test_burst(void)
+{
+	burst(main_if.port, true, "1,000 frames in one write");
+	struct iface f;
+	const char *args[] = {"--capacity", "4", NULL};
+	if (iface_start(&f, interface_exe, "iface-cap4", redis.port, test_free_port(), args) < 0) {
+		CHECK(false);
+		return;
+	}
+	burst(f.port, false, "1,000 frames in one write, --capacity 4");
+	/* The application stops (SIGSTOP): the channel stays full, and after the bounded wait
+	 * (2 s) the connection is closed with 1013 — not at once, and not never. */
+	struct client c;
+	if (ws_open_on(&c, f.port, "/stalled") == 0) {
+		kill(responder.pid, SIGSTOP);
+		for (int i = 0; i < 20; i++)
+			send_text(&c, "stalled");
+		int64_t t0 = util_now_ms();
+		expect_close(&c, 1013, "a channel that stays full");
+		int64_t took = util_now_ms() - t0;
+		kill(responder.pid, SIGCONT);
+		CHECK_INT(took, >=, 1800);
+		CHECK_INT(took, <, 8000);
+		CHECK(log_has(&f.proc, "stayed full for 2 s"));
+		client_close(&c);
+	}
+	CHECK(proc_alive(&f.proc));
+	CHECK_EQ(proc_stop(&f.proc, SIGTERM, 10000), 0);
+	check_sanitizer(&f.proc);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
@@ -1003,6 +1089,7 @@ int main(int argc, char **argv)
 	test_close();
 	test_max_message();
 	test_no_pong();
+	test_burst(); /* before test_backpressure, whose floods leave websocket.receive full a while */
 	test_backpressure();
 	CHECK(proc_alive(&main_if.proc));
 	CHECK_EQ(proc_stop(&main_if.proc, SIGTERM, 10000), 0);
