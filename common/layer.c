@@ -272,7 +272,7 @@ int layer_config_init(struct layer_config *cfg, const struct laurel_layer_option
 	cfg->expiry = o.expiry ? o.expiry : 60;
 	cfg->group_expiry = o.group_expiry ? o.group_expiry : 86400;
 	cfg->capacity = o.capacity ? o.capacity : 100;
-	cfg->max_message = o.max_message ? o.max_message : 1024 * 1024;
+	cfg->max_message = o.max_message ? o.max_message : LAUREL_MAX_MESSAGE_DEFAULT;
 	cfg->connect_timeout_ms = o.connect_timeout_ms ? o.connect_timeout_ms : 2000;
 	cfg->command_timeout_ms = o.command_timeout_ms ? o.command_timeout_ms : 5000;
 	if (!valid_prefix(cfg->prefix))

@@ -142,6 +142,11 @@ int server_new(struct server **out, struct event_base *base, const struct server
 		.expiry = cfg->expiry,
 		.group_expiry = cfg->group_expiry,
 		.capacity = cfg->capacity,
+		/* --ws-max-message is the one limit: the layer takes a message of that payload. */
+		.max_message = cfg->ws_max_message + LAUREL_MESSAGE_ENVELOPE >
+					       LAUREL_MAX_MESSAGE_DEFAULT
+				       ? cfg->ws_max_message + LAUREL_MESSAGE_ENVELOPE
+				       : LAUREL_MAX_MESSAGE_DEFAULT,
 	};
 	if (cfg->shared_layer)
 		layer_async_new_shared(&s->layer, base, cfg->shared_layer);

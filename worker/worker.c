@@ -273,15 +273,27 @@ static enum worker_outcome handle(struct worker *w, const char *channel,
 			snprintf(ctx.error, sizeof(ctx.error), "unknown return value %d", rc);
 		else if (!ctx.error[0])
 			snprintf(ctx.error, sizeof(ctx.error), "%s", strerror(-rc));
+		/* A failed websocket.connect is a refused handshake: the client hears 403 now
+		 * instead of waiting out the interface's connect timeout ({close: true} is
+		 * Channels 1's own refusal, which Daphne understands too). */
+		bool refuse = strcmp(channel, "websocket.connect") == 0 &&
+			      laurel_msg_get_text(msg, "reply_channel", NULL);
 		log_error("channel %s, reply channel %s: consumer %s failed: %s; message dropped, "
-			  "nothing sent",
+			  "%s",
 			  channel, reply_for_log(msg), m.route->name ? m.route->name : "unnamed",
-			  ctx.error);
+			  ctx.error, refuse ? "the handshake refused (403)" : "nothing sent");
 		outcome = WORKER_DROPPED;
+		consumer_discard(&ctx);
 		if (ordered) {
 			/* A failed message must not hold its successors up for ever. */
-			consumer_discard(&ctx);
 			ordering_done(&ctx, order);
+		}
+		if (refuse) {
+			struct laurel_msg *deny = laurel_msg_new();
+			laurel_msg_set_bool(deny, "close", true);
+			consumer_send_patiently(w->layer, laurel_msg_get_text(msg, "reply_channel", NULL),
+						deny, w->full_wait_ms);
+			laurel_msg_free(deny);
 		}
 	}
 out:

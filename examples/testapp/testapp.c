@@ -216,6 +216,21 @@ static int twice(struct laurel_ctx *ctx)
 	return 0;
 }
 
+/* /broken/: a connect consumer that fails (as one whose database is down would). */
+static int broken_connect(struct laurel_ctx *ctx)
+{
+	return laurel_ctx_error(ctx, -EIO, "the database is down");
+}
+
+static const struct laurel_ws_consumer broken = {
+	.connect = broken_connect,
+};
+
+/* /nogroup/: a group template whose keyword argument the path does not give. */
+static const struct laurel_ws_consumer nogroup = {
+	.groups = LAUREL_CHANNELS("room-{missing}"),
+};
+
 static const struct laurel_route http_routes[] = {
 	LAUREL_ROUTE("http.request", hello, LAUREL_FILTER("path", "^/hello$")),
 	LAUREL_ROUTE("http.request", stream,
@@ -229,6 +244,8 @@ static const struct laurel_route routes[] = {
 	LAUREL_ROUTE_WS(&chat, LAUREL_FILTER("path", "^/chat/(?P<room>[a-z0-9]+)/$")),
 	LAUREL_ROUTE_WS(&ordered, LAUREL_FILTER("path", "^/ordered/$")),
 	LAUREL_ROUTE_WS(&demux, LAUREL_FILTER("path", "^/demux/$")),
+	LAUREL_ROUTE_WS(&broken, LAUREL_FILTER("path", "^/broken/$")),
+	LAUREL_ROUTE_WS(&nogroup, LAUREL_FILTER("path", "^/nogroup/$")),
 	LAUREL_ROUTE("test.fail", fail_half_way),
 	LAUREL_ROUTE("test.later", later),
 	LAUREL_ROUTE("test.always-later", always_later),

@@ -68,10 +68,17 @@ struct laurel_layer_options {
 	int capacity;		   /* default per-channel capacity; default 100 */
 	const struct laurel_capacity *capacities; /* overrides, copied */
 	size_t ncapacities;
-	size_t max_message;	   /* largest encoded message accepted by send; default 1 MiB */
+	size_t max_message;	   /* largest encoded message accepted by send; default
+				    * LAUREL_MAX_MESSAGE_DEFAULT */
 	int connect_timeout_ms;	   /* default 2000 */
 	int command_timeout_ms;	   /* a Redis reply later than this fails the call; default 5000 */
 };
+
+/* Room for a message's fields around its largest payload (reply channel, path, order, keys). */
+#define LAUREL_MESSAGE_ENVELOPE (64 * 1024)
+/* The default message limit: a 1 MiB payload (a WebSocket message at the interface's default
+ * --ws-max-message, or an echo of it) and its envelope. */
+#define LAUREL_MAX_MESSAGE_DEFAULT ((size_t)(1024 * 1024 + LAUREL_MESSAGE_ENVELOPE))
 
 struct laurel_layer;
 

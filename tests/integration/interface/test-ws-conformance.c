@@ -966,6 +966,50 @@ static void test_backpressure(void)
 	check_sanitizer(&f.proc);
 }
 
+/* One limit covers the whole path: with the default --ws-max-message (1 MiB) a message of
+ * exactly 1 MiB is delivered (the layer's message limit has room for it and its envelope) and one
+ * byte more is 1009; raising --ws-max-message raises the layer's limit with it. */
+static void max_echo(int port, size_t ok, const char *what)
+{
+	char *data = malloc(ok + 1);
+	memset(data, 'M', ok + 1);
+	struct client c;
+	if (ws_open_on(&c, port, "/max") == 0) {
+		ws_sendframe(&c, 0x82, true, data, ok);
+		expect_message(&c, 0x2, data, ok, what);
+		send_close(&c, 1000, "", 0);
+		expect_close(&c, 1000, what);
+		client_close(&c);
+	}
+	if (ws_open_on(&c, port, "/max") == 0) {
+		ws_sendframe(&c, 0x82, true, data, ok + 1);
+		expect_close(&c, 1009, what);
+		client_close(&c);
+	}
+	free(data);
+}
+
+static void test_max_message_whole_path(void)
+{
+	struct iface f;
+	if (iface_start(&f, interface_exe, "iface-default", redis.port, test_free_port(), NULL) ==
+	    0) {
+		max_echo(f.port, 1 << 20, "exactly 1 MiB with the default --ws-max-message");
+		CHECK_EQ(proc_stop(&f.proc, SIGTERM, 10000), 0);
+		check_sanitizer(&f.proc);
+	} else {
+		CHECK(false);
+	}
+	const char *args[] = {"--ws-max-message", "3000000", NULL};
+	if (iface_start(&f, interface_exe, "iface-3m", redis.port, test_free_port(), args) == 0) {
+		max_echo(f.port, 3000000, "exactly 3,000,000 bytes with --ws-max-message 3000000");
+		CHECK_EQ(proc_stop(&f.proc, SIGTERM, 10000), 0);
+		check_sanitizer(&f.proc);
+	} else {
+		CHECK(false);
+	}
+}
+
 /* 1,000 small messages in one TCP write: all delivered, none refused (frames beyond the
  * in-flight limit wait unparsed in the input buffer). With the default capacity (100) they come
  * back in the order sent; with --capacity 4 the channel is full again and again, and a refused
@@ -1088,6 +1132,7 @@ int main(int argc, char **argv)
 	test_utf8_messages();
 	test_close();
 	test_max_message();
+	test_max_message_whole_path();
 	test_no_pong();
 	test_burst(); /* before test_backpressure, whose floods leave websocket.receive full a while */
 	test_backpressure();

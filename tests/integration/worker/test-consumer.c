@@ -547,7 +547,10 @@ int main(void)
 	CHECK_EQ(handle("websocket.disconnect", m), WORKER_DONE);
 	CHECK_EQ(laurel_layer_group_count(worker_layer(w), "room-lobby", &n), 0);
 	CHECK_EQ(n, 1);
+	/* A websocket.connect whose consumer fails is refused at once ({close: true}: a 403),
+	 * rather than left to the interface's connect timeout. */
 	CHECK_EQ(handle("websocket.connect", msg("ws!c", "/bad/")), WORKER_DROPPED);
+	CHECK_STR(next("ws!"), "close=T to='ws!c'");
 	CHECK_STR(next("ws!"), "(none)");
 	/* Default route: a receive on an unrouted path does nothing. */
 	m = msg("ws!d", "/x/y");
