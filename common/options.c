@@ -141,6 +141,27 @@ static int set_value(const struct option *o, void *cfg, const char *val, const c
 	return failf(err, errlen, "%s: unknown option type", source);
 }
 
+/* Overwrites with '*' the password of every URL in s ("scheme://user:PASSWORD@host...") and the
+ * value of a "password=" query parameter. */
+static void scrub(char *s)
+{
+	for (char *p = strstr(s, "://"); p; p = strstr(p, "://")) {
+		p += 3;
+		size_t auth = strcspn(p, "/?#");
+		char *at = NULL;
+		for (size_t i = 0; i < auth; i++)
+			if (p[i] == '@')
+				at = p + i;
+		char *colon = at ? memchr(p, ':', (size_t)(at - p)) : NULL;
+		if (colon)
+			memset(colon + 1, '*', (size_t)(at - colon - 1));
+	}
+	for (char *q = strstr(s, "password="); q; q = strstr(q, "password=")) {
+		q += strlen("password=");
+		memset(q, '*', strcspn(q, "&#, "));
+	}
+}
+
 int options_parse(const struct option *opts, size_t nopts, void *cfg, int argc, char **argv,
 		  char **pos, int *npos, bool *given, char *err, size_t errlen)
 {
@@ -222,6 +243,15 @@ int options_parse(const struct option *opts, size_t nopts, void *cfg, int argc, 
 			if (set_value(o, cfg, o->def, source, err, errlen) < 0)
 				return -1;
 		}
+	}
+	/* The values are copies: passwords need not stay visible in ps (operands are the
+	 * program's own, untouched). */
+	for (int i = 1; i < argc; i++) {
+		bool operand = false;
+		for (int j = 0; j < *npos && !operand; j++)
+			operand = pos[j] == argv[i];
+		if (!operand && (strstr(argv[i], "://") || strstr(argv[i], "password=")))
+			scrub(argv[i]);
 	}
 	return 0;
 }

@@ -42,7 +42,9 @@ struct option {
 /* Parses argv[1..argc) into cfg: options anywhere until "--", the rest into pos[0..*npos) (pos
  * must hold argc entries). Then fills every option not given from its environment variable, else
  * its default. Returns 0, or -1 with a one-line message in err. given (may be NULL, else one bool
- * per option) tells which options were set on the command line or environment. */
+ * per option) tells which options were set on the command line or environment. Once the values
+ * are copied, the passwords of URLs in option arguments (redis://:PASSWORD@host, password=...)
+ * are overwritten with '*' in argv itself, so ps and /proc/PID/cmdline do not show them. */
 int options_parse(const struct option *opts, size_t nopts, void *cfg, int argc, char **argv,
 		  char **pos, int *npos, bool *given, char *err, size_t errlen);
 /* Frees the strings and lists the table's options hold in cfg. */

@@ -6,6 +6,11 @@
 #include <sys/random.h>
 #include <time.h>
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdbool.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 static void oom(size_t n)
 {
@@ -260,4 +265,62 @@ void util_base64_encode(const void *data, size_t n, char *out)
 		out[o++] = i + 2 < n ? tbl[v & 63] : '=';
 	}
 	out[o] = '\0';
+}
+
+static bool numeric_id(const char *s, unsigned long *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (!*s || *end || errno || v > 0xfffffffeUL)
+		return false;
+	*out = v;
+	return true;
+}
+
+int util_drop_privileges(const char *user, const char *group, char *err, size_t errlen)
+{
+	if (!user && !group)
+		return 0;
+	uid_t uid = getuid();
+	gid_t gid = getgid();
+	const char *uname = NULL;
+	unsigned long n;
+	if (user) {
+		struct passwd *pw = getpwnam(user);
+		if (!pw && numeric_id(user, &n))
+			pw = getpwuid((uid_t)n);
+		if (!pw && !numeric_id(user, &n)) {
+			snprintf(err, errlen, "--user %s: no such user", user);
+			return -1;
+		}
+		uid = pw ? pw->pw_uid : (uid_t)n;
+		gid = pw ? pw->pw_gid : gid;
+		uname = pw ? pw->pw_name : NULL;
+	}
+	if (group) {
+		struct group *gr = getgrnam(group);
+		if (!gr && !numeric_id(group, &n)) {
+			snprintf(err, errlen, "--group %s: no such group", group);
+			return -1;
+		}
+		gid = gr ? gr->gr_gid : (gid_t)n;
+	}
+	if (geteuid() != 0) {
+		if ((!user || uid == geteuid()) && (!group || gid == getegid()))
+			return 0; /* already there */
+		snprintf(err, errlen, "--user/--group need the program to be started as root");
+		return -1;
+	}
+	int rc = uname && !group ? initgroups(uname, gid) : setgroups(1, &gid);
+	if (rc < 0 || setgid(gid) < 0 || (user && setuid(uid) < 0)) {
+		snprintf(err, errlen, "cannot switch to user %s, group %s: %s", user ? user : "-",
+			 group ? group : "-", strerror(errno));
+		return -1;
+	}
+	if (user && uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
+		snprintf(err, errlen, "could switch back to root after dropping privileges");
+		return -1;
+	}
+	return 0;
 }

@@ -49,4 +49,10 @@ void util_sha1_hex(const void *data, size_t len, char out[41]);
 /* Standard base64 with padding of n bytes into out (4 * ((n + 2) / 3) characters and a NUL). */
 void util_base64_encode(const void *data, size_t n, char *out);
 
+/* Switches to user and/or group (names or numbers; NULL: unchanged) for good: supplementary
+ * groups are set to the user's (or just the group), then the group id, then the user id, and it is
+ * checked that root cannot be regained. A user without a group takes the user's primary group.
+ * Returns 0 (also when both are NULL), or -1 with a message in err. */
+int util_drop_privileges(const char *user, const char *group, char *err, size_t errlen);
+
 #endif

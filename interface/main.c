@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef LAUREL_VERSION
 #define LAUREL_VERSION "0.1.0"
@@ -18,6 +19,8 @@
 
 struct config {
 	struct server_config server;
+	char *user;
+	char *group;
 	bool help;
 	bool version;
 };
@@ -105,6 +108,11 @@ static const struct option opts[] = {
 	 "How long a group membership lives."},
 	{"capacity", 0, OPTION_INT, S(capacity), 1, 1000000000, "100", NULL, "N",
 	 "Messages a channel holds; http.request beyond it: 503 \"Request queue full.\""},
+	{"user", 0, OPTION_STRING, C(user), 1, 0, NULL, "LAUREL_USER", "USER",
+	 "Once the sockets are bound, run as this user (a name or number; its group too, unless "
+	 "--group). Started as root without it, laurel-interface warns."},
+	{"group", 0, OPTION_STRING, C(group), 1, 0, NULL, "LAUREL_GROUP", "GROUP",
+	 "Once the sockets are bound, run as this group (a name or number)."},
 	{"help", 'h', OPTION_FLAG, C(help), 0, 0, NULL, NULL, NULL, "Show this help."},
 	{"version", 0, OPTION_FLAG, C(version), 0, 0, NULL, NULL, NULL, "Print the version."},
 };
@@ -173,6 +181,16 @@ int main(int argc, char **argv)
 		status = 1;
 		goto out;
 	}
+	if (util_drop_privileges(cfg.user, cfg.group, err, sizeof(err)) < 0) {
+		fprintf(stderr, "laurel-interface: %s\n", err);
+		server_free(server);
+		event_base_free(base);
+		status = 1;
+		goto out;
+	}
+	if (!cfg.user && !cfg.group && geteuid() == 0)
+		log_warn("running as root: give --user (and --group) to drop privileges once the "
+			 "sockets are bound");
 	struct event *term = evsignal_new(base, SIGTERM, on_signal, NULL);
 	struct event *intr = evsignal_new(base, SIGINT, on_signal, NULL);
 	evsignal_add(term, NULL);
