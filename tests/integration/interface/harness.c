@@ -114,6 +114,16 @@ int proc_stop(struct proc *p, int sig, int timeout_ms)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+void procs_stop_checked(struct proc **procs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (procs[i]->pid > 0 && test_failures)
+			proc_dump(procs[i]);
+		if (procs[i]->pid > 0)
+			CHECK_EQ(proc_stop(procs[i], SIGTERM, 15000), 0);
+	}
+}
+
 bool proc_alive(struct proc *p)
 {
 	int status;

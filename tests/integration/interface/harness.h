@@ -29,6 +29,9 @@ void proc_start(struct proc *p, const char *name, const char *const *argv);
 /* Sends sig (if non-zero) and waits up to timeout_ms; SIGKILL after that. Returns the exit status,
  * 128 + signal, or -1 when it had to be killed. 0 if it was not running. */
 int proc_stop(struct proc *p, int sig, int timeout_ms);
+/* At the end of a test: SIGTERM to each (started) process, which must exit 0 within 15 s; their
+ * logs are printed first if a check failed. */
+void procs_stop_checked(struct proc **procs, size_t n);
 /* True while the process runs. */
 bool proc_alive(struct proc *p);
 /* The whole file, NUL-terminated, malloc'd ("" if missing). */

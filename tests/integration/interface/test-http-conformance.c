@@ -657,12 +657,7 @@ int main(int argc, char **argv)
 		CHECK(proc_alive(&conf_if.proc));
 	}
 	struct proc *procs[] = {&conf_if.proc, &slow_if.proc, &stream_if.proc};
-	for (size_t i = 0; i < ARRAY_SIZE(procs); i++) {
-		if (procs[i]->pid > 0 && test_failures)
-			proc_dump(procs[i]);
-		if (procs[i]->pid > 0)
-			CHECK_EQ(proc_stop(procs[i], SIGTERM, 15000), 0);
-	}
+	procs_stop_checked(procs, ARRAY_SIZE(procs));
 	proc_stop(&resp.proc, SIGTERM, 5000);
 	test_redis_cleanup(&redis);
 	h_cleanup();
