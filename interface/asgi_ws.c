@@ -70,6 +70,8 @@ static int64_t ms_now(void)
 /* The code websocket.disconnect reports: what the client sent, else what we sent, else 1006. */
 int asgi_ws_code(const struct conn *c)
 {
+	if (c->closed_for_output)
+		return 1013;
 	if (!c->ws)
 		return 1006;
 	if (ws_close_received(c->ws))

@@ -183,6 +183,33 @@ void conn_respond_error(struct conn *c, int status, const char *body)
 	}
 }
 
+/* Keeps the server's total of buffered output; once it passes the cap, the check runs from the
+ * loop (never from inside whatever wrote). */
+static void output_changed(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct conn *c = arg;
+	struct server *s = c->srv;
+	s->output_total += info->n_added;
+	s->output_total -= info->n_deleted;
+	if (info->n_added && s->output_total > s->output_cap)
+		event_active(s->output_check, EV_TIMEOUT, 0);
+}
+
+void conn_track_output(struct conn *c)
+{
+	if (c->output_tracked)
+		return;
+	/* Made the first time output waits (an idle connection pays nothing for it). Bytes
+	 * already there are counted now, every change after by the callback. */
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	if (!evbuffer_add_cb(out, output_changed, c))
+		return;
+	c->output_tracked = true;
+	c->srv->output_total += evbuffer_get_length(out);
+	if (c->srv->output_total > c->srv->output_cap)
+		event_active(c->srv->output_check, EV_TIMEOUT, 0);
+}
+
 /* Writes the parts to the client in order: straight to the socket when nothing waits before them
  * (no buffer copy, and no write-readiness round through epoll), the rest through the
  * bufferevent, which writes it once the socket is writable and reports errors. */
@@ -203,6 +230,8 @@ int conn_output(struct conn *c, struct iovec *iov, int n)
 	for (int i = 0; i < n; i++)
 		if (iov[i].iov_len && evbuffer_add(out, iov[i].iov_base, iov[i].iov_len) < 0)
 			rc = -1;
+	if (!c->output_tracked && evbuffer_get_length(out))
+		conn_track_output(c);
 	return rc;
 }
 
@@ -233,6 +262,9 @@ void conn_close(struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	s->nconns--;
+	/* Freeing the buffer does not report what it held: take it off the server's total. */
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	evbuffer_drain(out, evbuffer_get_length(out));
 	event_free(c->timer);
 	ws_free(c->ws);
 	free(c->ws_protocol);
@@ -413,6 +445,37 @@ static void conn_timeout(evutil_socket_t fd, short what, void *arg)
 	log_limited(LOG_WARN, "conn %llu: no response to %s %s within %d s",
 		    (unsigned long long)c->id, r->method, r->target, c->srv->cfg->http_timeout);
 	conn_respond_error(c, 503, "Worker server failed to respond within time limit.");
+}
+
+void conn_check_output_total(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+	if (s->output_total <= s->output_cap)
+		return;
+	size_t was = s->output_total, closed = 0, largest = 0;
+	while (s->output_total > s->output_cap / 10 * 9) {
+		struct conn *big = NULL;
+		size_t most = 0;
+		for (struct conn *c = s->conns; c; c = c->next) {
+			size_t n = evbuffer_get_length(bufferevent_get_output(c->bev));
+			if (n > most) {
+				most = n;
+				big = c;
+			}
+		}
+		if (!big)
+			break;
+		if (!largest)
+			largest = most;
+		closed++;
+		/* Its buffered output is dropped, so there is no close frame to send after it:
+		 * the application hears 1013 in websocket.disconnect. */
+		big->closed_for_output = true;
+		conn_close(big);
+	}
+	log_warn("output buffered for slow clients reached %zu bytes (--max-output-total %zu): "
+		 "closed %zu connection%s holding the most (the largest %zu bytes)",
+		 was, s->output_cap, closed, closed == 1 ? "" : "s", largest);
 }
 
 void conn_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,

@@ -101,6 +101,8 @@ struct conn {
 	int64_t order;
 	int64_t opened_ms, last_recv_ms, ping_sent_ms, close_sent_ms;
 	bool disconnected;	/* websocket.disconnect sent */
+	bool closed_for_output; /* closed by --max-output-total (websocket.disconnect: 1013) */
+	bool output_tracked;	/* its output counts in the server's total (conn_track_output) */
 	int receives_in_flight; /* websocket.receive sends not yet answered by the layer */
 	struct conn *prev, *next;
 };
@@ -121,6 +123,9 @@ struct server {
 	/* websocket.receive refused as full, to send again (asgi_ws.c), oldest first */
 	struct ws_receive *ws_retrying, *ws_retrying_tail;
 	struct event *ws_retry_timer;
+	/* Output buffered for slow clients, all connections (see --max-output-total). */
+	size_t output_total, output_cap;
+	struct event *output_check; /* closes the largest buffers once the total is above the cap */
 	struct evconnlistener *listeners[3];
 	size_t nlisteners;
 	char prefix[LAUREL_NAME_MAX + 1]; /* "laurel.response.AbCdEfGhIj!" */
@@ -158,11 +163,18 @@ int conn_output(struct conn *c, struct iovec *iov, int n);
 void conn_end(struct conn *c);
 /* True if the client may still be sending: a request not read whole, or unparsed input. */
 bool conn_unread(struct conn *c);
+/* Counts the connection's output in the server's total from now on (--max-output-total); called
+ * when output starts waiting in the bufferevent. */
+void conn_track_output(struct conn *c);
 /* Closes and frees the connection now, telling the application (disconnects) first. */
 void conn_close(struct conn *c);
 /* The listeners' callback. */
 void conn_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
 		 void *arg);
+
+/* Past --max-output-total: closes the connections holding the most output until the total is
+ * back under nine tenths of it (the output_check event's callback). */
+void conn_check_output_total(evutil_socket_t fd, short what, void *arg);
 
 /* server.c: the last connection of a draining server is gone. */
 void server_drained(struct server *s);

@@ -95,6 +95,9 @@ static const struct option opts[] = {
 	 "403). Without it every origin is accepted."},
 	{"ws-max-message", 0, OPTION_SIZE, S(ws_max_message), 125, 1LL << 31, "1M", NULL, "BYTES",
 	 "Largest WebSocket message from a client; larger: close 1009."},
+	{"max-output-total", 0, OPTION_SIZE, S(max_output_total), 0, 1LL << 40, "0", NULL, "BYTES",
+	 "Output waiting for slow clients, all connections together; past it the connections "
+	 "holding the most are closed first (WebSockets: code 1013). 0: an eighth of the RAM."},
 	{"ws-max-output", 0, OPTION_SIZE, S(ws_max_output), 4096, 1LL << 34, "4M", NULL, "BYTES",
 	 "Bytes waiting for a slow WebSocket client before it is closed (1013)."},
 	{"layer", 0, OPTION_URLS, S(layers), 0, 0, "redis://127.0.0.1:6379", "LAUREL_LAYER", "URL",

@@ -262,6 +262,7 @@ static int on_complete(void *owner)
 					r->keep_alive, &probe, &status, &bytes);
 		if (r->local) {
 			evbuffer_add(bufferevent_get_output(c->bev), probe.data, probe.len);
+			conn_track_output(c);
 			r->status = status;
 			r->bytes = bytes;
 			r->started = true;

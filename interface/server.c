@@ -113,6 +113,15 @@ int server_new(struct server **out, struct event_base *base, const struct server
 {
 	struct server *s = xcalloc(1, sizeof(*s));
 	s->base = base;
+	s->output_cap = cfg->max_output_total;
+	if (!s->output_cap) {
+		/* An eighth of the RAM, and at least 64 MiB. */
+		long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+		s->output_cap = pages > 0 && size > 0 ? (size_t)pages * (size_t)size / 8 : 0;
+		if (s->output_cap < ((size_t)64 << 20))
+			s->output_cap = (size_t)64 << 20;
+	}
+	s->output_check = event_new(base, -1, 0, conn_check_output_total, s);
 	s->cfg = cfg;
 	s->limits.max_uri = cfg->max_uri;
 	s->limits.max_header_bytes = cfg->max_header_bytes;
@@ -276,6 +285,8 @@ void server_free(struct server *s)
 		unlink(s->cfg->unix_socket);
 	if (s->drain_timer)
 		event_free(s->drain_timer);
+	if (s->output_check)
+		event_free(s->output_check);
 	layer_async_free(s->layer);
 	outbox_free(s->outbox); /* after the layer: its callbacks were cancelled */
 	asgi_ws_free_retries(s);

@@ -48,6 +48,7 @@ struct server_config {
 	struct option_list allowed_origins;
 	size_t ws_max_message;
 	size_t ws_max_output;
+	size_t max_output_total; /* all connections' buffered output; 0: an eighth of the RAM */
 	/* channel layer */
 	struct option_list layers;
 	char *prefix;
