@@ -8,7 +8,6 @@ import os
 import pwd
 import grp
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
