@@ -71,39 +71,40 @@ struct conn {
 	struct http1_parser *parser;
 	struct request *req;
 	struct event *timer;
-	bool has_addrs;
 	char client_host[INET6_ADDRSTRLEN];
-	int client_port;
-	char server_host[INET6_ADDRSTRLEN];
-	int server_port;
-	bool closing; /* close once the output is written */
+	/* Flags, as bits in the padding after client_host (an idle socket's memory counts). */
+	bool has_addrs : 1;
+	bool closing : 1; /* close once the output is written */
 	/* The client sent FIN (half-closed): its complete requests are still answered, in order,
 	 * then the connection closes. Reading is never resumed. */
-	bool read_eof;
+	bool read_eof : 1;
 	/* Input may still be on its way when we close (an answer before the request was read
 	 * whole, a bad request, unparsed pipelined requests): after the output, shut down the write
 	 * side and read and drop the input until the client closes, LINGER_IDLE_MS passes with
 	 * nothing, or LINGER_TIME_MS in all (nginx's lingering close). A plain close would reset
 	 * the connection, and the client could lose the answer. */
-	bool linger;
-	bool lingering;
-	int64_t linger_until;
+	bool linger : 1;
+	bool lingering : 1;
 	/* Inside http1_feed: a request finished by a parser callback (a synchronous failure
 	 * answered at once) is freed only once the parser has returned (finish_pending). */
-	bool parsing;
-	bool finish_pending;
-	bool reading_paused;
+	bool parsing : 1;
+	bool finish_pending : 1;
+	bool reading_paused : 1;
+	bool disconnected : 1;	    /* websocket.disconnect sent */
+	bool closed_for_output : 1; /* closed by --max-output-total (websocket.disconnect: 1013) */
+	bool output_tracked : 1;    /* its output counts in the server's total (conn_track_output) */
+	int client_port;
+	char server_host[INET6_ADDRSTRLEN];
+	int server_port;
 	/* WebSocket */
 	enum { MODE_HTTP, MODE_WS_CONNECTING, MODE_WS_OPEN } mode;
+	int receives_in_flight; /* websocket.receive sends not yet answered by the layer */
 	struct ws *ws;
 	char ws_accept[32];
 	char *ws_protocol;
 	int64_t order;
 	int64_t opened_ms, last_recv_ms, ping_sent_ms, close_sent_ms;
-	bool disconnected;	/* websocket.disconnect sent */
-	bool closed_for_output; /* closed by --max-output-total (websocket.disconnect: 1013) */
-	bool output_tracked;	/* its output counts in the server's total (conn_track_output) */
-	int receives_in_flight; /* websocket.receive sends not yet answered by the layer */
+	int64_t linger_until; /* see linger */
 	struct conn *prev, *next;
 };
 
