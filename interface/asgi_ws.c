@@ -126,6 +126,9 @@ static void receive_free(struct ws_receive *rx)
 	free(rx);
 }
 
+static void connecting_unlink(struct ws_connecting *w);
+static void connecting_free(struct ws_connecting *w);
+
 void asgi_ws_free_retries(struct server *s)
 {
 	while (s->ws_retrying) {
@@ -134,6 +137,11 @@ void asgi_ws_free_retries(struct server *s)
 		receive_free(rx);
 	}
 	s->ws_retrying_tail = NULL;
+	while (s->ws_connecting) {
+		struct ws_connecting *w = s->ws_connecting;
+		connecting_unlink(w);
+		connecting_free(w);
+	}
 	if (s->ws_retry_timer)
 		event_free(s->ws_retry_timer);
 	s->ws_retry_timer = NULL;
@@ -380,18 +388,148 @@ void asgi_ws_reject(struct conn *c, const char *why)
 	conn_respond_error(c, 403, "WebSocket connection rejected.");
 }
 
+/* websocket.connect goes again, with backoff, when its channel was full (20 ms doubling to
+ * 200 ms) or its shard down or refusing (100 ms doubling to 2 s), until the layer takes it or
+ * --websocket_connect_timeout passes (503 then, see asgi_ws_expired): the client waits for the
+ * layer as it waits for the application. Until the layer has taken it the request keeps the
+ * message (r->msg). A client that goes away while its connect was refused as full causes no
+ * websocket.disconnect; one whose connect may have gone in (a connection that broke before the
+ * answer came) does, so the application never keeps a ghost. Such a connect is sent again: the
+ * application may see it twice. */
+#define CONNECT_FULL_FIRST_MS 20
+#define CONNECT_FULL_MAX_MS 200
+#define CONNECT_DOWN_FIRST_MS 100
+#define CONNECT_DOWN_MAX_MS 2000
+
+struct ws_connecting {
+	struct server *srv;
+	uint64_t id; /* the connection's request */
+	int delay_ms;
+	int last; /* the last refusal: LAUREL_FULL or -ENOTCONN */
+	struct event *ev;
+	struct ws_connecting *prev, *next; /* in srv->ws_connecting while waiting */
+};
+
+static void connecting_unlink(struct ws_connecting *w)
+{
+	struct server *s = w->srv;
+	if (w->prev)
+		w->prev->next = w->next;
+	else if (s->ws_connecting == w)
+		s->ws_connecting = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	w->prev = w->next = NULL;
+}
+
+static void connecting_free(struct ws_connecting *w)
+{
+	if (w->ev)
+		event_free(w->ev);
+	free(w);
+}
+
+static void on_connect_sent(int status, void *arg);
+
+static void connect_again(evutil_socket_t fd, short what, void *arg)
+{
+	struct ws_connecting *w = arg;
+	connecting_unlink(w);
+	struct conn *c = reply_live(w->srv, w->id);
+	if (!c || c->mode != MODE_WS_CONNECTING || !c->req->msg) {
+		connecting_free(w);
+		return;
+	}
+	int rc = layer_async_send(c->srv->layer, "websocket.connect", c->req->msg,
+				  on_connect_sent, w);
+	if (rc < 0) {
+		on_connect_sent(rc, w);
+		return;
+	}
+	c->req->sent = true;
+}
+
+static int next_delay(int delay, int first, int max)
+{
+	if (delay < first)
+		return first;
+	return delay * 2 < max ? delay * 2 : max;
+}
+
+/* The layer answered a websocket.connect (or it could not be sent at all). */
 static void on_connect_sent(int status, void *arg)
 {
-	struct conn *c = request_ref_take(arg);
-	if (!c || status == 0 || status == -ECANCELED || c->mode != MODE_WS_CONNECTING)
+	struct ws_connecting *w = arg;
+	struct conn *c = reply_live(w->srv, w->id);
+	if (!c || status == -ECANCELED || !c->req->websocket) {
+		connecting_free(w);
 		return;
-	c->req->sent = false; /* nothing reached the application */
+	}
+	struct request *r = c->req;
+	if (status == 0) {
+		laurel_msg_free(r->msg);
+		r->msg = NULL;
+		if (w->last)
+			log_debug("conn %llu: websocket.connect taken after a wait",
+				  (unsigned long long)c->id);
+		connecting_free(w);
+		return;
+	}
+	if (c->mode != MODE_WS_CONNECTING) {
+		connecting_free(w);
+		return;
+	}
+	/* A full channel refused it for sure; after a broken connection it may have gone in
+	 * (r->sent stays: a disconnect then follows it, and a ghost is never left). */
+	if (status == LAUREL_FULL)
+		r->sent = false;
+	if (status == LAUREL_FULL || status == -ENOTCONN) {
+		bool full = status == LAUREL_FULL;
+		if (w->last != status)
+			w->delay_ms = 0;
+		w->last = status;
+		w->delay_ms = full ? next_delay(w->delay_ms, CONNECT_FULL_FIRST_MS, CONNECT_FULL_MAX_MS)
+				   : next_delay(w->delay_ms, CONNECT_DOWN_FIRST_MS, CONNECT_DOWN_MAX_MS);
+		if (!w->ev)
+			w->ev = evtimer_new(c->srv->base, connect_again, w);
+		struct timeval tv = {w->delay_ms / 1000, (w->delay_ms % 1000) * 1000};
+		evtimer_add(w->ev, &tv);
+		w->next = c->srv->ws_connecting;
+		if (w->next)
+			w->next->prev = w;
+		c->srv->ws_connecting = w;
+		return;
+	}
+	connecting_free(w);
 	log_limited(LOG_WARN, "conn %llu: websocket.connect %s", (unsigned long long)c->id,
-		    status == LAUREL_FULL ? "is full" : "could not be sent");
+		    status == -EMSGSIZE ? "is too large" : "could not be sent");
+	conn_respond_error(c, 503, "Service unavailable: the channel layer is unreachable.");
+}
+
+void asgi_ws_expired(struct conn *c)
+{
+	char why[64];
+	if (!c->req->msg) {
+		snprintf(why, sizeof(why), "no answer within %d s",
+			 c->srv->cfg->websocket_connect_timeout);
+		asgi_ws_reject(c, why);
+		return;
+	}
+	/* The layer never took the connect: the channel stayed full, or the layer down. The
+	 * retry (if one waits) finds the connection gone or answered and ends itself. */
+	bool full = false;
+	for (struct ws_connecting *w = c->srv->ws_connecting; w; w = w->next)
+		if (w->id == c->req->id) {
+			full = w->last == LAUREL_FULL;
+			break;
+		}
+	log_limited(LOG_WARN, "conn %llu: websocket.connect not taken within %d s (%s); 503",
+		    (unsigned long long)c->id, c->srv->cfg->websocket_connect_timeout,
+		    full ? "the channel stayed full" : "the channel layer is unreachable");
+	conn_access_log(c, "WSREJECT", c->req->path, 0, 0);
 	conn_respond_error(c, 503,
-			   status == LAUREL_FULL
-				   ? "Connection queue full."
-				   : "Service unavailable: the channel layer is unreachable.");
+			   full ? "Connection queue full."
+				: "Service unavailable: the channel layer is unreachable.");
 }
 
 void asgi_ws_connect(struct conn *c)
@@ -407,16 +545,17 @@ void asgi_ws_connect(struct conn *c)
 				   "Service unavailable: the channel layer is unreachable.");
 		return;
 	}
-	int rc = request_send(c, "websocket.connect", r->msg, on_connect_sent);
-	laurel_msg_free(r->msg);
-	r->msg = NULL;
+	struct ws_connecting *w = xcalloc(1, sizeof(*w));
+	w->srv = c->srv;
+	w->id = r->id;
+	conn_set_timer(c, c->srv->cfg->websocket_connect_timeout);
+	/* r->msg stays until the layer has taken it (see on_connect_sent). */
+	int rc = layer_async_send(c->srv->layer, "websocket.connect", r->msg, on_connect_sent, w);
 	if (rc < 0) {
-		conn_respond_error(c, 503,
-				   "Service unavailable: the channel layer is unreachable.");
+		on_connect_sent(rc, w);
 		return;
 	}
 	r->sent = true;
-	conn_set_timer(c, c->srv->cfg->websocket_connect_timeout);
 }
 
 static int close_code_of(const struct laurel_value *v)

@@ -16,6 +16,9 @@ struct laurel_msg;
 int asgi_ws_check(struct conn *c, const struct http1_request *h);
 /* The handshake's request is complete: sends websocket.connect and waits for the answer. */
 void asgi_ws_connect(struct conn *c);
+/* --websocket_connect_timeout passed: 403 if the application had the connect, 503 if the layer
+ * never took it (its channel stayed full, or the layer was down). */
+void asgi_ws_expired(struct conn *c);
 /* Refuses the handshake with 403, logging why. */
 void asgi_ws_reject(struct conn *c, const char *why);
 /* A reply for the WebSocket (accept, text, bytes, close). */
@@ -32,7 +35,8 @@ bool asgi_ws_check_output(struct conn *c);
 /* Arms the keep-alive timer for the next thing to look at; asgi_ws_tick is its expiry. */
 void asgi_ws_arm(struct conn *c);
 void asgi_ws_tick(struct conn *c);
-/* Frees the websocket.receive messages waiting to be sent again (at the server's end). */
+/* Frees the websocket.receive and .connect messages waiting to be sent again (at the server's
+ * end). */
 void asgi_ws_free_retries(struct server *s);
 
 #endif

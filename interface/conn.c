@@ -408,10 +408,7 @@ static void conn_timeout(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (c->mode == MODE_WS_CONNECTING) {
-		char why[64];
-		snprintf(why, sizeof(why), "no answer within %d s",
-			 c->srv->cfg->websocket_connect_timeout);
-		asgi_ws_reject(c, why);
+		asgi_ws_expired(c);
 		return;
 	}
 	if (!r) {

@@ -28,11 +28,12 @@ struct outbox;
 struct sockaddr;
 struct ws;
 struct ws_receive;
+struct ws_connecting;
 
 struct request {
 	uint64_t id;
 	char reply_channel[LAUREL_NAME_MAX + 1];
-	struct laurel_msg *msg; /* the http.request, until it is sent */
+	struct laurel_msg *msg; /* the http.request until it is sent; websocket.connect until taken */
 	char *target;		/* the raw request target, for the access log */
 	char *path;		/* decoded, for http.disconnect (may hold a NUL: see pathlen) */
 	size_t pathlen;
@@ -124,6 +125,8 @@ struct server {
 	/* websocket.receive refused as full, to send again (asgi_ws.c), oldest first */
 	struct ws_receive *ws_retrying, *ws_retrying_tail;
 	struct event *ws_retry_timer;
+	/* websocket.connect refused (full, down), waiting to go again (asgi_ws.c) */
+	struct ws_connecting *ws_connecting;
 	/* Output buffered for slow clients, all connections (see --max-output-total). */
 	size_t output_total, output_cap;
 	struct event *output_check; /* closes the largest buffers once the total is above the cap */

@@ -82,7 +82,8 @@ static const struct option opts[] = {
 	 "SECONDS", "Close a WebSocket after this long (-1: never)."},
 	{"websocket_connect_timeout", 0, OPTION_INT, S(websocket_connect_timeout), 1, 3600, "5",
 	 NULL, "SECONDS",
-	 "Reject a WebSocket handshake (403) the application has not answered within this time."},
+	 "Reject a WebSocket handshake the application has not answered within this time (403), "
+	 "or whose websocket.connect the layer has not taken by then (full or down: 503)."},
 	{"ping-interval", 0, OPTION_INT, S(ping_interval), 1, 86400, "20", NULL, "SECONDS",
 	 "Ping a WebSocket client that has sent nothing for this long."},
 	{"ping-timeout", 0, OPTION_INT, S(ping_timeout), 1, 86400, "30", NULL, "SECONDS",

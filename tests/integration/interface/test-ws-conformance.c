@@ -1204,6 +1204,106 @@ static void test_burst(void)
 	check_sanitizer(&f.proc);
 }
 
+/* Sends a WebSocket handshake and leaves the answer unread. */
+static int ws_ask(struct client *c, int port, const char *path)
+{
+	if (client_tcp(c, "127.0.0.1", port) < 0)
+		return -1;
+	char req[512];
+	snprintf(req, sizeof(req),
+		 "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+		 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+		 "Sec-WebSocket-Version: 13\r\n\r\n",
+		 path);
+	return client_sends(c, req);
+}
+
+static bool llen_becomes(const char *key, const char *want, int timeout_ms)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "LLEN %s", key);
+	int64_t deadline = util_now_ms() + timeout_ms;
+	while (strcmp(test_redis_cmd(&redis, cmd), want) != 0 && util_now_ms() < deadline)
+		h_sleep_ms(5);
+	return strcmp(test_redis_cmd(&redis, cmd), want) == 0;
+}
+
+/* websocket.connect refused because its channel is full waits and goes again (backoff up to
+ * 200 ms) while the client waits for the handshake: once a worker takes one message, the waiting
+ * connect goes in. One never taken within --websocket_connect_timeout is a 503; a client that
+ * leaves while its connect waits causes no websocket.disconnect. Nobody reads the prefix "cf:",
+ * so the test plays the worker with LPOP. */
+static void test_connect_full(void)
+{
+	struct iface f;
+	const char *args[] = {"--prefix", "cf:", "--capacity", "2",
+			      "--websocket_connect_timeout", "3", NULL};
+	if (iface_start(&f, interface_exe, "iface-connect-full", redis.port, test_free_port(),
+			args) < 0) {
+		CHECK(false);
+		return;
+	}
+	struct client a, b, c, d, e;
+	CHECK_EQ(ws_ask(&a, f.port, "/a"), 0);
+	CHECK_EQ(ws_ask(&b, f.port, "/b"), 0);
+	CHECK(llen_becomes("cf:websocket.connect", "2", 5000));
+	CHECK_EQ(ws_ask(&c, f.port, "/c"), 0);
+	CHECK_EQ(ws_ask(&e, f.port, "/e"), 0);
+	h_sleep_ms(300);
+	/* Before: a full websocket.connect was a 503 at once. */
+	CHECK_INT(client_fill(&c, 100), <, 0);
+	CHECK_EQ(c.in.len, 0);
+	/* e leaves while its connect waits. The interface does not read a held handshake, so
+	 * it cannot tell: e's connect still goes in, and its disconnect follows (no ghost). */
+	client_close(&e);
+	for (int i = 0; i < 2; i++) {
+		CHECK(strcmp(test_redis_cmd(&redis, "LPOP cf:websocket.connect"), "(nil)") != 0);
+		CHECK(llen_becomes("cf:websocket.connect", "2", 1000)); /* c's, then e's */
+	}
+	test_redis_cmd(&redis, "LPOP cf:websocket.connect");
+	h_sleep_ms(600); /* nothing else waits */
+	CHECK_STR(test_redis_cmd(&redis, "LLEN cf:websocket.connect"), "1");
+	/* Full again, for good: d's connect is never taken. */
+	test_redis_cmd(&redis, "RPUSH cf:websocket.connect filler");
+	int64_t t0 = util_now_ms();
+	CHECK_EQ(ws_ask(&d, f.port, "/d"), 0);
+	struct response r;
+	CHECK_EQ(client_response(&d, &r, false, 8000), 0);
+	CHECK_EQ(r.status, 503);
+	CHECK_INT(util_now_ms() - t0, >=, 2500);
+	CHECK(r.body && strstr(r.body, "Connection queue full."));
+	response_free(&r);
+	CHECK(log_has(&f.proc, "not taken within 3 s (the channel stayed full)"));
+	/* a, b and c reached the application, which never answered: 403 at the timeout. Each
+	 * of a, b, c and e gets a websocket.disconnect; d, whose connect never went, none. */
+	struct client *held[] = {&a, &b, &c};
+	for (int i = 0; i < 3; i++) {
+		CHECK_EQ(client_response(held[i], &r, false, 8000), 0);
+		CHECK_EQ(r.status, 403);
+		response_free(&r);
+	}
+	int disconnects = 0;
+	int64_t deadline = util_now_ms() + 5000;
+	while (disconnects < 4 && util_now_ms() < deadline) {
+		if (strcmp(test_redis_cmd(&redis, "LPOP cf:websocket.disconnect"), "(nil)") != 0)
+			disconnects++;
+		else
+			h_sleep_ms(20);
+	}
+	h_sleep_ms(700); /* the outbox's backoff is at most 200 ms for a full channel */
+	while (strcmp(test_redis_cmd(&redis, "LPOP cf:websocket.disconnect"), "(nil)") != 0)
+		disconnects++;
+	CHECK_EQ(disconnects, 4);
+	client_close(&a);
+	client_close(&b);
+	client_close(&c);
+	client_close(&d);
+	test_redis_cmd(&redis, "DEL cf:websocket.connect cf:websocket.disconnect");
+	CHECK(proc_alive(&f.proc));
+	CHECK_EQ(proc_stop(&f.proc, SIGTERM, 10000), 0);
+	check_sanitizer(&f.proc);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
@@ -1242,6 +1342,7 @@ int main(int argc, char **argv)
 	test_max_message();
 	test_max_message_whole_path();
 	test_no_pong();
+	test_connect_full();
 	test_burst(); /* before test_backpressure, whose floods leave websocket.receive full a while */
 	test_backpressure();
 	test_output_total();
