@@ -12,6 +12,7 @@
  * a replica or a user without permissions accepts connections and refuses commands. */
 #include "common/layer_async.h"
 #include "common/layer.h"
+#include "common/redis_layout.h"
 #include "common/log.h"
 #include "common/util.h"
 

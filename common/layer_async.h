@@ -1,5 +1,6 @@
 /* The asynchronous Redis client of the channel layer, on a libevent loop: what laurel-interface
- * uses. Same key layout, scripts and sharding as the synchronous client (common/layer_redis.c).
+ * uses. Same key layout, scripts and sharding as the synchronous client (common/layer_redis.c):
+ * both take them from common/redis_layout.c.
  *
  * Receiving never polls: each listened channel keeps one BLPOP outstanding per shard on a
  * connection of its own; when it answers, one script call reads that message and takes whatever

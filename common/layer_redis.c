@@ -15,6 +15,7 @@
  * 2 s), and the outage is logged once when it starts and once when a command succeeds again. A
  * receive treats every error reply so: it never asks again at once. */
 #include "common/layer.h"
+#include "common/redis_layout.h"
 #include "common/codec.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -34,236 +35,6 @@
 #define STATS_CHANNEL_TTL 3600
 #define STATS_GLOBAL_TTL 86400
 
-
-/* KEYS: queues, in the order to try. ARGV[1]: most messages to take from KEYS. ARGV[2], ARGV[3]
- * (optional): a body key already popped by BLPOP and its queue key, read and deleted first.
- * Returns the number of messages left in KEYS, then queue key, body pairs. Bodies that expired
- * are skipped. */
-static const char script_pop[] =
-	"local out = {}\n"
-	"local max = tonumber(ARGV[1])\n"
-	"if ARGV[2] then\n"
-	"  local body = redis.call('get', ARGV[2])\n"
-	"  if body then\n"
-	"    redis.call('del', ARGV[2])\n"
-	"    out[1] = ARGV[3]\n"
-	"    out[2] = body\n"
-	"    max = max + 1\n"
-	"  end\n"
-	"end\n"
-	"for i = 1, #KEYS do\n"
-	"  while #out < 2 * max do\n"
-	"    local bk = redis.call('lpop', KEYS[i])\n"
-	"    if not bk then break end\n"
-	"    local body = redis.call('get', bk)\n"
-	"    if body then\n"
-	"      redis.call('del', bk)\n"
-	"      out[#out + 1] = KEYS[i]\n"
-	"      out[#out + 1] = body\n"
-	"    end\n"
-	"  end\n"
-	"  if #out >= 2 * max then break end\n"
-	"end\n"
-	"local left = 0\n"
-	"for i = 1, #KEYS do left = left + redis.call('llen', KEYS[i]) end\n"
-	"table.insert(out, 1, left)\n"
-	"return out\n";
-
-/* One shard's part of a group send. KEYS: interface registry, global messages_count, global
- * channel_full_count. ARGV: expiry, body key base (key prefix + 24 hex digits), plain payload,
- * payload head ending in the key __asgi_channel__, payload head ending in the key
- * __laurel_multicast__, now, key prefix, statistics prefix, then member, capacity pairs.
- * Members of one live interface's process channel get one message listing them all; every other
- * member gets its own. Full queues are skipped. Returns the number of members reached. */
-static const char script_group_send[] =
-	"local expiry = tonumber(ARGV[1])\n"
-	"local now = tonumber(ARGV[6])\n"
-	"local kp, sp = ARGV[7], ARGV[8]\n"
-	"local seq, sent = 0, 0\n"
-	"local counts, fulls = {}, {}\n"
-	"local function mpstr(s)\n"
-	"  local n = #s\n"
-	"  if n < 32 then return string.char(0xa0 + n) .. s end\n"
-	"  if n < 256 then return string.char(0xd9, n) .. s end\n"
-	"  return string.char(0xda, math.floor(n / 256), n % 256) .. s\n"
-	"end\n"
-	"local function push(queue, cap, payload)\n"
-	"  local qk = kp .. queue\n"
-	"  if redis.call('llen', qk) >= cap then\n"
-	"    fulls[queue] = (fulls[queue] or 0) + 1\n"
-	"    return false\n"
-	"  end\n"
-	"  seq = seq + 1\n"
-	"  local bk = ARGV[2] .. string.format('%08x', seq)\n"
-	"  redis.call('set', bk, payload)\n"
-	"  redis.call('expire', bk, expiry)\n"
-	"  redis.call('rpush', qk, bk)\n"
-	"  redis.call('expire', qk, expiry + 1)\n"
-	"  counts[queue] = (counts[queue] or 0) + 1\n"
-	"  return true\n"
-	"end\n"
-	"local live, buckets, order = {}, {}, {}\n"
-	"for i = 9, #ARGV, 2 do\n"
-	"  local member, cap = ARGV[i], tonumber(ARGV[i + 1])\n"
-	"  local bang = string.find(member, '!', 1, true)\n"
-	"  if bang then\n"
-	"    local p = string.sub(member, 1, bang)\n"
-	"    local l = live[p]\n"
-	"    if l == nil then\n"
-	"      local score = redis.call('zscore', KEYS[1], p)\n"
-	"      l = (score and tonumber(score) >= now) or false\n"
-	"      live[p] = l\n"
-	"    end\n"
-	"    if l then\n"
-	"      local b = buckets[p]\n"
-	"      if not b then\n"
-	"        b = {cap = cap, members = {}}\n"
-	"        buckets[p] = b\n"
-	"        order[#order + 1] = p\n"
-	"      end\n"
-	"      b.members[#b.members + 1] = member\n"
-	"    elseif push(p, cap, ARGV[4] .. mpstr(member)) then\n"
-	"      sent = sent + 1\n"
-	"    end\n"
-	"  elseif push(member, cap, ARGV[3]) then\n"
-	"    sent = sent + 1\n"
-	"  end\n"
-	"end\n"
-	"for _, p in ipairs(order) do\n"
-	"  local ms = buckets[p].members\n"
-	"  local n = #ms\n"
-	"  local hdr\n"
-	"  if n < 16 then hdr = string.char(0x90 + n)\n"
-	"  elseif n < 65536 then hdr = string.char(0xdc, math.floor(n / 256), n % 256)\n"
-	"  else hdr = string.char(0xdd, math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,\n"
-	"                         math.floor(n / 256) % 256, n % 256) end\n"
-	"  local parts = {ARGV[5], hdr}\n"
-	"  for j = 1, n do parts[#parts + 1] = mpstr(ms[j]) end\n"
-	"  if push(p, buckets[p].cap, table.concat(parts)) then sent = sent + n end\n"
-	"end\n"
-	"local total, totalfull = 0, 0\n"
-	"for q, c in pairs(counts) do\n"
-	"  local k = sp .. q .. ':messages_count'\n"
-	"  redis.call('incrby', k, c) redis.call('expire', k, 3600)\n"
-	"  total = total + c\n"
-	"end\n"
-	"for q, c in pairs(fulls) do\n"
-	"  local k = sp .. q .. ':channel_full_count'\n"
-	"  redis.call('incrby', k, c) redis.call('expire', k, 3600)\n"
-	"  totalfull = totalfull + c\n"
-	"end\n"
-	"if total > 0 then redis.call('incrby', KEYS[2], total) redis.call('expire', KEYS[2], 86400) end\n"
-	"if totalfull > 0 then\n"
-	"  redis.call('incrby', KEYS[3], totalfull) redis.call('expire', KEYS[3], 86400)\n"
-	"end\n"
-	"return sent\n";
-
-/* Several sends on one shard. ARGV: expiry, key prefix, statistics prefix, global messages_count
- * key, global channel_full_count key, then body key, queue (without the key prefix), capacity,
- * payload for each message. Each message is sent as the send script would; once a queue was found
- * full, later messages for it are not tried, so a retry keeps their order. Returns one status per
- * message: 1 sent, 0 full, 2 not tried. */
-static const char script_send_many[] =
-	"local expiry = tonumber(ARGV[1])\n"
-	"local kp, sp = ARGV[2], ARGV[3]\n"
-	"local out, blocked, counts, fulls = {}, {}, {}, {}\n"
-	"local total, totalfull = 0, 0\n"
-	"for i = 6, #ARGV, 4 do\n"
-	"  local body, q, cap = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])\n"
-	"  local qk = kp .. q\n"
-	"  if blocked[q] then\n"
-	"    out[#out + 1] = 2\n"
-	"  elseif redis.call('llen', qk) >= cap then\n"
-	"    blocked[q] = true\n"
-	"    fulls[q] = (fulls[q] or 0) + 1\n"
-	"    totalfull = totalfull + 1\n"
-	"    out[#out + 1] = 0\n"
-	"  else\n"
-	"    redis.call('set', body, ARGV[i + 3])\n"
-	"    redis.call('expire', body, expiry)\n"
-	"    redis.call('rpush', qk, body)\n"
-	"    redis.call('expire', qk, expiry + 1)\n"
-	"    counts[q] = (counts[q] or 0) + 1\n"
-	"    total = total + 1\n"
-	"    out[#out + 1] = 1\n"
-	"  end\n"
-	"end\n"
-	"for q, c in pairs(counts) do\n"
-	"  local k = sp .. q .. ':messages_count'\n"
-	"  redis.call('incrby', k, c) redis.call('expire', k, 3600)\n"
-	"end\n"
-	"for q, c in pairs(fulls) do\n"
-	"  local k = sp .. q .. ':channel_full_count'\n"
-	"  redis.call('incrby', k, c) redis.call('expire', k, 3600)\n"
-	"end\n"
-	"if total > 0 then redis.call('incrby', ARGV[4], total) redis.call('expire', ARGV[4], 86400) end\n"
-	"if totalfull > 0 then\n"
-	"  redis.call('incrby', ARGV[5], totalfull) redis.call('expire', ARGV[5], 86400)\n"
-	"end\n"
-	"return out\n";
-
-/* ARGV: KEYS patterns whose keys are all deleted (asgi_redis's delprefix, for several). */
-static const char script_flush[] =
-	"for _, pat in ipairs(ARGV) do\n"
-	"  local keys = redis.call('keys', pat)\n"
-	"  for i = 1, #keys, 5000 do\n"
-	"    redis.call('del', unpack(keys, i, math.min(i + 4999, #keys)))\n"
-	"  end\n"
-	"end\n"
-	"return 1\n";
-
-/* KEYS: the schedule's sorted set. ARGV: now (unix ms), most entries to take. Removes and
- * returns the entries due, earliest first, as member, score pairs, after the score of the
- * earliest entry left ("-1" if none). */
-static const char script_take_due[] =
-	"local due = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0,\n"
-	"                       tonumber(ARGV[2]))\n"
-	"local members = {}\n"
-	"for i = 1, #due, 2 do members[#members + 1] = due[i] end\n"
-	"if #members > 0 then redis.call('zrem', KEYS[1], unpack(members)) end\n"
-	"local left = redis.call('zrange', KEYS[1], 0, 0, 'WITHSCORES')\n"
-	"table.insert(due, 1, left[2] or '-1')\n"
-	"return due\n";
-
-static const char *const script_source[SCRIPT_COUNT] = {
-	script_pop, script_group_send, script_flush, script_take_due, script_send_many};
-static char script_sha[SCRIPT_COUNT][41];
-static pthread_once_t script_sha_once = PTHREAD_ONCE_INIT;
-
-static void hash_scripts(void)
-{
-	for (int i = 0; i < SCRIPT_COUNT; i++)
-		util_sha1_hex(script_source[i], strlen(script_source[i]), script_sha[i]);
-}
-
-const char *layer_script_source(enum script_id id)
-{
-	return script_source[id];
-}
-
-const char *layer_script_sha(enum script_id id)
-{
-	pthread_once(&script_sha_once, hash_scripts);
-	return script_sha[id];
-}
-
-size_t layer_shard_of(size_t nshards, const char *name, size_t len)
-{
-	if (nshards <= 1)
-		return 0;
-	uint32_t crc = util_crc32(name, len);
-	return (size_t)(((uint64_t)(crc & 0xfff) * nshards) / 4096);
-}
-
-size_t layer_channel_home(size_t nshards, const char *channel)
-{
-	const char *bang = strchr(channel, '!');
-	if (bang)
-		return layer_shard_of(nshards, channel, (size_t)(bang - channel) + 1);
-	if (strchr(channel, '?'))
-		return layer_shard_of(nshards, channel, strlen(channel));
-	return SIZE_MAX;
-}
 
 struct shard {
 	struct layer_endpoint ep;
@@ -310,108 +81,6 @@ struct swept {
 	int64_t at;   /* monotonic ms */
 	uint64_t gen; /* live_gen then */
 };
-
-/* --- URLs ------------------------------------------------------------------------------------ */
-
-static int parse_int(const char *s, size_t n, int min, int max, int *out)
-{
-	if (n == 0 || n > 9)
-		return -1;
-	int v = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (s[i] - '0');
-	}
-	if (v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
-
-int layer_endpoint_parse(struct layer_endpoint *s, const char *url, char *err, size_t errlen)
-{
-	const char *p;
-	if (strncmp(url, "unix://", 7) == 0) {
-		p = url + 7;
-		const char *q = strchr(p, '?');
-		size_t n = q ? (size_t)(q - p) : strlen(p);
-		if (n == 0 || p[0] != '/')
-			goto bad;
-		s->path = xstrndup(p, n);
-		if (q) {
-			if (strncmp(q, "?db=", 4) != 0 || parse_int(q + 4, strlen(q + 4), 0, 1 << 20,
-								     &s->db) < 0)
-				goto bad;
-		}
-		s->desc = xstrdup(url);
-		return 0;
-	}
-	if (strncmp(url, "redis://", 8) != 0)
-		goto bad;
-	p = url + 8;
-	const char *at = strrchr(p, '@');
-	if (at) {
-		const char *colon = memchr(p, ':', (size_t)(at - p));
-		if (!colon)
-			goto bad;
-		if (colon > p)
-			s->user = xstrndup(p, (size_t)(colon - p));
-		s->password = xstrndup(colon + 1, (size_t)(at - colon - 1));
-		p = at + 1;
-	}
-	const char *hend;
-	if (*p == '[') {
-		hend = strchr(p, ']');
-		if (!hend)
-			goto bad;
-		s->host = xstrndup(p + 1, (size_t)(hend - p - 1));
-		hend++;
-	} else {
-		hend = p + strcspn(p, ":/");
-		s->host = xstrndup(p, (size_t)(hend - p));
-	}
-	if (!s->host[0])
-		goto bad;
-	s->port = 6379;
-	p = hend;
-	if (*p == ':') {
-		size_t n = strcspn(p + 1, "/");
-		if (parse_int(p + 1, n, 1, 65535, &s->port) < 0)
-			goto bad;
-		p += 1 + n;
-	}
-	if (*p == '/' && p[1]) {
-		if (parse_int(p + 1, strlen(p + 1), 0, 1 << 20, &s->db) < 0)
-			goto bad;
-	} else if (*p && strcmp(p, "/") != 0) {
-		goto bad;
-	}
-	char desc[512];
-	if (strchr(s->host, ':'))
-		snprintf(desc, sizeof(desc), "redis://[%s]:%d/%d", s->host, s->port, s->db);
-	else
-		snprintf(desc, sizeof(desc), "redis://%s:%d/%d", s->host, s->port, s->db);
-	s->desc = xstrdup(desc);
-	return 0;
-bad:
-	if (errlen)
-		snprintf(err, errlen,
-			 "bad layer URL \"%s\": expected redis://[[user]:password@]host[:port][/db] "
-			 "or unix:///path.sock[?db=N]",
-			 url);
-	return -EINVAL;
-}
-
-void layer_endpoint_fini(struct layer_endpoint *e)
-{
-	free(e->desc);
-	free(e->host);
-	free(e->path);
-	free(e->user);
-	free(e->password);
-	memset(e, 0, sizeof(*e));
-}
 
 /* --- Connections ----------------------------------------------------------------------------- */
 
@@ -524,7 +193,7 @@ static const char *setup_context(struct redis_layer *L, struct shard *s, redisCo
 /* Returns 0, or the failure (the shard is then down). */
 static int load_script(struct shard *s, enum script_id id)
 {
-	redisReply *r = redisCommand(s->c, "SCRIPT LOAD %s", script_source[id]);
+	redisReply *r = redisCommand(s->c, "SCRIPT LOAD %s", layer_script_source(id));
 	if (!r)
 		return connection_lost(s);
 	if (r->type != REDIS_REPLY_STRING) {
@@ -680,70 +349,6 @@ static redisReply *shard_script(struct redis_layer *L, struct shard *s, int *rc,
 	}
 	free(args);
 	return r;
-}
-
-void layer_batch_add(struct layer_batch *b, const struct layer_config *cfg, const char *channel,
-		     const char *hex, struct buf *payload)
-{
-	if (b->n == b->cap) {
-		b->cap = b->cap ? 2 * b->cap : 8;
-		b->items = xrealloc(b->items, b->cap * sizeof(*b->items));
-	}
-	struct layer_batch_item *it = &b->items[b->n++];
-	snprintf(it->body, sizeof(it->body), "%s%.32s", cfg->prefix, hex);
-	snprintf(it->queue, sizeof(it->queue), "%.*s", (int)layer_queue_len(channel), channel);
-	snprintf(it->capacity, sizeof(it->capacity), "%d", layer_capacity_for(cfg, channel));
-	it->payload = *payload;
-	buf_init(payload);
-}
-
-size_t layer_batch_command(struct layer_batch *b, const struct layer_config *cfg,
-			   const char ***argv, size_t **lens)
-{
-	size_t argc = 8 + 4 * b->n;
-	if (argc > b->argcap) {
-		b->argcap = argc;
-		b->argv = xrealloc(b->argv, argc * sizeof(*b->argv));
-		b->lens = xrealloc(b->lens, argc * sizeof(*b->lens));
-	}
-	snprintf(b->expiry, sizeof(b->expiry), "%d", cfg->expiry);
-	snprintf(b->glmsgs, sizeof(b->glmsgs), "%s#global#:messages_count", cfg->stats_prefix);
-	snprintf(b->glfull, sizeof(b->glfull), "%s#global#:channel_full_count", cfg->stats_prefix);
-	const char *fixed[8] = {"EVALSHA",   layer_script_sha(SCRIPT_SEND_MANY),
-				"0",	     b->expiry,
-				cfg->prefix, cfg->stats_prefix,
-				b->glmsgs,   b->glfull};
-	for (size_t k = 0; k < 8; k++) {
-		b->argv[k] = fixed[k];
-		b->lens[k] = strlen(fixed[k]);
-	}
-	for (size_t i = 0; i < b->n; i++) {
-		const struct layer_batch_item *it = &b->items[i];
-		const char *v[4] = {it->body, it->queue, it->capacity, it->payload.data};
-		for (size_t k = 0; k < 4; k++) {
-			b->argv[8 + 4 * i + k] = v[k];
-			b->lens[8 + 4 * i + k] = k == 3 ? it->payload.len : strlen(v[k]);
-		}
-	}
-	*argv = b->argv;
-	*lens = b->lens;
-	return argc;
-}
-
-void layer_batch_clear(struct layer_batch *b)
-{
-	for (size_t i = 0; i < b->n; i++)
-		buf_fini(&b->items[i].payload);
-	b->n = 0;
-}
-
-void layer_batch_fini(struct layer_batch *b)
-{
-	layer_batch_clear(b);
-	free(b->items);
-	free(b->argv);
-	free(b->lens);
-	memset(b, 0, sizeof(*b));
 }
 
 /* --- Placement ------------------------------------------------------------------------------- */
@@ -2173,7 +1778,7 @@ static int redis_check(struct laurel_layer *base)
 		snprintf(glmsgs, sizeof(glmsgs), "%s#global#:messages_count", cfg->stats_prefix);
 		snprintf(glfull, sizeof(glfull), "%s#global#:channel_full_count", cfg->stats_prefix);
 		/* send_many with no message does nothing; a BLPOP of 10 ms on a key nobody uses. */
-		const char *load[3] = {"SCRIPT", "LOAD", script_source[SCRIPT_SEND_MANY]};
+		const char *load[3] = {"SCRIPT", "LOAD", layer_script_source(SCRIPT_SEND_MANY)};
 		const char *eval[8] = {"EVALSHA", layer_script_sha(SCRIPT_SEND_MANY), "0", expiry,
 				       cfg->prefix, cfg->stats_prefix, glmsgs, glfull};
 		const char *blpop[3] = {"BLPOP", probe, "0.01"};

@@ -1,5 +1,6 @@
 /* Which Redis error replies are outages (layer_error_kind), and the rate-limited log line. */
 #include "common/layer.h"
+#include "common/redis_layout.h"
 #include "common/log.h"
 #include "tests/lib/test.h"
 

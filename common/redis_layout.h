@@ -1,0 +1,101 @@
+/* The Redis layout of the channel layer, shared by its two Redis clients (the synchronous one,
+ * layer_redis.c, and the asynchronous one on libevent, layer_async.c): shard placement by the
+ * CRC-32 rule, the layer's URLs, the Lua scripts and their SHA-1s, the send script's argument
+ * builder, and how Redis error replies are taken (with the outage log both clients write). The
+ * key layout itself is SPEC §3 (asgi_redis 1.4.3). */
+#ifndef LAUREL_COMMON_REDIS_LAYOUT_H
+#define LAUREL_COMMON_REDIS_LAYOUT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "common/layer.h"
+
+/* A Redis server of the layer, from its URL. */
+struct layer_endpoint {
+	char *desc; /* the URL without its password, for messages */
+	char *host; /* NULL for a unix socket */
+	char *path;
+	int port;
+	int db;
+	char *user;
+	char *password;
+};
+/* Parses redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N]. Returns 0 or -EINVAL
+ * with a message in err. */
+int layer_endpoint_parse(struct layer_endpoint *e, const char *url, char *err, size_t errlen);
+void layer_endpoint_fini(struct layer_endpoint *e);
+
+/* The shard of a name by the CRC-32 rule (SPEC §3), and the shard a channel's queue lives on:
+ * SIZE_MAX for a normal channel, which may be on any shard. */
+size_t layer_shard_of(size_t nshards, const char *name, size_t len);
+size_t layer_channel_home(size_t nshards, const char *channel);
+
+/* How an error reply from Redis is taken. */
+enum layer_error_kind {
+	LAYER_ERR_OTHER,  /* about this one command: the call fails with -EPROTO */
+	LAYER_ERR_OUTAGE, /* the server cannot serve us now (READONLY, LOADING, MASTERDOWN, OOM,
+			   * BUSY, MISCONF, ...): handled like a lost connection */
+	LAYER_ERR_DENIED, /* credentials or permissions (NOAUTH, WRONGPASS, NOPERM): an outage too,
+			   * and fatal when a program starts (laurel_layer_check) */
+};
+enum layer_error_kind layer_error_kind(const char *err);
+
+/* One server's outage, as both clients log it: one warning when it starts, naming the cause, and
+ * one line when it ends, with its length and the requests refused meanwhile. Not thread-safe:
+ * each client object has its own. */
+struct layer_outage {
+	bool down;
+	bool named;	   /* the server's own error has been logged */
+	int64_t since_ms;  /* monotonic */
+	uint64_t refused;  /* calls failed at once while down */
+};
+/* Starts an outage of the server desc; during one, logs only a first error from the server
+ * itself after a broken connection. */
+void layer_outage_begin(struct layer_outage *o, const char *desc, const char *why);
+/* Ends it, if there is one. */
+void layer_outage_end(struct layer_outage *o, const char *desc);
+
+/* The Lua scripts of the Redis layout, shared by the synchronous and asynchronous clients. */
+enum script_id {
+	SCRIPT_POP,
+	SCRIPT_GROUP_SEND,
+	SCRIPT_FLUSH,
+	SCRIPT_TAKE_DUE,
+	SCRIPT_SEND_MANY,
+	SCRIPT_COUNT
+};
+const char *layer_script_source(enum script_id id);
+const char *layer_script_sha(enum script_id id); /* 40 hex digits */
+
+/* Messages bound for one shard, as the arguments of the send_many script: what the synchronous
+ * and the asynchronous client both send. */
+struct layer_batch_item {
+	char body[128];
+	char queue[LAUREL_NAME_MAX + 1];
+	char capacity[16];
+	struct buf payload;
+};
+struct layer_batch {
+	struct layer_batch_item *items;
+	size_t n, cap;
+	char expiry[16], glmsgs[128], glfull[128];
+	const char **argv; /* the last layer_batch_command */
+	size_t *lens;
+	size_t argcap;
+};
+/* Appends a message for channel: payload (encoded; taken over, left empty) under a new body key
+ * named with hex (32 random hex digits). */
+void layer_batch_add(struct layer_batch *b, const struct layer_config *cfg, const char *channel,
+		     const char *hex, struct buf *payload);
+/* The EVALSHA command for the batch. argv and lens belong to b and hold until it changes.
+ * Returns argc. The script answers one integer per message: 1 sent, else full. */
+size_t layer_batch_command(struct layer_batch *b, const struct layer_config *cfg,
+			   const char ***argv, size_t **lens);
+/* Empties b (freeing the payloads); fini also frees its memory. */
+void layer_batch_clear(struct layer_batch *b);
+void layer_batch_fini(struct layer_batch *b);
+
+#endif
