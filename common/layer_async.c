@@ -14,6 +14,7 @@
 #include "common/layer.h"
 #include "common/redis_layout.h"
 #include "common/log.h"
+#include "common/sentinel.h"
 #include "common/util.h"
 
 #include <errno.h>
@@ -45,6 +46,7 @@ struct conn {
 	struct event *timer; /* reconnect after backoff, or give up a slow connect */
 	void (*on_up)(struct conn *c);
 	struct listener *listener; /* NULL for a command connection */
+	uint64_t master_gen;	   /* a Sentinel shard's: the master it was made for */
 };
 
 /* Local mode: messages a receiving thread took, waiting for the event loop. */
@@ -93,6 +95,8 @@ struct shard {
 	struct layer_batch queued;
 	struct batch_cb *cbs;
 	size_t capcbs;
+	struct sentinel *sentinel; /* a redis+sentinel:// shard's watcher, else NULL */
+	struct event *master_ev;   /* its descriptor: the master changed */
 };
 
 /* Local mode: a send's callback, fired from the loop. */
@@ -159,6 +163,8 @@ static void conn_failing(struct conn *c, const char *why)
 		c->failing = true;
 		s->nfailing++;
 	}
+	if (s->sentinel)
+		sentinel_suspect(s->sentinel); /* a failover, maybe: ask the sentinels now */
 	layer_outage_begin(&s->outage, s->ep.desc, why);
 }
 
@@ -364,12 +370,46 @@ static void hiredis_attach(redisAsyncContext *ac, struct event_base *base)
 	hiredis_add_write(e);
 }
 
+/* A Sentinel shard's new connection must reach a master: the sentinels may still name the old
+ * one, now a replica. */
+static void on_role(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	redisReply *r = reply;
+	struct conn *c = ac->data;
+	if (!r || !c)
+		return;
+	const char *role = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+					   r->element[0]->type == REDIS_REPLY_STRING
+				   ? r->element[0]->str
+			   : r->type == REDIS_REPLY_ERROR ? r->str
+							  : "an unexpected answer";
+	if (strcmp(role, "master") == 0)
+		return;
+	char why[256];
+	snprintf(why, sizeof(why), "ROLE says %s, not master", role);
+	conn_fail(c, why);
+}
+
 static void conn_start(struct conn *c)
 {
 	struct layer_async *a = c->a;
-	struct layer_endpoint *ep = &a->shards[c->shard].ep;
-	redisAsyncContext *ac =
-		ep->host ? redisAsyncConnect(ep->host, ep->port) : redisAsyncConnectUnix(ep->path);
+	struct shard *sh = &a->shards[c->shard];
+	struct layer_endpoint *ep = &sh->ep;
+	redisAsyncContext *ac;
+	if (sh->sentinel) {
+		char host[256], why[300];
+		int port;
+		if (sentinel_master(sh->sentinel, host, sizeof(host), &port, &c->master_gen, why,
+				    sizeof(why)) < 0) {
+			/* Tried again after the backoff, or at once when the sentinels answer. */
+			conn_lost(c, why);
+			return;
+		}
+		ac = redisAsyncConnect(host, port);
+	} else {
+		ac = ep->host ? redisAsyncConnect(ep->host, ep->port)
+			      : redisAsyncConnectUnix(ep->path);
+	}
 	if (!ac || ac->err) {
 		char why[256];
 		snprintf(why, sizeof(why), "%s", ac ? ac->errstr : "out of memory");
@@ -391,6 +431,8 @@ static void conn_start(struct conn *c)
 	}
 	if (ep->db)
 		redisAsyncCommand(ac, on_setup_reply, "SELECT", "SELECT %d", ep->db);
+	if (sh->sentinel)
+		redisAsyncCommand(ac, on_role, NULL, "ROLE");
 	queue_script_loads(ac);
 	c->ac = ac;
 	c->connected = false;
@@ -408,6 +450,41 @@ static void conn_fail(struct conn *c, const char *why)
 	ac->data = NULL; /* no on_disconnect: conn_lost is called here */
 	conn_lost(c, why);
 	redisAsyncFree(ac);
+}
+
+/* A Sentinel shard's connections made for an older master go, and are made again at once (a
+ * listener's BLPOP is re-issued on the new master); those waiting out a backoff try now. */
+static void follow_master(struct conn *c, uint64_t gen)
+{
+	if (c->ac && c->master_gen == gen)
+		return;
+	if (c->ac) {
+		redisAsyncContext *ac = c->ac;
+		ac->data = NULL;
+		c->ac = NULL;
+		c->connected = false;
+		redisAsyncFree(ac); /* its commands complete with -ENOTCONN */
+	}
+	c->backoff_ms = 0;
+	evtimer_del(c->timer);
+	schedule(c, 0);
+}
+
+static void on_master_moved(evutil_socket_t fd, short what, void *arg)
+{
+	struct shard *s = arg;
+	struct layer_async *a = NULL;
+	sentinel_ack(s->sentinel);
+	uint64_t gen = sentinel_gen(s->sentinel);
+	a = s->cmd.a;
+	size_t sh = (size_t)(s - a->shards);
+	follow_master(&s->cmd, gen);
+	for (size_t i = 0; i < a->nlisteners; i++) {
+		struct listener *l = a->listeners[i];
+		for (size_t k = 0; k < l->nconns; k++)
+			if (l->conns[k].shard == sh && l->conns[k].timer)
+				follow_master(&l->conns[k], gen);
+	}
 }
 
 static void conn_init(struct layer_async *a, struct conn *c, size_t shard, void (*on_up)(struct conn *),
@@ -1203,6 +1280,20 @@ int layer_async_new(struct layer_async **out, struct event_base *base,
 	}
 	a->flush_ev = event_new(base, -1, 0, flush_all, a);
 	for (size_t i = 0; i < nurls; i++) {
+		struct shard *s = &a->shards[i];
+		if (!s->ep.master_name)
+			continue;
+		sentinel_new(&s->sentinel, &s->ep, a->cfg.connect_timeout_ms,
+			     a->cfg.command_timeout_ms);
+		s->master_ev = event_new(base, sentinel_fd(s->sentinel), EV_READ | EV_PERSIST,
+					 on_master_moved, s);
+		event_add(s->master_ev, NULL);
+	}
+	/* The first connections go to a known master, not into a backoff. */
+	for (size_t i = 0; i < nurls; i++)
+		if (a->shards[i].sentinel)
+			sentinel_wait(a->shards[i].sentinel, a->cfg.connect_timeout_ms);
+	for (size_t i = 0; i < nurls; i++) {
 		conn_init(a, &a->shards[i].cmd, i, command_up, NULL);
 		conn_start(&a->shards[i].cmd);
 	}
@@ -1266,6 +1357,9 @@ void layer_async_free(struct layer_async *a)
 	free(a->announcements);
 	for (size_t i = 0; i < a->nshards; i++) {
 		conn_fini(&a->shards[i].cmd);
+		if (a->shards[i].master_ev)
+			event_free(a->shards[i].master_ev);
+		sentinel_free(a->shards[i].sentinel);
 		layer_endpoint_fini(&a->shards[i].ep);
 	}
 	free(a->shards);

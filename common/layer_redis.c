@@ -17,6 +17,7 @@
 #include "common/layer.h"
 #include "common/redis_layout.h"
 #include "common/codec.h"
+#include "common/sentinel.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -46,6 +47,8 @@ struct shard {
 	struct layer_outage outage;
 	bool blocked;	    /* a BLPOP is outstanding on c */
 	bool long_timeout;  /* c's read timeout was raised for a BLPOP */
+	struct sentinel *sentinel; /* a redis+sentinel:// shard's watcher, else NULL */
+	uint64_t master_gen;	   /* the sentinel generation c was made for */
 };
 
 struct held {
@@ -104,6 +107,8 @@ static void drop_connection(struct shard *s)
 static int shard_failed(struct shard *s, const char *what)
 {
 	drop_connection(s);
+	if (s->sentinel)
+		sentinel_suspect(s->sentinel); /* a failover, maybe: ask the sentinels now */
 	layer_outage_begin(&s->outage, s->ep.desc, what);
 	s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
 	if (s->backoff_ms > BACKOFF_MAX_MS)
@@ -144,11 +149,69 @@ static redisReply *checked(struct shard *s, redisReply *r, int *rc)
 	return r;
 }
 
-static redisContext *open_context(struct redis_layer *L, struct shard *s)
+/* A new connection to the shard's server (for a Sentinel shard, its master as last learned;
+ * the first time, waiting up to the connect timeout for the sentinels to name one). NULL with
+ * the reason in why. */
+static redisContext *open_context(struct redis_layer *L, struct shard *s, char *why,
+				  size_t whylen)
 {
 	struct timeval tv = ms_tv(L->base.cfg.connect_timeout_ms);
-	return s->ep.host ? redisConnectWithTimeout(s->ep.host, s->ep.port, tv)
-		       : redisConnectUnixWithTimeout(s->ep.path, tv);
+	redisContext *c;
+	if (s->sentinel) {
+		char host[256];
+		int port;
+		if (sentinel_master(s->sentinel, host, sizeof(host), &port, &s->master_gen, NULL,
+				    0) < 0) {
+			sentinel_wait(s->sentinel, L->base.cfg.connect_timeout_ms);
+			if (sentinel_master(s->sentinel, host, sizeof(host), &port, &s->master_gen,
+					    why, whylen) < 0)
+				return NULL;
+		}
+		c = redisConnectWithTimeout(host, port, tv);
+	} else {
+		c = s->ep.host ? redisConnectWithTimeout(s->ep.host, s->ep.port, tv)
+			       : redisConnectUnixWithTimeout(s->ep.path, tv);
+	}
+	if (!c || c->err) {
+		snprintf(why, whylen, "%s", c ? c->errstr : "out of memory");
+		redisFree(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* A Sentinel shard's new connection must reach a master (the sentinels may still name the old
+ * one, now a replica). Returns NULL or the reason. */
+static const char *check_role(struct shard *s, redisContext *c)
+{
+	static _Thread_local char why[256];
+	if (!s->sentinel)
+		return NULL;
+	redisReply *r = redisCommand(c, "ROLE");
+	if (!r) {
+		snprintf(why, sizeof(why), "ROLE failed: %s", c->errstr);
+		return why;
+	}
+	const char *role = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+					   r->element[0]->type == REDIS_REPLY_STRING
+				   ? r->element[0]->str
+			   : r->type == REDIS_REPLY_ERROR ? r->str
+							  : "an unexpected answer";
+	bool master = strcmp(role, "master") == 0;
+	if (!master)
+		snprintf(why, sizeof(why), "ROLE says %s, not master", role);
+	freeReplyObject(r);
+	return master ? NULL : why;
+}
+
+/* A Sentinel shard whose master changed since its connection was made drops it. */
+static void follow_master(struct shard *s)
+{
+	if (s->sentinel && s->c && sentinel_gen(s->sentinel) != s->master_gen) {
+		drop_connection(s);
+		s->retry_at = 0;
+		s->backoff_ms = 0;
+	}
 }
 
 static redisReply *ctx_command(redisContext *c, int argc, const char **argv, const size_t *lens)
@@ -210,6 +273,7 @@ static int load_script(struct shard *s, enum script_id id)
 /* Makes sure the shard has a working connection. Fails fast during the backoff. */
 static int shard_connect(struct redis_layer *L, struct shard *s)
 {
+	follow_master(s);
 	if (s->c)
 		return 0;
 	int64_t now = util_now_ms();
@@ -218,14 +282,13 @@ static int shard_connect(struct redis_layer *L, struct shard *s)
 		return layer_fail(-ENOTCONN, "cannot reach %s (next attempt in %lld ms)",
 				  s->ep.desc, (long long)(s->retry_at - now));
 	}
-	redisContext *c = open_context(L, s);
-	if (!c || c->err) {
-		char what[256];
-		snprintf(what, sizeof(what), "%s", c ? c->errstr : "out of memory");
-		redisFree(c);
+	char what[256];
+	redisContext *c = open_context(L, s, what, sizeof(what));
+	if (!c)
 		return shard_failed(s, what);
-	}
 	const char *why = setup_context(L, s, c);
+	if (!why)
+		why = check_role(s, c);
 	if (why) {
 		redisFree(c);
 		return shard_failed(s, why);
@@ -241,7 +304,6 @@ static int shard_connect(struct redis_layer *L, struct shard *s)
 		 * waits out its BLPOP timeouts instead of cancelling them. */
 		if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOPERM", 6) != 0 &&
 		    layer_error_kind(r->str) != LAYER_ERR_OTHER) {
-			char what[256];
 			snprintf(what, sizeof(what), "%s", r->str);
 			freeReplyObject(r);
 			return shard_failed(s, what);
@@ -684,8 +746,9 @@ static int cancel_blpop(struct redis_layer *L, size_t sh, struct plan *p,
 	if (s->client_id < 0) /* a server without CLIENT ID / UNBLOCK (before Redis 5) */
 		return finish_blpop(L, sh, p, out, max, got);
 	if (!s->ctl) {
-		s->ctl = open_context(L, s);
-		if (!s->ctl || s->ctl->err || setup_context(L, s, s->ctl)) {
+		char why[256];
+		s->ctl = open_context(L, s, why, sizeof(why));
+		if (!s->ctl || setup_context(L, s, s->ctl)) {
 			redisFree(s->ctl);
 			s->ctl = NULL;
 			return connection_lost(s);
@@ -718,16 +781,54 @@ static bool watch_ready(struct redis_layer *L)
 	return poll(&pfd, 1, 0) > 0;
 }
 
-/* Sleeps ms, or until the watched descriptor is readable (then returns true). */
-static bool sleep_watching(struct redis_layer *L, int64_t ms)
+/* A Sentinel shard whose sentinels named a new master: its connection (to the old one) goes,
+ * and the next attempt is now. */
+static void master_moved(struct shard *s)
 {
-	if (L->watch_fd < 0) {
+	sentinel_ack(s->sentinel);
+	follow_master(s);
+	if (!s->c) {
+		s->retry_at = 0;
+		s->backoff_ms = 0;
+	}
+}
+
+/* Adds the descriptors of the plan's Sentinel shards to pfd (at most max), their shards to
+ * which[]. Returns how many. */
+static size_t sentinel_fds(struct redis_layer *L, const struct plan *p, struct pollfd *pfd,
+			   size_t *which, size_t max)
+{
+	size_t n = 0;
+	for (size_t sh = 0; sh < L->nshards && n < max; sh++) {
+		if (!p->nkeys[sh] || !L->shards[sh].sentinel)
+			continue;
+		pfd[n] = (struct pollfd){.fd = sentinel_fd(L->shards[sh].sentinel), .events = POLLIN};
+		which[n++] = sh;
+	}
+	return n;
+}
+
+/* Sleeps ms, or until the watched descriptor is readable (then returns true), or until a
+ * Sentinel shard of the plan has a new master (then returns false, its next attempt due). */
+static bool sleep_watching(struct redis_layer *L, const struct plan *p, int64_t ms)
+{
+	struct pollfd pfd[65];
+	size_t which[64], n = 0;
+	if (L->watch_fd >= 0)
+		pfd[n++] = (struct pollfd){.fd = L->watch_fd, .events = POLLIN};
+	size_t first = n;
+	n += sentinel_fds(L, p, pfd + n, which, 64);
+	if (n == 0) {
 		struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
 		nanosleep(&ts, NULL);
 		return false;
 	}
-	struct pollfd pfd = {.fd = L->watch_fd, .events = POLLIN};
-	return poll(&pfd, 1, (int)ms) > 0;
+	if (poll(pfd, n, (int)ms) <= 0)
+		return false;
+	for (size_t i = first; i < n; i++)
+		if (pfd[i].revents)
+			master_moved(&L->shards[which[i - first]]);
+	return first && pfd[0].revents;
 }
 
 /* Blocks until a message arrives on any shard of the plan, the time runs out, or the watched
@@ -742,8 +843,11 @@ static int wait_any(struct redis_layer *L, struct plan *p, int timeout_ms,
 	int rc = 0;
 	for (size_t sh = 0; sh < L->nshards; sh++)
 		used += p->nkeys[sh] > 0;
-	/* One shard and nothing else to watch: a plain blocking read. Else poll(). */
+	/* One shard and nothing else to watch: a plain blocking read. Else poll(). A Sentinel
+	 * shard's watcher is watched too: a new master ends the BLPOP on the old one at once. */
 	bool polled = used > 1 || L->watch_fd >= 0;
+	for (size_t sh = 0; sh < L->nshards && !polled; sh++)
+		polled = p->nkeys[sh] && L->shards[sh].sentinel;
 	for (size_t sh = 0; sh < L->nshards && nactive < ARRAY_SIZE(active); sh++) {
 		if (!p->nkeys[sh])
 			continue;
@@ -757,7 +861,8 @@ static int wait_any(struct redis_layer *L, struct plan *p, int timeout_ms,
 	if (!polled)
 		return finish_blpop(L, active[0], p, out, max, got);
 
-	struct pollfd pfd[65];
+	struct pollfd pfd[129];
+	size_t which[64];
 	for (size_t i = 0; i < nactive; i++) {
 		pfd[i].fd = L->shards[active[i]].c->fd;
 		pfd[i].events = POLLIN;
@@ -766,13 +871,18 @@ static int wait_any(struct redis_layer *L, struct plan *p, int timeout_ms,
 	size_t npfd = nactive;
 	if (L->watch_fd >= 0)
 		pfd[npfd++] = (struct pollfd){.fd = L->watch_fd, .events = POLLIN};
+	size_t sfirst = npfd;
+	npfd += sentinel_fds(L, p, pfd + npfd, which, 64);
 	int slack = timeout_ms < 0 ? -1 : timeout_ms + L->base.cfg.command_timeout_ms;
 	int n;
 	do
 		n = poll(pfd, npfd, slack);
 	while (n < 0 && errno == EINTR && !watch_ready(L));
-	if (npfd > nactive && (n < 0 ? watch_ready(L) : pfd[nactive].revents != 0))
+	if (L->watch_fd >= 0 && (n < 0 ? watch_ready(L) : pfd[nactive].revents != 0))
 		L->woken = true;
+	for (size_t i = sfirst; n > 0 && i < npfd; i++)
+		if (pfd[i].revents)
+			master_moved(&L->shards[which[i - sfirst]]); /* its BLPOP goes with it */
 	/* Read the first shard that answered, then cancel and collect the others. */
 	for (size_t i = 0; i < nactive; i++) {
 		struct shard *s = &L->shards[active[i]];
@@ -814,7 +924,7 @@ static int wait_reachable(struct redis_layer *L, struct plan *p, int64_t deadlin
 		 * receive with a timeout waits it out, as it would with Redis up. */
 		if (deadline >= 0 && next > deadline)
 			next = deadline;
-		if (next > now && sleep_watching(L, next - now)) {
+		if (next > now && sleep_watching(L, p, next - now)) {
 			L->woken = true;
 			return rc;
 		}
@@ -1702,6 +1812,7 @@ static void redis_free(struct laurel_layer *base)
 	for (size_t i = 0; i < L->nshards; i++) {
 		struct shard *s = &L->shards[i];
 		drop_connection(s);
+		sentinel_free(s->sentinel);
 		layer_endpoint_fini(&s->ep);
 		if (L->batch)
 			layer_batch_fini(&L->batch[i]);
@@ -1736,6 +1847,10 @@ int layer_redis_new(struct laurel_layer **out, struct layer_config *cfg, const c
 			return -EINVAL;
 		}
 	}
+	for (size_t i = 0; i < nurls; i++)
+		if (L->shards[i].ep.master_name)
+			sentinel_new(&L->shards[i].sentinel, &L->shards[i].ep,
+				     cfg->connect_timeout_ms, cfg->command_timeout_ms);
 	L->base.cfg = *cfg;
 	memset(cfg, 0, sizeof(*cfg));
 	L->prefixlen = strlen(L->base.cfg.prefix);
@@ -1756,9 +1871,15 @@ static int redis_check(struct laurel_layer *base)
 	const struct layer_config *cfg = &base->cfg;
 	for (size_t sh = 0; sh < L->nshards; sh++) {
 		struct shard *s = &L->shards[sh];
-		redisContext *c = open_context(L, s);
-		if (!c || c->err) {
-			redisFree(c);
+		char what[256];
+		redisContext *c = open_context(L, s, what, sizeof(what));
+		if (!c) {
+			/* A sentinel that refuses our credentials is a refusal too. */
+			const char *auth = strstr(what, "AUTH failed: ");
+			if (s->sentinel && auth && layer_error_kind(auth + 13) == LAYER_ERR_DENIED)
+				return layer_fail(-EACCES, "%s refused laurel: %s", s->ep.desc,
+						  strstr(what, "sentinel ") ? strstr(what, "sentinel ")
+									   : what);
 			continue;
 		}
 		const char *why = setup_context(L, s, c);

@@ -71,6 +71,13 @@ static void list_free(struct option_list *l)
 	l->n = 0;
 }
 
+/* Whether s starts with a URL scheme ("redis://", "unix://", ...). */
+static bool starts_with_scheme(const char *s)
+{
+	size_t n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-");
+	return n > 0 && strncmp(s + n, "://", 3) == 0;
+}
+
 static int set_value(const struct option *o, void *cfg, const char *val, const char *source,
 		     char *err, size_t errlen)
 {
@@ -129,6 +136,11 @@ static int set_value(const struct option *o, void *cfg, const char *val, const c
 		for (const char *p = val; *p;) {
 			p += strspn(p, " ,\t\n");
 			size_t len = strcspn(p, " ,\t\n");
+			/* A comma not followed by a scheme is inside a URL: a Sentinel shard's list
+			 * of sentinels (redis+sentinel://h1:26379,h2:26379/name). */
+			while (p[len] == ',' && p[len + 1 + strspn(p + len + 1, " \t\n")] &&
+			       !starts_with_scheme(p + len + 1 + strspn(p + len + 1, " \t\n")))
+				len += 1 + strcspn(p + len + 1, " ,\t\n");
 			if (len)
 				list_push(l, p, len);
 			p += len;
@@ -139,27 +151,6 @@ static int set_value(const struct option *o, void *cfg, const char *val, const c
 	}
 	}
 	return failf(err, errlen, "%s: unknown option type", source);
-}
-
-/* Overwrites with '*' the password of every URL in s ("scheme://user:PASSWORD@host...") and the
- * value of a "password=" query parameter. */
-static void scrub(char *s)
-{
-	for (char *p = strstr(s, "://"); p; p = strstr(p, "://")) {
-		p += 3;
-		size_t auth = strcspn(p, "/?#");
-		char *at = NULL;
-		for (size_t i = 0; i < auth; i++)
-			if (p[i] == '@')
-				at = p + i;
-		char *colon = at ? memchr(p, ':', (size_t)(at - p)) : NULL;
-		if (colon)
-			memset(colon + 1, '*', (size_t)(at - colon - 1));
-	}
-	for (char *q = strstr(s, "password="); q; q = strstr(q, "password=")) {
-		q += strlen("password=");
-		memset(q, '*', strcspn(q, "&#, "));
-	}
 }
 
 int options_parse(const struct option *opts, size_t nopts, void *cfg, int argc, char **argv,
@@ -251,7 +242,7 @@ int options_parse(const struct option *opts, size_t nopts, void *cfg, int argc, 
 		for (int j = 0; j < *npos && !operand; j++)
 			operand = pos[j] == argv[i];
 		if (!operand && (strstr(argv[i], "://") || strstr(argv[i], "password=")))
-			scrub(argv[i]);
+			util_scrub_secrets(argv[i]);
 	}
 	return 0;
 }

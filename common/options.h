@@ -19,7 +19,8 @@ enum option_type {
 	OPTION_STRING,	/* char *, owned; min is the least length */
 	OPTION_LIST,	/* struct option_list; repeatable */
 	OPTION_URLS,	/* struct option_list; repeatable; one value may hold several URLs separated
-			 * by spaces or commas (for an environment variable) */
+			 * by spaces or commas (for an environment variable); a comma not followed
+			 * by a scheme:// stays in its URL (redis+sentinel://h1,h2/name) */
 };
 
 struct option_list {

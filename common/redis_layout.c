@@ -47,9 +47,186 @@ static int parse_int(const char *s, size_t n, int min, int max, int *out)
 	return 0;
 }
 
+/* host[:port] in p[0..n): a name, an IPv4 address, or an IPv6 address in brackets. */
+static int parse_hostport(const char *p, size_t n, int defport, char **host, int *port)
+{
+	const char *end = p + n, *hend;
+	if (n && *p == '[') {
+		hend = memchr(p, ']', n);
+		if (!hend || hend == p + 1)
+			return -1;
+		*host = xstrndup(p + 1, (size_t)(hend - p - 1));
+		hend++;
+	} else {
+		hend = p;
+		while (hend < end && *hend != ':')
+			hend++;
+		if (hend == p)
+			return -1;
+		*host = xstrndup(p, (size_t)(hend - p));
+		if (strpbrk(*host, "/?#@[], ")) {
+			free(*host);
+			*host = NULL;
+			return -1;
+		}
+	}
+	*port = defport;
+	if (hend < end) {
+		if (*hend != ':' ||
+		    parse_int(hend + 1, (size_t)(end - hend - 1), 1, 65535, port) < 0) {
+			free(*host);
+			*host = NULL;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void describe_hostport(char *out, size_t size, const char *host, int port)
+{
+	snprintf(out, size, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+}
+
+/* [[user]:password@] at p; moves p past it. */
+static int parse_userinfo(const char **p, struct layer_endpoint *s)
+{
+	const char *at = strrchr(*p, '@');
+	if (!at)
+		return 0;
+	const char *colon = memchr(*p, ':', (size_t)(at - *p));
+	if (!colon)
+		return -1;
+	if (colon > *p)
+		s->user = xstrndup(*p, (size_t)(colon - *p));
+	s->password = xstrndup(colon + 1, (size_t)(at - colon - 1));
+	*p = at + 1;
+	return 0;
+}
+
+static bool master_name_ok(const char *p, size_t n)
+{
+	if (n == 0 || n > 128)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z') ||
+		      (p[i] >= '0' && p[i] <= '9') || strchr("._-", p[i])))
+			return false;
+	return true;
+}
+
+static int parse_sentinel(struct layer_endpoint *s, const char *url, char *why, size_t whylen)
+{
+	const char *p = url + strlen("redis+sentinel://");
+	const char *slash = strchr(p, '/');
+	if (!slash) {
+		snprintf(why, whylen, "no /MASTER_NAME");
+		return -1;
+	}
+	/* The userinfo is before the host list; '@' may not appear after the '/'. */
+	const char *at = memchr(p, '@', (size_t)(slash - p));
+	if (at) {
+		const char *q = p;
+		const char *colon = memchr(q, ':', (size_t)(at - q));
+		if (!colon) {
+			snprintf(why, whylen, "expected [user]:password@ before the sentinels");
+			return -1;
+		}
+		if (colon > q)
+			s->user = xstrndup(q, (size_t)(colon - q));
+		s->password = xstrndup(colon + 1, (size_t)(at - colon - 1));
+		p = at + 1;
+	}
+	char desc[1024];
+	size_t dn = (size_t)snprintf(desc, sizeof(desc), "redis+sentinel://");
+	s->sentinels = xcalloc(LAYER_SENTINELS_MAX, sizeof(*s->sentinels));
+	while (p < slash) {
+		const char *comma = memchr(p, ',', (size_t)(slash - p));
+		const char *end = comma ? comma : slash;
+		if (s->nsentinels == LAYER_SENTINELS_MAX) {
+			snprintf(why, whylen, "more than %d sentinels", LAYER_SENTINELS_MAX);
+			return -1;
+		}
+		struct layer_hostport *h = &s->sentinels[s->nsentinels];
+		if (parse_hostport(p, (size_t)(end - p), LAYER_SENTINEL_PORT, &h->host, &h->port) <
+		    0) {
+			snprintf(why, whylen, "bad sentinel address \"%.*s\"", (int)(end - p), p);
+			return -1;
+		}
+		s->nsentinels++;
+		char hp[300];
+		describe_hostport(hp, sizeof(hp), h->host, h->port);
+		if (dn < sizeof(desc))
+			dn += (size_t)snprintf(desc + dn, sizeof(desc) - dn, "%s%s",
+					       s->nsentinels > 1 ? "," : "", hp);
+		p = comma ? comma + 1 : slash;
+		if (comma && p == slash) {
+			snprintf(why, whylen, "an empty sentinel address");
+			return -1;
+		}
+	}
+	if (s->nsentinels == 0) {
+		snprintf(why, whylen, "no sentinel address");
+		return -1;
+	}
+	p = slash + 1;
+	const char *q = strchr(p, '?');
+	size_t n = q ? (size_t)(q - p) : strlen(p);
+	if (!master_name_ok(p, n)) {
+		snprintf(why, whylen, "bad master name \"%.*s\" (letters, digits, '.', '_', '-')",
+			 (int)n, p);
+		return -1;
+	}
+	s->master_name = xstrndup(p, n);
+	while (q && *q) {
+		q++; /* '?' or '&' */
+		const char *amp = strchr(q, '&');
+		size_t len = amp ? (size_t)(amp - q) : strlen(q);
+		const char *eq = memchr(q, '=', len);
+		if (!eq) {
+			snprintf(why, whylen, "bad query parameter \"%.*s\"", (int)len, q);
+			return -1;
+		}
+		size_t kl = (size_t)(eq - q), vl = len - kl - 1;
+		const char *v = eq + 1;
+		if (kl == 2 && strncmp(q, "db", 2) == 0) {
+			if (parse_int(v, vl, 0, 1 << 20, &s->db) < 0) {
+				snprintf(why, whylen, "bad db \"%.*s\"", (int)vl, v);
+				return -1;
+			}
+		} else if (kl == 17 && strncmp(q, "sentinel_password", 17) == 0 && !s->sentinel_password) {
+			s->sentinel_password = xstrndup(v, vl);
+		} else if (kl == 13 && strncmp(q, "sentinel_user", 13) == 0 && !s->sentinel_user) {
+			s->sentinel_user = xstrndup(v, vl);
+		} else {
+			snprintf(why, whylen,
+				 "unknown or repeated parameter \"%.*s\" (db, sentinel_user, "
+				 "sentinel_password)",
+				 (int)kl, q);
+			return -1;
+		}
+		q = amp;
+	}
+	if (s->sentinel_user && !s->sentinel_password) {
+		snprintf(why, whylen, "sentinel_user without sentinel_password");
+		return -1;
+	}
+	if (dn < sizeof(desc))
+		snprintf(desc + dn, sizeof(desc) - dn, s->db ? "/%s?db=%d" : "/%s", s->master_name,
+			 s->db);
+	s->desc = xstrdup(desc);
+	return 0;
+}
+
 int layer_endpoint_parse(struct layer_endpoint *s, const char *url, char *err, size_t errlen)
 {
 	const char *p;
+	char why[200] = "";
+	if (strncmp(url, "redis+sentinel://", 17) == 0) {
+		if (parse_sentinel(s, url, why, sizeof(why)) == 0)
+			return 0;
+		layer_endpoint_fini(s);
+		goto bad;
+	}
 	if (strncmp(url, "unix://", 7) == 0) {
 		p = url + 7;
 		const char *q = strchr(p, '?');
@@ -58,8 +235,8 @@ int layer_endpoint_parse(struct layer_endpoint *s, const char *url, char *err, s
 			goto bad;
 		s->path = xstrndup(p, n);
 		if (q) {
-			if (strncmp(q, "?db=", 4) != 0 || parse_int(q + 4, strlen(q + 4), 0, 1 << 20,
-								     &s->db) < 0)
+			if (strncmp(q, "?db=", 4) != 0 ||
+			    parse_int(q + 4, strlen(q + 4), 0, 1 << 20, &s->db) < 0)
 				goto bad;
 		}
 		s->desc = xstrdup(url);
@@ -68,56 +245,34 @@ int layer_endpoint_parse(struct layer_endpoint *s, const char *url, char *err, s
 	if (strncmp(url, "redis://", 8) != 0)
 		goto bad;
 	p = url + 8;
-	const char *at = strrchr(p, '@');
-	if (at) {
-		const char *colon = memchr(p, ':', (size_t)(at - p));
-		if (!colon)
-			goto bad;
-		if (colon > p)
-			s->user = xstrndup(p, (size_t)(colon - p));
-		s->password = xstrndup(colon + 1, (size_t)(at - colon - 1));
-		p = at + 1;
-	}
-	const char *hend;
-	if (*p == '[') {
-		hend = strchr(p, ']');
-		if (!hend)
-			goto bad;
-		s->host = xstrndup(p + 1, (size_t)(hend - p - 1));
-		hend++;
-	} else {
-		hend = p + strcspn(p, ":/");
-		s->host = xstrndup(p, (size_t)(hend - p));
-	}
-	if (!s->host[0])
+	if (parse_userinfo(&p, s) < 0)
 		goto bad;
-	s->port = 6379;
-	p = hend;
-	if (*p == ':') {
-		size_t n = strcspn(p + 1, "/");
-		if (parse_int(p + 1, n, 1, 65535, &s->port) < 0)
-			goto bad;
-		p += 1 + n;
-	}
+	size_t hn = strcspn(p, "/");
+	if (parse_hostport(p, hn, 6379, &s->host, &s->port) < 0)
+		goto bad;
+	p += hn;
 	if (*p == '/' && p[1]) {
 		if (parse_int(p + 1, strlen(p + 1), 0, 1 << 20, &s->db) < 0)
 			goto bad;
 	} else if (*p && strcmp(p, "/") != 0) {
 		goto bad;
 	}
-	char desc[512];
-	if (strchr(s->host, ':'))
-		snprintf(desc, sizeof(desc), "redis://[%s]:%d/%d", s->host, s->port, s->db);
-	else
-		snprintf(desc, sizeof(desc), "redis://%s:%d/%d", s->host, s->port, s->db);
+	char hp[300], desc[512];
+	describe_hostport(hp, sizeof(hp), s->host, s->port);
+	snprintf(desc, sizeof(desc), "redis://%s/%d", hp, s->db);
 	s->desc = xstrdup(desc);
 	return 0;
 bad:
+	layer_endpoint_fini(s);
+	char *shown = xstrdup(url);
+	util_scrub_secrets(shown);
 	if (errlen)
 		snprintf(err, errlen,
-			 "bad layer URL \"%s\": expected redis://[[user]:password@]host[:port][/db] "
-			 "or unix:///path.sock[?db=N]",
-			 url);
+			 "bad layer URL \"%s\"%s%s: expected redis://[[user]:password@]host[:port][/db], "
+			 "unix:///path.sock[?db=N] or redis+sentinel://[[user]:password@]host[:port]"
+			 "[,host[:port]...]/MASTER_NAME[?db=N&sentinel_password=P]",
+			 shown, why[0] ? ": " : "", why);
+	free(shown);
 	return -EINVAL;
 }
 
@@ -128,6 +283,12 @@ void layer_endpoint_fini(struct layer_endpoint *e)
 	free(e->path);
 	free(e->user);
 	free(e->password);
+	free(e->master_name);
+	for (size_t i = 0; i < e->nsentinels; i++)
+		free(e->sentinels[i].host);
+	free(e->sentinels);
+	free(e->sentinel_user);
+	free(e->sentinel_password);
 	memset(e, 0, sizeof(*e));
 }
 

@@ -14,17 +14,31 @@
 #include "common/layer.h"
 
 /* A Redis server of the layer, from its URL. */
+struct layer_hostport {
+	char *host;
+	int port;
+};
 struct layer_endpoint {
-	char *desc; /* the URL without its password, for messages */
-	char *host; /* NULL for a unix socket */
+	char *desc; /* the URL without its passwords, for messages */
+	char *host; /* NULL for a unix socket, and for a Sentinel shard (asked for each time) */
 	char *path;
 	int port;
 	int db;
-	char *user;
+	char *user;	/* of the Redis servers (for a Sentinel shard: of its masters) */
 	char *password;
+	/* redis+sentinel:// only: the master's name, the sentinels to ask, and their credentials */
+	char *master_name;
+	struct layer_hostport *sentinels;
+	size_t nsentinels;
+	char *sentinel_user;
+	char *sentinel_password;
 };
-/* Parses redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N]. Returns 0 or -EINVAL
- * with a message in err. */
+#define LAYER_SENTINEL_PORT 26379
+#define LAYER_SENTINELS_MAX 16
+/* Parses redis://[[user]:password@]host[:port][/db], unix:///path[?db=N], or
+ * redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER_NAME[?db=N
+ * [&sentinel_user=U][&sentinel_password=P]] (sentinel port 26379 by default; an IPv6 address in
+ * brackets). Returns 0 or -EINVAL with a message in err. */
 int layer_endpoint_parse(struct layer_endpoint *e, const char *url, char *err, size_t errlen);
 void layer_endpoint_fini(struct layer_endpoint *e);
 

@@ -324,3 +324,24 @@ int util_drop_privileges(const char *user, const char *group, char *err, size_t 
 	}
 	return 0;
 }
+
+/* Overwrites with '*' the password of every URL in s ("scheme://user:PASSWORD@host...") and the
+ * value of a "password=" query parameter. */
+void util_scrub_secrets(char *s)
+{
+	for (char *p = strstr(s, "://"); p; p = strstr(p, "://")) {
+		p += 3;
+		size_t auth = strcspn(p, "/?#");
+		char *at = NULL;
+		for (size_t i = 0; i < auth; i++)
+			if (p[i] == '@')
+				at = p + i;
+		char *colon = at ? memchr(p, ':', (size_t)(at - p)) : NULL;
+		if (colon)
+			memset(colon + 1, '*', (size_t)(at - colon - 1));
+	}
+	for (char *q = strstr(s, "password="); q; q = strstr(q, "password=")) {
+		q += strlen("password=");
+		memset(q, '*', strcspn(q, "&#, "));
+	}
+}

@@ -55,4 +55,8 @@ void util_base64_encode(const void *data, size_t n, char *out);
  * Returns 0 (also when both are NULL), or -1 with a message in err. */
 int util_drop_privileges(const char *user, const char *group, char *err, size_t errlen);
 
+/* Overwrites with '*' the password of every URL in s ("scheme://user:PASSWORD@host...") and the
+ * value of every "password=" query parameter. */
+void util_scrub_secrets(char *s);
+
 #endif
