@@ -110,6 +110,11 @@ void asgi_ws_disconnect(struct conn *c, int code)
  * refused (a batch's callbacks come in order), so a connection's messages go again in order. */
 #define WS_FULL_WAIT_MS 2000
 #define WS_RETRY_MS 25
+/* One refused because the layer is unreachable (its shard down, or failing over to a new
+ * master) is sent again the same way for up to WS_DOWN_WAIT_MS, then the connection closes with
+ * 1011: a Sentinel failover (a few seconds) holds the client's frames instead of closing it. A
+ * message whose answer was lost with the connection may then arrive twice (same order field). */
+#define WS_DOWN_WAIT_MS 10000
 
 /* A websocket.receive until the layer took it: the message is kept to be sent again. */
 struct ws_receive {
@@ -192,8 +197,9 @@ static void on_receive_sent(int status, void *arg)
 		receive_free(rx);
 		return;
 	}
-	if (status == LAUREL_FULL && !ws_close_sent(c->ws) &&
-	    util_now_ms() - rx->first_ms < WS_FULL_WAIT_MS) {
+	int64_t waited = util_now_ms() - rx->first_ms;
+	if (!ws_close_sent(c->ws) && ((status == LAUREL_FULL && waited < WS_FULL_WAIT_MS) ||
+				      (status == -ENOTCONN && waited < WS_DOWN_WAIT_MS))) {
 		/* Still in flight: the frames behind it stay unread meanwhile. */
 		receive_later(c->srv, rx);
 		return;
@@ -213,6 +219,7 @@ static void on_receive_sent(int status, void *arg)
 		    (unsigned long long)c->id,
 		    status == LAUREL_FULL	? "stayed full for 2 s"
 		    : status == -EMSGSIZE ? "is too large"
+		    : status == -ENOTCONN ? "found the layer unreachable for 10 s"
 					    : "could not be sent",
 		    c->req->reply_channel);
 	ws_close(c->ws, status == LAUREL_FULL ? 1013 : status == -EMSGSIZE ? 1009 : 1011);
@@ -240,6 +247,10 @@ static void on_message(void *owner, bool text, const uint8_t *data, size_t len)
 	rx->msg = m;
 	rx->first_ms = util_now_ms();
 	int rc = layer_async_send(c->srv->layer, "websocket.receive", m, on_receive_sent, rx);
+	if (rc == -ENOTCONN) {
+		receive_later(c->srv, rx); /* the shard is down: in flight until it is back */
+		rc = 0;
+	}
 	if (rc < 0) {
 		receive_free(rx);
 		log_limited(LOG_WARN, "conn %llu: websocket.receive not sent: %s",

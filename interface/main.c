@@ -102,8 +102,10 @@ static const struct option opts[] = {
 	{"ws-max-output", 0, OPTION_SIZE, S(ws_max_output), 4096, 1LL << 34, "4M", NULL, "BYTES",
 	 "Bytes waiting for a slow WebSocket client before it is closed (1013)."},
 	{"layer", 0, OPTION_URLS, S(layers), 0, 0, "redis://127.0.0.1:6379", "LAUREL_LAYER", "URL",
-	 "Redis server of the channel layer: redis://[[user]:password@]host[:port][/db] or "
-	 "unix:///path[?db=N]. Repeat it for shards, in the same order everywhere."},
+	 "Redis server of the channel layer: redis://[[user]:password@]host[:port][/db], "
+	 "unix:///path[?db=N], or a Sentinel-monitored master "
+	 "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/NAME[?db=N"
+	 "&sentinel_password=P] (docs/layer.md). Repeat it for shards, in the same order everywhere."},
 	{"prefix", 0, OPTION_STRING, S(prefix), 1, 0, "asgi:", NULL, "PREFIX",
 	 "Prefix of the layer's Redis keys."},
 	{"expiry", 0, OPTION_INT, S(expiry), 1, YEAR, "60", NULL, "SECONDS",

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "laurel/layer.h"
@@ -18,6 +19,8 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/options.h"
+#include "common/redis_layout.h"
+#include "common/sentinel.h"
 #include "common/util.h"
 #include "tool/json.h"
 #include "tool/runserver.h"
@@ -67,8 +70,10 @@ struct config {
 
 static const struct option opts[] = {
 	{"layer", 0, OPTION_URLS, CFG(layers), 0, 0, "redis://127.0.0.1:6379", "LAUREL_LAYER", "URL",
-	 "Redis server of the layer: redis://[[user]:password@]host[:port][/db] or "
-	 "unix:///path[?db=N]. Repeat it for shards, listed in the same order everywhere."},
+	 "Redis server of the layer: redis://[[user]:password@]host[:port][/db], "
+	 "unix:///path[?db=N], or a Sentinel-monitored master "
+	 "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/NAME[?db=N"
+	 "&sentinel_password=P] (docs/layer.md). Repeat it for shards, listed in the same order everywhere."},
 	{"prefix", 0, OPTION_STRING, CFG(prefix), 1, 0, "asgi:", NULL, "PREFIX",
 	 "Prefix of the layer's Redis keys."},
 	{"expiry", 0, OPTION_INT, CFG(expiry), 1, YEAR, "60", NULL, "SECONDS",
@@ -152,7 +157,10 @@ static const struct command commands[] = {
 	 .details = "Without CHANNEL: prints the global messages_count and channel_full_count, "
 		    "control_dropped (disconnect messages interfaces had to drop: over their outbox "
 		    "limit, or refused by the server), then \"interfaces N\" and one \"interface PREFIX\" line per live laurel "
-		    "interface. With CHANNEL: prints its messages_count, channel_full_count, "
+		    "interface, then one \"shard N URL\" line per Redis shard; a Sentinel shard's "
+		    "goes on \"master HOST:PORT since TIME epoch E\": the server that is its master "
+		    "now, since when the sentinels see it so, and their failover epoch (0: never "
+		    "failed over). With CHANNEL: prints its messages_count, channel_full_count, "
 		    "messages_pending (queued now) and messages_max_age (seconds the oldest queued "
 		    "message has waited, 0 if none). One \"name value\" pair per line. Counters "
 		    "expire (an hour per channel, a day globally)."},
@@ -441,6 +449,40 @@ static int cmd_group_members(struct tool *t, char **args, int nargs)
 	return EXIT_OK;
 }
 
+/* One line per shard; a Sentinel shard's says which server is its master now, since when (as
+ * the sentinels saw it take the role) and its failover epoch. */
+static void print_shards(struct tool *t)
+{
+	for (size_t i = 0; i < t->cfg.layers.n; i++) {
+		struct layer_endpoint ep = {0};
+		char err[512];
+		if (layer_endpoint_parse(&ep, t->cfg.layers.v[i], err, sizeof(err)) < 0)
+			continue;
+		if (!ep.master_name) {
+			printf("shard %zu %s\n", i, ep.desc);
+			layer_endpoint_fini(&ep);
+			continue;
+		}
+		struct sentinel_report r;
+		if (sentinel_report(&ep, 1000, &r, err, sizeof(err)) < 0) {
+			printf("shard %zu %s master unknown (%s)\n", i, ep.desc, err);
+			layer_endpoint_fini(&ep);
+			continue;
+		}
+		char since[32] = "unknown";
+		if (r.master_for_ms >= 0) {
+			time_t at = time(NULL) - (time_t)(r.master_for_ms / 1000);
+			struct tm tm;
+			gmtime_r(&at, &tm);
+			strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		}
+		printf(strchr(r.host, ':') ? "shard %zu %s master [%s]:%d since %s epoch %lld\n"
+					   : "shard %zu %s master %s:%d since %s epoch %lld\n",
+		       i, ep.desc, r.host, r.port, since, r.config_epoch);
+		layer_endpoint_fini(&ep);
+	}
+}
+
 static int cmd_stats(struct tool *t, char **args, int nargs)
 {
 	const char *channel = nargs ? args[0] : NULL;
@@ -468,6 +510,7 @@ static int cmd_stats(struct tool *t, char **args, int nargs)
 	for (size_t i = 0; i < n; i++)
 		printf("interface %s\n", prefixes[i]);
 	laurel_strv_free(prefixes);
+	print_shards(t);
 	return EXIT_OK;
 }
 

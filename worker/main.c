@@ -79,8 +79,10 @@ static const struct option opts[] = {
 	 "when due; --app and the channel options are ignored. One process (--processes 1) is "
 	 "enough."},
 	{"layer", 0, OPTION_URLS, CFG(layers), 0, 0, "redis://127.0.0.1:6379", "LAUREL_LAYER", "URL",
-	 "Redis server of the layer: redis://[[user]:password@]host[:port][/db] or "
-	 "unix:///path[?db=N]. Repeat it for shards, listed in the same order everywhere."},
+	 "Redis server of the layer: redis://[[user]:password@]host[:port][/db], "
+	 "unix:///path[?db=N], or a Sentinel-monitored master "
+	 "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/NAME[?db=N"
+	 "&sentinel_password=P] (docs/layer.md). Repeat it for shards, listed in the same order everywhere."},
 	{"prefix", 0, OPTION_STRING, CFG(prefix), 1, 0, "asgi:", NULL, "PREFIX",
 	 "Prefix of the layer's Redis keys."},
 	{"expiry", 0, OPTION_INT, CFG(expiry), 1, YEAR, "60", NULL, "SECONDS",
