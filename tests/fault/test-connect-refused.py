@@ -52,4 +52,4 @@ if __name__ == "__main__":
     st.apps = [[os.path.join(st.build, "tests", "integration", "worker", "liblaurel-testapp.so")]]
     with st:
         asyncio.run(scenario(st))
-    done()
+    sys.exit(done())

@@ -440,4 +440,4 @@ async def main(st):
 if __name__ == "__main__":
     with SentinelStack() as st:
         asyncio.run(main(st))
-    done()
+    sys.exit(done())
