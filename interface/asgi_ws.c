@@ -121,7 +121,8 @@ struct ws_receive {
 	struct server *srv;
 	uint64_t id; /* the connection's request */
 	struct laurel_msg *msg;
-	int64_t first_ms;
+	int64_t first_ms; /* first sent (the unreachable layer's window counts from here) */
+	int64_t full_ms;  /* first found full, or 0 (the full channel's window counts from here) */
 	struct ws_receive *next; /* in srv->ws_retrying while waiting */
 };
 
@@ -197,9 +198,12 @@ static void on_receive_sent(int status, void *arg)
 		receive_free(rx);
 		return;
 	}
-	int64_t waited = util_now_ms() - rx->first_ms;
-	if (!ws_close_sent(c->ws) && ((status == LAUREL_FULL && waited < WS_FULL_WAIT_MS) ||
-				      (status == -ENOTCONN && waited < WS_DOWN_WAIT_MS))) {
+	int64_t now = util_now_ms();
+	if (status == LAUREL_FULL && !rx->full_ms)
+		rx->full_ms = now;
+	if (!ws_close_sent(c->ws) &&
+	    ((status == LAUREL_FULL && now - rx->full_ms < WS_FULL_WAIT_MS) ||
+	     (status == -ENOTCONN && now - rx->first_ms < WS_DOWN_WAIT_MS))) {
 		/* Still in flight: the frames behind it stay unread meanwhile. */
 		receive_later(c->srv, rx);
 		return;
