@@ -997,7 +997,7 @@ static int registry_command(struct layer_async *a, const char *prefix, const cha
 	}
 	size_t sh = layer_shard_of(a->nshards, prefix, strlen(prefix));
 	char key[96], score[32];
-	snprintf(key, sizeof(key), "%s:interfaces", a->cfg.prefix);
+	layer_key_interfaces(&a->cfg, key, sizeof(key));
 	snprintf(score, sizeof(score), "%.3f", util_wall_time() + ttl_s);
 	if (strcmp(what, "ZADD") == 0) {
 		const char *argv[4] = {"ZADD", key, score, prefix};
@@ -1093,7 +1093,7 @@ static void send_dropped(struct layer_async *a)
 	if (a->shared || !a->dropped_pending || a->dropped_sending || !shard_usable(a, 0))
 		return;
 	char key[LAUREL_NAME_MAX + 64], n[24];
-	snprintf(key, sizeof(key), "%s#global#:control_dropped", a->cfg.stats_prefix);
+	layer_key_global(&a->cfg, "control_dropped", key, sizeof(key));
 	snprintf(n, sizeof(n), "%llu", (unsigned long long)a->dropped_pending);
 	const char *argv[3] = {"INCRBY", key, n};
 	size_t lens[3] = {6, strlen(key), strlen(n)};

@@ -1387,9 +1387,9 @@ static int redis_group_send(struct laurel_layer *base, const char *group,
 		goto out;
 	}
 	char registry[96], glmsgs[128], glfull[128], expiry[16], now[32], basekey[128];
-	snprintf(registry, sizeof(registry), "%s:interfaces", cfg->prefix);
-	snprintf(glmsgs, sizeof(glmsgs), "%s#global#:messages_count", cfg->stats_prefix);
-	snprintf(glfull, sizeof(glfull), "%s#global#:channel_full_count", cfg->stats_prefix);
+	layer_key_interfaces(cfg, registry, sizeof(registry));
+	layer_key_global(cfg, "messages_count", glmsgs, sizeof(glmsgs));
+	layer_key_global(cfg, "channel_full_count", glfull, sizeof(glfull));
 	snprintf(expiry, sizeof(expiry), "%d", cfg->expiry);
 	snprintf(now, sizeof(now), "%.3f", util_wall_time());
 
@@ -1498,7 +1498,7 @@ static int redis_announce(struct laurel_layer *base, const char *prefix, int ttl
 	if (rc < 0)
 		return rc;
 	char key[96];
-	snprintf(key, sizeof(key), "%s:interfaces", base->cfg.prefix);
+	layer_key_interfaces(&base->cfg, key, sizeof(key));
 	double now = util_wall_time();
 	redisAppendCommand(s->c, "ZADD %s %.3f %s", key, now + ttl_s, prefix);
 	redisAppendCommand(s->c, "ZREMRANGEBYSCORE %s -inf (%.3f", key, now);
@@ -1519,7 +1519,9 @@ static int redis_withdraw(struct laurel_layer *base, const char *prefix)
 	int rc = shard_connect(L, s);
 	if (rc < 0)
 		return rc;
-	redisAppendCommand(s->c, "ZREM %s:interfaces %s", base->cfg.prefix, prefix);
+	char key[96];
+	layer_key_interfaces(&base->cfg, key, sizeof(key));
+	redisAppendCommand(s->c, "ZREM %s %s", key, prefix);
 	redisReply *r;
 	rc = pipeline(L, s, &r, 1);
 	if (rc < 0)
@@ -1533,6 +1535,8 @@ static int redis_interfaces(struct laurel_layer *base, char ***prefixes, size_t 
 	struct redis_layer *L = (struct redis_layer *)base;
 	size_t cap = 16, count = 0;
 	char **v = xcalloc(cap, sizeof(char *));
+	char key[96];
+	layer_key_interfaces(&base->cfg, key, sizeof(key));
 	for (size_t sh = 0; sh < L->nshards; sh++) {
 		struct shard *s = &L->shards[sh];
 		int rc = shard_connect(L, s);
@@ -1540,8 +1544,7 @@ static int redis_interfaces(struct laurel_layer *base, char ***prefixes, size_t 
 			laurel_strv_free(v);
 			return rc;
 		}
-		redisAppendCommand(s->c, "ZRANGEBYSCORE %s:interfaces %.3f +inf", base->cfg.prefix,
-				   util_wall_time());
+		redisAppendCommand(s->c, "ZRANGEBYSCORE %s %.3f +inf", key, util_wall_time());
 		redisReply *r;
 		rc = pipeline(L, s, &r, 1);
 		if (rc < 0) {
@@ -1772,7 +1775,9 @@ static int redis_stats(struct laurel_layer *base, const char *channel, struct la
 			redisAppendCommand(s->c, "LINDEX %s%s 0", cfg->prefix, name);
 			n = 4;
 		} else {
-			redisAppendCommand(s->c, "GET %s#global#:control_dropped", cfg->stats_prefix);
+			char dropped[LAUREL_NAME_MAX + 64];
+			layer_key_global(cfg, "control_dropped", dropped, sizeof(dropped));
+			redisAppendCommand(s->c, "GET %s", dropped);
 			n = 3;
 		}
 		redisReply *r[4];
@@ -1896,8 +1901,8 @@ static int redis_check(struct laurel_layer *base)
 		char probe[160], expiry[16], glmsgs[128], glfull[128];
 		snprintf(probe, sizeof(probe), "%s:laurel-check", cfg->prefix);
 		snprintf(expiry, sizeof(expiry), "%d", cfg->expiry);
-		snprintf(glmsgs, sizeof(glmsgs), "%s#global#:messages_count", cfg->stats_prefix);
-		snprintf(glfull, sizeof(glfull), "%s#global#:channel_full_count", cfg->stats_prefix);
+		layer_key_global(cfg, "messages_count", glmsgs, sizeof(glmsgs));
+		layer_key_global(cfg, "channel_full_count", glfull, sizeof(glfull));
 		/* send_many with no message does nothing; a BLPOP of 10 ms on a key nobody uses. */
 		const char *load[3] = {"SCRIPT", "LOAD", layer_script_source(SCRIPT_SEND_MANY)};
 		const char *eval[8] = {"EVALSHA", layer_script_sha(SCRIPT_SEND_MANY), "0", expiry,

@@ -292,6 +292,18 @@ void layer_endpoint_fini(struct layer_endpoint *e)
 	memset(e, 0, sizeof(*e));
 }
 
+/* --- Key names ------------------------------------------------------------------------------- */
+
+void layer_key_interfaces(const struct layer_config *cfg, char *out, size_t size)
+{
+	snprintf(out, size, "%s:interfaces", cfg->prefix);
+}
+
+void layer_key_global(const struct layer_config *cfg, const char *counter, char *out, size_t size)
+{
+	snprintf(out, size, "%s#global#:%s", cfg->stats_prefix, counter);
+}
+
 /* --- Scripts --------------------------------------------------------------------------------- */
 
 /* KEYS: queues, in the order to try. ARGV[1]: most messages to take from KEYS. ARGV[2], ARGV[3]
@@ -533,8 +545,8 @@ size_t layer_batch_command(struct layer_batch *b, const struct layer_config *cfg
 		b->lens = xrealloc(b->lens, argc * sizeof(*b->lens));
 	}
 	snprintf(b->expiry, sizeof(b->expiry), "%d", cfg->expiry);
-	snprintf(b->glmsgs, sizeof(b->glmsgs), "%s#global#:messages_count", cfg->stats_prefix);
-	snprintf(b->glfull, sizeof(b->glfull), "%s#global#:channel_full_count", cfg->stats_prefix);
+	layer_key_global(cfg, "messages_count", b->glmsgs, sizeof(b->glmsgs));
+	layer_key_global(cfg, "channel_full_count", b->glfull, sizeof(b->glfull));
 	const char *fixed[8] = {"EVALSHA",   layer_script_sha(SCRIPT_SEND_MANY),
 				"0",	     b->expiry,
 				cfg->prefix, cfg->stats_prefix,

@@ -72,6 +72,12 @@ void layer_outage_begin(struct layer_outage *o, const char *desc, const char *wh
 /* Ends it, if there is one. */
 void layer_outage_end(struct layer_outage *o, const char *desc);
 
+/* Key names both clients use: PREFIX:interfaces (laurel's interface registry, a zset) and the
+ * global statistics counters STATS_PREFIX#global#:NAME (asgi_redis's, and laurel's
+ * control_dropped). */
+void layer_key_interfaces(const struct layer_config *cfg, char *out, size_t size);
+void layer_key_global(const struct layer_config *cfg, const char *counter, char *out, size_t size);
+
 /* The Lua scripts of the Redis layout, shared by the synchronous and asynchronous clients. */
 enum script_id {
 	SCRIPT_POP,
