@@ -12,15 +12,10 @@ messages flow; `laurel stats` names each shard's master; the master of the shard
 room's group is killed with -9: within the failover time plus one second the clients, still
 connected, talk again, the group is whole on the new master and `laurel stats` names it; no laurel
 process was restarted by supervisord. Prints "N passed, N failed"; about 30 s."""
-import asyncio
 import importlib.util
 import os
 import re
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 import time
 import zlib
 
@@ -176,37 +171,5 @@ async def main(dep):
 
 
 if __name__ == "__main__":
-    for prog in ("supervisord", "supervisorctl", "nginx", "redis-server", "redis-sentinel"):
-        if not shutil.which(prog):
-            d.log("SKIP: %s is not installed (scripts/deps installs it)" % prog)
-            sys.exit(77)
-    import grp
-    import pwd
-    d.USER = pwd.getpwuid(os.geteuid()).pw_name
-    d.GROUP = grp.getgrgid(os.getegid()).gr_name
-    d.TMP = tempfile.mkdtemp(prefix="laurel-deploy-sentinel-")
-    os.chmod(d.TMP, 0o755)
-    dep = None
-    signal.signal(signal.SIGALRM, d.on_alarm)
-    signal.signal(signal.SIGTERM, lambda s, f: sys.exit(1))
-    signal.alarm(120)
-    try:
-        dep = SentinelDeployment()
-        asyncio.get_event_loop().run_until_complete(main(dep))
-    except Exception as e:
-        import traceback
-        traceback.print_exc()
-        d.check(False, "the test ran to its end: %r" % e)
-    finally:
-        signal.alarm(0)
-        d.stop_all(dep)
-        if d.FAILED and dep:
-            d.dump(dep)
-        if dep:
-            d.check_eq(d.ours(), [], "nothing of the deployment left running")
-        if os.environ.get("LAUREL_KEEP_TMP"):
-            d.log("kept " + d.TMP)
-        else:
-            shutil.rmtree(d.TMP, ignore_errors=True)
-    d.log("%d passed, %d failed" % (d.PASSED, d.FAILED))
-    sys.exit(1 if d.FAILED else 0)
+    d.run_test(SentinelDeployment, main, "laurel-deploy-sentinel-",
+               ("supervisord", "supervisorctl", "nginx", "redis-server", "redis-sentinel"))

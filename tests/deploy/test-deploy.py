@@ -872,8 +872,11 @@ def on_alarm(signum, frame):
     raise TimeoutError("the deployment test took longer than 120 s")
 
 
-if __name__ == "__main__":
-    for prog in ("supervisord", "supervisorctl", "nginx", "redis-server"):
+def run_test(make, main, prefix, programs):
+    """Runs main(make()) in a fresh temporary directory with the alarm and the clean-up every
+    deployment test needs; exits with the result (77 when one of programs is missing)."""
+    global USER, GROUP, TMP
+    for prog in programs:
         if not shutil.which(prog):
             log("SKIP: %s is not installed (scripts/deps installs it)" % prog)
             sys.exit(77)
@@ -881,14 +884,14 @@ if __name__ == "__main__":
     import pwd
     USER = pwd.getpwuid(os.geteuid()).pw_name
     GROUP = grp.getgrgid(os.getegid()).gr_name
-    TMP = tempfile.mkdtemp(prefix="laurel-deploy-")
+    TMP = tempfile.mkdtemp(prefix=prefix)
     os.chmod(TMP, 0o755)  # nginx's workers read the static files and the sockets
     dep = None
     signal.signal(signal.SIGALRM, on_alarm)
     signal.signal(signal.SIGTERM, lambda s, f: sys.exit(1))
     signal.alarm(120)
     try:
-        dep = Deployment()
+        dep = make()
         asyncio.get_event_loop().run_until_complete(main(dep))
     except Exception as e:
         import traceback
@@ -907,3 +910,8 @@ if __name__ == "__main__":
             shutil.rmtree(TMP, ignore_errors=True)
     log("%d passed, %d failed" % (PASSED, FAILED))
     sys.exit(1 if FAILED else 0)
+
+
+if __name__ == "__main__":
+    run_test(Deployment, main, "laurel-deploy-",
+             ("supervisord", "supervisorctl", "nginx", "redis-server"))

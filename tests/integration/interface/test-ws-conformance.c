@@ -227,7 +227,8 @@ static int ws_open_small(struct client *c, int port, const char *path, int rcvbu
 	return ws_handshake(c, path);
 }
 
-static int ws_handshake(struct client *c, const char *path)
+/* Sends a WebSocket handshake for path. */
+static int send_handshake(struct client *c, const char *path)
 {
 	char req[512];
 	snprintf(req, sizeof(req),
@@ -235,7 +236,12 @@ static int ws_handshake(struct client *c, const char *path)
 		 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 		 "Sec-WebSocket-Version: 13\r\n\r\n",
 		 path);
-	client_sends(c, req);
+	return client_sends(c, req);
+}
+
+static int ws_handshake(struct client *c, const char *path)
+{
+	send_handshake(c, path);
 	int64_t deadline = util_now_ms() + 5000;
 	char *end;
 	while (!(end = memmem(c->in.data ? c->in.data : "", c->in.len, "\r\n\r\n", 4))) {
@@ -1209,13 +1215,7 @@ static int ws_ask(struct client *c, int port, const char *path)
 {
 	if (client_tcp(c, "127.0.0.1", port) < 0)
 		return -1;
-	char req[512];
-	snprintf(req, sizeof(req),
-		 "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-		 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-		 "Sec-WebSocket-Version: 13\r\n\r\n",
-		 path);
-	return client_sends(c, req);
+	return send_handshake(c, path);
 }
 
 static bool llen_becomes(const char *key, const char *want, int timeout_ms)
