@@ -128,6 +128,7 @@ struct layer_async {
 	bool flush_armed;
 	uint64_t dropped_pending, dropped_sending; /* layer_async_count_dropped */
 	bool freeing;
+	struct layer_async_stats stats; /* sends and round trips (the rest is added when read) */
 };
 
 /* One send of a batch: whom to tell. */
@@ -148,6 +149,7 @@ struct pending {
 	char channel[LAUREL_NAME_MAX + 1];
 	struct batch_cb *batch; /* a send_many: one callback per message, in order */
 	size_t nbatch;
+	int64_t sent_us; /* when it was handed to hiredis (monotonic) */
 };
 
 static void conn_start(struct conn *c);
@@ -511,9 +513,27 @@ static void conn_fini(struct conn *c)
 
 /* --- Commands -------------------------------------------------------------------------------- */
 
+/* A send's result, for metrics. */
+static void count_send(struct layer_async *a, int status)
+{
+	struct layer_async_stats *st = &a->stats;
+	if (status == 0)
+		st->sends_ok++;
+	else if (status == LAUREL_FULL)
+		st->sends_full++;
+	else if (status == -ENOTCONN)
+		st->sends_unreachable++;
+	else if (status == -EMSGSIZE)
+		st->sends_too_big++;
+	else if (status != -ECANCELED)
+		st->sends_other++;
+}
+
 /* Calls back and frees. For a batch, r (may be NULL) holds one status per message: 1 sent. */
 static void complete_reply(struct pending *p, int status, const redisReply *r)
 {
+	if (r && !p->a->freeing)
+		metrics_observe(&p->a->stats.round_trip, (util_now_us() - p->sent_us) / 1e6);
 	if (p->cb)
 		p->cb(status, p->arg);
 	for (size_t i = 0; i < p->nbatch; i++) {
@@ -524,6 +544,7 @@ static void complete_reply(struct pending *p, int status, const redisReply *r)
 					     r->element[i]->integer == 1
 				     ? 0
 				     : LAUREL_FULL;
+		count_send(p->a, st);
 		if (p->batch[i].cb)
 			p->batch[i].cb(st, p->batch[i].arg);
 	}
@@ -610,6 +631,7 @@ static int submit_raw(struct layer_async *a, size_t sh, char *cmd, size_t len,
 	p->cmdlen = len;
 	p->batch = batch;
 	p->nbatch = nbatch;
+	p->sent_us = util_now_us();
 	if (redisAsyncFormattedCommand(c->ac, on_command_reply, p, cmd, len) != REDIS_OK) {
 		free(cmd);
 		free(p);
@@ -639,6 +661,8 @@ static void flush_shard(struct layer_async *a, size_t sh)
 	s->capcbs = 0;
 	int rc = len < 0 ? -ENOMEM : submit_raw(a, sh, cmd, (size_t)len, NULL, NULL, cbs, n);
 	if (rc < 0) {
+		for (size_t i = 0; i < n; i++)
+			count_send(a, rc);
 		for (size_t i = 0; i < n; i++)
 			if (cbs[i].cb)
 				defer(a, cbs[i].cb, cbs[i].arg, rc);
@@ -717,6 +741,7 @@ static int local_send(struct layer_async *a, const char *channel, const struct l
 		      layer_async_done_cb cb, void *arg)
 {
 	int rc = laurel_layer_send(a->shared, channel, msg);
+	count_send(a, rc);
 	if (rc < 0 && rc != -ENOTCONN && rc != -EPROTO)
 		return rc; /* refused before anything happened: no callback */
 	defer(a, cb, arg, rc);
@@ -822,12 +847,14 @@ int layer_async_send(struct layer_async *a, const char *channel, const struct la
 	int rc = layer_encode(cfg, channel, msg, &payload);
 	if (rc < 0) {
 		buf_fini(&payload);
+		count_send(a, rc);
 		return rc;
 	}
 	size_t home = layer_channel_home(a->nshards, channel);
 	size_t sh = home != SIZE_MAX ? home : a->rr++ % a->nshards;
 	if (!shard_usable(a, sh)) {
 		buf_fini(&payload);
+		count_send(a, -ENOTCONN);
 		return refuse(a, sh);
 	}
 	/* Queued until the loop has run the other callbacks of this iteration: the sends they
@@ -1365,4 +1392,18 @@ void layer_async_free(struct layer_async *a)
 	free(a->shards);
 	layer_config_fini(&a->cfg);
 	free(a);
+}
+
+void layer_async_stats(const struct layer_async *a, struct layer_async_stats *out)
+{
+	*out = a->stats;
+	int64_t now = util_now_ms();
+	out->shards = a->nshards;
+	for (size_t i = 0; i < a->nshards; i++) {
+		const struct shard *s = &a->shards[i];
+		out->outages += s->outage.count;
+		out->outage_seconds +=
+			(s->outage.total_ms + (s->outage.down ? now - s->outage.since_ms : 0)) / 1e3;
+		out->shards_up += shard_usable(a, i);
+	}
 }

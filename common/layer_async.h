@@ -20,6 +20,7 @@
 #define LAUREL_COMMON_LAYER_ASYNC_H
 
 #include "laurel/layer.h"
+#include "common/metrics.h"
 
 struct event_base;
 struct layer_async;
@@ -91,5 +92,16 @@ void layer_async_count_dropped(struct layer_async *a, uint64_t n);
 
 /* The number of shards that are connected now, for health reporting. */
 size_t layer_async_connected(const struct layer_async *a);
+
+/* What the client did since it started, for metrics: sends by result, every command's round
+ * trip (written → answered), and the shards' outages. */
+struct layer_async_stats {
+	uint64_t sends_ok, sends_full, sends_unreachable, sends_too_big, sends_other;
+	struct metrics_histogram round_trip;
+	uint64_t outages;	  /* started */
+	double outage_seconds;	  /* their total length, the ongoing ones so far included */
+	size_t shards, shards_up; /* shards, and those whose command connection works now */
+};
+void layer_async_stats(const struct layer_async *a, struct layer_async_stats *out);
 
 #endif

@@ -645,6 +645,7 @@ void layer_outage_begin(struct layer_outage *o, const char *desc, const char *wh
 	o->named = named;
 	o->since_ms = util_now_ms();
 	o->refused = 0;
+	o->count++;
 	log_warn("%s unusable: %s; retrying with backoff (100 ms to 2 s)", desc, why);
 }
 
@@ -654,6 +655,7 @@ void layer_outage_end(struct layer_outage *o, const char *desc)
 		return;
 	o->down = false;
 	int64_t ms = util_now_ms() - o->since_ms;
+	o->total_ms += ms;
 	log_warn("%s reachable again after %lld.%03lld s; %llu requests refused meanwhile", desc,
 		 (long long)(ms / 1000), (long long)(ms % 1000), (unsigned long long)o->refused);
 }

@@ -65,6 +65,8 @@ struct layer_outage {
 	bool named;	   /* the server's own error has been logged */
 	int64_t since_ms;  /* monotonic */
 	uint64_t refused;  /* calls failed at once while down */
+	uint64_t count;	   /* outages so far (metrics) */
+	int64_t total_ms;  /* the length of those that ended */
 };
 /* Starts an outage of the server desc; during one, logs only a first error from the server
  * itself after a broken connection. */

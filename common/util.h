@@ -17,6 +17,7 @@ char *xstrndup(const char *s, size_t n);
 
 /* Monotonic and wall clocks. */
 int64_t util_now_ms(void);     /* CLOCK_MONOTONIC, milliseconds */
+int64_t util_now_us(void);     /* CLOCK_MONOTONIC, microseconds */
 double util_wall_time(void);   /* CLOCK_REALTIME, seconds as a double (Redis zset scores) */
 
 /* Fills buf with n bytes from the kernel's random source (getrandom). Never fails. */

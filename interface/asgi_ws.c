@@ -3,6 +3,7 @@
 #include "interface/asgi_ws.h"
 #include "interface/asgi_http.h"
 #include "interface/conn.h"
+#include "interface/metrics.h"
 #include "interface/outbox.h"
 #include "interface/reply.h"
 #include "interface/request.h"
@@ -237,6 +238,8 @@ static void on_message(void *owner, bool text, const uint8_t *data, size_t len)
 	struct request *r = c->req;
 	if (ws_close_sent(c->ws))
 		return; /* RFC 6455 §5.5.1: after our close, data from the client is discarded */
+	c->srv->counters.ws_in++;
+	c->srv->counters.ws_in_bytes += len;
 	struct laurel_msg *m = laurel_msg_new();
 	laurel_msg_set_text(m, "reply_channel", r->reply_channel);
 	laurel_msg_set_textn(m, "path", r->path ? r->path : "", r->pathlen);
@@ -305,6 +308,7 @@ bool asgi_ws_check_output(struct conn *c)
 		LOG_WARN,
 		"conn %llu: WebSocket client reads too slowly (%zu bytes waiting); closing (1013)",
 		(unsigned long long)c->id, n);
+	c->srv->counters.slow_readers++;
 	ws_close(c->ws, 1013);
 	c->close_sent_ms = ms_now();
 	c->closing = true;
@@ -377,6 +381,8 @@ static void accept_now(struct conn *c)
 		c->ws_accept, c->ws_protocol ? "Sec-WebSocket-Protocol: " : "",
 		c->ws_protocol ? c->ws_protocol : "", c->ws_protocol ? "\r\n" : "");
 	c->mode = MODE_WS_OPEN;
+	c->srv->counters.ws_open++;
+	c->srv->counters.handshakes_accepted++;
 	c->ws = ws_new(c->srv->cfg->ws_max_message, &callbacks, c);
 	/* The HTTP parser has no more work on this connection: free its memory (an idle WebSocket
 	 * should cost as little as possible). */
@@ -624,6 +630,10 @@ void asgi_ws_reply(struct conn *c, const struct laurel_msg *m)
 		return;
 	if ((text || bytes) && !asgi_ws_check_output(c))
 		return;
+	if (text || bytes) {
+		c->srv->counters.ws_out++;
+		c->srv->counters.ws_out_bytes += text ? text->u.s.len : bytes->u.s.len;
+	}
 	if (text)
 		ws_send(c->ws, true, text->u.s.ptr, text->u.s.len);
 	else if (bytes)

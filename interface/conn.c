@@ -1,6 +1,7 @@
 /* A client connection: accepting it, reading (into the HTTP parser or the WebSocket), writing,
  * its timer, small error responses, the access log, and closing (see conn.h). */
 #include "interface/conn.h"
+#include "interface/metrics.h"
 #include "interface/asgi_ws.h"
 #include "interface/reply.h"
 #include "interface/request.h"
@@ -60,7 +61,7 @@ static void runserver_log(struct conn *c, const char *method, const char *target
 			return;
 		}
 	}
-	double took = c->req ? (double)(util_now_ms() - c->req->start_ms) / 1000.0 : 0;
+	double took = c->req ? (double)(util_now_us() - c->req->start_us) / 1e6 : 0;
 	fprintf(c->srv->access, "[%s] HTTP %s %s %d [%.2f, %s]\n", when, method,
 		target ? target : "-", status, took, peer);
 	fflush(c->srv->access);
@@ -171,6 +172,10 @@ void conn_respond_error(struct conn *c, int status, const char *body)
 	if (!(r && r->head))
 		evbuffer_add(out, text, (size_t)n);
 	if (r) {
+		if (r->websocket && c->mode == MODE_WS_CONNECTING)
+			c->srv->counters.handshakes_refused++;
+		if (!r->started)
+			metrics_response_started(c->srv, r);
 		r->started = true;
 		r->status = status;
 		r->bytes = r->head ? 0 : (uint64_t)n;
@@ -238,6 +243,11 @@ int conn_output(struct conn *c, struct iovec *iov, int n)
 void conn_close(struct conn *c)
 {
 	struct server *s = c->srv;
+	s->counters.closed++;
+	if (c->mode == MODE_WS_OPEN) {
+		s->counters.ws_open--;
+		metrics_ws_closed(s, asgi_ws_code(c));
+	}
 	if (c->req) {
 		struct request *r = c->req;
 		if (!r->finished && r->websocket) {
@@ -468,6 +478,7 @@ void conn_check_output_total(evutil_socket_t fd, short what, void *arg)
 		/* Its buffered output is dropped, so there is no close frame to send after it:
 		 * the application hears 1013 in websocket.disconnect. */
 		big->closed_for_output = true;
+		s->counters.slow_readers++;
 		conn_close(big);
 	}
 	log_warn("output buffered for slow clients reached %zu bytes (--max-output-total %zu): "
@@ -534,5 +545,6 @@ void conn_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *
 		s->conns->prev = c;
 	s->conns = c;
 	s->nconns++;
+	s->counters.accepted++;
 	conn_set_timer(c, s->cfg->header_timeout);
 }

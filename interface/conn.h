@@ -16,6 +16,7 @@
 #include <event2/util.h>
 
 #include "common/buf.h"
+#include "common/metrics.h"
 #include "common/util.h"
 #include "interface/http1.h"
 #include "interface/server.h"
@@ -53,7 +54,7 @@ struct request {
 	bool websocket;	  /* an upgrade: the request lives as long as the WebSocket */
 	bool local;	  /* answered by the interface itself (static files) */
 	char *if_modified_since;
-	int64_t start_ms;
+	int64_t start_us; /* monotonic */
 	/* response */
 	bool started;
 	bool chunked;
@@ -109,6 +110,20 @@ struct conn {
 	struct conn *prev, *next;
 };
 
+/* What the interface counts for its metrics (interface/metrics.c), on its one thread. */
+#define IFACE_CLOSE_CODES 10 /* 1000, 1001, 1002, 1006, 1008, 1009, 1011, 1012 or 1013, other */
+struct iface_counters {
+	uint64_t accepted, closed;
+	uint64_t responses[6]; /* by status class: [1] 1xx ... [5] 5xx, [0] anything else */
+	struct metrics_histogram latency; /* request received -> response started */
+	uint64_t ws_in, ws_in_bytes, ws_out, ws_out_bytes;
+	uint64_t ws_closes[IFACE_CLOSE_CODES];
+	uint64_t handshakes_accepted, handshakes_refused;
+	uint64_t slow_readers; /* closed for not reading (per connection, or the server's total) */
+	size_t ws_open;
+};
+struct iface_metrics;
+
 /* Requests waiting for replies, by id: a chained hash table. */
 struct slot {
 	uint64_t id;
@@ -145,6 +160,8 @@ struct server {
 	struct event *drain_timer;
 	char date[64];
 	time_t date_at;
+	struct iface_counters counters; /* --metrics (interface/metrics.c); always counted */
+	struct iface_metrics *metrics;	/* the --metrics listener and the reply-path probe */
 };
 
 /* The Date header's value now (formatted once a second). */

@@ -51,6 +51,9 @@ static const struct option opts[] = {
 	 "(only behind a proxy you trust)."},
 	{"access-log", 0, OPTION_STRING, S(access_log), 1, 0, NULL, NULL, "FILE",
 	 "Write an access log line per request to FILE (- for stdout)."},
+	{"metrics", 0, OPTION_STRING, S(metrics), 1, 0, NULL, "LAUREL_METRICS", "ADDR",
+	 "Serve /metrics (Prometheus), /healthz and /readyz on ADDR: host:port, [ipv6]:port or a "
+	 "unix socket /path (docs/operations.md). Off by default."},
 	{"verbosity", 'v', OPTION_INT, S(verbosity), 0, 2, "1", NULL, "0|1|2",
 	 "How much to log on stderr: 0 warnings and errors, 1 also information, 2 also debug."},
 	{"no-http-disconnect", 0, OPTION_FLAG, S(no_http_disconnect), 0, 0, NULL, NULL, NULL,

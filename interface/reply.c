@@ -2,6 +2,7 @@
  * this process's channel, with a group message's fan-out (see reply.h). */
 #include "interface/reply.h"
 #include "interface/asgi_ws.h"
+#include "interface/metrics.h"
 #include "interface/request.h"
 #include "interface/websocket.h"
 #include "common/log.h"
@@ -111,6 +112,7 @@ static void on_reply_for(struct server *s, const char *channel, const struct lau
 	request_response_body(c, &head, content, content ? len : 0);
 	buf_fini(&head);
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) > s->cfg->max_output) {
+		s->counters.slow_readers++;
 		log_limited(LOG_WARN,
 			    "conn %llu: client reads too slowly (%zu bytes waiting); closing",
 			    (unsigned long long)c->id,
@@ -135,7 +137,10 @@ void reply_on_message(struct laurel_received *rcv, void *arg)
 {
 	struct server *s = arg;
 	if (!rcv->nrecipients) {
-		on_reply_for(s, rcv->channel, rcv->msg);
+		if (metrics_is_probe(rcv->channel))
+			metrics_probe_heard(s, rcv->msg);
+		else
+			on_reply_for(s, rcv->channel, rcv->msg);
 		return;
 	}
 	/* A group message for many local connections: a plain text or bytes message is framed
@@ -153,8 +158,11 @@ void reply_on_message(struct laurel_received *rcv, void *arg)
 	for (size_t i = 0; i < rcv->nrecipients; i++) {
 		struct conn *c = reply_live(s, local_id(rcv->recipients[i]));
 		if (simple && c && c->mode == MODE_WS_OPEN && !c->closing) {
-			if (asgi_ws_check_output(c))
+			if (asgi_ws_check_output(c)) {
 				ws_send_framed(c->ws, frame.data, frame.len);
+				s->counters.ws_out++;
+				s->counters.ws_out_bytes += text ? text->u.s.len : bytes->u.s.len;
+			}
 		} else {
 			on_reply_for(s, rcv->recipients[i], rcv->msg);
 		}

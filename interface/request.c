@@ -4,6 +4,7 @@
 #include "interface/request.h"
 #include "interface/asgi_http.h"
 #include "interface/asgi_ws.h"
+#include "interface/metrics.h"
 #include "interface/outbox.h"
 #include "interface/reply.h"
 #include "interface/static.h"
@@ -176,7 +177,7 @@ static int on_head(void *owner, struct http1_request *h)
 	snprintf(r->method, sizeof(r->method), "%s", h->method);
 	r->head = h->head;
 	r->length = -1;
-	r->start_ms = util_now_ms();
+	r->start_us = util_now_us();
 	r->version_minor = h->version_minor;
 	r->keep_alive = h->keep_alive && !s->draining;
 	buf_init(&r->body);
@@ -266,6 +267,7 @@ static int on_complete(void *owner)
 			r->status = status;
 			r->bytes = bytes;
 			r->started = true;
+			metrics_response_started(c->srv, r);
 		}
 		buf_fini(&probe);
 		if (r->local)
@@ -308,6 +310,7 @@ int request_response_start(struct conn *c, const struct laurel_msg *m, bool more
 	r->length = resp.content_length;
 	r->started = true;
 	r->status = resp.status;
+	metrics_response_started(c->srv, r);
 	return 0;
 }
 
@@ -361,8 +364,10 @@ void request_finish(struct conn *c)
 	if (r->websocket) {
 		asgi_ws_disconnect(c, asgi_ws_code(c));
 	} else {
-		if (r->status)
+		if (r->status) {
 			conn_access_log(c, r->method, r->target, r->status, r->bytes);
+			metrics_request_done(s, r);
+		}
 		if (!r->body_done)
 			request_body_closed(c);
 		request_disconnect(c);

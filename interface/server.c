@@ -1,5 +1,6 @@
 /* laurel-interface's HTTP server (see server.h): listeners, start, drain and stop. The modules of
  * a connection are conn.c, request.c, asgi_ws.c and reply.c. */
+#include "interface/metrics.h"
 #include "interface/server.h"
 #include "interface/asgi_ws.h"
 #include "interface/conn.h"
@@ -178,6 +179,8 @@ int server_new(struct server **out, struct event_base *base, const struct server
 	layer_async_on_reset(s->layer, on_layer_reset, s);
 	layer_async_listen(s->layer, s->prefix, reply_on_message, s);
 	layer_async_announce(s->layer, s->prefix, ANNOUNCE_TTL);
+	if (cfg->metrics && metrics_start(s, cfg->metrics, err, errlen) < 0)
+		goto fail;
 	*out = s;
 	return 0;
 fail:
@@ -287,6 +290,7 @@ void server_free(struct server *s)
 		event_free(s->drain_timer);
 	if (s->output_check)
 		event_free(s->output_check);
+	metrics_stop(s); /* before the layer: its probe sends on it */
 	layer_async_free(s->layer);
 	outbox_free(s->outbox); /* after the layer: its callbacks were cancelled */
 	asgi_ws_free_retries(s);

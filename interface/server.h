@@ -49,6 +49,8 @@ struct server_config {
 	size_t ws_max_message;
 	size_t ws_max_output;
 	size_t max_output_total; /* all connections' buffered output; 0: an eighth of the RAM */
+	/* operations */
+	char *metrics; /* --metrics ADDR, or NULL */
 	/* channel layer */
 	struct option_list layers;
 	char *prefix;

@@ -1,0 +1,323 @@
+/* laurel-interface's metrics and health endpoints (see metrics.h). */
+#include "interface/metrics.h"
+#include "common/layer_async.h"
+#include "common/log.h"
+#include "interface/outbox.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+struct iface_metrics {
+	struct evhttp *http;
+	char *unix_path;
+	struct event *probe_timer;
+	int64_t probe_seq;
+	int64_t probe_heard_ms; /* when a probe last came back (monotonic), 0: never */
+	int64_t started_ms;
+};
+
+static const int close_codes[IFACE_CLOSE_CODES - 1] = {1000, 1001, 1002, 1006, 1008,
+						       1009, 1011, 1012, 1013};
+
+void metrics_ws_closed(struct server *s, int code)
+{
+	size_t i = 0;
+	while (i < IFACE_CLOSE_CODES - 1 && close_codes[i] != code)
+		i++;
+	s->counters.ws_closes[i]++;
+}
+
+void metrics_response_started(struct server *s, const struct request *r)
+{
+	metrics_observe(&s->counters.latency, (double)(util_now_us() - r->start_us) / 1e6);
+}
+
+void metrics_request_done(struct server *s, const struct request *r)
+{
+	int cls = r->status >= 100 && r->status < 600 ? r->status / 100 : 0;
+	s->counters.responses[cls]++;
+}
+
+bool metrics_is_probe(const char *channel)
+{
+	const char *bang = strchr(channel, '!');
+	return bang && strcmp(bang + 1, "probe") == 0;
+}
+
+void metrics_probe_heard(struct server *s, const struct laurel_msg *m)
+{
+	if (s->metrics)
+		s->metrics->probe_heard_ms = util_now_ms();
+}
+
+static void probe(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+	struct iface_metrics *mt = s->metrics;
+	char channel[LAUREL_NAME_MAX + 16];
+	snprintf(channel, sizeof(channel), "%sprobe", s->prefix);
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_int(m, "laurel_probe", ++mt->probe_seq);
+	layer_async_send(s->layer, channel, m, NULL, NULL); /* a refusal: not ready */
+	laurel_msg_free(m);
+}
+
+/* Not ready: why, else NULL. */
+static const char *not_ready(struct server *s)
+{
+	struct layer_async_stats st;
+	layer_async_stats(s->layer, &st);
+	if (s->draining)
+		return "draining";
+	if (st.shards_up < st.shards)
+		return "a shard of the channel layer is unreachable";
+	int64_t now = util_now_ms();
+	int64_t heard = s->metrics->probe_heard_ms;
+	if (!heard && now - s->metrics->started_ms < METRICS_READY_MS)
+		return "starting: the reply path is not proven yet";
+	if (now - heard > METRICS_READY_MS)
+		return "the reply path is not working: no probe came back on this process's reply "
+		       "channel";
+	return NULL;
+}
+
+static void reply(struct evhttp_request *req, int code, const char *type, struct buf *body)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	evhttp_add_header(h, "Content-Type", type);
+	evhttp_add_header(h, "Cache-Control", "no-store");
+	struct evbuffer *b = evbuffer_new();
+	evbuffer_add(b, body->data ? body->data : "", body->len);
+	evhttp_send_reply(req, code, code == 200 ? "OK" : code == 404 ? "Not Found"
+							   : "Service Unavailable",
+			  b);
+	evbuffer_free(b);
+}
+
+#define COUNTER(name, help, value)                                                                \
+	do {                                                                                       \
+		metrics_family(b, name, "counter", help);                                          \
+		metrics_sample_u64(b, name, NULL, value);                                          \
+	} while (0)
+#define GAUGE(name, help, value)                                                                  \
+	do {                                                                                       \
+		metrics_family(b, name, "gauge", help);                                            \
+		metrics_sample(b, name, NULL, (double)(value));                                    \
+	} while (0)
+
+static void write_metrics(struct server *s, struct buf *b)
+{
+	const struct iface_counters *c = &s->counters;
+	struct layer_async_stats st;
+	layer_async_stats(s->layer, &st);
+	metrics_family(b, "laurel_interface_connections", "gauge",
+		       "Open client connections, by kind.");
+	metrics_sample_u64(b, "laurel_interface_connections", "kind=\"http\"",
+			   s->nconns - c->ws_open);
+	metrics_sample_u64(b, "laurel_interface_connections", "kind=\"websocket\"", c->ws_open);
+	COUNTER("laurel_interface_connections_accepted_total", "Client connections accepted.",
+		c->accepted);
+	COUNTER("laurel_interface_connections_closed_total", "Client connections closed.",
+		c->closed);
+	metrics_family(b, "laurel_interface_http_responses_total", "counter",
+		       "HTTP responses sent, by status class.");
+	static const char *const cls[6] = {"code=\"other\"", "code=\"1xx\"", "code=\"2xx\"",
+					   "code=\"3xx\"", "code=\"4xx\"", "code=\"5xx\""};
+	for (int i = 1; i < 6; i++)
+		metrics_sample_u64(b, "laurel_interface_http_responses_total", cls[i],
+				   c->responses[i]);
+	metrics_sample_u64(b, "laurel_interface_http_responses_total", cls[0], c->responses[0]);
+	metrics_family(b, "laurel_interface_http_request_duration_seconds", "histogram",
+		       "Time from a request's arrival to the start of its response.");
+	metrics_histogram(b, "laurel_interface_http_request_duration_seconds", NULL, &c->latency);
+	metrics_family(b, "laurel_interface_websocket_messages_total", "counter",
+		       "WebSocket messages, by direction (in: from clients).");
+	metrics_sample_u64(b, "laurel_interface_websocket_messages_total", "direction=\"in\"",
+			   c->ws_in);
+	metrics_sample_u64(b, "laurel_interface_websocket_messages_total", "direction=\"out\"",
+			   c->ws_out);
+	metrics_family(b, "laurel_interface_websocket_payload_bytes_total", "counter",
+		       "WebSocket message payload bytes, by direction.");
+	metrics_sample_u64(b, "laurel_interface_websocket_payload_bytes_total",
+			   "direction=\"in\"", c->ws_in_bytes);
+	metrics_sample_u64(b, "laurel_interface_websocket_payload_bytes_total",
+			   "direction=\"out\"", c->ws_out_bytes);
+	metrics_family(b, "laurel_interface_websocket_closes_total", "counter",
+		       "WebSocket connections ended, by the close code websocket.disconnect "
+		       "reports.");
+	for (size_t i = 0; i < IFACE_CLOSE_CODES; i++) {
+		char label[32];
+		if (i < IFACE_CLOSE_CODES - 1)
+			snprintf(label, sizeof(label), "code=\"%d\"", close_codes[i]);
+		else
+			snprintf(label, sizeof(label), "code=\"other\"");
+		metrics_sample_u64(b, "laurel_interface_websocket_closes_total", label,
+				   c->ws_closes[i]);
+	}
+	metrics_family(b, "laurel_interface_websocket_handshakes_total", "counter",
+		       "WebSocket handshakes, by result.");
+	metrics_sample_u64(b, "laurel_interface_websocket_handshakes_total",
+			   "result=\"accepted\"", c->handshakes_accepted);
+	metrics_sample_u64(b, "laurel_interface_websocket_handshakes_total",
+			   "result=\"refused\"", c->handshakes_refused);
+	GAUGE("laurel_interface_output_buffered_bytes",
+	      "Bytes waiting for slow clients, all connections together.", s->output_total);
+	COUNTER("laurel_interface_slow_readers_closed_total",
+		"Connections closed because their client did not read what it was sent.",
+		c->slow_readers);
+	metrics_family(b, "laurel_interface_layer_sends_total", "counter",
+		       "Messages sent to the channel layer, by result.");
+	metrics_sample_u64(b, "laurel_interface_layer_sends_total", "result=\"ok\"", st.sends_ok);
+	metrics_sample_u64(b, "laurel_interface_layer_sends_total", "result=\"full\"",
+			   st.sends_full);
+	metrics_sample_u64(b, "laurel_interface_layer_sends_total", "result=\"unreachable\"",
+			   st.sends_unreachable);
+	metrics_sample_u64(b, "laurel_interface_layer_sends_total", "result=\"too_big\"",
+			   st.sends_too_big);
+	metrics_sample_u64(b, "laurel_interface_layer_sends_total", "result=\"other\"",
+			   st.sends_other);
+	metrics_family(b, "laurel_interface_layer_round_trip_seconds", "histogram",
+		       "Time from writing a command to Redis to its answer.");
+	metrics_histogram(b, "laurel_interface_layer_round_trip_seconds", NULL, &st.round_trip);
+	GAUGE("laurel_interface_layer_shards", "Shards of the channel layer.", st.shards);
+	GAUGE("laurel_interface_layer_shards_up",
+	      "Shards whose command connection works now.", st.shards_up);
+	COUNTER("laurel_interface_layer_outages_total", "Shard outages begun.", st.outages);
+	metrics_family(b, "laurel_interface_layer_outage_seconds_total", "counter",
+		       "Total length of the shards' outages, the ongoing ones so far included.");
+	metrics_sample(b, "laurel_interface_layer_outage_seconds_total", NULL, st.outage_seconds);
+	GAUGE("laurel_interface_reply_reader_up",
+	      "1 if the reader of this process's reply channel is listening.",
+	      layer_async_listening(s->layer, s->prefix) ? 1 : 0);
+	GAUGE("laurel_interface_outbox_messages",
+	      "Control messages (disconnects) waiting in the outbox.", outbox_pending(s->outbox));
+	COUNTER("laurel_interface_outbox_dropped_total",
+		"Control messages dropped because the outbox was full.",
+		outbox_dropped(s->outbox));
+	GAUGE("laurel_interface_ready", "1 if /readyz says ready.", not_ready(s) ? 0 : 1);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+	struct server *s = arg;
+	const char *uri = evhttp_request_get_uri(req);
+	const char *q = strchr(uri, '?');
+	size_t n = q ? (size_t)(q - uri) : strlen(uri);
+	struct buf body;
+	buf_init(&body);
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET &&
+	    evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
+		buf_append_str(&body, "GET only\n");
+		reply(req, 405, "text/plain; charset=utf-8", &body);
+	} else if (n == 8 && memcmp(uri, "/metrics", 8) == 0) {
+		write_metrics(s, &body);
+		reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", &body);
+	} else if (n == 8 && memcmp(uri, "/healthz", 8) == 0) {
+		buf_append_str(&body, "{\"alive\": true}\n");
+		reply(req, 200, "application/json", &body);
+	} else if (n == 7 && memcmp(uri, "/readyz", 7) == 0) {
+		const char *why = not_ready(s);
+		if (why)
+			buf_printf(&body, "{\"ready\": false, \"reason\": \"%s\"}\n", why);
+		else
+			buf_append_str(&body, "{\"ready\": true}\n");
+		reply(req, why ? 503 : 200, "application/json", &body);
+	} else {
+		buf_append_str(&body, "/metrics, /healthz or /readyz\n");
+		reply(req, 404, "text/plain; charset=utf-8", &body);
+	}
+	buf_fini(&body);
+}
+
+static int bind_unix(struct iface_metrics *mt, const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "--metrics: socket path too long: %s", path);
+		return -1;
+	}
+	strcpy(sa.sun_path, path);
+	unlink(path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0 ||
+	    !evhttp_accept_socket_with_handle(mt->http, fd)) {
+		snprintf(err, errlen, "--metrics: cannot listen on %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	mt->unix_path = xstrdup(path);
+	return 0;
+}
+
+int metrics_start(struct server *s, const char *addr, char *err, size_t errlen)
+{
+	struct iface_metrics *mt = xcalloc(1, sizeof(*mt));
+	s->metrics = mt;
+	mt->started_ms = util_now_ms();
+	mt->http = evhttp_new(s->base);
+	evhttp_set_allowed_methods(mt->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+						     EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
+	evhttp_set_timeout(mt->http, 10);
+	evhttp_set_max_headers_size(mt->http, 8192);
+	evhttp_set_max_body_size(mt->http, 4096);
+	evhttp_set_gencb(mt->http, on_request, s);
+	if (addr[0] == '/') {
+		if (bind_unix(mt, addr, err, errlen) < 0)
+			return -1;
+	} else {
+		char host[256];
+		const char *colon = strrchr(addr, ':');
+		long port = colon ? strtol(colon + 1, NULL, 10) : 0;
+		size_t hl = colon ? (size_t)(colon - addr) : 0;
+		if (hl >= 2 && addr[0] == '[' && addr[hl - 1] == ']') {
+			addr++;
+			hl -= 2;
+		}
+		if (!colon || hl == 0 || hl >= sizeof(host) || port < 1 || port > 65535) {
+			snprintf(err, errlen,
+				 "--metrics: expected host:port, [ipv6]:port or /path.sock, not %s",
+				 addr);
+			return -1;
+		}
+		memcpy(host, addr, hl);
+		host[hl] = '\0';
+		if (!evhttp_bind_socket_with_handle(mt->http, host, (ev_uint16_t)port)) {
+			snprintf(err, errlen, "--metrics: cannot listen on %s:%ld: %s", host, port,
+				 strerror(errno));
+			return -1;
+		}
+	}
+	mt->probe_timer = event_new(s->base, -1, EV_PERSIST, probe, s);
+	struct timeval tv = {0, METRICS_PROBE_MS * 1000};
+	event_add(mt->probe_timer, &tv);
+	probe(-1, 0, s);
+	return 0;
+}
+
+void metrics_stop(struct server *s)
+{
+	struct iface_metrics *mt = s->metrics;
+	if (!mt)
+		return;
+	if (mt->probe_timer)
+		event_free(mt->probe_timer);
+	if (mt->http)
+		evhttp_free(mt->http);
+	if (mt->unix_path) {
+		unlink(mt->unix_path);
+		free(mt->unix_path);
+	}
+	free(mt);
+	s->metrics = NULL;
+}

@@ -1,0 +1,189 @@
+#!/usr/bin/python3
+"""laurel-interface --metrics against a real Prometheus (Debian's `prometheus`, and `promtool`).
+
+The echo example in one laurel-interface (with --metrics on a free port) and one laurel-worker,
+on a redis-server of its own (tests/e2e/harness.py's Stack); a Prometheus started here scrapes
+the interface every second. The test sends a known load — N GETs answered 200, M GETs answered
+404, K WebSocket messages echoed on one socket closed with 1000 — and reads the values back from
+Prometheus' HTTP API: every counter moved by exactly what was sent, and the latency histogram
+counted every response. `promtool check metrics` accepts the endpoint's output. /healthz answers;
+/readyz is 200, goes to 503 (with a JSON reason) within 2 s of Redis being killed, and back to 200
+once Redis is back. Ends with "N passed, N failed"; about 20 s.
+
+Usage: test-metrics.py BUILD_DIR"""
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "e2e"))
+os.environ.pop("LAUREL_E2E_MODE", None)
+
+import websockets  # noqa: E402
+
+from harness import Stack, check, check_eq, done, free_port, wait_port  # noqa: E402
+
+N_OK, N_404, K_WS = 300, 40, 50
+
+
+def fetch(url, data=None, timeout=5):
+    """(status, body text) of a request; errors with a status are returned too."""
+    try:
+        with urllib.request.urlopen(url, data=data, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError as e:
+        return type(e).__name__, ""
+
+
+def parse(text):
+    """{'name{labels}': value} of a text exposition."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.rpartition(" ")
+            out[k] = float(v)
+    return out
+
+
+class Prometheus:
+    def __init__(self, st, target):
+        self.port = free_port()
+        self.dir = os.path.join(st.dir, "prometheus")
+        os.makedirs(self.dir)
+        conf = os.path.join(self.dir, "prometheus.yml")
+        with open(conf, "w") as f:
+            f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                    "scrape_configs:\n  - job_name: laurel-interface\n"
+                    "    static_configs:\n      - targets: ['%s']\n" % target)
+        self.proc = st._start("prometheus", [
+            "prometheus", "--config.file=" + conf, "--storage.tsdb.path=" + self.dir + "/data",
+            "--web.listen-address=127.0.0.1:%d" % self.port, "--log.level=warn"])
+
+    def query(self, q):
+        url = "http://127.0.0.1:%d/api/v1/query?%s" % (self.port,
+                                                       urllib.parse.urlencode({"query": q}))
+        status, body = fetch(url)
+        if status != 200:
+            return None
+        res = json.loads(body)["data"]["result"]
+        return float(res[0]["value"][1]) if res else None
+
+    def wait_for(self, q, want, timeout=20):
+        end = time.monotonic() + timeout
+        got = None
+        while time.monotonic() < end:
+            got = self.query(q)
+            if got == want:
+                return got
+            time.sleep(0.25)
+        return got
+
+
+async def ws_echo(url, k):
+    async with websockets.connect(url) as ws:
+        for i in range(k):
+            await ws.send("m%d" % i)
+            await asyncio.wait_for(ws.recv(), 5)
+        await ws.close(1000)
+
+
+def main(st, mport):
+    base = "http://127.0.0.1:%d" % mport
+    status, text = fetch(base + "/metrics")
+    check_eq(status, 200, "GET /metrics")
+    r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                       text=True)
+    check(r.returncode == 0, "promtool check metrics accepts the output", r.stdout + r.stderr)
+    check_eq(fetch(base + "/healthz")[0], 200, "GET /healthz")
+    check_eq(fetch(base + "/nothing")[0], 404, "an unknown path is 404")
+    check_eq(fetch(base + "/metrics", data=b"x")[0], 405, "POST is 405")
+    end = time.monotonic() + 5
+    while time.monotonic() < end and fetch(base + "/readyz")[0] != 200:
+        time.sleep(0.1)
+    status, body = fetch(base + "/readyz")
+    check_eq((status, body.strip()), (200, '{"ready": true}'), "GET /readyz when all is well")
+
+    prom = Prometheus(st, "127.0.0.1:%d" % mport)
+    check(wait_port(prom.port, 30), "prometheus started")
+    check(prom.wait_for('up{job="laurel-interface"}', 1.0) == 1.0, "Prometheus scrapes it")
+    before = parse(fetch(base + "/metrics")[1])
+
+    for _ in range(N_OK):
+        fetch(st.base + "/hello")
+    for _ in range(N_404):
+        fetch(st.base + "/nowhere")
+    asyncio.run(ws_echo(st.ws_base + "/echo/", K_WS))
+
+    def want(key, delta):
+        return before.get(key, 0) + delta
+    ok = 'laurel_interface_http_responses_total{code="2xx"}'
+    nf = 'laurel_interface_http_responses_total{code="4xx"}'
+    for q, delta, what in (
+            (ok, N_OK, "200 responses counted exactly"),
+            (nf, N_404, "404 responses counted exactly"),
+            ('laurel_interface_websocket_messages_total{direction="in"}', K_WS,
+             "WebSocket messages in"),
+            ('laurel_interface_websocket_messages_total{direction="out"}', K_WS,
+             "WebSocket messages out"),
+            ('laurel_interface_websocket_payload_bytes_total{direction="in"}',
+             sum(len("m%d" % i) for i in range(K_WS)), "WebSocket payload bytes in"),
+            ('laurel_interface_websocket_handshakes_total{result="accepted"}', 1,
+             "handshakes accepted"),
+            ('laurel_interface_websocket_closes_total{code="1000"}', 1, "closes with 1000"),
+            ("laurel_interface_connections_accepted_total", N_OK + N_404 + 1,
+             "connections accepted (one per request, one WebSocket)")):
+        check_eq(prom.wait_for(q, want(q, delta)), want(q, delta), "Prometheus: " + what)
+    responses = sum(before.get('laurel_interface_http_responses_total{code="%s"}' % c, 0)
+                    for c in ("1xx", "2xx", "3xx", "4xx", "5xx", "other")) + N_OK + N_404
+    check_eq(prom.wait_for("laurel_interface_http_request_duration_seconds_count", responses),
+             responses, "Prometheus: the latency histogram counted every response")
+    check_eq(prom.wait_for('laurel_interface_http_request_duration_seconds_bucket{le="+Inf"}',
+                           responses), responses, "Prometheus: the +Inf bucket equals the count")
+    check((prom.query('laurel_interface_layer_sends_total{result="ok"}') or 0)
+          >= N_OK + N_404 + K_WS, "Prometheus: layer sends ok cover the requests and messages")
+
+    # Readiness follows the reply path: Redis killed -> 503 within 2 s; back -> 200.
+    redis = st.procs[0]
+    redis.kill()
+    redis.wait()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5 and fetch(base + "/readyz")[0] != 503:
+        time.sleep(0.05)
+    took = time.monotonic() - t0
+    status, body = fetch(base + "/readyz")
+    check(status == 503 and took <= 2.0, "/readyz is 503 within 2 s of Redis dying",
+          (status, round(took, 2)))
+    check("reason" in json.loads(body or "{}"), "/readyz says why", body)
+    check_eq(fetch(base + "/healthz")[0], 200, "/healthz stays 200 (the process is alive)")
+    again = st._start("redis2", ["redis-server", "--port", str(st.redis_port), "--bind",
+                                 "127.0.0.1", "--save", "", "--appendonly", "no"])
+    st.procs.remove(again)
+    st.procs[0] = again  # the harness stops procs[0], Redis, last
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 10 and fetch(base + "/readyz")[0] != 200:
+        time.sleep(0.05)
+    print("info: /readyz 503 %.2f s after Redis died, 200 again %.2f s after it came back"
+          % (took, time.monotonic() - t0), flush=True)
+    check_eq(fetch(base + "/readyz")[0], 200, "/readyz is 200 again once Redis is back")
+    check(prom.wait_for("laurel_interface_layer_outages_total", 1.0) == 1.0,
+          "Prometheus: one outage counted")
+
+
+if __name__ == "__main__":
+    if not shutil.which("prometheus") or not shutil.which("promtool"):
+        print("SKIP: prometheus is not installed (scripts/deps installs it)")
+        sys.exit(77)
+    st = Stack("echo", workers=1, timeout=90)
+    mport = free_port()
+    st.interface_args = ["--metrics", "127.0.0.1:%d" % mport]
+    with st:
+        main(st, mport)
+    sys.exit(done())
