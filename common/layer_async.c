@@ -481,6 +481,13 @@ static void on_master_moved(evutil_socket_t fd, short what, void *arg)
 	a = s->cmd.a;
 	size_t sh = (size_t)(s - a->shards);
 	follow_master(&s->cmd, gen);
+	/* A failover under way (no master named): only the command connection, which writes,
+	 * goes now. The readers' BLPOPs stay until the switch: a message one of them takes
+	 * meanwhile is still read whole (its pop script goes on the reader's own connection). */
+	char host[256];
+	int port;
+	if (sentinel_master(s->sentinel, host, sizeof(host), &port, NULL, NULL, 0) < 0)
+		return;
 	for (size_t i = 0; i < a->nlisteners; i++) {
 		struct listener *l = a->listeners[i];
 		for (size_t k = 0; k < l->nconns; k++)

@@ -880,10 +880,8 @@ static int wait_any(struct redis_layer *L, struct plan *p, int timeout_ms,
 	while (n < 0 && errno == EINTR && !watch_ready(L));
 	if (L->watch_fd >= 0 && (n < 0 ? watch_ready(L) : pfd[nactive].revents != 0))
 		L->woken = true;
-	for (size_t i = sfirst; n > 0 && i < npfd; i++)
-		if (pfd[i].revents)
-			master_moved(&L->shards[which[i - sfirst]]); /* its BLPOP goes with it */
-	/* Read the first shard that answered, then cancel and collect the others. */
+	/* Read the first shard that answered, then cancel and collect the others; a master that
+	 * changed is followed after (what a BLPOP popped is read whole first). */
 	for (size_t i = 0; i < nactive; i++) {
 		struct shard *s = &L->shards[active[i]];
 		if (!s->blocked)
@@ -896,6 +894,9 @@ static int wait_any(struct redis_layer *L, struct plan *p, int timeout_ms,
 		if (r < 0)
 			rc = r;
 	}
+	for (size_t i = sfirst; n > 0 && i < npfd; i++)
+		if (pfd[i].revents)
+			master_moved(&L->shards[which[i - sfirst]]);
 	return *got ? 0 : rc;
 }
 

@@ -28,12 +28,15 @@ struct sentinel {
 	uint64_t gen;
 	char error[256];
 	bool stop;
+	bool failing_over;	/* a sentinel selected a replica to promote: no writes to the old */
+	int64_t failover_ms;	/* when (monotonic) */
 	/* the watcher's own */
 	size_t first;	 /* the sentinel to ask first: the one that answered last */
 	bool failing;	 /* no sentinel answered the last time: logged once */
 	int64_t asked_ms; /* when the sentinels were last asked */
 	int wake;	 /* eventfd: suspect, or stop */
 	int notify;	 /* eventfd: the master changed */
+	redisContext *subs[LAYER_SENTINELS_MAX]; /* a subscription on each sentinel, or NULL */
 };
 
 static struct timeval ms_tv(int ms)
@@ -119,6 +122,15 @@ static int ask_one(const struct layer_endpoint *ep, size_t i, int connect_ms, in
 	return rc;
 }
 
+/* Makes the clients' descriptor readable: the master changed (or must not be used). */
+static void bump(struct sentinel *s)
+{
+	uint64_t one = 1;
+	if (write(s->notify, &one, sizeof(one)) < 0) {
+		/* an eventfd at its maximum is still readable */
+	}
+}
+
 /* Takes a master's address learned from a sentinel. */
 static void learn(struct sentinel *s, const char *host, int port, const char *how)
 {
@@ -127,22 +139,20 @@ static void learn(struct sentinel *s, const char *host, int port, const char *ho
 	char was[300];
 	snprintf(was, sizeof(was), s->gen ? (strchr(s->host, ':') ? "[%s]:%d" : "%s:%d") : "%s",
 		 s->gen ? s->host : "none", s->port);
+	bool first = s->gen == 0;
 	if (changed) {
 		snprintf(s->host, sizeof(s->host), "%s", host);
 		s->port = port;
 		s->gen++;
+		s->failing_over = false;
 		pthread_cond_broadcast(&s->known_cond);
 	}
 	s->error[0] = '\0';
-	uint64_t gen = s->gen;
 	pthread_mutex_unlock(&s->mu);
 	if (!changed)
 		return;
-	uint64_t one = 1;
-	if (write(s->notify, &one, sizeof(one)) < 0) {
-		/* an eventfd at its maximum is still readable: nothing is lost */
-	}
-	if (gen == 1)
+	bump(s);
+	if (first)
 		log_info("%s: master %s is %s:%d", s->ep->desc, s->ep->master_name, host, port);
 	else
 		log_warn("%s: master %s is now %s:%d (was %s; %s)", s->ep->desc,
@@ -183,43 +193,139 @@ static int ask(struct sentinel *s)
 	return -1;
 }
 
-/* A subscription to +switch-master on the first sentinel that takes it, or NULL. */
-static redisContext *subscribe(struct sentinel *s)
+/* What the watcher subscribes to on every sentinel: the end of a failover, its point of no
+ * return (a replica selected for promotion: the old master must take no more writes, or they are
+ * lost when it follows the new one), and its aborts. Only the sentinel leading a failover
+ * publishes its steps, hence a subscription on each. */
+static const char subscribe_cmd[] = "SUBSCRIBE +switch-master +selected-slave +failover-end";
+static const char psubscribe_cmd[] = "PSUBSCRIBE -failover-abort-*";
+
+/* Subscribes on every sentinel that has no subscription yet. Returns how many there are. */
+static size_t subscribe_all(struct sentinel *s)
 {
 	const struct layer_endpoint *ep = s->ep;
 	char why[512];
-	for (size_t k = 0; k < ep->nsentinels; k++) {
-		size_t i = (s->first + k) % ep->nsentinels;
+	size_t n = 0;
+	for (size_t i = 0; i < ep->nsentinels; i++) {
+		if (s->subs[i]) {
+			n++;
+			continue;
+		}
 		redisContext *c = open_sentinel(ep, i, s->connect_ms, s->command_ms, why,
 						sizeof(why));
 		if (!c)
 			continue;
-		redisReply *r = redisCommand(c, "SUBSCRIBE +switch-master");
-		bool ok = r && r->type == REDIS_REPLY_ARRAY;
-		freeReplyObject(r);
-		if (ok)
-			return c;
-		redisFree(c);
+		redisAppendCommand(c, subscribe_cmd);
+		redisAppendCommand(c, psubscribe_cmd);
+		bool ok = true;
+		for (int k = 0; k < 4 && ok; k++) { /* three SUBSCRIBE answers, one PSUBSCRIBE */
+			redisReply *r = NULL;
+			ok = redisGetReply(c, (void **)&r) == REDIS_OK && r &&
+			     r->type == REDIS_REPLY_ARRAY;
+			freeReplyObject(r);
+		}
+		if (!ok) {
+			redisFree(c);
+			continue;
+		}
+		s->subs[i] = c;
+		n++;
 	}
-	return NULL;
+	return n;
 }
 
-/* "+switch-master" payload: "<name> <old ip> <old port> <new ip> <new port>". */
+static void unsubscribe_all(struct sentinel *s)
+{
+	for (size_t i = 0; i < LAYER_SENTINELS_MAX; i++) {
+		redisFree(s->subs[i]);
+		s->subs[i] = NULL;
+	}
+}
+
+/* Whether the event's payload is about our master: "<type> <name> <ip> <port> @ <master> ..."
+ * (the master's name after the '@') or "master <name> ..." */
+static bool about_us(const struct sentinel *s, const char *payload)
+{
+	char a[32], b[160], c[256], d[16], at[4], name[160];
+	int n = sscanf(payload, "%31s %159s %255s %15s %3s %159s", a, b, c, d, at, name);
+	if (n >= 2 && strcmp(a, "master") == 0)
+		return strcmp(b, s->ep->master_name) == 0;
+	return n == 6 && strcmp(at, "@") == 0 && strcmp(name, s->ep->master_name) == 0;
+}
+
+/* A failover of our master passed the point of no return (or ended without a switch). */
+static void failing_over(struct sentinel *s, bool yes, const char *why)
+{
+	pthread_mutex_lock(&s->mu);
+	bool was = s->failing_over;
+	s->failing_over = yes;
+	if (yes)
+		s->failover_ms = util_now_ms();
+	if (was != yes)
+		s->gen++; /* the clients drop their connections to the old master now */
+	pthread_mutex_unlock(&s->mu);
+	if (was == yes)
+		return;
+	bump(s);
+	if (yes)
+		log_warn("%s: master %s is being failed over (%s): no more writes to it until the "
+			 "sentinels name the new one",
+			 s->ep->desc, s->ep->master_name, why);
+	else
+		log_warn("%s: failover of %s ended without a switch (%s): back to the same master",
+			 s->ep->desc, s->ep->master_name, why);
+}
+
+/* A message on a subscription: ["message", channel, payload] or ["pmessage", pattern,
+ * channel, payload]. "+switch-master" says "<name> <old ip> <old port> <new ip> <new port>". */
 static void heard(struct sentinel *s, const redisReply *r)
 {
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-	    r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "message") != 0 ||
-	    r->element[2]->type != REDIS_REPLY_STRING)
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+	    r->element[0]->type != REDIS_REPLY_STRING)
 		return;
-	char name[160], oldhost[256], newhost[256], newport[16];
-	int oldport;
-	if (sscanf(r->element[2]->str, "%159s %255s %d %255s %15s", name, oldhost, &oldport, newhost,
-		   newport) != 5 ||
-	    strcmp(name, s->ep->master_name) != 0)
+	bool pm = strcmp(r->element[0]->str, "pmessage") == 0;
+	if ((!pm && strcmp(r->element[0]->str, "message") != 0) || r->elements != (pm ? 4u : 3u))
 		return;
-	int port;
-	if (parse_port(newport, &port) == 0)
-		learn(s, newhost, port, "+switch-master");
+	const redisReply *ch = r->element[pm ? 2 : 1], *pl = r->element[pm ? 3 : 2];
+	if (ch->type != REDIS_REPLY_STRING || pl->type != REDIS_REPLY_STRING)
+		return;
+	if (strcmp(ch->str, "+switch-master") == 0) {
+		char name[160], oldhost[256], newhost[256], newport[16];
+		int oldport, port;
+		if (sscanf(pl->str, "%159s %255s %d %255s %15s", name, oldhost, &oldport, newhost,
+			   newport) == 5 &&
+		    strcmp(name, s->ep->master_name) == 0 && parse_port(newport, &port) == 0)
+			learn(s, newhost, port, "+switch-master");
+	} else if (strcmp(ch->str, "+selected-slave") == 0) {
+		if (about_us(s, pl->str))
+			failing_over(s, true, "+selected-slave");
+	} else if (about_us(s, pl->str)) { /* +failover-end, -failover-abort-* */
+		bool still;
+		pthread_mutex_lock(&s->mu);
+		still = s->failing_over;
+		pthread_mutex_unlock(&s->mu);
+		if (still) {
+			failing_over(s, false, ch->str);
+			s->asked_ms = 0; /* ask at once where the master is */
+		}
+	}
+}
+
+/* Reads what sentinel i's subscription has; false if it broke. */
+static bool read_sub(struct sentinel *s, size_t i)
+{
+	redisContext *c = s->subs[i];
+	if (redisBufferRead(c) != REDIS_OK)
+		return false;
+	for (;;) {
+		void *reply = NULL;
+		if (redisGetReplyFromReader(c, &reply) != REDIS_OK)
+			return false;
+		if (!reply)
+			return true;
+		heard(s, reply);
+		freeReplyObject(reply);
+	}
 }
 
 static bool stopping(struct sentinel *s)
@@ -249,28 +355,45 @@ static bool nap(struct sentinel *s, int ms)
 	return false;
 }
 
+/* A failover that never ends (the leader died with it) stops pausing after this long. */
+#define SENTINEL_FAILOVER_MAX_MS 15000
+
 static void *watch(void *arg)
 {
 	struct sentinel *s = arg;
+	const struct layer_endpoint *ep = s->ep;
 	int backoff = 0;
 	while (!stopping(s)) {
 		/* Subscribe first, then ask: a switch between the two is not missed. */
-		redisContext *sub = subscribe(s);
-		if (ask(s) < 0 || !sub) {
-			redisFree(sub);
+		size_t nsubs = subscribe_all(s);
+		if (ask(s) < 0 || nsubs == 0) {
 			backoff = backoff ? (backoff * 2 > 2000 ? 2000 : backoff * 2) : 100;
 			nap(s, backoff);
 			continue;
 		}
 		backoff = 0;
 		while (!stopping(s)) {
-			int64_t due = s->asked_ms + SENTINEL_REFRESH_MS - util_now_ms();
-			struct pollfd p[2] = {{.fd = sub->fd, .events = POLLIN},
-					      {.fd = s->wake, .events = POLLIN}};
-			int n = poll(p, 2, due > 0 ? (int)due : 0);
+			int64_t now = util_now_ms();
+			pthread_mutex_lock(&s->mu);
+			bool stuck = s->failing_over && now - s->failover_ms > SENTINEL_FAILOVER_MAX_MS;
+			pthread_mutex_unlock(&s->mu);
+			if (stuck) {
+				failing_over(s, false, "no switch heard within 15 s");
+				s->asked_ms = 0;
+			}
+			int64_t due = s->asked_ms + SENTINEL_REFRESH_MS - now;
+			struct pollfd p[LAYER_SENTINELS_MAX + 1];
+			size_t which[LAYER_SENTINELS_MAX], np = 0;
+			for (size_t i = 0; i < ep->nsentinels; i++)
+				if (s->subs[i]) {
+					p[np] = (struct pollfd){.fd = s->subs[i]->fd, .events = POLLIN};
+					which[np++] = i;
+				}
+			p[np] = (struct pollfd){.fd = s->wake, .events = POLLIN};
+			int n = poll(p, np + 1, due > 0 ? (int)due : 0);
 			if (n < 0)
 				continue;
-			if (p[1].revents) {
+			if (p[np].revents) {
 				drain(s->wake);
 				if (stopping(s))
 					break;
@@ -283,29 +406,20 @@ static void *watch(void *arg)
 				continue;
 			}
 			if (n == 0) {
+				/* Every few seconds: ask, and subscribe where a subscription broke. */
 				if (ask(s) < 0)
 					break;
+				subscribe_all(s);
 				continue;
 			}
-			if (redisBufferRead(sub) != REDIS_OK)
-				break; /* the subscription is lost: subscribe again (maybe elsewhere) */
-			void *reply;
-			bool broken = false;
-			while (!broken) {
-				if (redisGetReplyFromReader(sub, &reply) != REDIS_OK) {
-					broken = true;
-					break;
+			for (size_t k = 0; k < np; k++)
+				if (p[k].revents && !read_sub(s, which[k])) {
+					redisFree(s->subs[which[k]]);
+					s->subs[which[k]] = NULL;
 				}
-				if (!reply)
-					break;
-				heard(s, reply);
-				freeReplyObject(reply);
-			}
-			if (broken)
-				break;
 		}
-		redisFree(sub);
 	}
+	unsubscribe_all(s);
 	return NULL;
 }
 
@@ -362,6 +476,11 @@ int sentinel_master(struct sentinel *s, char *host, size_t hostlen, int *port, u
 		rc = -EAGAIN;
 		if (errlen)
 			snprintf(err, errlen, "no master known yet: %s", s->error);
+	} else if (s->failing_over) {
+		rc = -EAGAIN;
+		if (errlen)
+			snprintf(err, errlen, "the sentinels are failing %s over",
+				 s->ep->master_name);
 	} else {
 		snprintf(host, hostlen, "%s", s->host);
 		*port = s->port;
@@ -428,37 +547,42 @@ static const redisReply *field(const redisReply *r, const char *name)
 int sentinel_report(const struct layer_endpoint *ep, int timeout_ms, struct sentinel_report *out,
 		    char *err, size_t errlen)
 {
+	/* Every sentinel is asked: right after a failover they disagree for a moment, and the one
+	 * with the highest configuration epoch knows best. */
 	char why[512] = "no sentinel";
+	bool any = false;
 	for (size_t i = 0; i < ep->nsentinels; i++) {
 		redisContext *c = open_sentinel(ep, i, timeout_ms, timeout_ms, why, sizeof(why));
 		if (!c)
 			continue;
-		describe(out->sentinel, sizeof(out->sentinel), &ep->sentinels[i]);
-		redisReply *r = redisCommand(c, "SENTINEL MASTER %s", ep->master_name);
+		struct sentinel_report r = {0};
+		describe(r.sentinel, sizeof(r.sentinel), &ep->sentinels[i]);
+		redisReply *rep = redisCommand(c, "SENTINEL MASTER %s", ep->master_name);
 		const redisReply *ip = NULL, *port = NULL, *epoch = NULL, *since = NULL;
-		if (r && r->type == REDIS_REPLY_ARRAY) {
-			ip = field(r, "ip");
-			port = field(r, "port");
-			epoch = field(r, "config-epoch");
-			since = field(r, "role-reported-time");
+		if (rep && rep->type == REDIS_REPLY_ARRAY) {
+			ip = field(rep, "ip");
+			port = field(rep, "port");
+			epoch = field(rep, "config-epoch");
+			since = field(rep, "role-reported-time");
 		}
-		int rc = -1;
-		if (ip && port && parse_port(port->str, &out->port) == 0) {
-			snprintf(out->host, sizeof(out->host), "%s", ip->str);
-			out->config_epoch = epoch ? atoll(epoch->str) : -1;
-			out->master_for_ms = since ? atoll(since->str) : -1;
-			rc = 0;
+		if (ip && port && parse_port(port->str, &r.port) == 0) {
+			snprintf(r.host, sizeof(r.host), "%s", ip->str);
+			r.config_epoch = epoch ? atoll(epoch->str) : -1;
+			r.master_for_ms = since ? atoll(since->str) : -1;
+			if (!any || r.config_epoch > out->config_epoch)
+				*out = r;
+			any = true;
 		} else {
-			snprintf(why, sizeof(why), "sentinel %s: %s", out->sentinel,
-				 !r ? c->errstr
-				 : r->type == REDIS_REPLY_ERROR ? r->str
-								: "an unexpected answer");
+			snprintf(why, sizeof(why), "sentinel %s: %s", r.sentinel,
+				 !rep ? c->errstr
+				 : rep->type == REDIS_REPLY_ERROR ? rep->str
+								  : "an unexpected answer");
 		}
-		freeReplyObject(r);
+		freeReplyObject(rep);
 		redisFree(c);
-		if (rc == 0)
-			return 0;
 	}
+	if (any)
+		return 0;
 	if (errlen)
 		snprintf(err, errlen, "%s", why);
 	return -ENOTCONN;

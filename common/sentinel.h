@@ -1,8 +1,11 @@
 /* Redis Sentinel discovery for a redis+sentinel:// shard, one place for both Redis clients.
  *
  * A watcher thread per shard asks the sentinels in turn (SENTINEL get-master-addr-by-name; the
- * one that answered is asked first next time), keeps a subscription to +switch-master on one of
- * them, and asks again when a client reports the master unusable (sentinel_suspect: a refused or
+ * one that answered is asked first next time), keeps a subscription on each of them to
+ * +switch-master and to a failover's point of no return (+selected-slave, published by the
+ * sentinel leading it: from then on the old master must take no writes, since they would be
+ * thrown away when it follows the new one, so sentinel_master refuses until the switch or an
+ * abort), and asks again when a client reports the master unusable (sentinel_suspect: a refused or
  * broken connection, READONLY, a ROLE that is not master) and every few seconds besides, so a
  * lost subscription message costs seconds, not forever. Every change of the master's address
  * bumps a generation and makes a descriptor readable, so a client drops its connections to the
@@ -43,8 +46,9 @@ int sentinel_fd(const struct sentinel *s);
 void sentinel_ack(struct sentinel *s);
 
 /* What the sentinels say of a master now, for `laurel stats`: its address, the failover epoch,
- * and how long it has been reporting itself master (ms; -1 if unknown). Asks the sentinels of ep
- * in turn, synchronously. Returns 0, or -ENOTCONN with the reason in err. */
+ * and how long it has been reporting itself master (ms; -1 if unknown). Asks every sentinel of
+ * ep, synchronously, and keeps the answer with the highest epoch (right after a failover they
+ * disagree for a moment). Returns 0, or -ENOTCONN with the reason in err. */
 struct sentinel_report {
 	char host[256];
 	int port;

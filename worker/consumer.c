@@ -717,6 +717,13 @@ size_t consumer_send_held(struct laurel_ctx *ctx)
 		}
 		dropped += consumer_outbox_flush(ctx->layer, ob, ctx->full_wait_ms);
 		int rc = laurel_layer_group_send(ctx->layer, h->name, h->msg, NULL);
+		/* A shard refused at once (down, or failing over: nothing was written) is worth
+		 * waiting for a little, as a channel send is. */
+		for (int64_t until = util_now_ms() + ctx->full_wait_ms;
+		     rc == -ENOTCONN && util_now_ms() < until;) {
+			sleep_ms(FULL_RETRY_MS);
+			rc = laurel_layer_group_send(ctx->layer, h->name, h->msg, NULL);
+		}
 		if (rc == 0)
 			continue;
 		dropped++;

@@ -154,9 +154,15 @@ async def main(dep):
             % [c.closed for c in clients])
     members = dep.cli(new, "ZCARD", "asgi::group:chat-deployroom")
     d.check_eq(members, str(len(clients)), "the group is whole on the new master")
-    rc, out, err = dep.tool("stats")
-    d.check(re.search(r"^shard %d \S+ master 127\.0\.0\.1:%d since \S+ epoch [1-9]"
-                      % (shard, new), out, re.M) is not None,
+    # The sentinels agree within a moment of the switch; laurel stats follows.
+    pattern = r"^shard %d \S+ master 127\.0\.0\.1:%d since \S+ epoch [1-9]" % (shard, new)
+    out = ""
+
+    def stats_name_it():
+        nonlocal out
+        out = dep.tool("stats")[1]
+        return re.search(pattern, out, re.M) is not None
+    d.check(d.wait_for(stats_name_it, 10, step=0.25),
             "laurel stats names the new master and a failover epoch: %r" % out)
     st, body, _ = d.get(dep, d.Chat.HTTP_PATH)
     d.check(d.Chat.http_ok(st, body), "GET through nginx after the failover: %r" % st)
