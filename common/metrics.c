@@ -67,6 +67,18 @@ void metrics_sample_u64(struct buf *out, const char *name, const char *labels, u
 	buf_printf(out, " %" PRIu64 "\n", value);
 }
 
+void metrics_by_label(struct buf *out, const char *name, const char *type, const char *help,
+		      const char *label, const char *const *values, const uint64_t *counts,
+		      size_t n)
+{
+	metrics_family(out, name, type, help);
+	for (size_t i = 0; i < n; i++) {
+		char l[128];
+		snprintf(l, sizeof(l), "%s=\"%s\"", label, values[i]);
+		metrics_sample_u64(out, name, l, counts[i]);
+	}
+}
+
 void metrics_histogram(struct buf *out, const char *name, const char *labels,
 		       const struct metrics_histogram *h)
 {

@@ -28,6 +28,10 @@ void metrics_family(struct buf *out, const char *name, const char *type, const c
 /* One sample: name{labels} value. labels may be NULL or "" (none), else 'k="v",k2="v2"'. */
 void metrics_sample(struct buf *out, const char *name, const char *labels, double value);
 void metrics_sample_u64(struct buf *out, const char *name, const char *labels, uint64_t value);
+/* A whole family of n samples that differ by one label: label="values[i]" counts[i]. */
+void metrics_by_label(struct buf *out, const char *name, const char *type, const char *help,
+		      const char *label, const char *const *values, const uint64_t *counts,
+		      size_t n);
 /* A histogram's _bucket (cumulative, with +Inf), _sum and _count samples. */
 void metrics_histogram(struct buf *out, const char *name, const char *labels,
 		       const struct metrics_histogram *h);

@@ -120,72 +120,57 @@ static void write_metrics(struct server *s, struct buf *b)
 	const struct iface_counters *c = &s->counters;
 	struct layer_async_stats st;
 	layer_async_stats(s->layer, &st);
-	metrics_family(b, "laurel_interface_connections", "gauge",
-		       "Open client connections, by kind.");
-	metrics_sample_u64(b, "laurel_interface_connections", "kind=\"http\"",
-			   s->nconns - c->ws_open);
-	metrics_sample_u64(b, "laurel_interface_connections", "kind=\"websocket\"", c->ws_open);
+	static const char *const kinds[] = {"http", "websocket"}, *const dirs[] = {"in", "out"},
+				  *const results[] = {"accepted", "refused"};
+	metrics_by_label(b, "laurel_interface_connections", "gauge",
+			 "Open client connections, by kind.", "kind", kinds,
+			 (uint64_t[]){s->nconns - c->ws_open, c->ws_open}, 2);
 	COUNTER("laurel_interface_connections_accepted_total", "Client connections accepted.",
 		c->accepted);
 	COUNTER("laurel_interface_connections_closed_total", "Client connections closed.",
 		c->closed);
-	metrics_family(b, "laurel_interface_http_responses_total", "counter",
-		       "HTTP responses sent, by status class.");
-	static const char *const cls[6] = {"code=\"other\"", "code=\"1xx\"", "code=\"2xx\"",
-					   "code=\"3xx\"", "code=\"4xx\"", "code=\"5xx\""};
-	for (int i = 1; i < 6; i++)
-		metrics_sample_u64(b, "laurel_interface_http_responses_total", cls[i],
-				   c->responses[i]);
-	metrics_sample_u64(b, "laurel_interface_http_responses_total", cls[0], c->responses[0]);
+	static const char *const cls[6] = {"1xx", "2xx", "3xx", "4xx", "5xx", "other"};
+	metrics_by_label(b, "laurel_interface_http_responses_total", "counter",
+			 "HTTP responses sent, by status class.", "code", cls,
+			 (uint64_t[]){c->responses[1], c->responses[2], c->responses[3],
+				      c->responses[4], c->responses[5], c->responses[0]},
+			 6);
 	metrics_family(b, "laurel_interface_http_request_duration_seconds", "histogram",
 		       "Time from a request's arrival to the start of its response.");
 	metrics_histogram(b, "laurel_interface_http_request_duration_seconds", NULL, &c->latency);
-	metrics_family(b, "laurel_interface_websocket_messages_total", "counter",
-		       "WebSocket messages, by direction (in: from clients).");
-	metrics_sample_u64(b, "laurel_interface_websocket_messages_total", "direction=\"in\"",
-			   c->ws_in);
-	metrics_sample_u64(b, "laurel_interface_websocket_messages_total", "direction=\"out\"",
-			   c->ws_out);
-	metrics_family(b, "laurel_interface_websocket_payload_bytes_total", "counter",
-		       "WebSocket message payload bytes, by direction.");
-	metrics_sample_u64(b, "laurel_interface_websocket_payload_bytes_total",
-			   "direction=\"in\"", c->ws_in_bytes);
-	metrics_sample_u64(b, "laurel_interface_websocket_payload_bytes_total",
-			   "direction=\"out\"", c->ws_out_bytes);
-	metrics_family(b, "laurel_interface_websocket_closes_total", "counter",
-		       "WebSocket connections ended, by the close code websocket.disconnect "
-		       "reports.");
+	metrics_by_label(b, "laurel_interface_websocket_messages_total", "counter",
+			 "WebSocket messages, by direction (in: from clients).", "direction", dirs,
+			 (uint64_t[]){c->ws_in, c->ws_out}, 2);
+	metrics_by_label(b, "laurel_interface_websocket_payload_bytes_total", "counter",
+			 "WebSocket message payload bytes, by direction.", "direction", dirs,
+			 (uint64_t[]){c->ws_in_bytes, c->ws_out_bytes}, 2);
+	char codes[IFACE_CLOSE_CODES][8];
+	const char *code_names[IFACE_CLOSE_CODES];
 	for (size_t i = 0; i < IFACE_CLOSE_CODES; i++) {
-		char label[32];
 		if (i < IFACE_CLOSE_CODES - 1)
-			snprintf(label, sizeof(label), "code=\"%d\"", close_codes[i]);
+			snprintf(codes[i], sizeof(codes[i]), "%d", close_codes[i]);
 		else
-			snprintf(label, sizeof(label), "code=\"other\"");
-		metrics_sample_u64(b, "laurel_interface_websocket_closes_total", label,
-				   c->ws_closes[i]);
+			snprintf(codes[i], sizeof(codes[i]), "other");
+		code_names[i] = codes[i];
 	}
-	metrics_family(b, "laurel_interface_websocket_handshakes_total", "counter",
-		       "WebSocket handshakes, by result.");
-	metrics_sample_u64(b, "laurel_interface_websocket_handshakes_total",
-			   "result=\"accepted\"", c->handshakes_accepted);
-	metrics_sample_u64(b, "laurel_interface_websocket_handshakes_total",
-			   "result=\"refused\"", c->handshakes_refused);
+	metrics_by_label(b, "laurel_interface_websocket_closes_total", "counter",
+			 "WebSocket connections ended, by the close code websocket.disconnect "
+			 "reports.",
+			 "code", code_names, c->ws_closes, IFACE_CLOSE_CODES);
+	metrics_by_label(b, "laurel_interface_websocket_handshakes_total", "counter",
+			 "WebSocket handshakes, by result.", "result", results,
+			 (uint64_t[]){c->handshakes_accepted, c->handshakes_refused}, 2);
 	GAUGE("laurel_interface_output_buffered_bytes",
 	      "Bytes waiting for slow clients, all connections together.", s->output_total);
 	COUNTER("laurel_interface_slow_readers_closed_total",
 		"Connections closed because their client did not read what it was sent.",
 		c->slow_readers);
-	metrics_family(b, "laurel_interface_layer_sends_total", "counter",
-		       "Messages sent to the channel layer, by result.");
-	metrics_sample_u64(b, "laurel_interface_layer_sends_total", "result=\"ok\"", st.sends_ok);
-	metrics_sample_u64(b, "laurel_interface_layer_sends_total", "result=\"full\"",
-			   st.sends_full);
-	metrics_sample_u64(b, "laurel_interface_layer_sends_total", "result=\"unreachable\"",
-			   st.sends_unreachable);
-	metrics_sample_u64(b, "laurel_interface_layer_sends_total", "result=\"too_big\"",
-			   st.sends_too_big);
-	metrics_sample_u64(b, "laurel_interface_layer_sends_total", "result=\"other\"",
-			   st.sends_other);
+	static const char *const sends[] = {"ok", "full", "unreachable", "too_big", "other"};
+	metrics_by_label(b, "laurel_interface_layer_sends_total", "counter",
+			 "Messages sent to the channel layer, by result.", "result", sends,
+			 (uint64_t[]){st.sends_ok, st.sends_full, st.sends_unreachable,
+				      st.sends_too_big, st.sends_other},
+			 5);
 	metrics_family(b, "laurel_interface_layer_round_trip_seconds", "histogram",
 		       "Time from writing a command to Redis to its answer.");
 	metrics_histogram(b, "laurel_interface_layer_round_trip_seconds", NULL, &st.round_trip);
