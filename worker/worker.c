@@ -262,7 +262,15 @@ static enum worker_outcome handle(struct worker *w, const char *channel,
 			ordering_done(&ctx, order);
 		else
 			consumer_flush(&ctx);
-	} else if (rc == LAUREL_CONSUME_LATER) {
+	} else if (rc == LAUREL_CONSUME_LATER || rc == -ENOTCONN) {
+		/* A consumer that failed because the layer refused its calls at once (a shard
+		 * down, or failing over under Sentinel) had nothing carried out in Redis: its
+		 * message goes back on its channel, as consume-later, instead of being lost. */
+		if (rc == -ENOTCONN)
+			log_limited(LOG_WARN,
+				    "channel %s, reply channel %s: the channel layer was unreachable "
+				    "(%s); message queued again",
+				    channel, reply_for_log(msg), laurel_layer_error(w->layer));
 		outcome = consumer_requeue(&ctx) == 0 ? WORKER_LATER : WORKER_DROPPED;
 		if (ordered && outcome == WORKER_DROPPED) {
 			consumer_discard(&ctx);
