@@ -144,12 +144,11 @@ class SentinelStack(Stack):
     def start_redis(self, port, replicaof=None):
         # Redis 7 waits 5 s before a diskless full sync by default: a replica would hold
         # nothing during its first seconds.
-        # min-replicas-to-write 1 (deploy/'s recommendation, docs/layer.md): a master that lost
-        # its replicas -- the old one, once the sentinels promoted another -- refuses writes
-        # (NOREPLICAS) instead of taking messages the failover will throw away.
+        # No min-replicas-to-write: laurel itself stops writing at a failover's point of no
+        # return (+selected-slave), and the setting makes a new master refuse writes until a
+        # replica has resynced with it (docs/layer.md).
         argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", self.dir, "--repl-diskless-sync-delay", "0",
-                "--min-replicas-to-write", "1", "--min-replicas-max-lag", "10",
                 "--requirepass", ADMIN_PW, "--masterauth", ADMIN_PW,
                 "--user", USER, "on", ">" + PW, "~*", "&*", "+@all"]
         if replicaof:
