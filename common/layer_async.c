@@ -380,11 +380,7 @@ static void on_role(redisAsyncContext *ac, void *reply, void *privdata)
 	struct conn *c = ac->data;
 	if (!r || !c)
 		return;
-	const char *role = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
-					   r->element[0]->type == REDIS_REPLY_STRING
-				   ? r->element[0]->str
-			   : r->type == REDIS_REPLY_ERROR ? r->str
-							  : "an unexpected answer";
+	const char *role = layer_role(r);
 	if (strcmp(role, "master") == 0)
 		return;
 	char why[256];

@@ -192,11 +192,7 @@ static const char *check_role(struct shard *s, redisContext *c)
 		snprintf(why, sizeof(why), "ROLE failed: %s", c->errstr);
 		return why;
 	}
-	const char *role = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
-					   r->element[0]->type == REDIS_REPLY_STRING
-				   ? r->element[0]->str
-			   : r->type == REDIS_REPLY_ERROR ? r->str
-							  : "an unexpected answer";
+	const char *role = layer_role(r);
 	bool master = strcmp(role, "master") == 0;
 	if (!master)
 		snprintf(why, sizeof(why), "ROLE says %s, not master", role);

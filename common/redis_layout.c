@@ -4,6 +4,7 @@
 #include "common/util.h"
 
 #include <errno.h>
+#include <hiredis/hiredis.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,10 +88,10 @@ static void describe_hostport(char *out, size_t size, const char *host, int port
 	snprintf(out, size, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
 }
 
-/* [[user]:password@] at p; moves p past it. */
-static int parse_userinfo(const char **p, struct layer_endpoint *s)
+/* [[user]:password@] at p, when the userinfo ends at at (the last '@' before the hosts, or
+ * NULL: none); moves p past it. */
+static int parse_userinfo(const char **p, const char *at, struct layer_endpoint *s)
 {
-	const char *at = strrchr(*p, '@');
 	if (!at)
 		return 0;
 	const char *colon = memchr(*p, ':', (size_t)(at - *p));
@@ -122,19 +123,10 @@ static int parse_sentinel(struct layer_endpoint *s, const char *url, char *why, 
 		snprintf(why, whylen, "no /MASTER_NAME");
 		return -1;
 	}
-	/* The userinfo is before the host list; '@' may not appear after the '/'. */
-	const char *at = memchr(p, '@', (size_t)(slash - p));
-	if (at) {
-		const char *q = p;
-		const char *colon = memchr(q, ':', (size_t)(at - q));
-		if (!colon) {
-			snprintf(why, whylen, "expected [user]:password@ before the sentinels");
-			return -1;
-		}
-		if (colon > q)
-			s->user = xstrndup(q, (size_t)(colon - q));
-		s->password = xstrndup(colon + 1, (size_t)(at - colon - 1));
-		p = at + 1;
+	/* The userinfo is before the host list: its '@' is the last one before the '/'. */
+	if (parse_userinfo(&p, memrchr(p, '@', (size_t)(slash - p)), s) < 0) {
+		snprintf(why, whylen, "expected [user]:password@ before the sentinels");
+		return -1;
 	}
 	char desc[1024];
 	size_t dn = (size_t)snprintf(desc, sizeof(desc), "redis+sentinel://");
@@ -245,7 +237,7 @@ int layer_endpoint_parse(struct layer_endpoint *s, const char *url, char *err, s
 	if (strncmp(url, "redis://", 8) != 0)
 		goto bad;
 	p = url + 8;
-	if (parse_userinfo(&p, s) < 0)
+	if (parse_userinfo(&p, strrchr(p, '@'), s) < 0)
 		goto bad;
 	size_t hn = strcspn(p, "/");
 	if (parse_hostport(p, hn, 6379, &s->host, &s->port) < 0)
@@ -290,6 +282,16 @@ void layer_endpoint_fini(struct layer_endpoint *e)
 	free(e->sentinel_user);
 	free(e->sentinel_password);
 	memset(e, 0, sizeof(*e));
+}
+
+/* --- Replies ---------------------------------------------------------------------------------- */
+
+const char *layer_role(const struct redisReply *r)
+{
+	if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+	    r->element[0]->type == REDIS_REPLY_STRING)
+		return r->element[0]->str;
+	return r->type == REDIS_REPLY_ERROR ? r->str : "an unexpected answer";
 }
 
 /* --- Key names ------------------------------------------------------------------------------- */

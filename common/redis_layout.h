@@ -74,6 +74,11 @@ void layer_outage_begin(struct layer_outage *o, const char *desc, const char *wh
 /* Ends it, if there is one. */
 void layer_outage_end(struct layer_outage *o, const char *desc);
 
+/* What a ROLE answer says ("master", "slave", "sentinel"), the error's text, or "an unexpected
+ * answer": a Sentinel shard's new connection must reach a master. */
+struct redisReply;
+const char *layer_role(const struct redisReply *r);
+
 /* Key names both clients use: PREFIX:interfaces (laurel's interface registry, a zset) and the
  * global statistics counters STATS_PREFIX#global#:NAME (asgi_redis's, and laurel's
  * control_dropped). */

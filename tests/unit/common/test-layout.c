@@ -72,6 +72,11 @@ int main(void)
 	CHECK(e.host == NULL && e.path == NULL);
 	layer_endpoint_fini(&e);
 	good("redis+sentinel://s1/mymaster", "redis+sentinel://s1:26379/mymaster");
+	/* A password may hold '@': the userinfo ends at the last one before the hosts. */
+	CHECK_EQ(layer_endpoint_parse(&e, "redis+sentinel://u:p@ss@s1,s2/m", err, sizeof(err)), 0);
+	CHECK_STR(e.password, "p@ss");
+	CHECK_EQ(e.nsentinels, 2);
+	layer_endpoint_fini(&e);
 
 	bad("redis+sentinel://s1:26379", "no /MASTER_NAME");
 	bad("redis+sentinel:///mymaster", "no sentinel address");
