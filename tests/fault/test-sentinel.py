@@ -501,6 +501,23 @@ async def main(st):
     check(all(s == 200 for s in statuses), "E: two sentinels of three down: requests still 200",
           sorted(set(map(str, statuses))))
     await asyncio.gather(*[ws.close() for ws in load.socks])
+    # Nothing left behind on the master after all of it: queues drained, and every client's
+    # session and room membership gone with its disconnect.
+    master = st.master_port()
+
+    def leftovers():
+        queues = sum(int(cli(master, "LLEN", "asgi:" + q) or 0)
+                     for q in ("http.request", "websocket.receive", "websocket.disconnect"))
+        sessions = int(cli(master, "EVAL", "return #redis.call('KEYS', 'asgi::session:*')", 0))
+        members = sum(int(cli(master, "ZCARD", "asgi::group:chat-r%d" % i) or 0)
+                      for i in range(CLIENTS))
+        return queues, sessions, members
+    end = time.monotonic() + 15
+    left = leftovers()
+    while left != (0, 0, 0) and time.monotonic() < end:
+        time.sleep(0.2)
+        left = leftovers()
+    check_eq(left, (0, 0, 0), "end: queue entries, sessions and group members left on the master")
     check(all(p.poll() is None for p in st.role.values()), "no laurel process died")
     check(all(p.pid == pids[r] for r, p in st.role.items()), "no laurel process was restarted")
     check("READONLY" not in logs, "C: no READONLY in the laurel logs")
