@@ -2,24 +2,16 @@
 #include "interface/metrics.h"
 #include "common/layer_async.h"
 #include "common/log.h"
+#include "common/metrics_http.h"
 #include "interface/outbox.h"
 
-#include <errno.h>
-#include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 struct iface_metrics {
-	struct evhttp *http;
-	char *unix_path;
+	struct metrics_http *http;
 	struct event *probe_timer;
 	int64_t probe_seq;
 	int64_t probe_heard_ms; /* when a probe last came back (monotonic), 0: never */
@@ -89,19 +81,6 @@ static const char *not_ready(struct server *s)
 		return "the reply path is not working: no probe came back on this process's reply "
 		       "channel";
 	return NULL;
-}
-
-static void reply(struct evhttp_request *req, int code, const char *type, struct buf *body)
-{
-	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-	evhttp_add_header(h, "Content-Type", type);
-	evhttp_add_header(h, "Cache-Control", "no-store");
-	struct evbuffer *b = evbuffer_new();
-	evbuffer_add(b, body->data ? body->data : "", body->len);
-	evhttp_send_reply(req, code, code == 200 ? "OK" : code == 404 ? "Not Found"
-							   : "Service Unavailable",
-			  b);
-	evbuffer_free(b);
 }
 
 #define COUNTER(name, help, value)                                                                \
@@ -192,57 +171,30 @@ static void write_metrics(struct server *s, struct buf *b)
 	GAUGE("laurel_interface_ready", "1 if /readyz says ready.", not_ready(s) ? 0 : 1);
 }
 
-static void on_request(struct evhttp_request *req, void *arg)
+static int serve(void *arg, const char *uri, size_t n, struct buf *body, const char **type)
 {
 	struct server *s = arg;
-	const char *uri = evhttp_request_get_uri(req);
-	const char *q = strchr(uri, '?');
-	size_t n = q ? (size_t)(q - uri) : strlen(uri);
-	struct buf body;
-	buf_init(&body);
-	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET &&
-	    evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
-		buf_append_str(&body, "GET only\n");
-		reply(req, 405, "text/plain; charset=utf-8", &body);
-	} else if (n == 8 && memcmp(uri, "/metrics", 8) == 0) {
-		write_metrics(s, &body);
-		reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", &body);
-	} else if (n == 8 && memcmp(uri, "/healthz", 8) == 0) {
-		buf_append_str(&body, "{\"alive\": true}\n");
-		reply(req, 200, "application/json", &body);
-	} else if (n == 7 && memcmp(uri, "/readyz", 7) == 0) {
+	if (n == 8 && memcmp(uri, "/metrics", 8) == 0) {
+		write_metrics(s, body);
+		*type = "text/plain; version=0.0.4; charset=utf-8";
+		return 200;
+	}
+	if (n == 8 && memcmp(uri, "/healthz", 8) == 0) {
+		buf_append_str(body, "{\"alive\": true}\n");
+		*type = "application/json";
+		return 200;
+	}
+	if (n == 7 && memcmp(uri, "/readyz", 7) == 0) {
 		const char *why = not_ready(s);
 		if (why)
-			buf_printf(&body, "{\"ready\": false, \"reason\": \"%s\"}\n", why);
+			buf_printf(body, "{\"ready\": false, \"reason\": \"%s\"}\n", why);
 		else
-			buf_append_str(&body, "{\"ready\": true}\n");
-		reply(req, why ? 503 : 200, "application/json", &body);
-	} else {
-		buf_append_str(&body, "/metrics, /healthz or /readyz\n");
-		reply(req, 404, "text/plain; charset=utf-8", &body);
+			buf_append_str(body, "{\"ready\": true}\n");
+		*type = "application/json";
+		return why ? 503 : 200;
 	}
-	buf_fini(&body);
-}
-
-static int bind_unix(struct iface_metrics *mt, const char *path, char *err, size_t errlen)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		snprintf(err, errlen, "--metrics: socket path too long: %s", path);
-		return -1;
-	}
-	strcpy(sa.sun_path, path);
-	unlink(path);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0 ||
-	    !evhttp_accept_socket_with_handle(mt->http, fd)) {
-		snprintf(err, errlen, "--metrics: cannot listen on %s: %s", path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	mt->unix_path = xstrdup(path);
-	return 0;
+	buf_append_str(body, "/metrics, /healthz or /readyz\n");
+	return 404;
 }
 
 int metrics_start(struct server *s, const char *addr, char *err, size_t errlen)
@@ -250,39 +202,8 @@ int metrics_start(struct server *s, const char *addr, char *err, size_t errlen)
 	struct iface_metrics *mt = xcalloc(1, sizeof(*mt));
 	s->metrics = mt;
 	mt->started_ms = util_now_ms();
-	mt->http = evhttp_new(s->base);
-	evhttp_set_allowed_methods(mt->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
-						     EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
-	evhttp_set_timeout(mt->http, 10);
-	evhttp_set_max_headers_size(mt->http, 8192);
-	evhttp_set_max_body_size(mt->http, 4096);
-	evhttp_set_gencb(mt->http, on_request, s);
-	if (addr[0] == '/') {
-		if (bind_unix(mt, addr, err, errlen) < 0)
-			return -1;
-	} else {
-		char host[256];
-		const char *colon = strrchr(addr, ':');
-		long port = colon ? strtol(colon + 1, NULL, 10) : 0;
-		size_t hl = colon ? (size_t)(colon - addr) : 0;
-		if (hl >= 2 && addr[0] == '[' && addr[hl - 1] == ']') {
-			addr++;
-			hl -= 2;
-		}
-		if (!colon || hl == 0 || hl >= sizeof(host) || port < 1 || port > 65535) {
-			snprintf(err, errlen,
-				 "--metrics: expected host:port, [ipv6]:port or /path.sock, not %s",
-				 addr);
-			return -1;
-		}
-		memcpy(host, addr, hl);
-		host[hl] = '\0';
-		if (!evhttp_bind_socket_with_handle(mt->http, host, (ev_uint16_t)port)) {
-			snprintf(err, errlen, "--metrics: cannot listen on %s:%ld: %s", host, port,
-				 strerror(errno));
-			return -1;
-		}
-	}
+	if (!(mt->http = metrics_http_new(s->base, addr, serve, s, err, errlen)))
+		return -1;
 	mt->probe_timer = event_new(s->base, -1, EV_PERSIST, probe, s);
 	struct timeval tv = {0, METRICS_PROBE_MS * 1000};
 	event_add(mt->probe_timer, &tv);
@@ -297,12 +218,7 @@ void metrics_stop(struct server *s)
 		return;
 	if (mt->probe_timer)
 		event_free(mt->probe_timer);
-	if (mt->http)
-		evhttp_free(mt->http);
-	if (mt->unix_path) {
-		unlink(mt->unix_path);
-		free(mt->unix_path);
-	}
+	metrics_http_free(mt->http);
 	free(mt);
 	s->metrics = NULL;
 }
