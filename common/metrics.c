@@ -79,23 +79,31 @@ void metrics_by_label(struct buf *out, const char *name, const char *type, const
 	}
 }
 
-void metrics_histogram(struct buf *out, const char *name, const char *labels,
-		       const struct metrics_histogram *h)
+void metrics_histogram_bounds(struct buf *out, const char *name, const char *labels,
+			      const double *bounds, const uint64_t *buckets, size_t n,
+			      uint64_t count, double sum)
 {
 	char bucket[256], le[48];
 	snprintf(bucket, sizeof(bucket), "%s_bucket", name);
 	uint64_t cum = 0;
-	for (size_t i = 0; i < METRICS_BUCKETS; i++) {
-		cum += h->buckets[i];
-		snprintf(le, sizeof(le), "le=\"%g\"", metrics_bucket_bounds[i]);
+	for (size_t i = 0; i < n; i++) {
+		cum += buckets[i];
+		snprintf(le, sizeof(le), "le=\"%g\"", bounds[i]);
 		labelled(out, bucket, labels, le);
 		buf_printf(out, " %" PRIu64 "\n", cum);
 	}
 	labelled(out, bucket, labels, "le=\"+Inf\"");
-	buf_printf(out, " %" PRIu64 "\n", h->count);
-	char n[256];
-	snprintf(n, sizeof(n), "%s_sum", name);
-	metrics_sample(out, n, labels, h->sum);
-	snprintf(n, sizeof(n), "%s_count", name);
-	metrics_sample_u64(out, n, labels, h->count);
+	buf_printf(out, " %" PRIu64 "\n", count);
+	char s[256];
+	snprintf(s, sizeof(s), "%s_sum", name);
+	metrics_sample(out, s, labels, sum);
+	snprintf(s, sizeof(s), "%s_count", name);
+	metrics_sample_u64(out, s, labels, count);
+}
+
+void metrics_histogram(struct buf *out, const char *name, const char *labels,
+		       const struct metrics_histogram *h)
+{
+	metrics_histogram_bounds(out, name, labels, metrics_bucket_bounds, h->buckets,
+				 METRICS_BUCKETS, h->count, h->sum);
 }

@@ -36,4 +36,10 @@ void metrics_by_label(struct buf *out, const char *name, const char *type, const
 void metrics_histogram(struct buf *out, const char *name, const char *labels,
 		       const struct metrics_histogram *h);
 
+/* The same for a histogram with bounds of its own (not seconds: sizes): buckets[i] counts the
+ * values above bounds[i - 1] up to bounds[i]; count and sum are over every value. */
+void metrics_histogram_bounds(struct buf *out, const char *name, const char *labels,
+			      const double *bounds, const uint64_t *buckets, size_t n,
+			      uint64_t count, double sum);
+
 #endif

@@ -485,3 +485,17 @@ void routing_match_fini(struct routing_match *m)
 	m->kwargs = NULL;
 	m->route = NULL;
 }
+
+static void each(const struct node *n, void (*fn)(void *, const struct laurel_route *), void *arg)
+{
+	if (n->route && n->route->kind != LAUREL_ROUTE_INCLUDE)
+		fn(arg, n->route);
+	for (size_t i = 0; i < n->nchildren; i++)
+		each(&n->children[i], fn, arg);
+}
+
+void routing_each_route(const struct routing *r, void (*fn)(void *, const struct laurel_route *),
+			void *arg)
+{
+	each(&r->root, fn, arg);
+}

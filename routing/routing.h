@@ -33,6 +33,11 @@ const char *const *routing_channels(const struct routing *r, size_t *n);
 const char **routing_select(const struct routing *r, const char *const *only, size_t nonly,
 			    const char *const *exclude, size_t nexclude, size_t *n);
 
+/* Calls fn for every route that runs a consumer (CONSUMER and WEBSOCKET, the defaults included),
+ * in table order. */
+void routing_each_route(const struct routing *r, void (*fn)(void *, const struct laurel_route *),
+			void *arg);
+
 struct routing_match {
 	const struct laurel_route *route; /* borrowed from the tables */
 	struct laurel_msg *kwargs;	  /* root map: name -> text or nil; freed by fini */

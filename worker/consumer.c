@@ -1,6 +1,7 @@
 /* The consumer context: held sends, replies in the exact SPEC §4 shapes, groups, the channel
  * session, websocket consumers, and the default routes. */
 #include "worker/consumer.h"
+#include "worker/stats.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -683,8 +684,17 @@ size_t consumer_outbox_flush(struct laurel_layer *layer, struct consumer_outbox 
 		}
 		/* A full channel, or a Redis coming back, is worth waiting for a little (in order,
 		 * one at a time: the rest of the batch went out already). */
-		if (rc == LAUREL_FULL || rc == -ENOTCONN)
+		if (rc == LAUREL_FULL || rc == -ENOTCONN) {
+			if (ob->stats)
+				ob->stats->held_waited++;
 			rc = consumer_send_patiently(layer, o->channel, o->msg, full_wait_ms);
+		}
+		if (ob->stats) {
+			if (rc == 0)
+				ob->stats->held_ok[0]++;
+			else
+				ob->stats->held_dropped[0]++;
+		}
 		if (rc == LAUREL_FULL) {
 			dropped++;
 			log_limited(LOG_WARN, "%s: %s stayed full for %lld ms; message dropped",
@@ -701,6 +711,8 @@ size_t consumer_outbox_flush(struct laurel_layer *layer, struct consumer_outbox 
 	}
 	free(items);
 	ob->n = kept;
+	if (ob->stats)
+		ob->stats->held_carried = kept;
 	return dropped;
 }
 
@@ -719,11 +731,17 @@ size_t consumer_send_held(struct laurel_ctx *ctx)
 		int rc = laurel_layer_group_send(ctx->layer, h->name, h->msg, NULL);
 		/* A shard refused at once (down, or failing over: nothing was written) is worth
 		 * waiting for a little, as a channel send is. */
+		if (rc == -ENOTCONN && ob->stats)
+			ob->stats->held_waited++;
 		for (int64_t until = util_now_ms() + ctx->full_wait_ms;
 		     rc == -ENOTCONN && util_now_ms() < until;) {
 			sleep_ms(FULL_RETRY_MS);
 			rc = laurel_layer_group_send(ctx->layer, h->name, h->msg, NULL);
 		}
+		if (ob->stats && rc == 0)
+			ob->stats->held_ok[1]++;
+		else if (ob->stats)
+			ob->stats->held_dropped[1]++;
 		if (rc == 0)
 			continue;
 		dropped++;

@@ -40,6 +40,7 @@ struct consumer_outbox {
 	 * channel waits so, nobody does: a full one of these is carried instead. */
 	const char *const *own;
 	size_t nown;
+	struct wstats_proc *stats; /* where its sends are counted (worker/stats.h); may be NULL */
 };
 
 /* Sends everything in the outbox: one laurel_layer_send_many, then a full channel or an

@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "worker/consumer.h"
+#include "worker/stats.h"
 
 #define TAKE_BATCH 64
 #define RECEIVE_BATCH 64
@@ -21,7 +22,15 @@ struct delay {
 	struct laurel_layer *layer;
 	bool down;   /* the layer failed; logged once */
 	bool shared; /* the layer is borrowed */
+	struct wstats_proc *stats; /* may be NULL */
 };
+
+void delay_set_stats(struct delay *d, struct wstats_proc *p)
+{
+	d->stats = p;
+	if (p)
+		p->delay = true;
+}
 
 int64_t delay_now_ms(void)
 {
@@ -109,6 +118,8 @@ int delay_accept(struct delay *d, const struct laurel_msg *msg)
 		log_warn("channel %s, to channel %s: bad delay message (%s); dropped",
 			 DELAY_CHANNEL,
 			 channel && laurel_valid_channel(channel) ? channel : "(invalid)", why);
+		if (d->stats)
+			d->stats->delayed_rejected++;
 		return -EINVAL;
 	}
 	struct laurel_msg *m = laurel_msg_new();
@@ -120,6 +131,8 @@ int delay_accept(struct delay *d, const struct laurel_msg *msg)
 			  DELAY_CHANNEL, channel, laurel_layer_error(d->layer));
 		return rc;
 	}
+	if (d->stats)
+		d->stats->delayed_accepted++;
 	log_debug("channel %s, to channel %s: stored, due in %lld ms", DELAY_CHANNEL, channel,
 		  (long long)delay);
 	return 0;
@@ -149,6 +162,8 @@ int delay_deliver(struct delay *d, int64_t now_ms, int64_t *next_ms)
 			break;
 	}
 	consumer_outbox_fini(&ob);
+	if (d->stats)
+		d->stats->delayed_sent += (uint64_t)sent;
 	return sent;
 }
 
@@ -169,6 +184,13 @@ int delay_run(struct delay *d, volatile sig_atomic_t *stop)
 		}
 		size_t n = 0;
 		int rc = laurel_layer_receive(d->layer, chans, 1, wait, got, RECEIVE_BATCH, &n);
+		if (rc < 0 && d->stats) {
+			d->stats->receive_errors++;
+			d->stats->layer_down = true;
+		} else if (d->stats) {
+			d->stats->turned_ms = util_now_ms();
+			d->stats->layer_down = false;
+		}
 		if (rc < 0) {
 			if (!layer_down && rc != -ENOTCONN)
 				log_warn("cannot receive from %s: %s", DELAY_CHANNEL,

@@ -26,6 +26,9 @@ int delay_new(struct delay **out, const struct laurel_layer_options *o, char *er
  * used by several threads). */
 void delay_new_shared(struct delay **out, struct laurel_layer *layer);
 void delay_free(struct delay *d);
+/* Counts what it accepts and sends into p (worker/stats.h; NULL: nowhere). */
+struct wstats_proc;
+void delay_set_stats(struct delay *d, struct wstats_proc *p);
 /* The service's layer, borrowed (to watch a descriptor with laurel_layer_watch_fd). */
 struct laurel_layer *delay_layer(struct delay *d);
 

@@ -22,7 +22,9 @@
 #include "worker/app.h"
 #include "worker/consumer.h"
 #include "worker/delay.h"
+#include "worker/metrics.h"
 #include "worker/pool.h"
+#include "worker/stats.h"
 #include "worker/worker.h"
 
 #ifndef LAUREL_VERSION
@@ -54,6 +56,7 @@ struct config {
 	struct option_list exclude;
 	char *app;
 	char *prefix;
+	char *metrics;
 	int expiry;
 	int group_expiry;
 	int capacity;
@@ -100,6 +103,10 @@ static const struct option opts[] = {
 	 "Do not listen on the channels that match one of these globs (repeatable)."},
 	{"batch", 0, OPTION_INT, CFG(batch), 1, 1000, "8", NULL, "N",
 	 "Messages taken from the layer in one round trip when several are ready."},
+	{"metrics", 0, OPTION_STRING, CFG(metrics), 1, 0, NULL, "LAUREL_METRICS", "ADDR",
+	 "Serve /metrics (Prometheus), /healthz and /readyz on ADDR: host:port, [ipv6]:port or a "
+	 "unix socket path. One endpoint for the whole pool: the supervisor sums its worker "
+	 "processes' counts (docs/operations.md). Off by default."},
 	{"verbose", 'v', OPTION_COUNT, CFG(verbose), 0, 0, NULL, NULL, NULL,
 	 "Log more to stderr: once for each process start and stop, twice for every message."},
 	{"help", 'h', OPTION_FLAG, CFG(help), 0, 0, NULL, NULL, NULL, "Show this help."},
@@ -156,6 +163,8 @@ struct run {
 	struct config *cfg;
 	struct worker_options wopt;
 	char program[64];
+	struct wstats *stats;		/* with --metrics */
+	struct worker_metrics *metrics; /* its listener (the supervisor's thread) */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -255,6 +264,7 @@ static int run_delay(struct run *run)
 		return EXIT_USAGE;
 	}
 	watch_stop(delay_layer(d));
+	delay_set_stats(d, run->wopt.stats_proc);
 	log_info("delay service running on %s", DELAY_CHANNEL);
 	delay_run(d, &stop_requested);
 	log_debug("delay service stopping");
@@ -262,9 +272,12 @@ static int run_delay(struct run *run)
 	return EXIT_OK;
 }
 
-static int pool_child(void *arg, int slot)
+static int pool_child(void *arg, int slot, struct wstats_proc *rec)
 {
 	struct run *run = arg;
+	worker_metrics_forked(run->metrics);
+	run->wopt.stats = run->stats;
+	run->wopt.stats_proc = rec;
 	snprintf(run->program, sizeof(run->program), "laurel-worker[%d]", (int)getpid());
 	log_set_program(run->program);
 	return run->cfg->delay ? run_delay(run) : run_worker(run);
@@ -330,6 +343,27 @@ int main(int argc, char **argv)
 	} else if ((code = check_app(&run, true))) {
 		goto out;
 	}
+	if (cfg.metrics) {
+		/* A pool's children count in memory mapped before they are forked; a worker
+		 * without a supervisor, in its own. */
+		size_t n = cfg.processes ? (size_t)cfg.processes * 2 + 1 : 1;
+		char err[512];
+		if (!(run.stats = wstats_new(n, cfg.processes > 0))) {
+			code = fail(EXIT_FAIL, "--metrics: cannot map %zu counter records", n);
+			goto out;
+		}
+		run.stats->supervisor_ms = util_now_ms();
+		if (cfg.processes == 0) {
+			run.wopt.stats = run.stats;
+			run.wopt.stats_proc = wstats_claim(run.stats, 0);
+			run.wopt.stats_proc->pid = (int32_t)getpid();
+		}
+		if (!(run.metrics = worker_metrics_start(cfg.metrics, run.stats, cfg.processes > 0,
+							 err, sizeof(err)))) {
+			code = fail(EXIT_USAGE, "%s", err);
+			goto out;
+		}
+	}
 	if (cfg.processes == 0) {
 		code = cfg.delay ? run_delay(&run) : run_worker(&run);
 		goto out;
@@ -339,6 +373,7 @@ int main(int argc, char **argv)
 		.child = pool_child,
 		.reload = pool_reload,
 		.arg = &run,
+		.stats = run.stats,
 	};
 	signal(SIGPIPE, SIG_IGN);
 	log_info("supervising %d worker processes", cfg.processes);
@@ -348,6 +383,8 @@ int main(int argc, char **argv)
 	else
 		log_info("stopped");
 out:
+	worker_metrics_stop(run.metrics);
+	wstats_free(run.stats);
 	config_fini(&cfg);
 	return code;
 }

@@ -17,12 +17,14 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "worker/stats.h"
 
 struct child {
 	pid_t pid;
 	int slot;
 	int64_t started;
 	bool retiring; /* replaced on SIGHUP: its exit is expected */
+	struct wstats_proc *stats;
 };
 
 struct slot {
@@ -44,13 +46,25 @@ static void on_sigchld(int sig)
 {
 }
 
+static void count_running(struct pool *p)
+{
+	if (p->o->stats) {
+		p->o->stats->running = (int)p->nchildren;
+		p->o->stats->stopping = p->stopping;
+	}
+}
+
 static int spawn(struct pool *p, int slot)
 {
 	pid_t parent = getpid();
+	struct wstats_proc *rec = p->o->stats ? wstats_claim(p->o->stats, slot) : NULL;
 	pid_t pid = fork();
 	if (pid < 0) {
-		log_errno(LOG_ERROR, errno, "cannot start a worker process");
-		return -errno;
+		int err = errno;
+		log_errno(LOG_ERROR, err, "cannot start a worker process");
+		if (rec)
+			rec->pid = 0;
+		return -err;
 	}
 	if (pid == 0) {
 		/* A child outlives no pool: if the supervisor dies (even by SIGKILL), its children
@@ -61,13 +75,17 @@ static int spawn(struct pool *p, int slot)
 			_exit(0);
 		signal(SIGCHLD, SIG_DFL);
 		sigprocmask(SIG_SETMASK, &p->oldmask, NULL);
-		exit(p->o->child(p->o->arg, slot));
+		exit(p->o->child(p->o->arg, slot, rec));
 	}
+	if (rec)
+		__atomic_store_n(&rec->pid, (int32_t)pid, __ATOMIC_RELEASE);
 	struct child *c = &p->children[p->nchildren++];
 	c->pid = pid;
 	c->slot = slot;
 	c->started = util_now_ms();
 	c->retiring = false;
+	c->stats = rec;
+	count_running(p);
 	log_info("worker process %d started (slot %d)", (int)pid, slot);
 	return 0;
 }
@@ -85,6 +103,9 @@ static void reaped(struct pool *p, size_t i, int status)
 {
 	struct child c = p->children[i];
 	p->children[i] = p->children[--p->nchildren];
+	if (c.stats)
+		wstats_retire(p->o->stats, c.stats);
+	count_running(p);
 	char how[128];
 	describe(status, how, sizeof(how));
 	if (p->stopping || c.retiring) {
@@ -93,6 +114,8 @@ static void reaped(struct pool *p, size_t i, int status)
 	}
 	struct slot *s = &p->slots[c.slot];
 	int64_t now = util_now_ms();
+	if (p->o->stats)
+		p->o->stats->restarts++;
 	if (now - c.started >= p->o->stable_ms)
 		s->backoff_ms = p->o->backoff_min_ms;
 	log_error("worker process %d (slot %d) %s; starting another in %d ms", (int)c.pid, c.slot,
@@ -156,6 +179,7 @@ static void on_signal(struct pool *p, int sig)
 		if (!p->stopping)
 			log_info("stopping %zu worker processes", p->nchildren);
 		p->stopping = true;
+		count_running(p);
 		for (size_t i = 0; i < p->nchildren; i++)
 			kill(p->children[i].pid, SIGTERM);
 	} else if (sig == SIGHUP && !p->stopping) {
@@ -197,6 +221,8 @@ int pool_run(const struct pool_options *opts)
 	/* SIGCHLD must not be ignored, or it would not be queued for sigtimedwait. */
 	sigaction(SIGCHLD, &sa, &old_chld);
 	p.children = xcalloc((size_t)o.processes * 2 + 1, sizeof(*p.children));
+	if (o.stats)
+		o.stats->processes = o.processes;
 	p.slots = xcalloc((size_t)o.processes, sizeof(*p.slots));
 	int rc = 0;
 	for (int i = 0; i < o.processes; i++) {
@@ -209,6 +235,8 @@ int pool_run(const struct pool_options *opts)
 	rc = 0;
 	while (!p.stopping || p.nchildren > 0) {
 		int64_t now = util_now_ms(), wait = 1000;
+		if (o.stats)
+			__atomic_store_n(&o.stats->supervisor_ms, now, __ATOMIC_RELAXED);
 		for (int i = 0; i < o.processes && !p.stopping; i++)
 			if (p.slots[i].restart_at && p.slots[i].restart_at - now < wait)
 				wait = p.slots[i].restart_at - now;

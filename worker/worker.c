@@ -13,6 +13,7 @@
 #include "routing/routing.h"
 #include "worker/consumer.h"
 #include "worker/ordering.h"
+#include "worker/stats.h"
 
 #define DEFAULT_BATCH 8
 #define MAX_BATCH 1000
@@ -33,7 +34,20 @@ struct worker {
 	int full_wait_ms;
 	struct consumer_outbox outbox; /* replies of the batch in hand */
 	bool layer_down; /* for one warning per outage */
+	/* Counting (worker_options.stats): this process's record, the channels' entries in the
+	 * name table (by index in channels), and the routes' as they are first matched. */
+	struct wstats *stats;
+	struct wstats_proc *me;
+	int *channel_idx;
+	struct route_idx {
+		const struct laurel_route *route;
+		int idx;
+	} *route_idx;
+	size_t nroute_idx;
 };
+
+static void name_route(void *arg, const struct laurel_route *r);
+static int route_index(struct worker *w, const struct laurel_route *r);
 
 int worker_new(struct worker **out, const struct worker_options *o, char *err, size_t errlen)
 {
@@ -56,6 +70,17 @@ int worker_new(struct worker **out, const struct worker_options *o, char *err, s
 		rc = -EINVAL;
 		goto fail;
 	}
+	if (o->stats && o->stats_proc) {
+		w->stats = o->stats;
+		w->me = o->stats_proc;
+		w->outbox.stats = w->me;
+		w->channel_idx = xcalloc(w->nchannels, sizeof(*w->channel_idx));
+		for (size_t i = 0; i < w->nchannels; i++)
+			w->channel_idx[i] = wstats_name(w->stats->channels, w->channels[i]);
+		/* Every route is a label from the start (at 0), so that the first messages show
+		 * in a rate. */
+		routing_each_route(w->routing, name_route, w);
+	}
 	if (o->shared_layer) {
 		w->layer = o->shared_layer;
 		w->shared_layer = true;
@@ -77,6 +102,8 @@ void worker_free(struct worker *w)
 		laurel_layer_free(w->layer);
 	consumer_outbox_fini(&w->outbox);
 	free(w->channels);
+	free(w->channel_idx);
+	free(w->route_idx);
 	routing_free(w->routing);
 	free(w);
 }
@@ -201,7 +228,43 @@ static const char *reply_for_log(const struct laurel_msg *msg)
 	return laurel_valid_channel(reply) ? reply : "(invalid)";
 }
 
+static void name_route(void *arg, const struct laurel_route *r)
+{
+	route_index(arg, r);
+}
+
 /* --- Handling -------------------------------------------------------------------------------- */
+
+static int channel_index(struct worker *w, const char *channel)
+{
+	for (size_t i = 0; i < w->nchannels; i++)
+		if (w->channels[i] == channel || strcmp(w->channels[i], channel) == 0)
+			return w->channel_idx[i];
+	return wstats_name(w->stats->channels, channel);
+}
+
+static int route_index(struct worker *w, const struct laurel_route *r)
+{
+	for (size_t i = 0; i < w->nroute_idx; i++)
+		if (w->route_idx[i].route == r)
+			return w->route_idx[i].idx;
+	w->route_idx = xrealloc(w->route_idx, (w->nroute_idx + 1) * sizeof(*w->route_idx));
+	struct route_idx *ri = &w->route_idx[w->nroute_idx++];
+	ri->route = r;
+	ri->idx = wstats_name(w->stats->routes, r->name ? r->name : "unnamed");
+	return ri->idx;
+}
+
+/* Counts what became of a message (route: NULL if none matched). */
+static void count(struct worker *w, const char *channel, const struct laurel_route *route,
+		  enum wstats_result result)
+{
+	if (!w->me)
+		return;
+	w->me->channel[channel_index(w, channel)][result]++;
+	if (route)
+		w->me->route[route_index(w, route)][result]++;
+}
 
 /* Handles one message; its channel sends wait in w->outbox. */
 static enum worker_outcome handle(struct worker *w, const char *channel,
@@ -211,6 +274,7 @@ static enum worker_outcome handle(struct worker *w, const char *channel,
 	if (!check_message(channel, msg, why, sizeof(why))) {
 		log_warn("channel %s, reply channel %s: malformed message (%s); dropped", channel,
 			 reply_for_log(msg), why);
+		count(w, channel, NULL, WSTATS_DROPPED);
 		return WORKER_DROPPED;
 	}
 	struct routing_match m;
@@ -233,10 +297,12 @@ static enum worker_outcome handle(struct worker *w, const char *channel,
 			laurel_msg_free(r);
 			log_warn("channel %s, reply channel %s: no route matches; answered 404%s",
 				 channel, reply, rc == 0 ? "" : " (not sent)");
+			count(w, channel, NULL, WSTATS_DROPPED);
 			return WORKER_DROPPED;
 		}
 		log_warn("channel %s, reply channel %s: no route matches; dropped", channel,
 			 reply_for_log(msg));
+		count(w, channel, NULL, WSTATS_DROPPED);
 		return WORKER_DROPPED;
 	}
 	struct laurel_ctx ctx;
@@ -253,11 +319,18 @@ static enum worker_outcome handle(struct worker *w, const char *channel,
 		enum ordering_verdict v = ordering_begin(&ctx, &order);
 		if (v != ORDERING_RUN) {
 			outcome = v == ORDERING_WAITED ? WORKER_WAITING : WORKER_DROPPED;
+			count(w, channel, m.route,
+			      v == ORDERING_WAITED ? WSTATS_WAITING : WSTATS_DROPPED);
 			goto out;
 		}
 	}
+	int64_t started = w->me ? util_now_us() : 0;
 	int rc = consumer_run(&ctx, m.route);
+	if (w->me)
+		metrics_observe(&w->me->run[route_index(w, m.route)],
+				(double)(util_now_us() - started) / 1e6);
 	if (rc == 0) {
+		count(w, channel, m.route, WSTATS_OK);
 		if (ordered)
 			ordering_done(&ctx, order);
 		else
@@ -272,6 +345,7 @@ static enum worker_outcome handle(struct worker *w, const char *channel,
 				    "(%s); message queued again",
 				    channel, reply_for_log(msg), laurel_layer_error(w->layer));
 		outcome = consumer_requeue(&ctx) == 0 ? WORKER_LATER : WORKER_DROPPED;
+		count(w, channel, m.route, outcome == WORKER_LATER ? WSTATS_LATER : WSTATS_DROPPED);
 		if (ordered && outcome == WORKER_DROPPED) {
 			consumer_discard(&ctx);
 			ordering_done(&ctx, order);
@@ -291,6 +365,7 @@ static enum worker_outcome handle(struct worker *w, const char *channel,
 			  channel, reply_for_log(msg), m.route->name ? m.route->name : "unnamed",
 			  ctx.error, refuse ? "the handshake refused (403)" : "nothing sent");
 		outcome = WORKER_DROPPED;
+		count(w, channel, m.route, WSTATS_FAILED);
 		consumer_discard(&ctx);
 		if (ordered) {
 			/* A failed message must not hold its successors up for ever. */
@@ -328,6 +403,10 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop)
 		int rc = laurel_layer_receive(w->layer, w->channels, w->nchannels, wait, got,
 					      w->batch, &n);
 		if (rc < 0) {
+			if (w->me) {
+				w->me->receive_errors++;
+				w->me->layer_down = true;
+			}
 			/* An outage is logged by the layer, once; anything else here. */
 			if (!w->layer_down && rc != -ENOTCONN)
 				log_warn("cannot receive: %s", laurel_layer_error(w->layer));
@@ -341,6 +420,12 @@ int worker_run(struct worker *w, volatile sig_atomic_t *stop)
 		if (w->layer_down)
 			log_debug("receiving again");
 		w->layer_down = false;
+		if (w->me) {
+			w->me->turned_ms = util_now_ms();
+			w->me->layer_down = false;
+			if (n)
+				wstats_batch(w->me, n);
+		}
 		/* The batch's replies go out together, in one round trip, once it is handled — or
 		 * as soon as it has taken BATCH_HOLD_MS, so that a slow consumer does not hold the
 		 * replies of the messages before it. */

@@ -22,9 +22,14 @@ struct worker_options {
 	size_t nexclude;
 	size_t batch;	  /* messages taken per receive; default 8 */
 	int full_wait_ms; /* retry a full channel; default 2000 */
+	/* Where to count (worker/stats.h): the table and this worker's record; NULL: nowhere. */
+	struct wstats *stats;
+	struct wstats_proc *stats_proc;
 };
 
 struct worker;
+struct wstats;
+struct wstats_proc;
 
 /* Loads the routing (with the default routes below it) and makes the layer (which connects on
  * first use). Returns 0, or -EINVAL with a sentence in err: a bad route, no channel left to listen

@@ -91,6 +91,7 @@ class Stack:
         self.env = dict(os.environ, LAUREL_EXAMPLE_DB=self.db)
         self.procs = []
         self.interface_args = []  # more laurel-interface options, set before entering
+        self.worker_args = []  # more laurel-worker options (applications' workers only)
         self.workers = workers * len(self.apps)
         self.redis_port = free_port()
         self.runserver = os.environ.get("LAUREL_E2E_MODE") == "runserver"
@@ -146,7 +147,7 @@ class Stack:
                 app = self.apps[i % len(self.apps)]
                 self._start("worker%d" % (i + 1),
                             [os.path.join(self.build, "worker", "laurel-worker"), "--app"] + app
-                            + ["--layer", self.layer, "--processes", "1"])
+                            + ["--layer", self.layer, "--processes", "1"] + self.worker_args)
             # The asgi.delay service, as deploy/ runs it.
             self._start("delay", [os.path.join(self.build, "worker", "laurel-worker"), "--delay",
                                   "--layer", self.layer, "--processes", "1"])

@@ -1,14 +1,18 @@
 #!/usr/bin/python3
-"""laurel-interface --metrics against a real Prometheus (Debian's `prometheus`, and `promtool`).
+"""laurel-interface --metrics and laurel-worker --metrics against a real Prometheus (Debian's
+`prometheus`, and `promtool`).
 
-The echo example in one laurel-interface (with --metrics on a free port) and one laurel-worker,
-on a redis-server of its own (tests/e2e/harness.py's Stack); a Prometheus started here scrapes
-the interface every second. The test sends a known load — N GETs answered 200, M GETs answered
-404, K WebSocket messages echoed on one socket closed with 1000 — and reads the values back from
-Prometheus' HTTP API: every counter moved by exactly what was sent, and the latency histogram
-counted every response. `promtool check metrics` accepts the endpoint's output. /healthz answers;
-/readyz is 200, goes to 503 (with a JSON reason) within 2 s of Redis being killed, and back to 200
-once Redis is back. Ends with "N passed, N failed"; about 20 s.
+The echo example in one laurel-interface (with --metrics on a free port) and one laurel-worker
+pool of 2 processes (with --metrics), on a redis-server of its own (tests/e2e/harness.py's
+Stack); a Prometheus started here scrapes both every second. The test sends a known load — N GETs
+answered 200, M GETs answered 404, K WebSocket messages echoed on one socket closed with 1000 —
+and reads the values back from Prometheus' HTTP API: every counter of both moved by exactly what
+was sent (the pool's by channel and by route, summed over its processes), and the histograms
+counted every response and every consumer run. A worker process killed with SIGKILL is counted as
+a restart, its counts are kept, and the pool is ready again. `promtool check metrics` accepts
+both endpoints' output. /healthz answers; /readyz of both is 200, goes to 503 (with a JSON
+reason) within 2 s of Redis being killed, and back to 200 once Redis is back. Ends with
+"N passed, N failed"; about 30 s.
 
 Usage: test-metrics.py BUILD_DIR"""
 import asyncio
@@ -54,7 +58,7 @@ def parse(text):
 
 
 class Prometheus:
-    def __init__(self, st, target):
+    def __init__(self, st, target, worker_target):
         self.port = free_port()
         self.dir = os.path.join(st.dir, "prometheus")
         os.makedirs(self.dir)
@@ -62,7 +66,9 @@ class Prometheus:
         with open(conf, "w") as f:
             f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
                     "scrape_configs:\n  - job_name: laurel-interface\n"
-                    "    static_configs:\n      - targets: ['%s']\n" % target)
+                    "    static_configs:\n      - targets: ['%s']\n"
+                    "  - job_name: laurel-worker\n"
+                    "    static_configs:\n      - targets: ['%s']\n" % (target, worker_target))
         self.proc = st._start("prometheus", [
             "prometheus", "--config.file=" + conf, "--storage.tsdb.path=" + self.dir + "/data",
             "--web.listen-address=127.0.0.1:%d" % self.port, "--log.level=warn"])
@@ -95,8 +101,84 @@ async def ws_echo(url, k):
         await ws.close(1000)
 
 
-def main(st, mport):
+def pool_children(st):
+    """The pids of the worker pool's processes (the supervisor's children)."""
+    pool = next(p for p in st.procs if p.name == "worker1")
+    with open("/proc/%d/task/%d/children" % (pool.pid, pool.pid)) as f:
+        return [int(x) for x in f.read().split()]
+
+
+def check_worker_endpoint(wbase):
+    status, text = fetch(wbase + "/metrics")
+    check_eq(status, 200, "worker pool: GET /metrics")
+    r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                       text=True)
+    check(r.returncode == 0, "worker pool: promtool check metrics accepts the output",
+          r.stdout + r.stderr)
+    m = parse(text)
+    check_eq(m.get("laurel_worker_processes"), 2.0, "worker pool: 2 processes counted")
+    for route in ("hello", "not_found", "echo"):
+        check('laurel_worker_consumer_seconds_count{route="%s"}' % route in m,
+              "worker pool: route %s is a label before its first message" % route)
+    check_eq(fetch(wbase + "/healthz")[0], 200, "worker pool: GET /healthz")
+    end = time.monotonic() + 5
+    while time.monotonic() < end and fetch(wbase + "/readyz")[0] != 200:
+        time.sleep(0.1)
+    check_eq(fetch(wbase + "/readyz"), (200, '{"ready": true}\n'), "worker pool: GET /readyz")
+
+
+def check_worker_counts(prom, wbase, wbefore):
+    def want(key, delta):
+        return wbefore.get(key, 0) + delta
+    msgs = 'laurel_worker_messages_total{channel="%s",result="ok"}'
+    route = 'laurel_worker_route_messages_total{route="%s",result="ok"}'
+    for q, delta, what in (
+            (msgs % "http.request", N_OK + N_404, "http.request messages consumed"),
+            (msgs % "websocket.connect", 1, "websocket.connect consumed"),
+            (msgs % "websocket.receive", K_WS, "websocket.receive consumed"),
+            (msgs % "websocket.disconnect", 1, "websocket.disconnect consumed"),
+            (route % "hello", N_OK, "route hello"),
+            (route % "not_found", N_404, "route not_found"),
+            (route % "echo", K_WS + 2, "route echo (connect, receives, disconnect)"),
+            ('laurel_worker_consumer_seconds_count{route="hello"}', N_OK,
+             "run-time histogram of hello counted every run"),
+            ('laurel_worker_consumer_seconds_bucket{route="echo",le="+Inf"}', K_WS + 2,
+             "run-time histogram of echo: +Inf bucket")):
+        check_eq(prom.wait_for('sum(%s)' % q, want(q, delta)), want(q, delta),
+                 "Prometheus: worker pool: " + what)
+    total = N_OK + N_404 + K_WS + 2
+    q = "laurel_worker_batch_messages_sum"
+    check_eq(prom.wait_for(q, want(q, total)), want(q, total),
+             "Prometheus: worker pool: the batches held every message")
+    q = 'laurel_worker_held_sends_total{kind="channel",result="ok"}'
+    check_eq(prom.wait_for(q, want(q, N_OK + N_404 + K_WS + 1)), want(q, N_OK + N_404 + K_WS + 1),
+             "Prometheus: worker pool: one held reply per request, echo and accept")
+
+    # A process killed: a restart counted, its counts kept, ready again.
+    counted = parse(fetch(wbase + "/metrics")[1])
+    victim = pool_children(prom.st)[0]
+    os.kill(victim, 9)
+    check_eq(prom.wait_for("laurel_worker_process_restarts_total", 1.0), 1.0,
+             "Prometheus: worker pool: a process killed counts one restart")
+    end = time.monotonic() + 10
+    while time.monotonic() < end and (len(pool_children(prom.st)) != 2
+                                      or fetch(wbase + "/readyz")[0] != 200):
+        time.sleep(0.1)
+    check(victim not in pool_children(prom.st) and len(pool_children(prom.st)) == 2,
+          "worker pool: the killed process was replaced")
+    check_eq(fetch(wbase + "/readyz")[0], 200, "worker pool: ready again after the restart")
+    after = parse(fetch(wbase + "/metrics")[1])
+    keys = [k for k in counted if k.startswith("laurel_worker_messages_total")
+            or k.startswith("laurel_worker_route_messages_total")
+            or k.startswith("laurel_worker_consumer_seconds_count")]
+    check_eq({k: after.get(k) for k in keys}, {k: counted[k] for k in keys},
+             "worker pool: the killed process's counts are kept")
+
+
+def main(st, mport, wport):
     base = "http://127.0.0.1:%d" % mport
+    wbase = "http://127.0.0.1:%d" % wport
+    check_worker_endpoint(wbase)
     status, text = fetch(base + "/metrics")
     check_eq(status, 200, "GET /metrics")
     r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
@@ -111,10 +193,14 @@ def main(st, mport):
     status, body = fetch(base + "/readyz")
     check_eq((status, body.strip()), (200, '{"ready": true}'), "GET /readyz when all is well")
 
-    prom = Prometheus(st, "127.0.0.1:%d" % mport)
+    prom = Prometheus(st, "127.0.0.1:%d" % mport, "127.0.0.1:%d" % wport)
+    prom.st = st
     check(wait_port(prom.port, 30), "prometheus started")
     check(prom.wait_for('up{job="laurel-interface"}', 1.0) == 1.0, "Prometheus scrapes it")
+    check(prom.wait_for('up{job="laurel-worker"}', 1.0) == 1.0,
+          "Prometheus scrapes the worker pool")
     before = parse(fetch(base + "/metrics")[1])
+    wbefore = parse(fetch(wbase + "/metrics")[1])
 
     for _ in range(N_OK):
         fetch(st.base + "/hello")
@@ -149,6 +235,7 @@ def main(st, mport):
                            responses), responses, "Prometheus: the +Inf bucket equals the count")
     check((prom.query('laurel_interface_layer_sends_total{result="ok"}') or 0)
           >= N_OK + N_404 + K_WS, "Prometheus: layer sends ok cover the requests and messages")
+    check_worker_counts(prom, wbase, wbefore)
 
     # Readiness follows the reply path: Redis killed -> 503 within 2 s; back -> 200.
     redis = st.procs[0]
@@ -161,6 +248,15 @@ def main(st, mport):
     status, body = fetch(base + "/readyz")
     check(status == 503 and took <= 2.0, "/readyz is 503 within 2 s of Redis dying",
           (status, round(took, 2)))
+    while time.monotonic() - t0 < 5 and fetch(wbase + "/readyz")[0] != 503:
+        time.sleep(0.05)
+    wtook = time.monotonic() - t0
+    wstatus, wbody = fetch(wbase + "/readyz")
+    check(wstatus == 503 and wtook <= 2.0,
+          "worker pool: /readyz is 503 within 2 s of Redis dying", (wstatus, round(wtook, 2)))
+    check("unreachable" in json.loads(wbody or "{}").get("reason", ""),
+          "worker pool: /readyz says the layer is unreachable", wbody)
+    check_eq(fetch(wbase + "/healthz")[0], 200, "worker pool: /healthz stays 200")
     check("reason" in json.loads(body or "{}"), "/readyz says why", body)
     check_eq(fetch(base + "/healthz")[0], 200, "/healthz stays 200 (the process is alive)")
     again = st._start("redis2", ["redis-server", "--port", str(st.redis_port), "--bind",
@@ -173,6 +269,10 @@ def main(st, mport):
     print("info: /readyz 503 %.2f s after Redis died, 200 again %.2f s after it came back"
           % (took, time.monotonic() - t0), flush=True)
     check_eq(fetch(base + "/readyz")[0], 200, "/readyz is 200 again once Redis is back")
+    while time.monotonic() - t0 < 10 and fetch(wbase + "/readyz")[0] != 200:
+        time.sleep(0.05)
+    check_eq(fetch(wbase + "/readyz")[0], 200,
+             "worker pool: /readyz is 200 again once Redis is back")
     check(prom.wait_for("laurel_interface_layer_outages_total", 1.0) == 1.0,
           "Prometheus: one outage counted")
 
@@ -181,9 +281,10 @@ if __name__ == "__main__":
     if not shutil.which("prometheus") or not shutil.which("promtool"):
         print("SKIP: prometheus is not installed (scripts/deps installs it)")
         sys.exit(77)
-    st = Stack("echo", workers=1, timeout=90)
-    mport = free_port()
+    st = Stack("echo", workers=1, timeout=100)
+    mport, wport = free_port(), free_port()
     st.interface_args = ["--metrics", "127.0.0.1:%d" % mport]
+    st.worker_args = ["--processes", "2", "--metrics", "127.0.0.1:%d" % wport]
     with st:
-        main(st, mport)
+        main(st, mport, wport)
     sys.exit(done())
