@@ -17,6 +17,7 @@
 #include "laurel/layer.h"
 #include "laurel/message.h"
 #include "common/buf.h"
+#include "common/layer_census.h"
 #include "common/log.h"
 #include "common/options.h"
 #include "common/redis_layout.h"
@@ -60,6 +61,8 @@ struct config {
 	int capacity;
 	int verbose;
 	bool dry_run;
+	bool prometheus;
+	char *groups;
 	bool help;
 	bool version;
 };
@@ -85,6 +88,11 @@ static const struct option opts[] = {
 	{"dry-run", 'n', OPTION_FLAG, CFG(dry_run), 0, 0, NULL, NULL, NULL,
 	 "send, group-send: check the name and the message and print the message as JSON, but "
 	 "send nothing."},
+	{"prometheus", 0, OPTION_FLAG, CFG(prometheus), 0, 0, NULL, NULL, NULL,
+	 "stats: print the layer-wide figures in the Prometheus text format (laurel_layer_*)."},
+	{"groups", 0, OPTION_STRING, CFG(groups), 1, 0, NULL, NULL, "PATTERN",
+	 "stats --prometheus: also the live member count of each group whose name matches the "
+	 "Redis glob PATTERN (at most 200 groups, the rest summed as group=\"(other)\")."},
 	{"verbose", 'v', OPTION_COUNT, CFG(verbose), 0, 0, NULL, NULL, NULL,
 	 "Log what happens to stderr; twice for debug detail."},
 	{"help", 'h', OPTION_FLAG, CFG(help), 0, 0, NULL, NULL, NULL,
@@ -94,6 +102,7 @@ static const struct option opts[] = {
 
 struct tool {
 	struct config cfg;
+	bool given[ARRAY_SIZE(opts)]; /* options set on the command line or by the environment */
 	struct laurel_layer *layer; /* made before a command that uses_layer runs */
 };
 
@@ -163,7 +172,16 @@ static const struct command commands[] = {
 		    "failed over). With CHANNEL: prints its messages_count, channel_full_count, "
 		    "messages_pending (queued now) and messages_max_age (seconds the oldest queued "
 		    "message has waited, 0 if none). One \"name value\" pair per line. Counters "
-		    "expire (an hour per channel, a day globally)."},
+		    "expire (an hour per channel, a day globally). With --prometheus (no CHANNEL): "
+		    "the layer-wide figures in the Prometheus text format, summed over the shards: "
+		    "laurel_layer_channel_queued_messages, _channel_messages_total and "
+		    "_channel_sends_full_total per channel (found by SCAN; \"name!x\" counted as "
+		    "\"name!\", \"name?x\" as \"name?\"; past 200 channels the least busy are "
+		    "summed as channel=\"(other)\"), the global messages, full sends and "
+		    "control_dropped, live interfaces, and laurel_layer_shard_up per shard; "
+		    "--groups PATTERN adds laurel_layer_group_members. A shard that does not answer "
+		    "is shown as 0 and named on stderr; the exit status is 3 only if none answered "
+		    "(see docs/tool.md)."},
 	{.name = "flush",
 	 .operands = "",
 	 .min_args = 0,
@@ -230,10 +248,11 @@ static void config_fini(struct config *cfg)
 }
 
 /* Parses argv into cfg (common/options.h): options anywhere until "--", the rest into pos. */
-static int parse_args(struct config *cfg, int argc, char **argv, char **pos, int *npos)
+static int parse_args(struct config *cfg, bool *given, int argc, char **argv, char **pos,
+		      int *npos)
 {
 	char err[512];
-	if (options_parse(opts, ARRAY_SIZE(opts), cfg, argc, argv, pos, npos, NULL, err,
+	if (options_parse(opts, ARRAY_SIZE(opts), cfg, argc, argv, pos, npos, given, err,
 			  sizeof(err)) < 0)
 		return fail(EXIT_USAGE, "%s", err);
 	return 0;
@@ -483,10 +502,42 @@ static void print_shards(struct tool *t)
 	}
 }
 
+/* The layer-wide figures in the Prometheus text format. Printed whatever the shards do: a shard
+ * that does not answer is a figure too (laurel_layer_shard_up 0), named on stderr. */
+static int stats_prometheus(struct tool *t)
+{
+	struct layer_census c;
+	struct layer_census_options o = {.groups = t->cfg.groups};
+	int rc = layer_census_take(t->layer, &o, &c);
+	if (rc < 0) {
+		layer_census_fini(&c);
+		return layer_error(t, rc);
+	}
+	struct buf b;
+	buf_init(&b);
+	layer_census_prometheus(&c, &b);
+	fwrite(b.data, 1, b.len, stdout);
+	buf_fini(&b);
+	for (size_t i = 0; i < c.nshards; i++)
+		if (!c.shards[i].up)
+			fail(0, "shard %zu (%s) did not answer: %s", i, c.shards[i].url,
+			     c.shards[i].error);
+	int code = c.shards_up ? EXIT_OK : EXIT_LAYER;
+	layer_census_fini(&c);
+	return code;
+}
+
 static int cmd_stats(struct tool *t, char **args, int nargs)
 {
 	const char *channel = nargs ? args[0] : NULL;
 	struct laurel_stats st;
+	if (t->cfg.groups && !t->cfg.prometheus)
+		return fail(EXIT_USAGE, "--groups goes with --prometheus");
+	if (t->cfg.prometheus && channel)
+		return fail(EXIT_USAGE, "--prometheus prints the layer-wide figures: give no "
+					"CHANNEL");
+	if (t->cfg.prometheus)
+		return stats_prometheus(t);
 	int code = channel ? check_name(channel, false) : 0;
 	if (code)
 		return code;
@@ -551,6 +602,37 @@ static int open_layer(struct tool *t)
 	return 0;
 }
 
+/* Options that belong to some commands: given to another, they are refused rather than
+ * ignored (the operator meant something the command will not do). */
+static const struct {
+	const char *option;
+	const char *commands; /* one or more, separated by spaces */
+} command_options[] = {
+	{"prometheus", "stats"},
+	{"groups", "stats"},
+};
+
+static int check_command_options(const struct tool *t, const struct command *c)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(command_options); i++) {
+		size_t k = 0;
+		while (strcmp(opts[k].name, command_options[i].option) != 0)
+			k++;
+		if (!t->given[k])
+			continue;
+		const char *list = command_options[i].commands;
+		size_t len = strlen(c->name);
+		bool ok = false;
+		for (const char *p = list; (p = strstr(p, c->name)); p += len)
+			if ((p == list || p[-1] == ' ') && (p[len] == ' ' || p[len] == '\0'))
+				ok = true;
+		if (!ok)
+			return fail(EXIT_USAGE, "--%s applies to %s only, not %s", opts[k].name,
+				    list, c->name);
+	}
+	return 0;
+}
+
 static int run(struct tool *t, char **pos, int npos)
 {
 	if (t->cfg.version) {
@@ -583,8 +665,11 @@ static int run(struct tool *t, char **pos, int npos)
 	if (t->cfg.dry_run && !c->dry_run)
 		return fail(EXIT_USAGE, "--dry-run applies to send and group-send only, not %s",
 			    c->name);
+	int code = check_command_options(t, c);
+	if (code)
+		return code;
 	if (c->uses_layer) {
-		int code = open_layer(t);
+		code = open_layer(t);
 		if (code)
 			return code;
 	}
@@ -602,7 +687,7 @@ int main(int argc, char **argv)
 		free(pos);
 		return runserver_main(argc - 1, argv + 1);
 	}
-	int code = parse_args(&t.cfg, argc, argv, pos, &npos);
+	int code = parse_args(&t.cfg, t.given, argc, argv, pos, &npos);
 	if (code == 0) {
 		/* Quiet by default: a failure is reported once, by the tool, in one line. */
 		log_level = t.cfg.verbose ? LOG_INFO + t.cfg.verbose - 1 : LOG_ERROR - 1;
