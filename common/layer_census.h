@@ -56,13 +56,13 @@ struct layer_census {
 	struct layer_census_entry *channels;
 	size_t nchannels;
 	size_t channels_seen; /* distinct channel values before the cap */
-	bool groups_asked; /* options' groups was given */
+	bool groups_asked;    /* options' groups was given */
 	struct layer_census_entry *groups;
 	size_t ngroups;
 	size_t groups_seen;
 	struct layer_census_shard *shards;
 	size_t nshards, shards_up;
-	double seconds; /* how long the census took */
+	double seconds;			 /* how long the census took */
 	size_t channels_cap, groups_cap; /* while it is taken */
 };
 
