@@ -23,6 +23,7 @@
 #include "common/redis_layout.h"
 #include "common/sentinel.h"
 #include "common/util.h"
+#include "tool/dashboard.h"
 #include "tool/json.h"
 #include "tool/runserver.h"
 
@@ -63,6 +64,9 @@ struct config {
 	bool dry_run;
 	bool prometheus;
 	char *groups;
+	char *listen;
+	struct option_list scrape;
+	int history;
 	bool help;
 	bool version;
 };
@@ -93,6 +97,15 @@ static const struct option opts[] = {
 	{"groups", 0, OPTION_STRING, CFG(groups), 1, 0, NULL, NULL, "PATTERN",
 	 "stats --prometheus: also the live member count of each group whose name matches the "
 	 "Redis glob PATTERN (at most 200 groups, the rest summed as group=\"(other)\")."},
+	{"listen", 0, OPTION_STRING, CFG(listen), 1, 0, NULL, NULL, "ADDR",
+	 "dashboard: serve the page on ADDR: host:port, [ipv6]:port or a unix socket path "
+	 "starting with /."},
+	{"scrape", 0, OPTION_LIST, CFG(scrape), 0, 0, NULL, NULL, "URL",
+	 "dashboard: a Prometheus endpoint to read once a second, http://host:port[/path] (path "
+	 "/metrics by default): a laurel-interface's or laurel-worker's --metrics. Repeat it "
+	 "for each."},
+	{"history", 0, OPTION_INT, CFG(history), 60, DAY, "600", NULL, "SECONDS",
+	 "dashboard: how much history it keeps (one sample a second) for a page opened later."},
 	{"verbose", 'v', OPTION_COUNT, CFG(verbose), 0, 0, NULL, NULL, NULL,
 	 "Log what happens to stderr; twice for debug detail."},
 	{"help", 'h', OPTION_FLAG, CFG(help), 0, 0, NULL, NULL, NULL,
@@ -102,6 +115,7 @@ static const struct option opts[] = {
 
 struct tool {
 	struct config cfg;
+	bool quick; /* short layer timeouts: a command that must not wait on a shard for long */
 	bool given[ARRAY_SIZE(opts)]; /* options set on the command line or by the environment */
 	struct laurel_layer *layer; /* made before a command that uses_layer runs */
 };
@@ -124,6 +138,7 @@ static int cmd_stats(struct tool *t, char **args, int nargs);
 static int cmd_flush(struct tool *t, char **args, int nargs);
 static int cmd_help(struct tool *t, char **args, int nargs);
 static int cmd_runserver(struct tool *t, char **args, int nargs);
+static int cmd_dashboard(struct tool *t, char **args, int nargs);
 
 static const struct command commands[] = {
 	{.name = "send",
@@ -192,6 +207,25 @@ static const struct command commands[] = {
 	 .details = "Deletes every message, queue, group, interface announcement and counter "
 		    "under the layer's prefixes, on every shard. Other keys in the same Redis "
 		    "database are left alone."},
+	{.name = "dashboard",
+	 .operands = "--listen ADDR [--scrape URL]...",
+	 .min_args = 0,
+	 .max_args = 0,
+	 .uses_layer = true,
+	 .run = cmd_dashboard,
+	 .summary = "Serve a live page of the whole deployment.",
+	 .details = "Serves a page on --listen ADDR (GET /) that shows, live, what the "
+		    "deployment does: connections, messages per second, request latency "
+		    "percentiles, queue depths per channel, channel-full events, live interfaces "
+		    "and worker processes, and which Redis shards and scraped endpoints are up. "
+		    "Once a second it takes the layer-wide figures of `laurel stats --prometheus` "
+		    "from every shard of --layer (waiting at most 0.5 s to connect and 1 s for an "
+		    "answer) and reads each --scrape URL (a laurel-interface's or laurel-worker's "
+		    "--metrics endpoint; 0.9 s timeout, an endpoint that does not answer shows as "
+		    "down). It keeps --history seconds, so a page opened later draws at once. "
+		    "GET /api/state is the same as JSON; GET /metrics the last layer-wide figures. "
+		    "The page is built into the program and loads nothing from elsewhere. Stops on "
+		    "SIGINT or SIGTERM. See docs/operations.md, \"Dashboard\"."},
 	{.name = "runserver",
 	 .operands = "[OPTION]...",
 	 .min_args = 0,
@@ -565,6 +599,20 @@ static int cmd_stats(struct tool *t, char **args, int nargs)
 	return EXIT_OK;
 }
 
+static int cmd_dashboard(struct tool *t, char **args, int nargs)
+{
+	struct dashboard_options o = {
+		.listen = t->cfg.listen,
+		.scrape = t->cfg.scrape.v,
+		.nscrape = t->cfg.scrape.n,
+		.history_s = t->cfg.history,
+	};
+	char err[512];
+	if (dashboard_run(t->layer, &o, err, sizeof(err)) < 0)
+		return fail(EXIT_USAGE, "%s", err);
+	return EXIT_OK;
+}
+
 static int cmd_flush(struct tool *t, char **args, int nargs)
 {
 	int rc = laurel_layer_flush(t->layer);
@@ -586,6 +634,8 @@ static int open_layer(struct tool *t)
 		.expiry = cfg->expiry,
 		.group_expiry = cfg->group_expiry,
 		.capacity = cfg->capacity,
+		.connect_timeout_ms = t->quick ? 500 : 0,
+		.command_timeout_ms = t->quick ? 1000 : 0,
 	};
 	char err[256] = "";
 	for (size_t i = 0; i < cfg->layers.n; i++)
@@ -610,6 +660,9 @@ static const struct {
 } command_options[] = {
 	{"prometheus", "stats"},
 	{"groups", "stats"},
+	{"listen", "dashboard"},
+	{"scrape", "dashboard"},
+	{"history", "dashboard"},
 };
 
 static int check_command_options(const struct tool *t, const struct command *c)
@@ -668,6 +721,16 @@ static int run(struct tool *t, char **pos, int npos)
 	int code = check_command_options(t, c);
 	if (code)
 		return code;
+	if (c->run == cmd_dashboard) {
+		/* Checked before the layer is opened: a typo is reported at once. */
+		struct dashboard_options o = {.listen = t->cfg.listen,
+					      .scrape = t->cfg.scrape.v,
+					      .nscrape = t->cfg.scrape.n};
+		char err[512];
+		if (dashboard_check(&o, err, sizeof(err)) < 0)
+			return fail(EXIT_USAGE, "%s", err);
+		t->quick = true;
+	}
 	if (c->uses_layer) {
 		code = open_layer(t);
 		if (code)

@@ -1,0 +1,930 @@
+/* laurel dashboard (see dashboard.h). One libevent loop: a one-second timer takes the census of
+ * the layer (synchronous, bounded by the layer's short timeouts set by the caller: a shard that
+ * is down fails at once, or at once during its reconnection backoff) and starts a scrape of
+ * every endpoint on evhttp's client (asynchronous, 900 ms timeout); when the last scrape is in,
+ * the round becomes one sample of the history. The page asks for the samples it lacks. */
+#include "tool/dashboard.h"
+#include "common/buf.h"
+#include "common/layer_census.h"
+#include "common/metrics.h"
+#include "common/util.h"
+#include "tool/embedded.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <math.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TICK_MS 1000
+#define SCRAPE_TIMEOUT_MS 900
+/* Percentiles are taken over the bucket deltas of the last few seconds: one second holds too
+ * few requests on a quiet deployment to say much. */
+#define PERCENTILE_WINDOW 5
+#define BUCKETS (METRICS_BUCKETS + 1) /* the bounds, then +Inf */
+/* Queue names remembered for the history; past this, the names no sample uses any more are
+ * forgotten (process channels of interfaces that are gone). */
+#define NAMES_MAX 2048
+
+/* What one scrape of an endpoint said: the figures the page shows, summed over the label values
+ * it does not break down. Counters are cumulative, as scraped. */
+struct figures {
+	bool interface, worker; /* laurel_interface_* / laurel_worker_* metrics seen */
+	double conn_http, conn_ws;
+	double http_responses, ws_in, ws_out, sends_full;
+	double latency[BUCKETS]; /* cumulative, like the _bucket samples */
+	double ready;		 /* laurel_interface_ready or laurel_worker_ready; -1: absent */
+	double processes, restarts;
+	double wmsgs, wfailed; /* worker messages, and those failed or dropped */
+	double consumer[BUCKETS];
+};
+
+struct endpoint {
+	char *url;
+	char *host;
+	int port;
+	char *path;
+	char hosthdr[300];
+	struct evhttp_connection *conn;
+	struct dashboard *d;
+	bool busy; /* a scrape is under way */
+	bool up;
+	bool had; /* prev holds the scrape before this one */
+	char error[160];
+	enum evhttp_request_error fault;
+	bool faulted;
+	struct figures now, prev;
+};
+
+struct queue_depth {
+	uint32_t name; /* index into dashboard.names */
+	int64_t depth;
+};
+
+/* One second of the deployment. NAN where there is nothing to say (no endpoint answered). */
+struct sample {
+	int64_t t_ms; /* unix time */
+	double conn_http, conn_ws;
+	double ws_in, ws_out, http, worker, worker_failed; /* per second */
+	double p50, p90, p99, consumer_p99;		   /* seconds */
+	double layer_msgs, full;			   /* per second, from the census */
+	double interfaces, processes;
+	double shards_up, endpoints_up;
+	double lat[BUCKETS], cons[BUCKETS]; /* this second's bucket deltas (not cumulative) */
+	struct queue_depth *q;
+	size_t nq;
+};
+
+struct dashboard {
+	struct event_base *base;
+	struct evdns_base *dns;
+	struct evhttp *http;
+	char *unix_path;
+	struct event *tick, *sigint, *sigterm;
+	struct laurel_layer *layer;
+	struct endpoint *eps;
+	size_t neps;
+	size_t pending; /* scrapes of this round not yet in */
+	struct layer_census census, prev_census;
+	bool have_census, have_prev_census;
+	int64_t round_ms, prev_round_ms; /* monotonic */
+	struct sample *ring;
+	size_t cap, head, n; /* ring[head] is the oldest of n */
+	char **names;
+	size_t nnames;
+};
+
+/* --- The Prometheus text format, read ----------------------------------------------------- */
+
+/* The value of label key in labels (the text between the braces), unescaped into out. */
+static bool label_value(const char *labels, size_t len, const char *key, char *out, size_t size)
+{
+	const char *p = labels, *end = labels + len;
+	size_t klen = strlen(key);
+	while (p < end) {
+		while (p < end && (*p == ',' || *p == ' '))
+			p++;
+		const char *k = p;
+		while (p < end && *p != '=')
+			p++;
+		bool match = (size_t)(p - k) == klen && memcmp(k, key, klen) == 0;
+		if (p + 1 >= end || p[1] != '"')
+			return false;
+		p += 2;
+		size_t n = 0;
+		while (p < end && *p != '"') {
+			char ch = *p++;
+			if (ch == '\\' && p < end) {
+				ch = *p++;
+				if (ch == 'n')
+					ch = '\n';
+			}
+			if (match && n + 1 < size)
+				out[n++] = ch;
+		}
+		p++;
+		if (match) {
+			out[n] = '\0';
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool label_is(const char *labels, size_t len, const char *key, const char *want)
+{
+	char v[64];
+	return label_value(labels, len, key, v, sizeof(v)) && strcmp(v, want) == 0;
+}
+
+/* The bucket index of an "le" value: one of metrics_bucket_bounds, or +Inf; -1 for another
+ * bound (a histogram with buckets of its own is not read). */
+static int bucket_of(const char *labels, size_t len)
+{
+	char le[64];
+	if (!label_value(labels, len, "le", le, sizeof(le)))
+		return -1;
+	double b = strtod(le, NULL);
+	if (isinf(b))
+		return METRICS_BUCKETS;
+	for (int i = 0; i < METRICS_BUCKETS; i++)
+		if (fabs(b - metrics_bucket_bounds[i]) <= 1e-9 * metrics_bucket_bounds[i])
+			return i;
+	return -1;
+}
+
+static bool is(const char *name, size_t n, const char *want)
+{
+	return strlen(want) == n && memcmp(name, want, n) == 0;
+}
+
+/* Takes one sample line into f. */
+static void absorb(struct figures *f, const char *name, size_t n, const char *labels, size_t ll,
+		   double v)
+{
+	if (n > 17 && memcmp(name, "laurel_interface_", 17) == 0)
+		f->interface = true;
+	if (n > 14 && memcmp(name, "laurel_worker_", 14) == 0)
+		f->worker = true;
+	if (is(name, n, "laurel_interface_connections")) {
+		if (label_is(labels, ll, "kind", "http"))
+			f->conn_http += v;
+		else if (label_is(labels, ll, "kind", "websocket"))
+			f->conn_ws += v;
+	} else if (is(name, n, "laurel_interface_http_responses_total")) {
+		f->http_responses += v;
+	} else if (is(name, n, "laurel_interface_websocket_messages_total")) {
+		if (label_is(labels, ll, "direction", "in"))
+			f->ws_in += v;
+		else if (label_is(labels, ll, "direction", "out"))
+			f->ws_out += v;
+	} else if (is(name, n, "laurel_interface_layer_sends_total")) {
+		if (label_is(labels, ll, "result", "full"))
+			f->sends_full += v;
+	} else if (is(name, n, "laurel_interface_http_request_duration_seconds_bucket")) {
+		int b = bucket_of(labels, ll);
+		if (b >= 0)
+			f->latency[b] += v;
+	} else if (is(name, n, "laurel_interface_ready") || is(name, n, "laurel_worker_ready")) {
+		f->ready = f->ready < 0 ? v : fmin(f->ready, v);
+	} else if (is(name, n, "laurel_worker_processes")) {
+		f->processes += v;
+	} else if (is(name, n, "laurel_worker_process_restarts_total")) {
+		f->restarts += v;
+	} else if (is(name, n, "laurel_worker_messages_total")) {
+		f->wmsgs += v;
+		if (label_is(labels, ll, "result", "failed") ||
+		    label_is(labels, ll, "result", "dropped"))
+			f->wfailed += v;
+	} else if (is(name, n, "laurel_worker_consumer_seconds_bucket")) {
+		int b = bucket_of(labels, ll); /* summed over the routes */
+		if (b >= 0)
+			f->consumer[b] += v;
+	}
+}
+
+/* Reads a text exposition: "name{labels} value [timestamp]" lines; comments and lines that do
+ * not parse are passed over. */
+static void parse_exposition(const char *text, size_t len, struct figures *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->ready = -1;
+	const char *p = text, *end = text + len;
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		if (!eol)
+			eol = end;
+		const char *q = p;
+		while (q < eol && (*q == '_' || *q == ':' || (*q >= 'a' && *q <= 'z') ||
+				   (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9')))
+			q++;
+		const char *name = p, *labels = "";
+		size_t n = (size_t)(q - p), ll = 0;
+		if (n && *p != '#' && q < eol) {
+			if (*q == '{') {
+				labels = q + 1;
+				bool quoted = false;
+				for (q++; q < eol && (quoted || *q != '}'); q++) {
+					if (*q == '\\')
+						q++;
+					else if (*q == '"')
+						quoted = !quoted;
+				}
+				ll = q < eol ? (size_t)(q - labels) : 0;
+				q++;
+			}
+			if (q < eol && *q == ' ') {
+				char num[64];
+				size_t k = 0;
+				for (q++; q < eol && *q != ' ' && k + 1 < sizeof(num); q++)
+					num[k++] = *q;
+				num[k] = '\0';
+				char *e;
+				double v = strtod(num, &e);
+				if (k && *e == '\0')
+					absorb(f, name, n, labels, ll, v);
+			}
+		}
+		p = eol + 1;
+	}
+}
+
+/* --- Scraping ------------------------------------------------------------------------------ */
+
+static void finish_round(struct dashboard *d);
+
+static void scrape_error(enum evhttp_request_error e, void *arg)
+{
+	struct endpoint *ep = arg;
+	ep->fault = e;
+	ep->faulted = true;
+}
+
+static void mark_down(struct endpoint *ep, const char *why)
+{
+	ep->up = false;
+	ep->had = false;
+	snprintf(ep->error, sizeof(ep->error), "%s", why);
+}
+
+static void scraped(struct evhttp_request *req, void *arg)
+{
+	struct endpoint *ep = arg;
+	struct dashboard *d = ep->d;
+	int code = req ? evhttp_request_get_response_code(req) : 0;
+	if (code == 200) {
+		struct evbuffer *in = evhttp_request_get_input_buffer(req);
+		size_t len = evbuffer_get_length(in);
+		const char *text = (const char *)evbuffer_pullup(in, -1);
+		ep->prev = ep->now;
+		ep->had = ep->up;
+		parse_exposition(text ? text : "", len, &ep->now);
+		ep->up = true;
+		ep->error[0] = '\0';
+	} else if (code) {
+		char why[64];
+		snprintf(why, sizeof(why), "HTTP %d", code);
+		mark_down(ep, why);
+	} else {
+		mark_down(ep, ep->faulted && ep->fault == EVREQ_HTTP_TIMEOUT
+				      ? "no answer within 0.9 s"
+				      : "connection refused or closed");
+	}
+	ep->busy = false;
+	if (d->pending && --d->pending == 0)
+		finish_round(d);
+}
+
+static void scrape(struct dashboard *d, struct endpoint *ep)
+{
+	if (!ep->conn) {
+		ep->conn = evhttp_connection_base_new(d->base, d->dns, ep->host,
+						      (unsigned short)ep->port);
+		struct timeval tv = {0, SCRAPE_TIMEOUT_MS * 1000};
+		evhttp_connection_set_timeout_tv(ep->conn, &tv);
+		evhttp_connection_set_retries(ep->conn, 0);
+	}
+	struct evhttp_request *req = evhttp_request_new(scraped, ep);
+	evhttp_request_set_error_cb(req, scrape_error);
+	ep->faulted = false;
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	evhttp_add_header(h, "Host", ep->hosthdr);
+	evhttp_add_header(h, "Accept", "text/plain");
+	if (evhttp_make_request(ep->conn, req, EVHTTP_REQ_GET, ep->path) < 0) {
+		/* The request is freed by libevent on failure. */
+		mark_down(ep, "the request could not be made");
+		return;
+	}
+	ep->busy = true;
+	d->pending++;
+}
+
+/* --- Samples ------------------------------------------------------------------------------ */
+
+/* The q-quantile of a histogram given as per-bucket counts (not cumulative), interpolated
+ * linearly inside its bucket as Prometheus' histogram_quantile does. NAN if it is empty. */
+static double quantile(const double *b, double q)
+{
+	double total = 0;
+	for (int i = 0; i < BUCKETS; i++)
+		total += b[i];
+	if (total <= 0)
+		return NAN;
+	double rank = q * total, cum = 0;
+	for (int i = 0; i < METRICS_BUCKETS; i++) {
+		if (cum + b[i] >= rank && b[i] > 0) {
+			double lo = i ? metrics_bucket_bounds[i - 1] : 0,
+			       hi = metrics_bucket_bounds[i];
+			return lo + (hi - lo) * (rank - cum) / b[i];
+		}
+		cum += b[i];
+	}
+	return metrics_bucket_bounds[METRICS_BUCKETS - 1]; /* in +Inf: the highest known bound */
+}
+
+/* A counter's increase; a counter that went back (the process restarted) counts from 0. */
+static double increase(double now, double prev)
+{
+	return now >= prev ? now - prev : now;
+}
+
+/* Bucket deltas of cumulative buckets, per bucket. */
+static void bucket_deltas(double *out, const double *now, const double *prev)
+{
+	double before = 0, before_prev = 0;
+	for (int i = 0; i < BUCKETS; i++) {
+		double own = now[i] - before, own_prev = prev[i] - before_prev;
+		before = now[i];
+		before_prev = prev[i];
+		out[i] += increase(own, own_prev);
+	}
+}
+
+static uint32_t intern(struct dashboard *d, const char *name);
+
+static struct sample *ring_at(struct dashboard *d, size_t i)
+{
+	return &d->ring[(d->head + i) % d->cap];
+}
+
+static void finish_round(struct dashboard *d)
+{
+	struct sample s = {.t_ms = (int64_t)(util_wall_time() * 1000)};
+	double dt = d->prev_round_ms ? (double)(d->round_ms - d->prev_round_ms) / 1000 : 0;
+	bool any = false, any_rate = false;
+	double ws_in = 0, ws_out = 0, http = 0, worker = 0, failed = 0;
+	for (size_t i = 0; i < d->neps; i++) {
+		struct endpoint *ep = &d->eps[i];
+		if (!ep->up)
+			continue;
+		any = true;
+		s.endpoints_up++;
+		const struct figures *f = &ep->now, *p = &ep->prev;
+		s.conn_http += f->conn_http;
+		s.conn_ws += f->conn_ws;
+		s.processes += f->processes;
+		if (!ep->had || dt <= 0)
+			continue;
+		any_rate = true;
+		ws_in += increase(f->ws_in, p->ws_in);
+		ws_out += increase(f->ws_out, p->ws_out);
+		http += increase(f->http_responses, p->http_responses);
+		worker += increase(f->wmsgs, p->wmsgs);
+		failed += increase(f->wfailed, p->wfailed);
+		bucket_deltas(s.lat, f->latency, p->latency);
+		bucket_deltas(s.cons, f->consumer, p->consumer);
+	}
+	if (!any) {
+		s.conn_http = s.conn_ws = s.processes = NAN;
+	}
+	s.ws_in = any_rate ? ws_in / dt : NAN;
+	s.ws_out = any_rate ? ws_out / dt : NAN;
+	s.http = any_rate ? http / dt : NAN;
+	s.worker = any_rate ? worker / dt : NAN;
+	s.worker_failed = any_rate ? failed / dt : NAN;
+	/* Percentiles over this second and the PERCENTILE_WINDOW - 1 before it. */
+	double lat[BUCKETS], cons[BUCKETS];
+	memcpy(lat, s.lat, sizeof(lat));
+	memcpy(cons, s.cons, sizeof(cons));
+	for (size_t k = 1; k < PERCENTILE_WINDOW && k <= d->n; k++) {
+		const struct sample *o = ring_at(d, d->n - k);
+		for (int i = 0; i < BUCKETS; i++) {
+			lat[i] += o->lat[i];
+			cons[i] += o->cons[i];
+		}
+	}
+	s.p50 = quantile(lat, 0.5);
+	s.p90 = quantile(lat, 0.9);
+	s.p99 = quantile(lat, 0.99);
+	s.consumer_p99 = quantile(cons, 0.99);
+
+	const struct layer_census *c = &d->census;
+	s.layer_msgs = s.full = NAN;
+	s.interfaces = s.shards_up = NAN;
+	if (d->have_census) {
+		s.shards_up = (double)c->shards_up;
+		if (c->shards_up) {
+			s.interfaces = (double)c->interfaces;
+			s.q = xcalloc(c->nchannels + 1, sizeof(*s.q));
+			for (size_t i = 0; i < c->nchannels; i++)
+				if (c->channels[i].queued > 0) {
+					s.q[s.nq].name = intern(d, c->channels[i].name);
+					s.q[s.nq++].depth = c->channels[i].queued;
+				}
+		}
+		/* A rate only between two censuses of the same shards: a shard that comes or
+		 * goes moves the sums by its counters, not by traffic. */
+		const struct layer_census *p = &d->prev_census;
+		if (d->have_prev_census && dt > 0 && p->shards_up == c->shards_up && c->shards_up) {
+			s.layer_msgs = fmax(0, (double)(c->messages - p->messages)) / dt;
+			s.full = fmax(0, (double)(c->full - p->full)) / dt;
+		}
+	}
+	if (d->n == d->cap) {
+		free(ring_at(d, 0)->q);
+		d->head = (d->head + 1) % d->cap;
+		d->n--;
+	}
+	*ring_at(d, d->n) = s;
+	d->n++;
+}
+
+/* Queue names by index, so that a sample stores numbers. */
+static uint32_t intern(struct dashboard *d, const char *name)
+{
+	for (size_t i = 0; i < d->nnames; i++)
+		if (strcmp(d->names[i], name) == 0)
+			return (uint32_t)i;
+	if (d->nnames == NAMES_MAX) {
+		/* Forget the names no sample holds any more, renumbering the rest. */
+		uint32_t *map = xmalloc(NAMES_MAX * sizeof(*map));
+		bool *used = xcalloc(NAMES_MAX, sizeof(*used));
+		for (size_t k = 0; k < d->n; k++)
+			for (size_t j = 0; j < ring_at(d, k)->nq; j++)
+				used[ring_at(d, k)->q[j].name] = true;
+		size_t kept = 0;
+		for (size_t i = 0; i < d->nnames; i++) {
+			if (used[i]) {
+				map[i] = (uint32_t)kept;
+				d->names[kept++] = d->names[i];
+			} else {
+				free(d->names[i]);
+			}
+		}
+		d->nnames = kept;
+		for (size_t k = 0; k < d->n; k++)
+			for (size_t j = 0; j < ring_at(d, k)->nq; j++)
+				ring_at(d, k)->q[j].name = map[ring_at(d, k)->q[j].name];
+		free(map);
+		free(used);
+		if (d->nnames == NAMES_MAX) /* every name in use: the history keeps them */
+			return (uint32_t)(NAMES_MAX - 1);
+	}
+	d->names[d->nnames] = xstrdup(name);
+	return (uint32_t)d->nnames++;
+}
+
+static void tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct dashboard *d = arg;
+	if (d->pending) {
+		/* A scrape still out after a whole second (its timeout did not fire): close the
+		 * round without it. */
+		for (size_t i = 0; i < d->neps; i++)
+			if (d->eps[i].busy) {
+				mark_down(&d->eps[i], "no answer within 1 s");
+				evhttp_connection_free(d->eps[i].conn);
+				d->eps[i].conn = NULL;
+				d->eps[i].busy = false;
+			}
+		d->pending = 0;
+		finish_round(d);
+	}
+	layer_census_fini(&d->prev_census);
+	d->prev_census = d->census;
+	d->have_prev_census = d->have_census;
+	memset(&d->census, 0, sizeof(d->census));
+	struct layer_census_options o = {0};
+	d->have_census = layer_census_take(d->layer, &o, &d->census) == 0;
+	d->prev_round_ms = d->round_ms;
+	d->round_ms = util_now_ms();
+	for (size_t i = 0; i < d->neps; i++)
+		scrape(d, &d->eps[i]);
+	if (!d->pending)
+		finish_round(d);
+}
+
+/* --- JSON ---------------------------------------------------------------------------------- */
+
+static void json_str(struct buf *b, const char *s)
+{
+	buf_append_byte(b, '"');
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\')
+			buf_printf(b, "\\%c", ch);
+		else if (ch < 0x20)
+			buf_printf(b, "\\u%04x", ch);
+		else
+			buf_append_byte(b, ch);
+	}
+	buf_append_byte(b, '"');
+}
+
+static void json_num(struct buf *b, double v)
+{
+	if (isfinite(v))
+		buf_printf(b, "%.6g", v);
+	else
+		buf_append_str(b, "null");
+}
+
+/* One series of the samples from index first on: "name":[v,...]. */
+static void json_series(struct buf *b, struct dashboard *d, size_t first, const char *name,
+			size_t offset)
+{
+	buf_printf(b, "\"%s\":[", name);
+	for (size_t i = first; i < d->n; i++) {
+		if (i > first)
+			buf_append_byte(b, ',');
+		json_num(b, *(const double *)((const char *)ring_at(d, i) + offset));
+	}
+	buf_append_byte(b, ']');
+}
+
+static void write_state(struct dashboard *d, int64_t since, struct buf *b)
+{
+	size_t first = 0;
+	while (first < d->n && ring_at(d, first)->t_ms <= since)
+		first++;
+	const struct layer_census *c = &d->census;
+	buf_printf(b, "{\"now\":%lld,\"interval_ms\":%d,\"history\":%zu,\"layer\":{\"ok\":%s,",
+		   (long long)(util_wall_time() * 1000), TICK_MS, d->cap,
+		   d->have_census ? "true" : "false");
+	buf_printf(b,
+		   "\"interfaces\":%lld,\"messages\":%lld,\"full\":%lld,"
+		   "\"control_dropped\":%lld,\"channels_seen\":%zu,\"census_ms\":",
+		   (long long)c->interfaces, (long long)c->messages, (long long)c->full,
+		   (long long)c->control_dropped, c->channels_seen);
+	json_num(b, c->seconds * 1000);
+	buf_append_str(b, ",\"shards\":[");
+	for (size_t i = 0; i < c->nshards; i++) {
+		buf_printf(b, "%s{\"url\":", i ? "," : "");
+		json_str(b, c->shards[i].url);
+		buf_printf(b, ",\"up\":%s,\"error\":", c->shards[i].up ? "true" : "false");
+		json_str(b, c->shards[i].error ? c->shards[i].error : "");
+		buf_append_byte(b, '}');
+	}
+	buf_append_str(b, "],\"channels\":[");
+	for (size_t i = 0; i < c->nchannels; i++) {
+		const struct layer_census_entry *e = &c->channels[i];
+		buf_printf(b, "%s{\"name\":", i ? "," : "");
+		json_str(b, e->name);
+		buf_printf(b, ",\"queued\":%lld,\"messages\":%lld,\"full\":%lld}",
+			   (long long)e->queued, (long long)e->messages, (long long)e->full);
+	}
+	buf_append_str(b, "]},\"endpoints\":[");
+	for (size_t i = 0; i < d->neps; i++) {
+		const struct endpoint *ep = &d->eps[i];
+		const char *kind = ep->now.interface && ep->now.worker ? "interface+worker"
+				   : ep->now.interface		       ? "interface"
+				   : ep->now.worker		       ? "worker"
+								       : "unknown";
+		buf_printf(b, "%s{\"url\":", i ? "," : "");
+		json_str(b, ep->url);
+		buf_printf(b, ",\"up\":%s,\"kind\":\"%s\",\"ready\":", ep->up ? "true" : "false",
+			   ep->up ? kind : "unknown");
+		json_num(b, ep->up && ep->now.ready >= 0 ? ep->now.ready : NAN);
+		buf_append_str(b, ",\"error\":");
+		json_str(b, ep->error);
+		buf_append_byte(b, '}');
+	}
+	buf_append_str(b, "],\"series\":{\"t\":[");
+	for (size_t i = first; i < d->n; i++)
+		buf_printf(b, "%s%lld", i > first ? "," : "", (long long)ring_at(d, i)->t_ms);
+	buf_append_str(b, "],");
+#define SERIES(field) json_series(b, d, first, #field, offsetof(struct sample, field))
+	SERIES(conn_http);
+	buf_append_byte(b, ',');
+	SERIES(conn_ws);
+	buf_append_byte(b, ',');
+	SERIES(ws_in);
+	buf_append_byte(b, ',');
+	SERIES(ws_out);
+	buf_append_byte(b, ',');
+	SERIES(http);
+	buf_append_byte(b, ',');
+	SERIES(worker);
+	buf_append_byte(b, ',');
+	SERIES(worker_failed);
+	buf_append_byte(b, ',');
+	SERIES(p50);
+	buf_append_byte(b, ',');
+	SERIES(p90);
+	buf_append_byte(b, ',');
+	SERIES(p99);
+	buf_append_byte(b, ',');
+	SERIES(consumer_p99);
+	buf_append_byte(b, ',');
+	SERIES(layer_msgs);
+	buf_append_byte(b, ',');
+	SERIES(full);
+	buf_append_byte(b, ',');
+	SERIES(interfaces);
+	buf_append_byte(b, ',');
+	SERIES(processes);
+	buf_append_byte(b, ',');
+	SERIES(shards_up);
+	buf_append_byte(b, ',');
+	SERIES(endpoints_up);
+#undef SERIES
+	/* Queue depths: one array per channel that had messages waiting in these samples, 0
+	 * where it had none. */
+	buf_append_str(b, "},\"queues\":{");
+	bool *seen = xcalloc(d->nnames + 1, sizeof(*seen));
+	for (size_t i = first; i < d->n; i++)
+		for (size_t j = 0; j < ring_at(d, i)->nq; j++)
+			seen[ring_at(d, i)->q[j].name] = true;
+	bool comma = false;
+	for (size_t k = 0; k < d->nnames; k++) {
+		if (!seen[k])
+			continue;
+		buf_append_str(b, comma ? "," : "");
+		comma = true;
+		json_str(b, d->names[k]);
+		buf_append_str(b, ":[");
+		for (size_t i = first; i < d->n; i++) {
+			const struct sample *s = ring_at(d, i);
+			int64_t depth = 0;
+			for (size_t j = 0; j < s->nq; j++)
+				if (s->q[j].name == k)
+					depth = s->q[j].depth;
+			buf_printf(b, "%s%lld", i > first ? "," : "", (long long)depth);
+		}
+		buf_append_byte(b, ']');
+	}
+	free(seen);
+	buf_append_str(b, "}}\n");
+}
+
+/* --- HTTP ---------------------------------------------------------------------------------- */
+
+static void reply(struct evhttp_request *req, int code, const char *reason, const char *type,
+		  const void *data, size_t len)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	evhttp_add_header(h, "Content-Type", type);
+	evhttp_add_header(h, "Cache-Control", "no-store");
+	evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+	/* Everything the page needs is served from here: no script, style or image from
+	 * elsewhere. */
+	evhttp_add_header(h, "Content-Security-Policy",
+			  "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
+	struct evbuffer *b = evbuffer_new();
+	evbuffer_add(b, data, len);
+	evhttp_send_reply(req, code, reason, b);
+	evbuffer_free(b);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+	struct dashboard *d = arg;
+	const char *uri = evhttp_request_get_uri(req);
+	const char *qs = strchr(uri, '?');
+	size_t n = qs ? (size_t)(qs - uri) : strlen(uri);
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+		reply(req, 405, "Method Not Allowed", "text/plain", "GET only\n", 9);
+		return;
+	}
+	if (n == 10 && memcmp(uri, "/api/state", 10) == 0) {
+		int64_t since = 0;
+		const char *s = qs ? strstr(qs, "since=") : NULL;
+		if (s)
+			since = strtoll(s + 6, NULL, 10);
+		struct buf b;
+		buf_init(&b);
+		write_state(d, since, &b);
+		reply(req, 200, "OK", "application/json", b.data, b.len);
+		buf_fini(&b);
+		return;
+	}
+	if (n == 8 && memcmp(uri, "/metrics", 8) == 0) {
+		struct buf b;
+		buf_init(&b);
+		if (d->have_census)
+			layer_census_prometheus(&d->census, &b);
+		reply(req, 200, "OK", "text/plain; version=0.0.4; charset=utf-8",
+		      b.data ? b.data : "", b.len);
+		buf_fini(&b);
+		return;
+	}
+	for (unsigned i = 0; i < embedded_files_count; i++) {
+		const struct embedded_file *f = &embedded_files[i];
+		if (strlen(f->path) == n && memcmp(uri, f->path, n) == 0) {
+			reply(req, 200, "OK", f->type, f->data, f->len);
+			return;
+		}
+	}
+	reply(req, 404, "Not Found", "text/plain", "not found\n", 10);
+}
+
+/* --- Start and stop ------------------------------------------------------------------------ */
+
+static int parse_scrape(struct endpoint *ep, const char *url, char *err, size_t errlen)
+{
+	struct evhttp_uri *u = evhttp_uri_parse(url);
+	const char *scheme = u ? evhttp_uri_get_scheme(u) : NULL;
+	const char *host = u ? evhttp_uri_get_host(u) : NULL;
+	int rc = -1;
+	if (!u || !scheme || strcmp(scheme, "http") != 0)
+		snprintf(err, errlen,
+			 "bad --scrape URL \"%s\": give http://HOST:PORT[/PATH] (an interface's or "
+			 "a worker pool's --metrics address)",
+			 url);
+	else if (!host || !*host)
+		snprintf(err, errlen, "bad --scrape URL \"%s\": no host", url);
+	else if (evhttp_uri_get_userinfo(u) || evhttp_uri_get_fragment(u))
+		snprintf(err, errlen, "bad --scrape URL \"%s\": no user or fragment, please", url);
+	else
+		rc = 0;
+	if (rc == 0 && ep) {
+		int port = evhttp_uri_get_port(u);
+		const char *path = evhttp_uri_get_path(u), *query = evhttp_uri_get_query(u);
+		ep->url = xstrdup(url);
+		ep->host = xstrdup(host);
+		ep->port = port > 0 ? port : 80;
+		struct buf p;
+		buf_init(&p);
+		buf_append_str(&p, path && *path ? path : "/metrics");
+		if (query)
+			buf_printf(&p, "?%s", query);
+		ep->path = xstrdup(p.data);
+		buf_fini(&p);
+		snprintf(ep->hosthdr, sizeof(ep->hosthdr), strchr(host, ':') ? "[%s]:%d" : "%s:%d",
+			 host, ep->port);
+		ep->now.ready = ep->prev.ready = -1;
+	}
+	evhttp_uri_free(u);
+	return rc;
+}
+
+int dashboard_check(const struct dashboard_options *o, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < o->nscrape; i++)
+		if (parse_scrape(NULL, o->scrape[i], err, errlen) < 0)
+			return -1;
+	if (!o->listen || !*o->listen) {
+		snprintf(err, errlen,
+			 "dashboard needs --listen ADDR (host:port or a unix socket "
+			 "path)");
+		return -1;
+	}
+	return 0;
+}
+
+static int bind_listener(struct dashboard *d, const char *addr, char *err, size_t errlen)
+{
+	if (addr[0] == '/') {
+		struct sockaddr_un sa = {.sun_family = AF_UNIX};
+		if (strlen(addr) >= sizeof(sa.sun_path)) {
+			snprintf(err, errlen, "--listen: socket path too long: %s", addr);
+			return -1;
+		}
+		strcpy(sa.sun_path, addr);
+		unlink(addr);
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+		    listen(fd, 64) < 0 || !evhttp_accept_socket_with_handle(d->http, fd)) {
+			snprintf(err, errlen, "--listen: cannot listen on %s: %s", addr,
+				 strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		d->unix_path = xstrdup(addr);
+		return 0;
+	}
+	const char *colon = strrchr(addr, ':');
+	char host[256];
+	char *end;
+	long port = colon ? strtol(colon + 1, &end, 10) : -1;
+	if (!colon || colon == addr || !colon[1] || *end || port < 0 || port > 65535 ||
+	    (size_t)(colon - addr) >= sizeof(host)) {
+		snprintf(err, errlen,
+			 "--listen: bad address \"%s\": give HOST:PORT, [IPV6]:PORT or a unix "
+			 "socket path starting with /",
+			 addr);
+		return -1;
+	}
+	size_t hl = (size_t)(colon - addr);
+	if (addr[0] == '[' && hl >= 2 && addr[hl - 1] == ']')
+		snprintf(host, sizeof(host), "%.*s", (int)hl - 2, addr + 1);
+	else
+		snprintf(host, sizeof(host), "%.*s", (int)hl, addr);
+	if (!evhttp_bind_socket_with_handle(d->http, host, (ev_uint16_t)port)) {
+		snprintf(err, errlen, "--listen: cannot listen on %s: %s", addr,
+			 errno ? strerror(errno) : "the address does not resolve");
+		return -1;
+	}
+	return 0;
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	event_base_loopbreak(arg);
+}
+
+static void dashboard_free(struct dashboard *d)
+{
+	for (size_t i = 0; i < d->neps; i++) {
+		struct endpoint *ep = &d->eps[i];
+		if (ep->conn)
+			evhttp_connection_free(ep->conn);
+		free(ep->url);
+		free(ep->host);
+		free(ep->path);
+	}
+	free(d->eps);
+	if (d->http)
+		evhttp_free(d->http);
+	if (d->unix_path) {
+		unlink(d->unix_path);
+		free(d->unix_path);
+	}
+	if (d->tick)
+		event_free(d->tick);
+	if (d->sigint)
+		event_free(d->sigint);
+	if (d->sigterm)
+		event_free(d->sigterm);
+	if (d->dns)
+		evdns_base_free(d->dns, 0);
+	if (d->base)
+		event_base_free(d->base);
+	for (size_t i = 0; i < d->n; i++)
+		free(ring_at(d, i)->q);
+	free(d->ring);
+	for (size_t i = 0; i < d->nnames; i++)
+		free(d->names[i]);
+	free(d->names);
+	layer_census_fini(&d->census);
+	layer_census_fini(&d->prev_census);
+}
+
+int dashboard_run(struct laurel_layer *layer, const struct dashboard_options *o, char *err,
+		  size_t errlen)
+{
+	struct dashboard d = {.layer = layer};
+	int rc = -1;
+	if (dashboard_check(o, err, errlen) < 0)
+		return -1;
+	d.base = event_base_new();
+	/* Names in --scrape are resolved without blocking the loop (no nameserver: numbers
+	 * only). */
+	d.dns = evdns_base_new(d.base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	if (!d.dns)
+		d.dns = evdns_base_new(d.base, 0);
+	d.http = evhttp_new(d.base);
+	evhttp_set_allowed_methods(d.http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
+	evhttp_set_gencb(d.http, on_request, &d);
+	d.eps = xcalloc(o->nscrape + 1, sizeof(*d.eps));
+	for (size_t i = 0; i < o->nscrape; i++) {
+		d.eps[i].d = &d;
+		if (parse_scrape(&d.eps[d.neps++], o->scrape[i], err, errlen) < 0)
+			goto fail;
+	}
+	if (bind_listener(&d, o->listen, err, errlen) < 0)
+		goto fail;
+	d.cap = (size_t)o->history_s;
+	d.ring = xcalloc(d.cap, sizeof(*d.ring));
+	d.names = xcalloc(NAMES_MAX, sizeof(*d.names));
+	signal(SIGPIPE, SIG_IGN);
+	d.sigint = evsignal_new(d.base, SIGINT, on_signal, d.base);
+	d.sigterm = evsignal_new(d.base, SIGTERM, on_signal, d.base);
+	event_add(d.sigint, NULL);
+	event_add(d.sigterm, NULL);
+	d.tick = event_new(d.base, -1, EV_PERSIST, tick, &d);
+	struct timeval tv = {TICK_MS / 1000, (TICK_MS % 1000) * 1000};
+	event_add(d.tick, &tv);
+	fprintf(stderr, "laurel: dashboard on %s%s%s\n", o->listen[0] == '/' ? "unix:" : "http://",
+		o->listen, o->listen[0] == '/' ? "" : "/");
+	tick(-1, 0, &d); /* the first sample at once */
+	event_base_dispatch(d.base);
+	rc = 0;
+fail:
+	dashboard_free(&d);
+	return rc;
+}
