@@ -6,6 +6,7 @@
 #include "tool/dashboard.h"
 #include "common/buf.h"
 #include "common/layer_census.h"
+#include "common/log.h"
 #include "common/metrics.h"
 #include "common/util.h"
 #include "tool/embedded.h"
@@ -17,6 +18,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <math.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -834,12 +836,39 @@ static int bind_listener(struct dashboard *d, const char *addr, char *err, size_
 		snprintf(host, sizeof(host), "%.*s", (int)hl - 2, addr + 1);
 	else
 		snprintf(host, sizeof(host), "%.*s", (int)hl, addr);
-	if (!evhttp_bind_socket_with_handle(d->http, host, (ev_uint16_t)port)) {
-		snprintf(err, errlen, "--listen: cannot listen on %s: %s", addr,
-			 errno ? strerror(errno) : "the address does not resolve");
+	/* Resolved and bound here rather than by evhttp, so that the message says what failed. */
+	char service[8];
+	snprintf(service, sizeof(service), "%ld", port);
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+				 .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
+			*res = NULL;
+	int gai = getaddrinfo(host, service, &hints, &res);
+	if (gai != 0) {
+		snprintf(err, errlen, "--listen: cannot resolve %s: %s", host, gai_strerror(gai));
 		return -1;
 	}
+	int fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	int on = 1;
+	if (fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 64) < 0 ||
+	    !evhttp_accept_socket_with_handle(d->http, fd)) {
+		snprintf(err, errlen, "--listen: cannot listen on %s: %s", addr, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(res);
+		return -1;
+	}
+	freeaddrinfo(res);
 	return 0;
+}
+
+/* libevent's own diagnostics (a failed connection of a scrape, ...) go to laurel's log: the
+ * page says what is down, so they are debug detail. */
+static void libevent_log(int severity, const char *msg)
+{
+	log_debug("libevent: %s", msg);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -891,6 +920,7 @@ int dashboard_run(struct laurel_layer *layer, const struct dashboard_options *o,
 	int rc = -1;
 	if (dashboard_check(o, err, errlen) < 0)
 		return -1;
+	event_set_log_callback(libevent_log);
 	d.base = event_base_new();
 	/* Names in --scrape are resolved without blocking the loop (no nameserver: numbers
 	 * only). */

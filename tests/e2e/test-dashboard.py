@@ -85,8 +85,8 @@ def main(st, mport, wport, worker_up, shot):
 if __name__ == "__main__":
     os.environ.pop("LAUREL_E2E_MODE", None)
     build = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
-    shot = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("LAUREL_SCREENSHOT",
-                                                                  "/tmp/dashboard.png")
+    shot = os.path.abspath(sys.argv[2] if len(sys.argv) > 2 else os.environ.get(
+        "LAUREL_SCREENSHOT", "/tmp/dashboard.png"))
     mport, wport = free_port(), free_port()
     # A worker pool's endpoint when laurel-worker has --metrics; else the address stays
     # empty, and the dashboard must show it as down.
