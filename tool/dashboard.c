@@ -10,6 +10,7 @@
 #include "common/metrics.h"
 #include "common/util.h"
 #include "tool/embedded.h"
+#include "tool/scrape.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -35,23 +36,9 @@
 /* Percentiles are taken over the bucket deltas of the last few seconds: one second holds too
  * few requests on a quiet deployment to say much. */
 #define PERCENTILE_WINDOW 5
-#define BUCKETS (METRICS_BUCKETS + 1) /* the bounds, then +Inf */
 /* Queue names remembered for the history; past this, the names no sample uses any more are
  * forgotten (process channels of interfaces that are gone). */
 #define NAMES_MAX 2048
-
-/* What one scrape of an endpoint said: the figures the page shows, summed over the label values
- * it does not break down. Counters are cumulative, as scraped. */
-struct figures {
-	bool interface, worker; /* laurel_interface_* / laurel_worker_* metrics seen */
-	double conn_http, conn_ws;
-	double http_responses, ws_in, ws_out, sends_full;
-	double latency[BUCKETS]; /* cumulative, like the _bucket samples */
-	double ready;		 /* laurel_interface_ready or laurel_worker_ready; -1: absent */
-	double processes, restarts;
-	double wmsgs, wfailed; /* worker messages, and those failed or dropped */
-	double consumer[BUCKETS];
-};
 
 struct endpoint {
 	char *url;
@@ -67,7 +54,7 @@ struct endpoint {
 	char error[160];
 	enum evhttp_request_error fault;
 	bool faulted;
-	struct figures now, prev;
+	struct scrape_figures now, prev;
 };
 
 struct queue_depth {
@@ -84,7 +71,8 @@ struct sample {
 	double layer_msgs, full;			   /* per second, from the census */
 	double interfaces, processes;
 	double shards_up, endpoints_up;
-	double lat[BUCKETS], cons[BUCKETS]; /* this second's bucket deltas (not cumulative) */
+	double lat[SCRAPE_BUCKETS],
+		cons[SCRAPE_BUCKETS]; /* this second's bucket deltas (not cumulative) */
 	struct queue_depth *q;
 	size_t nq;
 };
@@ -107,161 +95,6 @@ struct dashboard {
 	char **names;
 	size_t nnames;
 };
-
-/* --- The Prometheus text format, read ----------------------------------------------------- */
-
-/* The value of label key in labels (the text between the braces), unescaped into out. */
-static bool label_value(const char *labels, size_t len, const char *key, char *out, size_t size)
-{
-	const char *p = labels, *end = labels + len;
-	size_t klen = strlen(key);
-	while (p < end) {
-		while (p < end && (*p == ',' || *p == ' '))
-			p++;
-		const char *k = p;
-		while (p < end && *p != '=')
-			p++;
-		bool match = (size_t)(p - k) == klen && memcmp(k, key, klen) == 0;
-		if (p + 1 >= end || p[1] != '"')
-			return false;
-		p += 2;
-		size_t n = 0;
-		while (p < end && *p != '"') {
-			char ch = *p++;
-			if (ch == '\\' && p < end) {
-				ch = *p++;
-				if (ch == 'n')
-					ch = '\n';
-			}
-			if (match && n + 1 < size)
-				out[n++] = ch;
-		}
-		p++;
-		if (match) {
-			out[n] = '\0';
-			return true;
-		}
-	}
-	return false;
-}
-
-static bool label_is(const char *labels, size_t len, const char *key, const char *want)
-{
-	char v[64];
-	return label_value(labels, len, key, v, sizeof(v)) && strcmp(v, want) == 0;
-}
-
-/* The bucket index of an "le" value: one of metrics_bucket_bounds, or +Inf; -1 for another
- * bound (a histogram with buckets of its own is not read). */
-static int bucket_of(const char *labels, size_t len)
-{
-	char le[64];
-	if (!label_value(labels, len, "le", le, sizeof(le)))
-		return -1;
-	double b = strtod(le, NULL);
-	if (isinf(b))
-		return METRICS_BUCKETS;
-	for (int i = 0; i < METRICS_BUCKETS; i++)
-		if (fabs(b - metrics_bucket_bounds[i]) <= 1e-9 * metrics_bucket_bounds[i])
-			return i;
-	return -1;
-}
-
-static bool is(const char *name, size_t n, const char *want)
-{
-	return strlen(want) == n && memcmp(name, want, n) == 0;
-}
-
-/* Takes one sample line into f. */
-static void absorb(struct figures *f, const char *name, size_t n, const char *labels, size_t ll,
-		   double v)
-{
-	if (n > 17 && memcmp(name, "laurel_interface_", 17) == 0)
-		f->interface = true;
-	if (n > 14 && memcmp(name, "laurel_worker_", 14) == 0)
-		f->worker = true;
-	if (is(name, n, "laurel_interface_connections")) {
-		if (label_is(labels, ll, "kind", "http"))
-			f->conn_http += v;
-		else if (label_is(labels, ll, "kind", "websocket"))
-			f->conn_ws += v;
-	} else if (is(name, n, "laurel_interface_http_responses_total")) {
-		f->http_responses += v;
-	} else if (is(name, n, "laurel_interface_websocket_messages_total")) {
-		if (label_is(labels, ll, "direction", "in"))
-			f->ws_in += v;
-		else if (label_is(labels, ll, "direction", "out"))
-			f->ws_out += v;
-	} else if (is(name, n, "laurel_interface_layer_sends_total")) {
-		if (label_is(labels, ll, "result", "full"))
-			f->sends_full += v;
-	} else if (is(name, n, "laurel_interface_http_request_duration_seconds_bucket")) {
-		int b = bucket_of(labels, ll);
-		if (b >= 0)
-			f->latency[b] += v;
-	} else if (is(name, n, "laurel_interface_ready") || is(name, n, "laurel_worker_ready")) {
-		f->ready = f->ready < 0 ? v : fmin(f->ready, v);
-	} else if (is(name, n, "laurel_worker_processes")) {
-		f->processes += v;
-	} else if (is(name, n, "laurel_worker_process_restarts_total")) {
-		f->restarts += v;
-	} else if (is(name, n, "laurel_worker_messages_total")) {
-		f->wmsgs += v;
-		if (label_is(labels, ll, "result", "failed") ||
-		    label_is(labels, ll, "result", "dropped"))
-			f->wfailed += v;
-	} else if (is(name, n, "laurel_worker_consumer_seconds_bucket")) {
-		int b = bucket_of(labels, ll); /* summed over the routes */
-		if (b >= 0)
-			f->consumer[b] += v;
-	}
-}
-
-/* Reads a text exposition: "name{labels} value [timestamp]" lines; comments and lines that do
- * not parse are passed over. */
-static void parse_exposition(const char *text, size_t len, struct figures *f)
-{
-	memset(f, 0, sizeof(*f));
-	f->ready = -1;
-	const char *p = text, *end = text + len;
-	while (p < end) {
-		const char *eol = memchr(p, '\n', (size_t)(end - p));
-		if (!eol)
-			eol = end;
-		const char *q = p;
-		while (q < eol && (*q == '_' || *q == ':' || (*q >= 'a' && *q <= 'z') ||
-				   (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9')))
-			q++;
-		const char *name = p, *labels = "";
-		size_t n = (size_t)(q - p), ll = 0;
-		if (n && *p != '#' && q < eol) {
-			if (*q == '{') {
-				labels = q + 1;
-				bool quoted = false;
-				for (q++; q < eol && (quoted || *q != '}'); q++) {
-					if (*q == '\\')
-						q++;
-					else if (*q == '"')
-						quoted = !quoted;
-				}
-				ll = q < eol ? (size_t)(q - labels) : 0;
-				q++;
-			}
-			if (q < eol && *q == ' ') {
-				char num[64];
-				size_t k = 0;
-				for (q++; q < eol && *q != ' ' && k + 1 < sizeof(num); q++)
-					num[k++] = *q;
-				num[k] = '\0';
-				char *e;
-				double v = strtod(num, &e);
-				if (k && *e == '\0')
-					absorb(f, name, n, labels, ll, v);
-			}
-		}
-		p = eol + 1;
-	}
-}
 
 /* --- Scraping ------------------------------------------------------------------------------ */
 
@@ -292,7 +125,7 @@ static void scraped(struct evhttp_request *req, void *arg)
 		const char *text = (const char *)evbuffer_pullup(in, -1);
 		ep->prev = ep->now;
 		ep->had = ep->up;
-		parse_exposition(text ? text : "", len, &ep->now);
+		scrape_parse(text ? text : "", len, &ep->now);
 		ep->up = true;
 		ep->error[0] = '\0';
 	} else if (code) {
@@ -335,45 +168,6 @@ static void scrape(struct dashboard *d, struct endpoint *ep)
 
 /* --- Samples ------------------------------------------------------------------------------ */
 
-/* The q-quantile of a histogram given as per-bucket counts (not cumulative), interpolated
- * linearly inside its bucket as Prometheus' histogram_quantile does. NAN if it is empty. */
-static double quantile(const double *b, double q)
-{
-	double total = 0;
-	for (int i = 0; i < BUCKETS; i++)
-		total += b[i];
-	if (total <= 0)
-		return NAN;
-	double rank = q * total, cum = 0;
-	for (int i = 0; i < METRICS_BUCKETS; i++) {
-		if (cum + b[i] >= rank && b[i] > 0) {
-			double lo = i ? metrics_bucket_bounds[i - 1] : 0,
-			       hi = metrics_bucket_bounds[i];
-			return lo + (hi - lo) * (rank - cum) / b[i];
-		}
-		cum += b[i];
-	}
-	return metrics_bucket_bounds[METRICS_BUCKETS - 1]; /* in +Inf: the highest known bound */
-}
-
-/* A counter's increase; a counter that went back (the process restarted) counts from 0. */
-static double increase(double now, double prev)
-{
-	return now >= prev ? now - prev : now;
-}
-
-/* Bucket deltas of cumulative buckets, per bucket. */
-static void bucket_deltas(double *out, const double *now, const double *prev)
-{
-	double before = 0, before_prev = 0;
-	for (int i = 0; i < BUCKETS; i++) {
-		double own = now[i] - before, own_prev = prev[i] - before_prev;
-		before = now[i];
-		before_prev = prev[i];
-		out[i] += increase(own, own_prev);
-	}
-}
-
 static uint32_t intern(struct dashboard *d, const char *name);
 
 static struct sample *ring_at(struct dashboard *d, size_t i)
@@ -393,20 +187,20 @@ static void finish_round(struct dashboard *d)
 			continue;
 		any = true;
 		s.endpoints_up++;
-		const struct figures *f = &ep->now, *p = &ep->prev;
+		const struct scrape_figures *f = &ep->now, *p = &ep->prev;
 		s.conn_http += f->conn_http;
 		s.conn_ws += f->conn_ws;
 		s.processes += f->processes;
 		if (!ep->had || dt <= 0)
 			continue;
 		any_rate = true;
-		ws_in += increase(f->ws_in, p->ws_in);
-		ws_out += increase(f->ws_out, p->ws_out);
-		http += increase(f->http_responses, p->http_responses);
-		worker += increase(f->wmsgs, p->wmsgs);
-		failed += increase(f->wfailed, p->wfailed);
-		bucket_deltas(s.lat, f->latency, p->latency);
-		bucket_deltas(s.cons, f->consumer, p->consumer);
+		ws_in += scrape_increase(f->ws_in, p->ws_in);
+		ws_out += scrape_increase(f->ws_out, p->ws_out);
+		http += scrape_increase(f->http_responses, p->http_responses);
+		worker += scrape_increase(f->wmsgs, p->wmsgs);
+		failed += scrape_increase(f->wfailed, p->wfailed);
+		scrape_bucket_deltas(s.lat, f->latency, p->latency);
+		scrape_bucket_deltas(s.cons, f->consumer, p->consumer);
 	}
 	if (!any) {
 		s.conn_http = s.conn_ws = s.processes = NAN;
@@ -417,20 +211,20 @@ static void finish_round(struct dashboard *d)
 	s.worker = any_rate ? worker / dt : NAN;
 	s.worker_failed = any_rate ? failed / dt : NAN;
 	/* Percentiles over this second and the PERCENTILE_WINDOW - 1 before it. */
-	double lat[BUCKETS], cons[BUCKETS];
+	double lat[SCRAPE_BUCKETS], cons[SCRAPE_BUCKETS];
 	memcpy(lat, s.lat, sizeof(lat));
 	memcpy(cons, s.cons, sizeof(cons));
 	for (size_t k = 1; k < PERCENTILE_WINDOW && k <= d->n; k++) {
 		const struct sample *o = ring_at(d, d->n - k);
-		for (int i = 0; i < BUCKETS; i++) {
+		for (int i = 0; i < SCRAPE_BUCKETS; i++) {
 			lat[i] += o->lat[i];
 			cons[i] += o->cons[i];
 		}
 	}
-	s.p50 = quantile(lat, 0.5);
-	s.p90 = quantile(lat, 0.9);
-	s.p99 = quantile(lat, 0.99);
-	s.consumer_p99 = quantile(cons, 0.99);
+	s.p50 = scrape_quantile(lat, 0.5);
+	s.p90 = scrape_quantile(lat, 0.9);
+	s.p99 = scrape_quantile(lat, 0.99);
+	s.consumer_p99 = scrape_quantile(cons, 0.99);
 
 	const struct layer_census *c = &d->census;
 	s.layer_msgs = s.full = NAN;
