@@ -25,6 +25,8 @@ struct layer_config {
 	int command_timeout_ms;
 };
 
+struct layer_census;
+
 /* Every operation gets arguments already validated by layer.c (names checked, max >= 1, ...). */
 struct layer_ops {
 	const char *name;
@@ -59,6 +61,9 @@ struct layer_ops {
 	int (*flush)(struct laurel_layer *l);
 	int (*stats)(struct laurel_layer *l, const char *channel, struct laurel_stats *out);
 	int (*check)(struct laurel_layer *l); /* may be NULL: nothing to check */
+	/* Layer-wide figures (common/layer_census.h), every shard; NULL: none. groups may be
+	 * NULL. Fills out's shards, counters and (with layer_census_add) its entries. */
+	int (*census)(struct laurel_layer *l, const char *groups, struct layer_census *out);
 	void (*free)(struct laurel_layer *l);
 };
 

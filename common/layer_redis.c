@@ -15,6 +15,7 @@
  * 2 s), and the outage is logged once when it starts and once when a command succeeds again. A
  * receive treats every error reply so: it never asks again at once. */
 #include "common/layer.h"
+#include "common/layer_census.h"
 #include "common/redis_layout.h"
 #include "common/codec.h"
 #include "common/sentinel.h"
@@ -74,6 +75,7 @@ struct redis_layer {
 	uint64_t live_gen; /* counts the reads that found an interface gone */
 	struct swept *swept; /* PRESENCE_SLOTS, made on first use */
 	bool woken;   /* watch_fd was readable during this receive */
+	bool scan_untyped; /* a server refused SCAN ... TYPE (Redis 5): filter by name only */
 };
 
 static const struct layer_ops redis_ops;
@@ -1804,6 +1806,294 @@ static int redis_stats(struct laurel_layer *base, const char *channel, struct la
 	return 0;
 }
 
+/* --- Layer-wide figures (layer_census.h) ----------------------------------------------------- */
+
+/* s with Redis glob characters escaped, for a MATCH pattern that must take it literally. */
+static void glob_escape(const char *s, char *out, size_t size)
+{
+	size_t n = 0;
+	for (; *s && n + 3 < size; s++) {
+		if (strchr("*?[]\\^", *s))
+			out[n++] = '\\';
+		out[n++] = *s;
+	}
+	out[n] = '\0';
+}
+
+/* Calls page(L, s, keys, arg) with each page of SCAN 0 MATCH pattern [TYPE type] on s. */
+static int scan_keys(struct redis_layer *L, struct shard *s, const char *pattern, const char *type,
+		     int (*page)(struct redis_layer *L, struct shard *s, const redisReply *keys,
+				 void *arg),
+		     void *arg)
+{
+	char cursor[32] = "0";
+	do {
+		bool typed = type && !L->scan_untyped;
+		redisReply *r = typed ? redisCommand(s->c, "SCAN %s MATCH %s COUNT 1000 TYPE %s",
+						     cursor, pattern, type)
+				      : redisCommand(s->c, "SCAN %s MATCH %s COUNT 1000", cursor,
+						     pattern);
+		int rc = 0;
+		if (!r)
+			return connection_lost(s);
+		if (!(r = checked(s, r, &rc)))
+			return rc;
+		if (typed && r->type == REDIS_REPLY_ERROR) {
+			/* Redis 5 has no TYPE filter: start over without it. */
+			freeReplyObject(r);
+			L->scan_untyped = true;
+			snprintf(cursor, sizeof(cursor), "0");
+			continue;
+		}
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+		    r->element[0]->type != REDIS_REPLY_STRING ||
+		    r->element[1]->type != REDIS_REPLY_ARRAY) {
+			rc = reply_error(s, r, "SCAN");
+			freeReplyObject(r);
+			return rc;
+		}
+		snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+		rc = page(L, s, r->element[1], arg);
+		freeReplyObject(r);
+		if (rc < 0)
+			return rc;
+	} while (strcmp(cursor, "0") != 0);
+	return 0;
+}
+
+/* Reads n pipelined replies; an error reply (a key of another type) counts as NULL. */
+static int census_replies(struct shard *s, redisReply **out, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (redisGetReply(s->c, (void **)&out[i]) != REDIS_OK) {
+			for (size_t j = 0; j < i; j++)
+				freeReplyObject(out[j]);
+			return connection_lost(s);
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		if (out[i]->type == REDIS_REPLY_ERROR &&
+		    layer_error_kind(out[i]->str) != LAYER_ERR_OTHER) {
+			int rc = shard_failed(s, out[i]->str);
+			for (size_t j = 0; j < n; j++)
+				freeReplyObject(out[j]);
+			return rc;
+		}
+	return 0;
+}
+
+static bool body_key(const char *name, size_t len)
+{
+	if (len != 32)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+			return false;
+	return true;
+}
+
+/* A channel's queue is a list PREFIX + name, name a valid channel name (laurel's own keys,
+ * PREFIX + ":...", are not). Without SCAN's TYPE filter the message bodies, PREFIX + 32 hex
+ * digits, are passed over by name and anything else not a list by LLEN's error. */
+static int queue_page(struct redis_layer *L, struct shard *s, const redisReply *keys, void *arg)
+{
+	struct layer_census *c = arg;
+	const redisReply **found = xmalloc((keys->elements + 1) * sizeof(*found));
+	size_t n = 0;
+	for (size_t i = 0; i < keys->elements; i++) {
+		const redisReply *k = keys->element[i];
+		if (k->type != REDIS_REPLY_STRING || k->len <= L->prefixlen ||
+		    k->len - L->prefixlen >= LAUREL_NAME_MAX)
+			continue;
+		char name[LAUREL_NAME_MAX];
+		size_t len = k->len - L->prefixlen;
+		memcpy(name, k->str + L->prefixlen, len);
+		name[len] = '\0';
+		if (!laurel_valid_channel(name) || (L->scan_untyped && body_key(name, len)))
+			continue;
+		redisAppendCommand(s->c, "LLEN %b", k->str, k->len);
+		found[n++] = k;
+	}
+	redisReply **r = xmalloc((n + 1) * sizeof(*r));
+	int rc = census_replies(s, r, n);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		if (r[i]->type == REDIS_REPLY_INTEGER && r[i]->integer > 0)
+			layer_census_add(c, CENSUS_QUEUED, found[i]->str + L->prefixlen,
+					 found[i]->len - L->prefixlen, r[i]->integer);
+		freeReplyObject(r[i]);
+	}
+	free(r);
+	free(found);
+	return rc;
+}
+
+/* Statistics keys STATS_PREFIX + channel + ":messages_count" / ":channel_full_count". */
+static int stats_page(struct redis_layer *L, struct shard *s, const redisReply *keys, void *arg)
+{
+	struct layer_census *c = arg;
+	size_t plen = strlen(L->base.cfg.stats_prefix);
+	const char **argv = xmalloc((keys->elements + 1) * sizeof(*argv));
+	size_t *lens = xmalloc((keys->elements + 1) * sizeof(*lens));
+	const redisReply **found = xmalloc((keys->elements + 1) * sizeof(*found));
+	size_t n = 0;
+	argv[0] = "MGET";
+	lens[0] = 4;
+	for (size_t i = 0; i < keys->elements; i++) {
+		const redisReply *k = keys->element[i];
+		const char *colon = k->type == REDIS_REPLY_STRING ? strrchr(k->str, ':') : NULL;
+		if (!colon || (size_t)(colon - k->str) <= plen ||
+		    (size_t)(colon - k->str) - plen >= LAUREL_NAME_MAX ||
+		    (strcmp(colon, ":messages_count") != 0 &&
+		     strcmp(colon, ":channel_full_count") != 0))
+			continue;
+		char name[LAUREL_NAME_MAX];
+		size_t len = (size_t)(colon - k->str) - plen;
+		memcpy(name, k->str + plen, len);
+		name[len] = '\0';
+		if (!laurel_valid_channel(name)) /* #global# and foreign keys */
+			continue;
+		argv[n + 1] = k->str;
+		lens[n + 1] = k->len;
+		found[n++] = k;
+	}
+	int rc = 0;
+	if (n) {
+		redisAppendCommandArgv(s->c, (int)n + 1, argv, lens);
+		redisReply *r;
+		rc = census_replies(s, &r, 1);
+		if (rc == 0) {
+			for (size_t i = 0; i < n && r->type == REDIS_REPLY_ARRAY && i < r->elements;
+			     i++) {
+				const char *colon = strrchr(found[i]->str, ':');
+				layer_census_add(c,
+						 colon[1] == 'm' ? CENSUS_MESSAGES : CENSUS_FULL,
+						 found[i]->str + plen,
+						 (size_t)(colon - found[i]->str) - plen,
+						 reply_ll(r->element[i]));
+			}
+			freeReplyObject(r);
+		}
+	}
+	free(found);
+	free(lens);
+	free(argv);
+	return rc;
+}
+
+static int group_page(struct redis_layer *L, struct shard *s, const redisReply *keys, void *arg)
+{
+	struct layer_census *c = arg;
+	char gp[LAUREL_NAME_MAX];
+	group_key(L, "", gp, sizeof(gp));
+	size_t glen = strlen(gp);
+	const redisReply **found = xmalloc((keys->elements + 1) * sizeof(*found));
+	size_t n = 0;
+	double since = util_wall_time() - L->base.cfg.group_expiry;
+	for (size_t i = 0; i < keys->elements; i++) {
+		const redisReply *k = keys->element[i];
+		if (k->type != REDIS_REPLY_STRING || k->len <= glen)
+			continue;
+		redisAppendCommand(s->c, "ZCOUNT %b %.3f +inf", k->str, k->len, since);
+		found[n++] = k;
+	}
+	redisReply **r = xmalloc((n + 1) * sizeof(*r));
+	int rc = census_replies(s, r, n);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		if (r[i]->type == REDIS_REPLY_INTEGER)
+			layer_census_add(c, CENSUS_MEMBERS, found[i]->str + glen,
+					 found[i]->len - glen, r[i]->integer);
+		freeReplyObject(r[i]);
+	}
+	free(r);
+	free(found);
+	return rc;
+}
+
+/* One shard's figures into c (a census of its own, merged by the caller only if it is whole). */
+static int census_shard(struct redis_layer *L, struct shard *s, const char *groups,
+			struct layer_census *c)
+{
+	const struct layer_config *cfg = &L->base.cfg;
+	int rc = shard_connect(L, s);
+	if (rc < 0)
+		return rc;
+	char msgs[LAUREL_NAME_MAX + 64], full[LAUREL_NAME_MAX + 64], dropped[LAUREL_NAME_MAX + 64],
+		ifaces[96];
+	layer_key_global(cfg, "messages_count", msgs, sizeof(msgs));
+	layer_key_global(cfg, "channel_full_count", full, sizeof(full));
+	layer_key_global(cfg, "control_dropped", dropped, sizeof(dropped));
+	layer_key_interfaces(cfg, ifaces, sizeof(ifaces));
+	redisAppendCommand(s->c, "MGET %s %s %s", msgs, full, dropped);
+	redisAppendCommand(s->c, "ZCOUNT %s %.3f +inf", ifaces, util_wall_time());
+	redisReply *r[2];
+	if ((rc = pipeline(L, s, r, 2)) < 0)
+		return rc;
+	if (r[0]->type == REDIS_REPLY_ARRAY && r[0]->elements == 3) {
+		c->messages += reply_ll(r[0]->element[0]);
+		c->full += reply_ll(r[0]->element[1]);
+		c->control_dropped += reply_ll(r[0]->element[2]);
+	}
+	c->interfaces += reply_ll(r[1]);
+	freeReplyObject(r[0]);
+	freeReplyObject(r[1]);
+	char esc[256], pattern[512];
+	glob_escape(cfg->prefix, esc, sizeof(esc));
+	snprintf(pattern, sizeof(pattern), "%s*", esc);
+	if ((rc = scan_keys(L, s, pattern, "list", queue_page, c)) < 0)
+		return rc;
+	glob_escape(cfg->stats_prefix, esc, sizeof(esc));
+	snprintf(pattern, sizeof(pattern), "%s*", esc);
+	if ((rc = scan_keys(L, s, pattern, NULL, stats_page, c)) < 0)
+		return rc;
+	if (groups) {
+		char gp[LAUREL_NAME_MAX];
+		group_key(L, "", gp, sizeof(gp));
+		glob_escape(gp, esc, sizeof(esc));
+		snprintf(pattern, sizeof(pattern), "%s%s", esc, groups);
+		if ((rc = scan_keys(L, s, pattern, NULL, group_page, c)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static void census_merge(struct layer_census *into, const struct layer_census *c)
+{
+	into->messages += c->messages;
+	into->full += c->full;
+	into->control_dropped += c->control_dropped;
+	into->interfaces += c->interfaces;
+	for (size_t i = 0; i < c->nchannels; i++) {
+		const struct layer_census_entry *e = &c->channels[i];
+		const char *name = e->name;
+		layer_census_add(into, CENSUS_QUEUED, name, strlen(name), e->queued);
+		layer_census_add(into, CENSUS_MESSAGES, name, strlen(name), e->messages);
+		layer_census_add(into, CENSUS_FULL, name, strlen(name), e->full);
+	}
+	for (size_t i = 0; i < c->ngroups; i++)
+		layer_census_add(into, CENSUS_MEMBERS, c->groups[i].name, strlen(c->groups[i].name),
+				 c->groups[i].queued);
+}
+
+static int redis_census(struct laurel_layer *base, const char *groups, struct layer_census *out)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	out->shards = xcalloc(L->nshards, sizeof(*out->shards));
+	out->nshards = L->nshards;
+	for (size_t sh = 0; sh < L->nshards; sh++) {
+		struct layer_census_shard *cs = &out->shards[sh];
+		struct layer_census c = {0};
+		cs->url = xstrdup(L->shards[sh].ep.desc);
+		if (census_shard(L, &L->shards[sh], groups, &c) < 0) {
+			cs->error = xstrdup(laurel_layer_error(base));
+		} else {
+			cs->up = true;
+			census_merge(out, &c);
+		}
+		layer_census_fini(&c);
+	}
+	return 0;
+}
+
 /* --- Lifecycle ------------------------------------------------------------------------------- */
 
 static void redis_free(struct laurel_layer *base)
@@ -1949,5 +2239,6 @@ static const struct layer_ops redis_ops = {
 	.take_due = redis_take_due,
 	.flush = redis_flush,
 	.stats = redis_stats,
+	.census = redis_census,
 	.free = redis_free,
 };

@@ -17,11 +17,13 @@
 #include "laurel/layer.h"
 #include "laurel/message.h"
 #include "common/buf.h"
+#include "common/layer_census.h"
 #include "common/log.h"
 #include "common/options.h"
 #include "common/redis_layout.h"
 #include "common/sentinel.h"
 #include "common/util.h"
+#include "tool/dashboard.h"
 #include "tool/json.h"
 #include "tool/runserver.h"
 
@@ -60,6 +62,11 @@ struct config {
 	int capacity;
 	int verbose;
 	bool dry_run;
+	bool prometheus;
+	char *groups;
+	char *listen;
+	struct option_list scrape;
+	int history;
 	bool help;
 	bool version;
 };
@@ -85,6 +92,20 @@ static const struct option opts[] = {
 	{"dry-run", 'n', OPTION_FLAG, CFG(dry_run), 0, 0, NULL, NULL, NULL,
 	 "send, group-send: check the name and the message and print the message as JSON, but "
 	 "send nothing."},
+	{"prometheus", 0, OPTION_FLAG, CFG(prometheus), 0, 0, NULL, NULL, NULL,
+	 "stats: print the layer-wide figures in the Prometheus text format (laurel_layer_*)."},
+	{"groups", 0, OPTION_STRING, CFG(groups), 1, 0, NULL, NULL, "PATTERN",
+	 "stats --prometheus: also the live member count of each group whose name matches the "
+	 "Redis glob PATTERN (at most 200 groups, the rest summed as group=\"(other)\")."},
+	{"listen", 0, OPTION_STRING, CFG(listen), 1, 0, NULL, NULL, "ADDR",
+	 "dashboard: serve the page on ADDR: host:port, [ipv6]:port or a unix socket path "
+	 "starting with /."},
+	{"scrape", 0, OPTION_LIST, CFG(scrape), 0, 0, NULL, NULL, "URL",
+	 "dashboard: a Prometheus endpoint to read once a second, http://host:port[/path] (path "
+	 "/metrics by default): a laurel-interface's or laurel-worker's --metrics. Repeat it "
+	 "for each."},
+	{"history", 0, OPTION_INT, CFG(history), 60, DAY, "600", NULL, "SECONDS",
+	 "dashboard: how much history it keeps (one sample a second) for a page opened later."},
 	{"verbose", 'v', OPTION_COUNT, CFG(verbose), 0, 0, NULL, NULL, NULL,
 	 "Log what happens to stderr; twice for debug detail."},
 	{"help", 'h', OPTION_FLAG, CFG(help), 0, 0, NULL, NULL, NULL,
@@ -94,6 +115,8 @@ static const struct option opts[] = {
 
 struct tool {
 	struct config cfg;
+	bool quick; /* short layer timeouts: a command that must not wait on a shard for long */
+	bool given[ARRAY_SIZE(opts)]; /* options set on the command line or by the environment */
 	struct laurel_layer *layer; /* made before a command that uses_layer runs */
 };
 
@@ -115,6 +138,7 @@ static int cmd_stats(struct tool *t, char **args, int nargs);
 static int cmd_flush(struct tool *t, char **args, int nargs);
 static int cmd_help(struct tool *t, char **args, int nargs);
 static int cmd_runserver(struct tool *t, char **args, int nargs);
+static int cmd_dashboard(struct tool *t, char **args, int nargs);
 
 static const struct command commands[] = {
 	{.name = "send",
@@ -163,7 +187,16 @@ static const struct command commands[] = {
 		    "failed over). With CHANNEL: prints its messages_count, channel_full_count, "
 		    "messages_pending (queued now) and messages_max_age (seconds the oldest queued "
 		    "message has waited, 0 if none). One \"name value\" pair per line. Counters "
-		    "expire (an hour per channel, a day globally)."},
+		    "expire (an hour per channel, a day globally). With --prometheus (no CHANNEL): "
+		    "the layer-wide figures in the Prometheus text format, summed over the shards: "
+		    "laurel_layer_channel_queued_messages, _channel_messages_total and "
+		    "_channel_sends_full_total per channel (found by SCAN; \"name!x\" counted as "
+		    "\"name!\", \"name?x\" as \"name?\"; past 200 channels the least busy are "
+		    "summed as channel=\"(other)\"), the global messages, full sends and "
+		    "control_dropped, live interfaces, and laurel_layer_shard_up per shard; "
+		    "--groups PATTERN adds laurel_layer_group_members. A shard that does not answer "
+		    "is shown as 0 and named on stderr; the exit status is 3 only if none answered "
+		    "(see docs/tool.md)."},
 	{.name = "flush",
 	 .operands = "",
 	 .min_args = 0,
@@ -174,6 +207,25 @@ static const struct command commands[] = {
 	 .details = "Deletes every message, queue, group, interface announcement and counter "
 		    "under the layer's prefixes, on every shard. Other keys in the same Redis "
 		    "database are left alone."},
+	{.name = "dashboard",
+	 .operands = "--listen ADDR [--scrape URL]...",
+	 .min_args = 0,
+	 .max_args = 0,
+	 .uses_layer = true,
+	 .run = cmd_dashboard,
+	 .summary = "Serve a live page of the whole deployment.",
+	 .details = "Serves a page on --listen ADDR (GET /) that shows, live, what the "
+		    "deployment does: connections, messages per second, request latency "
+		    "percentiles, queue depths per channel, channel-full events, live interfaces "
+		    "and worker processes, and which Redis shards and scraped endpoints are up. "
+		    "Once a second it takes the layer-wide figures of `laurel stats --prometheus` "
+		    "from every shard of --layer (waiting at most 0.5 s to connect and 1 s for an "
+		    "answer) and reads each --scrape URL (a laurel-interface's or laurel-worker's "
+		    "--metrics endpoint; 0.9 s timeout, an endpoint that does not answer shows as "
+		    "down). It keeps --history seconds, so a page opened later draws at once. "
+		    "GET /api/state is the same as JSON; GET /metrics the last layer-wide figures. "
+		    "The page is built into the program and loads nothing from elsewhere. Stops on "
+		    "SIGINT or SIGTERM. See docs/operations.md, \"Dashboard\"."},
 	{.name = "runserver",
 	 .operands = "[OPTION]...",
 	 .min_args = 0,
@@ -230,10 +282,11 @@ static void config_fini(struct config *cfg)
 }
 
 /* Parses argv into cfg (common/options.h): options anywhere until "--", the rest into pos. */
-static int parse_args(struct config *cfg, int argc, char **argv, char **pos, int *npos)
+static int parse_args(struct config *cfg, bool *given, int argc, char **argv, char **pos,
+		      int *npos)
 {
 	char err[512];
-	if (options_parse(opts, ARRAY_SIZE(opts), cfg, argc, argv, pos, npos, NULL, err,
+	if (options_parse(opts, ARRAY_SIZE(opts), cfg, argc, argv, pos, npos, given, err,
 			  sizeof(err)) < 0)
 		return fail(EXIT_USAGE, "%s", err);
 	return 0;
@@ -483,10 +536,42 @@ static void print_shards(struct tool *t)
 	}
 }
 
+/* The layer-wide figures in the Prometheus text format. Printed whatever the shards do: a shard
+ * that does not answer is a figure too (laurel_layer_shard_up 0), named on stderr. */
+static int stats_prometheus(struct tool *t)
+{
+	struct layer_census c;
+	struct layer_census_options o = {.groups = t->cfg.groups};
+	int rc = layer_census_take(t->layer, &o, &c);
+	if (rc < 0) {
+		layer_census_fini(&c);
+		return layer_error(t, rc);
+	}
+	struct buf b;
+	buf_init(&b);
+	layer_census_prometheus(&c, &b);
+	fwrite(b.data, 1, b.len, stdout);
+	buf_fini(&b);
+	for (size_t i = 0; i < c.nshards; i++)
+		if (!c.shards[i].up)
+			fail(0, "shard %zu (%s) did not answer: %s", i, c.shards[i].url,
+			     c.shards[i].error);
+	int code = c.shards_up ? EXIT_OK : EXIT_LAYER;
+	layer_census_fini(&c);
+	return code;
+}
+
 static int cmd_stats(struct tool *t, char **args, int nargs)
 {
 	const char *channel = nargs ? args[0] : NULL;
 	struct laurel_stats st;
+	if (t->cfg.groups && !t->cfg.prometheus)
+		return fail(EXIT_USAGE, "--groups goes with --prometheus");
+	if (t->cfg.prometheus && channel)
+		return fail(EXIT_USAGE, "--prometheus prints the layer-wide figures: give no "
+					"CHANNEL");
+	if (t->cfg.prometheus)
+		return stats_prometheus(t);
 	int code = channel ? check_name(channel, false) : 0;
 	if (code)
 		return code;
@@ -514,6 +599,20 @@ static int cmd_stats(struct tool *t, char **args, int nargs)
 	return EXIT_OK;
 }
 
+static int cmd_dashboard(struct tool *t, char **args, int nargs)
+{
+	struct dashboard_options o = {
+		.listen = t->cfg.listen,
+		.scrape = t->cfg.scrape.v,
+		.nscrape = t->cfg.scrape.n,
+		.history_s = t->cfg.history,
+	};
+	char err[512];
+	if (dashboard_run(t->layer, &o, err, sizeof(err)) < 0)
+		return fail(EXIT_USAGE, "%s", err);
+	return EXIT_OK;
+}
+
 static int cmd_flush(struct tool *t, char **args, int nargs)
 {
 	int rc = laurel_layer_flush(t->layer);
@@ -535,6 +634,8 @@ static int open_layer(struct tool *t)
 		.expiry = cfg->expiry,
 		.group_expiry = cfg->group_expiry,
 		.capacity = cfg->capacity,
+		.connect_timeout_ms = t->quick ? 500 : 0,
+		.command_timeout_ms = t->quick ? 1000 : 0,
 	};
 	char err[256] = "";
 	for (size_t i = 0; i < cfg->layers.n; i++)
@@ -548,6 +649,40 @@ static int open_layer(struct tool *t)
 		return fail(EXIT_USAGE, "%s", err[0] ? err : strerror(-rc));
 	if (laurel_layer_check(t->layer) < 0)
 		return fail(EXIT_LAYER, "%s", laurel_layer_error(t->layer));
+	return 0;
+}
+
+/* Options that belong to some commands: given to another, they are refused rather than
+ * ignored (the operator meant something the command will not do). */
+static const struct {
+	const char *option;
+	const char *commands; /* one or more, separated by spaces */
+} command_options[] = {
+	{"prometheus", "stats"},
+	{"groups", "stats"},
+	{"listen", "dashboard"},
+	{"scrape", "dashboard"},
+	{"history", "dashboard"},
+};
+
+static int check_command_options(const struct tool *t, const struct command *c)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(command_options); i++) {
+		size_t k = 0;
+		while (strcmp(opts[k].name, command_options[i].option) != 0)
+			k++;
+		if (!t->given[k])
+			continue;
+		const char *list = command_options[i].commands;
+		size_t len = strlen(c->name);
+		bool ok = false;
+		for (const char *p = list; (p = strstr(p, c->name)); p += len)
+			if ((p == list || p[-1] == ' ') && (p[len] == ' ' || p[len] == '\0'))
+				ok = true;
+		if (!ok)
+			return fail(EXIT_USAGE, "--%s applies to %s only, not %s", opts[k].name,
+				    list, c->name);
+	}
 	return 0;
 }
 
@@ -583,8 +718,21 @@ static int run(struct tool *t, char **pos, int npos)
 	if (t->cfg.dry_run && !c->dry_run)
 		return fail(EXIT_USAGE, "--dry-run applies to send and group-send only, not %s",
 			    c->name);
+	int code = check_command_options(t, c);
+	if (code)
+		return code;
+	if (c->run == cmd_dashboard) {
+		/* Checked before the layer is opened: a typo is reported at once. */
+		struct dashboard_options o = {.listen = t->cfg.listen,
+					      .scrape = t->cfg.scrape.v,
+					      .nscrape = t->cfg.scrape.n};
+		char err[512];
+		if (dashboard_check(&o, err, sizeof(err)) < 0)
+			return fail(EXIT_USAGE, "%s", err);
+		t->quick = true;
+	}
 	if (c->uses_layer) {
-		int code = open_layer(t);
+		code = open_layer(t);
 		if (code)
 			return code;
 	}
@@ -602,7 +750,7 @@ int main(int argc, char **argv)
 		free(pos);
 		return runserver_main(argc - 1, argv + 1);
 	}
-	int code = parse_args(&t.cfg, argc, argv, pos, &npos);
+	int code = parse_args(&t.cfg, t.given, argc, argv, pos, &npos);
 	if (code == 0) {
 		/* Quiet by default: a failure is reported once, by the tool, in one line. */
 		log_level = t.cfg.verbose ? LOG_INFO + t.cfg.verbose - 1 : LOG_ERROR - 1;
