@@ -176,6 +176,8 @@ static int serve(void *arg, const char *uri, size_t n, struct buf *body, const c
 	struct server *s = arg;
 	if (n == 8 && memcmp(uri, "/metrics", 8) == 0) {
 		write_metrics(s, body);
+		if (s->cfg->metrics_more)
+			s->cfg->metrics_more(s->cfg->metrics_more_arg, body);
 		*type = "text/plain; version=0.0.4; charset=utf-8";
 		return 200;
 	}

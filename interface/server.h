@@ -51,6 +51,10 @@ struct server_config {
 	size_t max_output_total; /* all connections' buffered output; 0: an eighth of the RAM */
 	/* operations */
 	char *metrics; /* --metrics ADDR, or NULL */
+	/* More families for /metrics, written after the interface's (runserver: its worker
+	 * threads'); NULL: none. */
+	void (*metrics_more)(void *arg, struct buf *out);
+	void *metrics_more_arg;
 	/* channel layer */
 	struct option_list layers;
 	char *prefix;

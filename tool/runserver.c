@@ -10,6 +10,7 @@
 #include "interface/static.h"
 #include "worker/app.h"
 #include "worker/delay.h"
+#include "worker/stats.h"
 #include "worker/worker.h"
 
 #include <errno.h>
@@ -38,6 +39,7 @@ struct config {
 	struct option_list statics;
 	struct option_list layers;
 	int http_timeout;
+	char *metrics;
 	int verbosity;
 	bool quiet;
 	bool help;
@@ -60,12 +62,21 @@ static const struct option opts[] = {
 	 "The channel layer: memory:// (in this process), or Redis URLs (repeat for shards)."},
 	{"http-timeout", 't', OPTION_INT, C(http_timeout), 1, 86400, "60", NULL, "SECONDS",
 	 "Answer 503 when the application has not responded within this time."},
+	{"metrics", 0, OPTION_STRING, C(metrics), 1, 0, NULL, "LAUREL_METRICS", "ADDR",
+	 "Serve /metrics (Prometheus: the interface's and the worker threads' families), /healthz "
+	 "and /readyz on ADDR: host:port, [ipv6]:port or a unix socket path (docs/operations.md)."},
 	{"verbosity", 'v', OPTION_INT, C(verbosity), 0, 2, "1", NULL, "0|1|2",
 	 "0 warnings and errors, 1 also a line per request and WebSocket event, 2 debug."},
 	{"help", 'h', OPTION_FLAG, C(help), 0, 0, NULL, NULL, NULL, "Show this help."},
 };
 
 static volatile sig_atomic_t stop_workers;
+
+/* --metrics: the worker threads' and the delay service's records, served with the interface's. */
+static void write_worker_metrics(void *arg, struct buf *out)
+{
+	wstats_write(arg, out, util_now_ms());
+}
 static struct server *server;
 
 struct worker_thread {
@@ -135,6 +146,7 @@ int runserver_main(int argc, char **argv)
 	struct app *app = NULL;
 	struct laurel_layer *shared = NULL;
 	struct worker_thread *threads = NULL;
+	struct wstats *stats = NULL;
 	struct delay *delay = NULL;
 	pthread_t delay_thread;
 	bool delay_started = false;
@@ -235,6 +247,13 @@ int runserver_main(int argc, char **argv)
 	sc.statics = mounts;
 	sc.nstatics = nmounts;
 	sc.shared_layer = shared;
+	if (cfg.metrics) {
+		stats = wstats_new((size_t)cfg.workers + 1, false);
+		stats->processes = cfg.workers + 1;
+		sc.metrics = cfg.metrics;
+		sc.metrics_more = write_worker_metrics;
+		sc.metrics_more_arg = stats;
+	}
 
 	base = event_base_new();
 	if (server_new(&server, base, &sc, err, sizeof(err)) < 0) {
@@ -251,10 +270,21 @@ int runserver_main(int argc, char **argv)
 		status = 2;
 		goto out;
 	}
+	if (stats) {
+		/* A thread's record: its pid marks it live; each gets its own number. */
+		struct wstats_proc *rec = wstats_claim(stats, cfg.workers);
+		rec->pid = cfg.workers + 1;
+		delay_set_stats(delay, rec);
+	}
 	delay_started = pthread_create(&delay_thread, NULL, run_delay, delay) == 0;
 	threads = xcalloc((size_t)cfg.workers, sizeof(*threads));
 	for (int i = 0; i < cfg.workers; i++) {
 		struct worker_options wo = {.routes = app_routes(app), .shared_layer = shared};
+		if (stats) {
+			wo.stats = stats;
+			wo.stats_proc = wstats_claim(stats, i);
+			wo.stats_proc->pid = i + 1;
+		}
 		wo.layer = lo;
 		if (worker_new(&threads[i].w, &wo, err, sizeof(err)) < 0) {
 			fprintf(stderr, "laurel runserver: %s\n", err);
@@ -295,6 +325,7 @@ out:
 	for (size_t i = 0; i < nmounts; i++)
 		static_mount_fini(&mounts[i]);
 	laurel_layer_free(shared);
+	wstats_free(stats);
 	app_free(app);
 	options_free(opts, ARRAY_SIZE(opts), &cfg);
 	free(pos);

@@ -11,7 +11,7 @@ was sent (the pool's by channel and by route, summed over its processes), and th
 counted every response and every consumer run. A worker process killed with SIGKILL is counted as
 a restart, its counts are kept, and the pool is ready again. `promtool check metrics` accepts
 both endpoints' output. /healthz answers; /readyz of both is 200, goes to 503 (with a JSON
-reason) within 2 s of Redis being killed, and back to 200 once Redis is back. Ends with
+reason) within 2 s of Redis being killed, and back to 200 once Redis is back. `laurel runserver --metrics` serves both sets, counted exactly. Ends with
 "N passed, N failed"; about 30 s.
 
 Usage: test-metrics.py BUILD_DIR"""
@@ -277,6 +277,42 @@ def main(st, mport, wport):
           "Prometheus: one outage counted")
 
 
+def runserver(build):
+    """laurel runserver --metrics: the interface's and the worker threads' families on one
+    endpoint, counted exactly, accepted by promtool, ready."""
+    port, mport = free_port(), free_port()
+    p = subprocess.Popen([os.path.join(build, "tool", "laurel"), "runserver", "--app", "echo",
+                          "-p", str(port), "--workers", "2", "--metrics",
+                          "127.0.0.1:%d" % mport, "-v", "0"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        check(wait_port(port) and wait_port(mport), "runserver --metrics started")
+        base = "http://127.0.0.1:%d" % mport
+        for _ in range(20):
+            fetch("http://127.0.0.1:%d/hello" % port)
+        m = parse(fetch(base + "/metrics")[1])
+        check_eq(m.get('laurel_interface_http_responses_total{code="2xx"}'), 20.0,
+                 "runserver: the interface's responses counted")
+        check_eq(m.get('laurel_worker_route_messages_total{route="hello",result="ok"}'), 20.0,
+                 "runserver: the worker threads' messages counted")
+        check_eq(m.get("laurel_worker_processes"), 3.0,
+                 "runserver: 2 worker threads and the delay service counted")
+        r = subprocess.run(["promtool", "check", "metrics"], input=fetch(base + "/metrics")[1],
+                           capture_output=True, text=True)
+        check(r.returncode == 0, "runserver: promtool check metrics accepts the output",
+              r.stdout + r.stderr)
+        end = time.monotonic() + 5
+        while time.monotonic() < end and fetch(base + "/readyz")[0] != 200:
+            time.sleep(0.1)
+        check_eq(fetch(base + "/readyz")[0], 200, "runserver: /readyz")
+    finally:
+        p.terminate()
+        _, err = p.communicate(timeout=10)
+        check("ERROR: AddressSanitizer" not in err.decode(errors="replace")
+              and "runtime error:" not in err.decode(errors="replace"),
+              "runserver: no sanitizer report", err[-2000:])
+
+
 if __name__ == "__main__":
     if not shutil.which("prometheus") or not shutil.which("promtool"):
         print("SKIP: prometheus is not installed (scripts/deps installs it)")
@@ -287,4 +323,5 @@ if __name__ == "__main__":
     st.worker_args = ["--processes", "2", "--metrics", "127.0.0.1:%d" % wport]
     with st:
         main(st, mport, wport)
+    runserver(st.build)
     sys.exit(done())
