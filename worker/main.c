@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -283,6 +284,16 @@ static int pool_child(void *arg, int slot, struct wstats_proc *rec)
 	return run->cfg->delay ? run_delay(run) : run_worker(run);
 }
 
+/* The pool's metrics process. */
+static int pool_metrics(void *arg)
+{
+	struct run *run = arg;
+	log_set_program("laurel-worker[metrics]");
+	prctl(PR_SET_NAME, "laurel-metrics"); /* what ps and top show */
+	/* The listener stays the supervisor's (its unix socket too): nothing is freed here. */
+	return worker_metrics_serve(run->metrics);
+}
+
 static int pool_reload(void *arg)
 {
 	struct run *run = arg;
@@ -358,9 +369,13 @@ int main(int argc, char **argv)
 			run.wopt.stats_proc = wstats_claim(run.stats, 0);
 			run.wopt.stats_proc->pid = (int32_t)getpid();
 		}
-		if (!(run.metrics = worker_metrics_start(cfg.metrics, run.stats, cfg.processes > 0,
-							 err, sizeof(err)))) {
+		if (!(run.metrics = worker_metrics_new(cfg.metrics, run.stats, cfg.processes > 0,
+						       err, sizeof(err)))) {
 			code = fail(EXIT_USAGE, "%s", err);
+			goto out;
+		}
+		if (cfg.processes == 0 && worker_metrics_thread(run.metrics, err, sizeof(err)) < 0) {
+			code = fail(EXIT_FAIL, "%s", err);
 			goto out;
 		}
 	}
@@ -374,6 +389,7 @@ int main(int argc, char **argv)
 		.reload = pool_reload,
 		.arg = &run,
 		.stats = run.stats,
+		.helper = run.metrics ? pool_metrics : NULL,
 	};
 	signal(SIGPIPE, SIG_IGN);
 	log_info("supervising %d worker processes", cfg.processes);

@@ -78,8 +78,8 @@ static void *run(void *arg)
 	return NULL;
 }
 
-struct worker_metrics *worker_metrics_start(const char *addr, struct wstats *t, bool supervised,
-					    char *err, size_t errlen)
+struct worker_metrics *worker_metrics_new(const char *addr, struct wstats *t, bool supervised,
+					  char *err, size_t errlen)
 {
 	struct worker_metrics *m = xcalloc(1, sizeof(*m));
 	m->t = t;
@@ -91,14 +91,21 @@ struct worker_metrics *worker_metrics_start(const char *addr, struct wstats *t, 
 	}
 	if (!(m->http = metrics_http_new(m->base, addr, serve, m, err, errlen)))
 		goto fail;
+	return m;
+fail:
+	worker_metrics_stop(m);
+	return NULL;
+}
+
+int worker_metrics_thread(struct worker_metrics *m, char *err, size_t errlen)
+{
 	if (pipe2(m->stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
 		snprintf(err, errlen, "--metrics: %s", strerror(errno));
-		goto fail;
+		return -1;
 	}
 	m->stop_ev = event_new(m->base, m->stop_pipe[0], EV_READ, on_stop, m->base);
 	event_add(m->stop_ev, NULL);
-	/* The thread takes no signal: the supervisor waits for them with sigtimedwait, and a
-	 * worker without one has its own handlers. */
+	/* The thread takes no signal: the worker has its own handlers. */
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -106,13 +113,32 @@ struct worker_metrics *worker_metrics_start(const char *addr, struct wstats *t, 
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
 		snprintf(err, errlen, "--metrics: cannot start its thread: %s", strerror(rc));
-		goto fail;
+		return -1;
 	}
 	m->running = true;
-	return m;
-fail:
-	worker_metrics_stop(m);
-	return NULL;
+	return 0;
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	event_base_loopbreak(arg);
+}
+
+int worker_metrics_serve(struct worker_metrics *m)
+{
+	/* A forked copy of the supervisor's loop: the kernel's epoll set is made again. */
+	if (event_reinit(m->base) < 0)
+		return 1;
+	struct event *term = evsignal_new(m->base, SIGTERM, on_signal, m->base);
+	struct event *intr = evsignal_new(m->base, SIGINT, on_signal, m->base);
+	evsignal_add(term, NULL);
+	evsignal_add(intr, NULL);
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
+	event_base_dispatch(m->base);
+	event_free(term);
+	event_free(intr);
+	return 0;
 }
 
 void worker_metrics_stop(struct worker_metrics *m)

@@ -40,7 +40,11 @@ struct pool {
 	struct slot *slots;
 	int replacing; /* the slot being replaced after SIGHUP, or -1 */
 	bool stopping;
+	pid_t helper;		   /* 0: not running */
+	int64_t helper_restart_at; /* 0: nothing pending */
 };
+
+#define HELPER_RESTART_MS 1000
 
 static void on_sigchld(int sig)
 {
@@ -90,6 +94,27 @@ static int spawn(struct pool *p, int slot)
 	return 0;
 }
 
+static void spawn_helper(struct pool *p)
+{
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_errno(LOG_ERROR, errno, "cannot start the metrics process");
+		p->helper_restart_at = util_now_ms() + HELPER_RESTART_MS;
+		return;
+	}
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != parent)
+			_exit(0);
+		signal(SIGCHLD, SIG_DFL);
+		sigprocmask(SIG_SETMASK, &p->oldmask, NULL);
+		exit(p->o->helper(p->o->arg));
+	}
+	p->helper = pid;
+	p->helper_restart_at = 0;
+}
+
 static void describe(int status, char *out, size_t size)
 {
 	if (WIFSIGNALED(status))
@@ -130,12 +155,24 @@ static void reap(struct pool *p)
 {
 	int status;
 	pid_t pid;
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		if (pid == p->helper) {
+			p->helper = 0;
+			if (!p->stopping) {
+				char how[128];
+				describe(status, how, sizeof(how));
+				log_error("the metrics process %d %s; starting another in %d ms",
+					  (int)pid, how, HELPER_RESTART_MS);
+				p->helper_restart_at = util_now_ms() + HELPER_RESTART_MS;
+			}
+			continue;
+		}
 		for (size_t i = 0; i < p->nchildren; i++)
 			if (p->children[i].pid == pid) {
 				reaped(p, i, status);
 				break;
 			}
+	}
 }
 
 static bool slot_retiring(const struct pool *p, int slot)
@@ -182,6 +219,8 @@ static void on_signal(struct pool *p, int sig)
 		count_running(p);
 		for (size_t i = 0; i < p->nchildren; i++)
 			kill(p->children[i].pid, SIGTERM);
+		if (p->helper)
+			kill(p->helper, SIGTERM);
 	} else if (sig == SIGHUP && !p->stopping) {
 		if (p->replacing >= 0) {
 			log_warn("SIGHUP: the worker processes are already being replaced");
@@ -225,6 +264,8 @@ int pool_run(const struct pool_options *opts)
 		o.stats->processes = o.processes;
 	p.slots = xcalloc((size_t)o.processes, sizeof(*p.slots));
 	int rc = 0;
+	if (o.helper)
+		spawn_helper(&p);
 	for (int i = 0; i < o.processes; i++) {
 		p.slots[i].backoff_ms = o.backoff_min_ms;
 		if ((rc = spawn(&p, i)) < 0 && i == 0)
@@ -233,13 +274,15 @@ int pool_run(const struct pool_options *opts)
 			p.slots[i].restart_at = util_now_ms() + o.backoff_min_ms;
 	}
 	rc = 0;
-	while (!p.stopping || p.nchildren > 0) {
+	while (!p.stopping || p.nchildren > 0 || p.helper) {
 		int64_t now = util_now_ms(), wait = 1000;
 		if (o.stats)
 			__atomic_store_n(&o.stats->supervisor_ms, now, __ATOMIC_RELAXED);
 		for (int i = 0; i < o.processes && !p.stopping; i++)
 			if (p.slots[i].restart_at && p.slots[i].restart_at - now < wait)
 				wait = p.slots[i].restart_at - now;
+		if (p.helper_restart_at && !p.stopping && p.helper_restart_at - now < wait)
+			wait = p.helper_restart_at - now;
 		if (wait < 0)
 			wait = 0;
 		struct timespec ts = {.tv_sec = wait / 1000,
@@ -256,10 +299,16 @@ int pool_run(const struct pool_options *opts)
 				if (spawn(&p, i) < 0)
 					p.slots[i].restart_at = now + p.slots[i].backoff_ms;
 			}
+		if (p.helper_restart_at && !p.stopping && p.helper_restart_at <= now)
+			spawn_helper(&p);
 		if (!p.stopping)
 			advance_replacement(&p);
 	}
 out:
+	if (rc < 0 && p.helper) {
+		kill(p.helper, SIGTERM);
+		waitpid(p.helper, NULL, 0);
+	}
 	if (rc < 0)
 		for (size_t i = 0; i < p.nchildren; i++)
 			kill(p.children[i].pid, SIGTERM);

@@ -26,6 +26,10 @@ struct pool_options {
 	 * 1 records; the pool claims one per child and retires it when the child is reaped, and
 	 * keeps the table's process counts. NULL: no counting. */
 	struct wstats *stats;
+	/* A helper process (the metrics server), started before the children and started again
+	 * a second after it dies; it gets SIGTERM with them. Returns its exit status. NULL: none.
+	 * The supervisor stays one thread, so every fork is safe. */
+	int (*helper)(void *arg);
 };
 
 /* Starts the children and supervises them until SIGTERM or SIGINT, which is passed on to every

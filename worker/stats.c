@@ -24,6 +24,7 @@ struct wstats *wstats_new(size_t nprocs, bool shared)
 	}
 	t->nprocs = nprocs;
 	t->shared = shared;
+	pthread_mutex_init(&t->lock, NULL);
 	return t;
 }
 
@@ -31,6 +32,7 @@ void wstats_free(struct wstats *t)
 {
 	if (!t)
 		return;
+	pthread_mutex_destroy(&t->lock);
 	if (t->shared)
 		munmap(t, sizeof(struct wstats) + t->nprocs * sizeof(struct wstats_proc));
 	else
@@ -76,8 +78,10 @@ static void add(struct wstats_proc *a, const struct wstats_proc *b)
 
 void wstats_retire(struct wstats *t, struct wstats_proc *p)
 {
+	pthread_mutex_lock(&t->lock);
 	add(&t->retired, p);
 	memset(p, 0, sizeof(*p));
+	pthread_mutex_unlock(&t->lock);
 }
 
 int wstats_name(struct wstats_name *table, const char *name)
@@ -237,10 +241,11 @@ static void by_name_and_result(struct buf *out, const char *metric, const char *
 		metrics_sample(out, name, NULL, (double)(value));                                  \
 	} while (0)
 
-void wstats_write(const struct wstats *t, struct buf *out, int64_t now_ms)
+void wstats_write(struct wstats *t, struct buf *out, int64_t now_ms)
 {
 	/* One sum of every record, live and retired. */
 	struct wstats_proc *all = xcalloc(1, sizeof(*all));
+	pthread_mutex_lock(&t->lock);
 	add(all, &t->retired);
 	int live_n = 0, delay_n = 0;
 	uint64_t carried = 0;
@@ -253,6 +258,7 @@ void wstats_write(const struct wstats *t, struct buf *out, int64_t now_ms)
 		carried += p->held_carried;
 		add(all, p);
 	}
+	pthread_mutex_unlock(&t->lock);
 	GAUGE("laurel_worker_processes", "Worker processes running (threads, in runserver).",
 	      live_n);
 	COUNTER("laurel_worker_process_restarts_total",

@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -60,6 +61,10 @@ struct wstats_name {
 };
 
 struct wstats {
+	/* Taken by whoever retires a record and by the reader, in the owning process only (the
+	 * children never take it): a scrape never sees a reaped child's counts twice or not at
+	 * all, so a counter never seems to go back. */
+	pthread_mutex_t lock;
 	size_t nprocs;
 	bool shared;   /* mapped for a pool (munmap), or allocated (free) */
 	int processes; /* configured; 0 for a worker without a supervisor */
@@ -92,6 +97,6 @@ void wstats_batch(struct wstats_proc *p, size_t n);
 /* Why the pool is not ready, else NULL (buf holds the sentence). */
 const char *wstats_not_ready(const struct wstats *t, int64_t now_ms, char *buf, size_t size);
 /* Every laurel_worker_* family. */
-void wstats_write(const struct wstats *t, struct buf *out, int64_t now_ms);
+void wstats_write(struct wstats *t, struct buf *out, int64_t now_ms);
 
 #endif

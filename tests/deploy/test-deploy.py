@@ -78,6 +78,39 @@ def free_port():
     return port
 
 
+def metrics_prefix():
+    """A METRICS_PORT_PREFIX whose ports NN00..NN07 are free (interfaces 00, 01 and the systemd
+    unit's instance 07)."""
+    import random
+    for _ in range(200):
+        prefix = random.randint(200, 640)
+        ok = True
+        for n in range(8):
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", prefix * 100 + n))
+            except OSError:
+                ok = False
+            finally:
+                s.close()
+        if ok:
+            return prefix
+    raise RuntimeError("no free metrics ports")
+
+
+def http_get(url, timeout=5):
+    """(status, body text); an error with a status is returned too."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError as e:
+        return type(e).__name__, ""
+
+
 def wait_for(pred, timeout, step=0.05):
     end = time.monotonic() + timeout
     while True:
@@ -130,6 +163,8 @@ class Deployment:
         self.redis = [None] * SHARDS
         self.urls = ",".join("redis://127.0.0.1:%d" % p for p in self.redis_ports)
         self.http_port = free_port()
+        self.metrics_prefix = metrics_prefix()
+        self.worker_metrics_port = free_port()
         self.supervisord = None
         self.nginx = None
 
@@ -176,7 +211,8 @@ class Deployment:
         self.supervisor_conf = self.render(
             "supervisord/laurel.conf", os.path.join(self.etc, "supervisord.conf"),
             BINDIR=self.bin, USER=USER, RUN_DIR=self.run, LOG_DIR=self.logs, APP=APP,
-            INTERFACES=INTERFACES, WORKER_PROCESSES=WORKER_PROCESSES, REDIS_URLS=self.urls)
+            INTERFACES=INTERFACES, WORKER_PROCESSES=WORKER_PROCESSES, REDIS_URLS=self.urls,
+            METRICS_PORT_PREFIX=self.metrics_prefix, WORKER_METRICS_PORT=self.worker_metrics_port)
         out = open(os.path.join(TMP, "supervisord.out"), "wb")
         self.supervisord = subprocess.Popen(["supervisord", "-n", "-c", self.supervisor_conf],
                                             stdout=out, stderr=out, stdin=subprocess.DEVNULL)
@@ -688,6 +724,53 @@ def check_stop_times(dep):
         check_eq(cp["program:" + prog]["stopsignal"], "TERM", prog + " stopsignal")
 
 
+def test_health(dep):
+    """The shipped --metrics ports: every interface and the worker pool ready, their output
+    accepted by promtool, and deploy/prometheus/prometheus.yml (rendered; only its interval
+    shortened) scraping every one of them with a real Prometheus."""
+    urls = ["http://127.0.0.1:%d" % (dep.metrics_prefix * 100 + n) for n in range(INTERFACES)]
+    urls.append("http://127.0.0.1:%d" % dep.worker_metrics_port)
+    for url in urls:
+        check(wait_for(lambda: http_get(url + "/readyz")[0] == 200, 10), url + "/readyz is 200")
+        if shutil.which("promtool"):
+            r = subprocess.run(["promtool", "check", "metrics"], input=http_get(url + "/metrics")[1],
+                               capture_output=True, text=True)
+            check(r.returncode == 0, "promtool check metrics %s %s" % (url, r.stdout + r.stderr))
+    if not shutil.which("prometheus"):
+        log("NOTE: prometheus is not installed; the shipped scrape configuration not run")
+        return
+    conf = dep.render("prometheus/prometheus.yml", os.path.join(dep.etc, "prometheus.yml"),
+                      INTERFACES=INTERFACES, METRICS_PORT_PREFIX=dep.metrics_prefix,
+                      WORKER_METRICS_PORT=dep.worker_metrics_port)
+    with open(conf) as f:
+        text = f.read().replace("scrape_interval: 15s", "scrape_interval: 1s")
+    with open(conf, "w") as f:
+        f.write(text)
+    r = subprocess.run(["promtool", "check", "config", conf], capture_output=True, text=True)
+    check(r.returncode == 0, "promtool check config deploy/prometheus/prometheus.yml %s"
+          % (r.stdout + r.stderr).strip())
+    port = free_port()
+    logf = open(os.path.join(dep.logs, "prometheus.log"), "wb")
+    p = subprocess.Popen(["prometheus", "--config.file=" + conf,
+                          "--storage.tsdb.path=" + os.path.join(TMP, "prometheus"),
+                          "--web.listen-address=127.0.0.1:%d" % port, "--log.level=warn"],
+                         stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
+    PROCS.append(p)
+    q = "http://127.0.0.1:%d/api/v1/query?query=count(up%%3D%%3D1)" % port
+
+    def up():
+        status, body = http_get(q)
+        try:
+            res = json.loads(body)["data"]["result"] if status == 200 else []
+        except ValueError:
+            return 0
+        return int(float(res[0]["value"][1])) if res else 0
+    wait_for(lambda: up() == INTERFACES + 1, 30, 0.25)
+    check_eq(up(), INTERFACES + 1, "targets Prometheus scrapes (the interfaces and the pool)")
+    p.terminate()
+    p.wait(10)
+
+
 async def main(dep):
     for i in range(SHARDS):
         dep.start_redis(i)
@@ -701,6 +784,7 @@ async def main(dep):
     check(wait_for(lambda: len(dep.live_interfaces() or []) == INTERFACES, 10),
           "laurel stats shows %d live interfaces" % INTERFACES)
     check_stop_times(dep)
+    test_health(dep)
     dep.start_nginx()
     wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", dep.http_port)) == 0, 10)
 
@@ -754,7 +838,8 @@ async def test_systemd(dep):
     values = dict(BINDIR=dep.bin, USER="laurel", NGINX_GROUP="www-data", RUN_DIR=dep.run,
                   DOCDIR=os.path.join(SRC, "docs"), SYSCONFDIR=os.path.join(TMP, "etc"), APP=APP,
                   WORKER_PROCESSES=WORKER_PROCESSES, INTERFACES=INTERFACES,
-                  REDIS_URLS=dep.urls)
+                  REDIS_URLS=dep.urls, METRICS_PORT_PREFIX=dep.metrics_prefix,
+                  WORKER_METRICS_PORT=dep.worker_metrics_port)
     for unit, out in (("laurel-interface@.socket", "laurel-interface@07.socket"),
                       ("laurel-interface@.service", "laurel-interface@07.service"),
                       ("laurel-worker.service", "laurel-worker.service"),
@@ -780,7 +865,8 @@ async def test_systemd(dep):
     sock_unit = read(os.path.join(d, "laurel-interface@07.socket"))
     path = re.search(r"^ListenStream=(.*)$", sock_unit, re.M).group(1).replace("%i", "07")
     check_eq(path, os.path.join(dep.run, "interface-07.sock"), "the socket unit's path")
-    argv = unit_exec(os.path.join(d, "laurel-interface@07.service"))
+    argv = [a.replace("%i", "07") for a in
+            unit_exec(os.path.join(d, "laurel-interface@07.service")) or []] or None
     check(argv is not None and "--fd" in argv and argv[argv.index("--fd") + 1] == "3",
           "the service runs laurel-interface --fd 3: %r" % argv)
     stop = re.search(r"^TimeoutStopSec=(\d+)$", read(os.path.join(d, "laurel-interface@07.service")),

@@ -9,7 +9,8 @@ answered 200, M GETs answered 404, K WebSocket messages echoed on one socket clo
 and reads the values back from Prometheus' HTTP API: every counter of both moved by exactly what
 was sent (the pool's by channel and by route, summed over its processes), and the histograms
 counted every response and every consumer run. A worker process killed with SIGKILL is counted as
-a restart, its counts are kept, and the pool is ready again. `promtool check metrics` accepts
+a restart, its counts are kept, and the pool is ready again; its metrics process killed is
+replaced on the same listener. `promtool check metrics` accepts
 both endpoints' output. /healthz answers; /readyz of both is 200, goes to 503 (with a JSON
 reason) within 2 s of Redis being killed, and back to 200 once Redis is back. `laurel runserver --metrics` serves both sets, counted exactly. Ends with
 "N passed, N failed"; about 30 s.
@@ -102,10 +103,34 @@ async def ws_echo(url, k):
 
 
 def pool_children(st):
-    """The pids of the worker pool's processes (the supervisor's children)."""
+    """The pids of the worker pool's worker processes (the supervisor's children but its
+    metrics process)."""
     pool = next(p for p in st.procs if p.name == "worker1")
     with open("/proc/%d/task/%d/children" % (pool.pid, pool.pid)) as f:
-        return [int(x) for x in f.read().split()]
+        pids = [int(x) for x in f.read().split()]
+    out = []
+    for pid in pids:
+        try:
+            with open("/proc/%d/comm" % pid) as f:
+                if f.read().strip() != "laurel-metrics":
+                    out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+def metrics_process(st):
+    pool = next(p for p in st.procs if p.name == "worker1")
+    with open("/proc/%d/task/%d/children" % (pool.pid, pool.pid)) as f:
+        pids = [int(x) for x in f.read().split()]
+    for pid in pids:
+        try:
+            with open("/proc/%d/comm" % pid) as f:
+                if f.read().strip() == "laurel-metrics":
+                    return pid
+        except OSError:
+            pass
+    return None
 
 
 def check_worker_endpoint(wbase):
@@ -173,6 +198,21 @@ def check_worker_counts(prom, wbase, wbefore):
             or k.startswith("laurel_worker_consumer_seconds_count")]
     check_eq({k: after.get(k) for k in keys}, {k: counted[k] for k in keys},
              "worker pool: the killed process's counts are kept")
+
+    # The metrics process killed: the supervisor starts another on the same listener, and no
+    # count is lost (they live in the shared table, not in it).
+    mp = metrics_process(prom.st)
+    check(mp is not None, "worker pool: a process named laurel-metrics serves the endpoint")
+    if mp:
+        os.kill(mp, 9)
+        end = time.monotonic() + 5
+        while time.monotonic() < end and fetch(wbase + "/metrics")[0] != 200:
+            time.sleep(0.1)
+        again = parse(fetch(wbase + "/metrics")[1])
+        check(metrics_process(prom.st) not in (None, mp) and again.get(keys[0]) == after.get(keys[0]),
+              "worker pool: the metrics process killed is replaced, counts kept")
+        check_eq(again.get("laurel_worker_process_restarts_total"), 1.0,
+                 "worker pool: the metrics process is not counted as a worker restart")
 
 
 def main(st, mport, wport):
