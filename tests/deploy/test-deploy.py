@@ -287,10 +287,19 @@ http {
         return sorted(re.findall(r"^interface (\S+)$", out, re.M)) if rc == 0 else None
 
     def worker_children(self):
+        """The pool's worker processes (not its metrics process, named laurel-metrics)."""
         st = self.status().get("laurel-worker")
         if not st or not st[1]:
             return []
-        return children_of(st[1])
+        return [pid for pid in children_of(st[1]) if comm(pid) != "laurel-metrics"]
+
+
+def comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def children_of(pid):
@@ -743,7 +752,8 @@ def test_health(dep):
                       INTERFACES=INTERFACES, METRICS_PORT_PREFIX=dep.metrics_prefix,
                       WORKER_METRICS_PORT=dep.worker_metrics_port)
     with open(conf) as f:
-        text = f.read().replace("scrape_interval: 15s", "scrape_interval: 1s")
+        text = f.read().replace("scrape_interval: 15s", "scrape_interval: 1s").replace(
+            "scrape_timeout: 5s", "scrape_timeout: 1s")
     with open(conf, "w") as f:
         f.write(text)
     r = subprocess.run(["promtool", "check", "config", conf], capture_output=True, text=True)
