@@ -50,6 +50,18 @@ static void on_sigchld(int sig)
 {
 }
 
+/* A new child's first steps. A child outlives no pool: if the supervisor dies (even by
+ * SIGKILL), its children get SIGTERM and finish the message in hand, instead of running old code
+ * as orphans nobody sends SIGHUP to. */
+static void in_child(struct pool *p, pid_t parent)
+{
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() != parent)
+		_exit(0);
+	signal(SIGCHLD, SIG_DFL);
+	sigprocmask(SIG_SETMASK, &p->oldmask, NULL);
+}
+
 static void count_running(struct pool *p)
 {
 	if (p->o->stats) {
@@ -71,14 +83,7 @@ static int spawn(struct pool *p, int slot)
 		return -err;
 	}
 	if (pid == 0) {
-		/* A child outlives no pool: if the supervisor dies (even by SIGKILL), its children
-		 * get SIGTERM and finish the message in hand, instead of running old code as
-		 * orphans nobody sends SIGHUP to. */
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		if (getppid() != parent)
-			_exit(0);
-		signal(SIGCHLD, SIG_DFL);
-		sigprocmask(SIG_SETMASK, &p->oldmask, NULL);
+		in_child(p, parent);
 		exit(p->o->child(p->o->arg, slot, rec));
 	}
 	if (rec)
@@ -104,11 +109,7 @@ static void spawn_helper(struct pool *p)
 		return;
 	}
 	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		if (getppid() != parent)
-			_exit(0);
-		signal(SIGCHLD, SIG_DFL);
-		sigprocmask(SIG_SETMASK, &p->oldmask, NULL);
+		in_child(p, parent);
 		exit(p->o->helper(p->o->arg));
 	}
 	p->helper = pid;
