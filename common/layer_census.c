@@ -126,6 +126,7 @@ int layer_census_take(struct laurel_layer *layer, const struct layer_census_opti
 				  layer->ops->name);
 	out->groups_asked = o->groups != NULL;
 	int64_t t0 = util_now_us();
+	out->now_ms = (int64_t)(util_wall_time() * 1000);
 	int rc = layer->ops->census(layer, o->groups, out);
 	if (rc < 0)
 		return rc;
@@ -201,6 +202,15 @@ void layer_census_prometheus(const struct layer_census *c, struct buf *b)
 	}
 	scalar(b, "laurel_layer_interfaces", "gauge", "Live laurel interface processes.",
 	       (double)c->interfaces);
+	scalar(b, "laurel_layer_delayed_messages", "gauge",
+	       "Messages the delay service holds until they are due (asgi.delay).",
+	       (double)c->delayed);
+	scalar(b, "laurel_layer_delayed_overdue_seconds", "gauge",
+	       "How long the earliest delayed message is past its time (0: none is; more than "
+	       "a second: no delay service is taking them).",
+	       c->delayed_first_ms && c->delayed_first_ms < c->now_ms
+		       ? (double)(c->now_ms - c->delayed_first_ms) / 1e3
+		       : 0.0);
 	scalar(b, "laurel_layer_messages_total", "counter",
 	       "Messages sent on the layer (asgi_redis messages_count; expires a day after its "
 	       "last change).",

@@ -52,6 +52,9 @@ struct layer_census {
 	int64_t full;		 /* global channel_full_count */
 	int64_t control_dropped; /* laurel's global control_dropped */
 	int64_t interfaces;	 /* live laurel interfaces (the registry) */
+	int64_t delayed;	 /* messages the delay service holds (asgi.delay) */
+	int64_t delayed_first_ms; /* when the earliest of them is due (wall clock, ms); 0: none */
+	int64_t now_ms;		  /* the wall clock when the census began (ms) */
 	/* sorted by name, LAYER_CENSUS_OTHER (if any) last */
 	struct layer_census_entry *channels;
 	size_t nchannels;

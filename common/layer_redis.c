@@ -2023,10 +2023,14 @@ static int census_shard(struct redis_layer *L, struct shard *s, const char *grou
 	layer_key_global(cfg, "channel_full_count", full, sizeof(full));
 	layer_key_global(cfg, "control_dropped", dropped, sizeof(dropped));
 	layer_key_interfaces(cfg, ifaces, sizeof(ifaces));
+	char delay[128];
+	schedule_key(L, delay, sizeof(delay));
 	redisAppendCommand(s->c, "MGET %s %s %s", msgs, full, dropped);
 	redisAppendCommand(s->c, "ZCOUNT %s %.3f +inf", ifaces, util_wall_time());
-	redisReply *r[2];
-	if ((rc = pipeline(L, s, r, 2)) < 0)
+	redisAppendCommand(s->c, "ZCARD %s", delay);
+	redisAppendCommand(s->c, "ZRANGE %s 0 0 WITHSCORES", delay);
+	redisReply *r[4];
+	if ((rc = pipeline(L, s, r, 4)) < 0)
 		return rc;
 	if (r[0]->type == REDIS_REPLY_ARRAY && r[0]->elements == 3) {
 		c->messages += reply_ll(r[0]->element[0]);
@@ -2034,8 +2038,14 @@ static int census_shard(struct redis_layer *L, struct shard *s, const char *grou
 		c->control_dropped += reply_ll(r[0]->element[2]);
 	}
 	c->interfaces += reply_ll(r[1]);
-	freeReplyObject(r[0]);
-	freeReplyObject(r[1]);
+	c->delayed += reply_ll(r[2]);
+	if (r[3]->type == REDIS_REPLY_ARRAY && r[3]->elements == 2) {
+		int64_t due = score_ms(r[3]->element[1]);
+		if (due >= 0 && (c->delayed_first_ms == 0 || due < c->delayed_first_ms))
+			c->delayed_first_ms = due;
+	}
+	for (size_t i = 0; i < 4; i++)
+		freeReplyObject(r[i]);
 	char esc[256], pattern[512];
 	glob_escape(cfg->prefix, esc, sizeof(esc));
 	snprintf(pattern, sizeof(pattern), "%s*", esc);
@@ -2062,6 +2072,9 @@ static void census_merge(struct layer_census *into, const struct layer_census *c
 	into->full += c->full;
 	into->control_dropped += c->control_dropped;
 	into->interfaces += c->interfaces;
+	into->delayed += c->delayed;
+	if (c->delayed_first_ms && (!into->delayed_first_ms || c->delayed_first_ms < into->delayed_first_ms))
+		into->delayed_first_ms = c->delayed_first_ms;
 	for (size_t i = 0; i < c->nchannels; i++) {
 		const struct layer_census_entry *e = &c->channels[i];
 		const char *name = e->name;

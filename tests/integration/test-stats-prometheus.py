@@ -9,7 +9,7 @@ figures must be exactly those: queue depths and per-channel counters summed over
 members within group_expiry. 230 channels under another prefix check the label cap (200 named,
 the rest summed as channel="(other)"). `promtool check metrics` accepts every output. A shard
 killed shows as laurel_layer_shard_up 0 (exit 0, named on stderr); both killed: exit 3. Usage
-errors exit 2. Ends with "N passed, N failed"; a few seconds.
+errors exit 2. The alerting rules in docs/operations.md pass `promtool check rules`. Ends with "N passed, N failed"; a few seconds.
 
 Usage: test-stats-prometheus.py LAUREL_TOOL"""
 import os
@@ -87,6 +87,26 @@ def send(shards, channel, n, *opts):
     return codes
 
 
+def alert_rules():
+    """The alerting rules of docs/operations.md pass promtool check rules."""
+    if not shutil.which("promtool"):
+        return
+    doc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
+                       "operations.md")
+    text = open(doc).read()
+    start = text.index("## Alerting examples")
+    block = text[text.index("```yaml\n", start) + 8:]
+    block = block[:block.index("```")]
+    with tempfile.NamedTemporaryFile("w", suffix=".yml") as f:
+        f.write(block)
+        f.flush()
+        r = subprocess.run(["promtool", "check", "rules", f.name], capture_output=True,
+                           text=True)
+    check(r.returncode == 0 and "SUCCESS" in r.stdout,
+          "promtool check rules accepts docs/operations.md's alerting rules",
+          r.stdout + r.stderr)
+
+
 def main(sh):
     # The load: 7 on a normal channel (round robin: either shard), 3 + 2 on two locals of one
     # process channel, 2 + 1 on two single-reader channels, and 6 sends to a process channel of
@@ -127,7 +147,8 @@ def main(sh):
             (q % "chan.a", 7), (q % "proc.x!", 5), (q % "single?", 3), (q % "tiny!", 4),
             (sent % "chan.a", 7), (sent % "proc.x!", 5), (sent % "single?", 3),
             (sent % "tiny!", 4),
-            (full % "chan.a", 0), (full % "tiny!", 2)]:
+            (full % "chan.a", 0), (full % "tiny!", 2),
+            ("laurel_layer_delayed_messages", 0), ("laurel_layer_delayed_overdue_seconds", 0)]:
         check_eq(m.get(k), want, k)
     check(not any(k.startswith("laurel_layer_group") for k in m), "no group figures unasked")
     check(not any("AbCd" in k or "abc" in k for k in m),
@@ -142,6 +163,25 @@ def main(sh):
              "room1: two live members (one older than group_expiry is not counted)")
     check_eq(m.get('laurel_layer_group_members{group="room2"}'), 1, "room2: one member")
     check_eq(m.get('laurel_layer_group_members{group="lobby"}'), None, "lobby does not match")
+
+    # Delayed messages (the delay service's sorted set, on the first shard): one 30 s past its
+    # time, two due later. The gauge says how many wait and how late the earliest is.
+    now_ms = int(time.time() * 1000)
+    sh.cli(0, "ZADD", "asgi::delay", now_ms - 30000, "m1", now_ms + 60000, "m2",
+           now_ms + 120000, "m3")
+    code, out, err = tool(sh, "stats", "--prometheus")
+    promtool(out, "the output with delayed messages")
+    m = parse(out)
+    check_eq(m.get("laurel_layer_delayed_messages"), 3, "laurel_layer_delayed_messages")
+    overdue = m.get("laurel_layer_delayed_overdue_seconds")
+    check(overdue is not None and 30 <= overdue < 40,
+          "laurel_layer_delayed_overdue_seconds: the earliest is 30 s late", overdue)
+    sh.cli(0, "ZREM", "asgi::delay", "m1")
+    m = parse(tool(sh, "stats", "--prometheus")[1])
+    check_eq((m.get("laurel_layer_delayed_messages"),
+              m.get("laurel_layer_delayed_overdue_seconds")), (2, 0),
+             "none overdue: laurel_layer_delayed_overdue_seconds is 0")
+    sh.cli(0, "DEL", "asgi::delay")
 
     # The cap: 230 channels under another prefix, channel i holding i % 7 + 1 messages.
     for s in (0, 1):
@@ -197,4 +237,5 @@ if __name__ == "__main__":
     signal.alarm(60)
     with Shards(2) as shards:
         main(shards)
+    alert_rules()
     sys.exit(done())
