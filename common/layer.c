@@ -166,6 +166,9 @@ void layer_config_fini(struct layer_config *cfg)
 	for (size_t i = 0; i < cfg->ncapacities; i++)
 		free((char *)cfg->capacities[i].pattern);
 	free(cfg->capacities);
+	for (size_t i = 0; i < cfg->nhistories; i++)
+		free((char *)cfg->histories[i].pattern);
+	free(cfg->histories);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -228,7 +231,69 @@ int layer_config_init(struct layer_config *cfg, const struct laurel_layer_option
 			cfg->ncapacities++;
 		}
 	}
+	if (o.nhistories) {
+		cfg->histories = xcalloc(o.nhistories, sizeof(*cfg->histories));
+		for (size_t i = 0; i < o.nhistories; i++) {
+			const struct laurel_history_rule *h = &o.histories[i];
+			if (!h->pattern || !*h->pattern || strlen(h->pattern) >= LAUREL_NAME_MAX)
+				BAD("history rule %zu needs a group pattern (1 to %d characters)",
+				    i + 1, LAUREL_NAME_MAX - 1);
+			if (h->size < 1 || h->size > LAYER_HISTORY_SIZE_MAX)
+				BAD("history rule %s: size %d is not between 1 and %d", h->pattern,
+				    h->size, LAYER_HISTORY_SIZE_MAX);
+			if (h->ttl_s < 1 || h->ttl_s > 366 * 86400)
+				BAD("history rule %s: lifetime %d s is not between 1 s and a year",
+				    h->pattern, h->ttl_s);
+			cfg->histories[i] = *h;
+			cfg->histories[i].pattern = xstrdup(h->pattern);
+			cfg->nhistories++;
+		}
+	}
 #undef BAD
+	return 0;
+}
+
+const struct laurel_history_rule *layer_history_for(const struct layer_config *cfg,
+						   const char *group)
+{
+	for (size_t i = 0; i < cfg->nhistories; i++)
+		if (fnmatch(cfg->histories[i].pattern, group, 0) == 0)
+			return &cfg->histories[i];
+	return NULL;
+}
+
+int layer_history_parse(char *spec, struct laurel_history_rule *r, char *err, size_t errlen)
+{
+	char *eq = strrchr(spec, '=');
+	char *slash = eq ? strchr(eq, '/') : NULL;
+	char *end1 = NULL, *end2 = NULL;
+	long size = 0, ttl = 0;
+	if (eq && slash) {
+		size = strtol(eq + 1, &end1, 10);
+		ttl = strtol(slash + 1, &end2, 10);
+	}
+	if (!eq || eq == spec || !slash || end1 != slash || end1 == eq + 1 || !end2 || *end2 ||
+	    end2 == slash + 1) {
+		if (errlen)
+			snprintf(err, errlen,
+				 "bad history rule \"%s\": write GROUP-PATTERN=SIZE/SECONDS, e.g. "
+				 "'chat-*=200/600' (the last 200 messages, kept 600 s after the last "
+				 "one)",
+				 spec);
+		return -EINVAL;
+	}
+	if (size < 1 || size > LAYER_HISTORY_SIZE_MAX || ttl < 1 || ttl > 366 * 86400) {
+		if (errlen)
+			snprintf(err, errlen,
+				 "bad history rule \"%s\": the size must be 1 to %d messages and the "
+				 "lifetime 1 to 31622400 seconds",
+				 spec, LAYER_HISTORY_SIZE_MAX);
+		return -EINVAL;
+	}
+	*eq = '\0';
+	r->pattern = spec;
+	r->size = (int)size;
+	r->ttl_s = (int)ttl;
 	return 0;
 }
 
@@ -403,18 +468,128 @@ int laurel_layer_group_count(struct laurel_layer *layer, const char *group, size
 	return layer->ops->group_count(layer, group, n);
 }
 
-int laurel_layer_group_send(struct laurel_layer *layer, const char *group,
-			    const struct laurel_msg *msg, size_t *delivered)
+int laurel_layer_group_publish(struct laurel_layer *layer, const char *group,
+			       const struct laurel_msg *msg, size_t *delivered,
+			       struct laurel_history_pos *pos)
 {
 	size_t dummy;
+	struct laurel_history_pos p;
 	layer_clear_error();
 	if (!delivered)
 		delivered = &dummy;
+	if (!pos)
+		pos = &p;
 	*delivered = 0;
+	memset(pos, 0, sizeof(*pos));
 	CHECK_GROUP(group);
 	if (!msg)
 		return layer_fail(-EINVAL, "no message to send to group %s", group);
-	return layer->ops->group_send(layer, group, msg, delivered);
+	if (laurel_msg_get(msg, LAYER_HISTORY_KEY))
+		return layer_fail(-EINVAL, "a message for group %s may not carry the key %s", group,
+				  LAYER_HISTORY_KEY);
+	return layer->ops->group_send(layer, group, msg, delivered,
+				      layer_history_for(&layer->cfg, group), pos);
+}
+
+int laurel_layer_group_send(struct laurel_layer *layer, const char *group,
+			    const struct laurel_msg *msg, size_t *delivered)
+{
+	return laurel_layer_group_publish(layer, group, msg, delivered, NULL);
+}
+
+int layer_history_rules_parse(struct layer_history_rules *out, char *const *v, size_t n, char *err,
+			      size_t errlen)
+{
+	memset(out, 0, sizeof(*out));
+	size_t total = 1;
+	for (size_t i = 0; i < n; i++)
+		total += strlen(v[i]) + 1;
+	out->text = xcalloc(total, 1);
+	out->v = xcalloc(total / 2 + 1, sizeof(*out->v));
+	char *w = out->text;
+	for (size_t i = 0; i < n; i++) {
+		strcpy(w, v[i]);
+		char *save = NULL;
+		for (char *tok = strtok_r(w, " ,\t\n", &save); tok;
+		     tok = strtok_r(NULL, " ,\t\n", &save)) {
+			if (layer_history_parse(tok, &out->v[out->n], err, errlen) < 0) {
+				layer_history_rules_free(out);
+				return -EINVAL;
+			}
+			out->n++;
+		}
+		w += strlen(v[i]) + 1;
+	}
+	return 0;
+}
+
+void layer_history_rules_free(struct layer_history_rules *r)
+{
+	free(r->v);
+	free(r->text);
+	memset(r, 0, sizeof(*r));
+}
+
+struct laurel_msg *layer_history_tag(const struct laurel_msg *msg, const char *group,
+				     const struct laurel_history_pos *pos)
+{
+	struct laurel_msg *c = laurel_msg_clone(msg);
+	struct laurel_value *v = laurel_map_put(c, laurel_msg_root(c), LAYER_HISTORY_KEY);
+	laurel_value_set_list(c, v, 3);
+	laurel_value_set_text(c, laurel_list_push(c, v), group, strlen(group));
+	laurel_value_set_text(c, laurel_list_push(c, v), pos->epoch, strlen(pos->epoch));
+	laurel_value_set_int(laurel_list_push(c, v), (int64_t)pos->offset);
+	return c;
+}
+
+void laurel_history_entries_free(struct laurel_history_entry *v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		laurel_msg_free(v[i].msg);
+	free(v);
+}
+
+int laurel_layer_group_history(struct laurel_layer *layer, const char *group, const char *epoch,
+			       uint64_t after, struct laurel_history_entry **out, size_t *n,
+			       struct laurel_history_pos *top)
+{
+	struct laurel_history_pos p;
+	layer_clear_error();
+	*out = NULL;
+	*n = 0;
+	if (!top)
+		top = &p;
+	memset(top, 0, sizeof(*top));
+	CHECK_GROUP(group);
+	const struct laurel_history_rule *rule = layer_history_for(&layer->cfg, group);
+	if (!rule)
+		return layer_fail(-EINVAL, "group %s has no history: no history rule matches it",
+				  group);
+	uint64_t first = 0;
+	int rc = layer->ops->group_history(layer, group, rule, after, out, n, top, &first);
+	top->first = first;
+	if (rc < 0 || !epoch)
+		return rc;
+	if (strcmp(epoch, top->epoch) != 0 || after > top->offset || after + 1 < first) {
+		laurel_history_entries_free(*out, *n);
+		*out = NULL;
+		*n = 0;
+		if (strcmp(epoch, top->epoch) != 0)
+			layer_fail(LAUREL_HISTORY_LOST,
+				   "group %s: epoch %.20s is not the history's (now \"%s\")", group,
+				   epoch, top->epoch);
+		else if (after > top->offset)
+			layer_fail(LAUREL_HISTORY_LOST,
+				   "group %s: offset %llu is past the last one (%llu)", group,
+				   (unsigned long long)after, (unsigned long long)top->offset);
+		else
+			layer_fail(LAUREL_HISTORY_LOST,
+				   "group %s: messages after %llu are no longer kept (the history "
+				   "begins at %llu)",
+				   group, (unsigned long long)after, (unsigned long long)first);
+		return LAUREL_HISTORY_LOST;
+	}
+	return 0;
 }
 
 static int check_prefix(const char *prefix)

@@ -10,6 +10,8 @@
 #define LAYER_CHANNEL_KEY "__asgi_channel__"
 /* The message key that carries the local recipients of a multicast group message (laurel). */
 #define LAYER_MULTICAST_KEY "__laurel_multicast__"
+/* The message key of a multicast group message with a history: [group, epoch, offset]. */
+#define LAYER_HISTORY_KEY "__laurel_history__"
 
 /* Validated options with defaults applied; owns its strings. */
 struct layer_config {
@@ -20,6 +22,8 @@ struct layer_config {
 	int capacity;
 	struct laurel_capacity *capacities; /* patterns owned */
 	size_t ncapacities;
+	struct laurel_history_rule *histories; /* patterns owned */
+	size_t nhistories;
 	size_t max_message;
 	int connect_timeout_ms;
 	int command_timeout_ms;
@@ -39,8 +43,17 @@ struct layer_ops {
 	int (*group_members)(struct laurel_layer *l, const char *group, char ***members,
 			     size_t *n);
 	int (*group_count)(struct laurel_layer *l, const char *group, size_t *n);
+	/* rule: the group's history rule, or NULL; pos is then set (never NULL) */
 	int (*group_send)(struct laurel_layer *l, const char *group, const struct laurel_msg *msg,
-			  size_t *delivered);
+			  size_t *delivered, const struct laurel_history_rule *rule,
+			  struct laurel_history_pos *pos);
+	/* Reads the history (rule matches group): the current position into *top, the first
+	 * offset still kept into *first (top->offset + 1 when none is), and the entries after
+	 * `after` into *out. */
+	int (*group_history)(struct laurel_layer *l, const char *group,
+			     const struct laurel_history_rule *rule, uint64_t after,
+			     struct laurel_history_entry **out, size_t *n,
+			     struct laurel_history_pos *top, uint64_t *first);
 	int (*announce)(struct laurel_layer *l, const char *prefix, int ttl_s);
 	int (*withdraw)(struct laurel_layer *l, const char *prefix);
 	int (*interfaces)(struct laurel_layer *l, char ***prefixes, size_t *n);
@@ -82,6 +95,28 @@ void layer_clear_error(void);
 size_t layer_queue_len(const char *channel);
 /* The capacity of channel, from the overrides or the default. */
 int layer_capacity_for(const struct layer_config *cfg, const char *channel);
+#define LAYER_HISTORY_SIZE_MAX 100000
+/* The history rule of a group, or NULL. */
+const struct laurel_history_rule *layer_history_for(const struct layer_config *cfg,
+						   const char *group);
+/* Parses "PATTERN=SIZE/SECONDS" (the --history option) into *r (r->pattern points into spec's
+ * copy, which the caller keeps). Returns 0, or -EINVAL with a sentence in err. */
+/* A copy of msg with LAYER_HISTORY_KEY: [group, epoch, offset] (caller frees). */
+struct laurel_msg *layer_history_tag(const struct laurel_msg *msg, const char *group,
+				     const struct laurel_history_pos *pos);
+int layer_history_parse(char *spec, struct laurel_history_rule *r, char *err, size_t errlen);
+/* The --group-history values v[0..n) (each one rule, or several separated by spaces or
+ * commas, as an environment variable gives them) into *rules (*nrules of them). Both the rules
+ * and the pattern strings they point into are kept in *store; free it with
+ * layer_history_rules_free. Returns 0, or -EINVAL with a sentence in err. */
+struct layer_history_rules {
+	struct laurel_history_rule *v;
+	size_t n;
+	char *text;
+};
+int layer_history_rules_parse(struct layer_history_rules *out, char *const *v, size_t n, char *err,
+			      size_t errlen);
+void layer_history_rules_free(struct layer_history_rules *r);
 
 /* Encodes msg for channel into out (appending): for a process channel "a!b", with
  * __asgi_channel__ = "a!b" added as the last key (replacing one already there). Returns 0, or

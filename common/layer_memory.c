@@ -88,6 +88,17 @@ struct group {
 	int64_t last_add_ms;
 };
 
+/* A group's history (docs/recovery.md): a ring of its last messages, encoded. */
+struct history {
+	struct node *node;
+	char epoch[LAUREL_EPOCH_LEN + 1];
+	uint64_t top; /* offset of the newest */
+	struct buf *ring;
+	size_t cap, start, len;
+	int64_t last_ms; /* monotonic: when the newest came */
+	int64_t ttl_ms;
+};
+
 struct counters {
 	int64_t messages_count;
 	int64_t channel_full_count;
@@ -114,6 +125,7 @@ struct layer_memory {
 	struct util_rng rng;
 	struct table queues;	 /* queue name -> struct queue */
 	struct table groups;	 /* group name -> struct group */
+	struct table histories;	 /* group name -> struct history */
 	struct table interfaces; /* process prefix -> v.i = deadline, monotonic ms */
 	struct table stats;	 /* queue name -> struct counters */
 	struct table kv;	 /* key -> struct kv_value */
@@ -791,8 +803,134 @@ static size_t send_multicast(struct layer_memory *m, const char *prefix, size_t 
 	return sent;
 }
 
+/* --- Group histories ------------------------------------------------------------------------- */
+
+static void history_drop(struct layer_memory *m, struct history *h)
+{
+	for (size_t i = 0; i < h->len; i++)
+		buf_fini(&h->ring[(h->start + i) % h->cap]);
+	free(h->ring);
+	table_del(&m->histories, h->node);
+	free(h);
+}
+
+/* The group's history, or NULL if it has none (never had, or it expired). */
+static struct history *history_find(struct layer_memory *m, const char *group, int64_t now)
+{
+	struct node *n = table_find(&m->histories, group, strlen(group));
+	if (!n)
+		return NULL;
+	struct history *h = n->v.p;
+	if (now - h->last_ms >= h->ttl_ms) {
+		history_drop(m, h);
+		return NULL;
+	}
+	return h;
+}
+
+/* Appends the encoded message to the group's history (made anew, with a new epoch, if it has
+ * none) and sets pos to its place. */
+static void history_append(struct layer_memory *m, const char *group,
+			   const struct laurel_history_rule *rule, const struct buf *plain,
+			   int64_t now, struct laurel_history_pos *pos)
+{
+	struct history *h = history_find(m, group, now);
+	if (!h) {
+		if (table_needs_sweep(&m->histories)) {
+			struct node *n, *tmp;
+			table_each(&m->histories, b, n, tmp)
+			{
+				struct history *x = n->v.p;
+				if (now - x->last_ms >= x->ttl_ms)
+					history_drop(m, x);
+			}
+			table_swept(&m->histories);
+		}
+		h = xcalloc(1, sizeof(*h));
+		h->node = table_add(&m->histories, group, strlen(group));
+		h->node->v.p = h;
+		util_rng_hex(&m->rng, h->epoch, LAUREL_EPOCH_LEN);
+		h->epoch[LAUREL_EPOCH_LEN] = '\0';
+	}
+	size_t size = (size_t)rule->size;
+	if (h->cap != size) { /* new, or the rule changed: keep the newest that fit */
+		struct buf *ring = xcalloc(size, sizeof(*ring));
+		size_t keep = h->len < size ? h->len : size;
+		for (size_t i = 0; i < h->len; i++) {
+			struct buf *b = &h->ring[(h->start + i) % h->cap];
+			if (i < h->len - keep)
+				buf_fini(b);
+			else
+				ring[i - (h->len - keep)] = *b;
+		}
+		free(h->ring);
+		h->ring = ring;
+		h->cap = size;
+		h->start = 0;
+		h->len = keep;
+	}
+	if (h->len == h->cap) {
+		buf_fini(&h->ring[h->start]);
+		h->start = (h->start + 1) % h->cap;
+		h->len--;
+	}
+	struct buf *b = &h->ring[(h->start + h->len) % h->cap];
+	buf_init(b);
+	buf_append(b, plain->data, plain->len);
+	h->len++;
+	h->top++;
+	h->last_ms = now;
+	h->ttl_ms = (int64_t)rule->ttl_s * 1000;
+	memcpy(pos->epoch, h->epoch, sizeof(pos->epoch));
+	pos->offset = h->top;
+}
+
+static int op_group_history(struct laurel_layer *l, const char *group,
+			    const struct laurel_history_rule *rule, uint64_t after,
+			    struct laurel_history_entry **out, size_t *n,
+			    struct laurel_history_pos *top, uint64_t *first)
+{
+	struct layer_memory *m = (struct layer_memory *)l;
+	(void)rule;
+	int rc = 0;
+	pthread_mutex_lock(&m->lock);
+	struct history *h = history_find(m, group, util_now_ms());
+	if (!h) {
+		*first = 1;
+		pthread_mutex_unlock(&m->lock);
+		return 0;
+	}
+	memcpy(top->epoch, h->epoch, sizeof(top->epoch));
+	top->offset = h->top;
+	*first = h->top - h->len + 1;
+	uint64_t from = after + 1 > *first ? after + 1 : *first;
+	if (from <= h->top) {
+		size_t k = (size_t)(h->top - from + 1);
+		*out = xcalloc(k, sizeof(**out));
+		for (uint64_t o = from; o <= h->top; o++) {
+			const struct buf *b = &h->ring[(h->start + (o - *first)) % h->cap];
+			struct laurel_msg *msg;
+			if (laurel_msg_decode(b->data, b->len, NULL, &msg) < 0) {
+				rc = layer_fail(-EPROTO, "group %s: undecodable history entry %llu",
+						group, (unsigned long long)o);
+				break;
+			}
+			(*out)[*n].offset = o;
+			(*out)[(*n)++].msg = msg;
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+	if (rc < 0) {
+		laurel_history_entries_free(*out, *n);
+		*out = NULL;
+		*n = 0;
+	}
+	return rc;
+}
+
 static int op_group_send(struct laurel_layer *l, const char *group, const struct laurel_msg *msg,
-			 size_t *delivered)
+			 size_t *delivered, const struct laurel_history_rule *rule,
+			 struct laurel_history_pos *pos)
 {
 	struct layer_memory *m = (struct layer_memory *)l;
 	struct buf plain;
@@ -805,6 +943,11 @@ static int op_group_send(struct laurel_layer *l, const char *group, const struct
 	}
 	pthread_mutex_lock(&m->lock);
 	int64_t now = util_now_ms();
+	struct laurel_msg *tagged = NULL;
+	if (rule) {
+		history_append(m, group, rule, &plain, now, pos);
+		tagged = layer_history_tag(msg, group, pos);
+	}
 	struct group *g = group_find(m, group, now);
 	if (g) {
 		struct table multi; /* process prefix -> struct recipients */
@@ -832,13 +975,15 @@ static int op_group_send(struct laurel_layer *l, const char *group, const struct
 		table_each(&multi, b, n, tmp)
 		{
 			struct recipients *r = n->v.p;
-			sent += send_multicast(m, n->key, n->keylen, r, msg, &plain, now);
+			sent += send_multicast(m, n->key, n->keylen, r, tagged ? tagged : msg,
+					       &plain, now);
 			free(r->names);
 			free(r);
 		}
 		table_fini(&multi);
 	}
 	pthread_mutex_unlock(&m->lock);
+	laurel_msg_free(tagged);
 	buf_fini(&plain);
 	*delivered = sent;
 	return 0;
@@ -999,6 +1144,10 @@ static void clear_all(struct layer_memory *m)
 	{
 		group_drop(m, n->v.p);
 	}
+	table_each(&m->histories, b, n, tmp)
+	{
+		history_drop(m, n->v.p);
+	}
 	table_each(&m->stats, b, n, tmp)
 	{
 		free(n->v.p);
@@ -1117,6 +1266,7 @@ static void op_free(struct laurel_layer *l)
 	clear_all(m);
 	table_fini(&m->queues);
 	table_fini(&m->groups);
+	table_fini(&m->histories);
 	table_fini(&m->interfaces);
 	table_fini(&m->stats);
 	table_fini(&m->kv);
@@ -1137,6 +1287,7 @@ static const struct layer_ops memory_ops = {
 	.group_members = op_group_members,
 	.group_count = op_group_count,
 	.group_send = op_group_send,
+	.group_history = op_group_history,
 	.announce = op_announce,
 	.withdraw = op_withdraw,
 	.interfaces = op_interfaces,
@@ -1164,6 +1315,7 @@ int layer_memory_new(struct laurel_layer **out, struct layer_config *cfg)
 	util_rng_init(&m->rng);
 	table_init(&m->queues);
 	table_init(&m->groups);
+	table_init(&m->histories);
 	table_init(&m->interfaces);
 	table_init(&m->stats);
 	table_init(&m->kv);

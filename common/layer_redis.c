@@ -1359,32 +1359,131 @@ struct shard_batch {
 	bool sent;
 };
 
+static void history_keys(const struct redis_layer *L, const char *group, char *meta, char *log,
+			 size_t n)
+{
+	snprintf(meta, n, "%s:history:%s", L->base.cfg.prefix, group);
+	snprintf(log, n, "%s:history-log:%s", L->base.cfg.prefix, group);
+}
+
+/* Appends plain to the group's history (on the group's shard) and sets pos to its place. */
+static int history_add(struct redis_layer *L, const char *group,
+		       const struct laurel_history_rule *rule, const struct buf *plain,
+		       struct laurel_history_pos *pos)
+{
+	char meta[160], log[160], size[16], ttl[16], epoch[LAUREL_EPOCH_LEN + 1];
+	history_keys(L, group, meta, log, sizeof(meta));
+	snprintf(size, sizeof(size), "%d", rule->size);
+	snprintf(ttl, sizeof(ttl), "%d", rule->ttl_s);
+	util_rng_hex(&L->rng, epoch, LAUREL_EPOCH_LEN);
+	epoch[LAUREL_EPOCH_LEN] = '\0';
+	const char *argv[] = {NULL, NULL, NULL, meta, log, plain->data, size, ttl, epoch};
+	size_t lens[] = {0, 0, 0, strlen(meta), strlen(log), plain->len, strlen(size), strlen(ttl),
+			 LAUREL_EPOCH_LEN};
+	int rc;
+	struct shard *s = group_shard(L, group);
+	redisReply *r = shard_script(L, s, &rc, SCRIPT_HISTORY_ADD, 2, 9, argv, lens);
+	if (!r)
+		return rc;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len != LAUREL_EPOCH_LEN ||
+	    r->element[1]->type != REDIS_REPLY_INTEGER) {
+		rc = reply_error(s, r, "a history append");
+		freeReplyObject(r);
+		return rc < 0 ? rc : -EPROTO;
+	}
+	memcpy(pos->epoch, r->element[0]->str, LAUREL_EPOCH_LEN);
+	pos->epoch[LAUREL_EPOCH_LEN] = '\0';
+	pos->offset = (uint64_t)r->element[1]->integer;
+	freeReplyObject(r);
+	return 0;
+}
+
+static int redis_group_history(struct laurel_layer *base, const char *group,
+			       const struct laurel_history_rule *rule, uint64_t after,
+			       struct laurel_history_entry **out, size_t *n,
+			       struct laurel_history_pos *top, uint64_t *first)
+{
+	struct redis_layer *L = (struct redis_layer *)base;
+	(void)rule;
+	char meta[160], log[160], safter[24];
+	history_keys(L, group, meta, log, sizeof(meta));
+	snprintf(safter, sizeof(safter), "%llu", (unsigned long long)after);
+	const char *argv[] = {NULL, NULL, NULL, meta, log, safter};
+	size_t lens[] = {0, 0, 0, strlen(meta), strlen(log), strlen(safter)};
+	int rc;
+	struct shard *s = group_shard(L, group);
+	redisReply *r = shard_script(L, s, &rc, SCRIPT_HISTORY_READ, 2, 6, argv, lens);
+	if (!r)
+		return rc;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+	    r->element[0]->type != REDIS_REPLY_STRING ||
+	    r->element[1]->type != REDIS_REPLY_INTEGER ||
+	    r->element[2]->type != REDIS_REPLY_INTEGER || r->element[0]->len > LAUREL_EPOCH_LEN) {
+		rc = reply_error(s, r, "a history read");
+		freeReplyObject(r);
+		return rc < 0 ? rc : -EPROTO;
+	}
+	memcpy(top->epoch, r->element[0]->str, r->element[0]->len);
+	top->epoch[r->element[0]->len] = '\0';
+	top->offset = (uint64_t)r->element[1]->integer;
+	*first = (uint64_t)r->element[2]->integer;
+	size_t k = r->elements - 3;
+	uint64_t from = after + 1 > *first ? after + 1 : *first;
+	if (k)
+		*out = xcalloc(k, sizeof(**out));
+	for (size_t i = 0; i < k; i++) {
+		const redisReply *e = r->element[3 + i];
+		struct laurel_msg *msg;
+		if (e->type != REDIS_REPLY_STRING ||
+		    laurel_msg_decode(e->str, e->len, NULL, &msg) < 0) {
+			rc = layer_fail(-EPROTO, "group %s: undecodable history entry %llu", group,
+					(unsigned long long)(from + i));
+			laurel_history_entries_free(*out, *n);
+			*out = NULL;
+			*n = 0;
+			break;
+		}
+		(*out)[*n].offset = from + i;
+		(*out)[(*n)++].msg = msg;
+	}
+	freeReplyObject(r);
+	return rc < 0 ? rc : 0;
+}
+
 static int redis_group_send(struct laurel_layer *base, const char *group,
-			    const struct laurel_msg *msg, size_t *delivered)
+			    const struct laurel_msg *msg, size_t *delivered,
+			    const struct laurel_history_rule *rule, struct laurel_history_pos *pos)
 {
 	struct redis_layer *L = (struct redis_layer *)base;
 	const struct layer_config *cfg = &base->cfg;
-	char **members;
+	char **members = NULL;
 	size_t nm;
-	int rc = redis_group_members(base, group, &members, &nm);
-	if (rc < 0)
-		return rc;
-	if (nm == 0) {
-		laurel_strv_free(members);
-		return 0;
-	}
+	struct laurel_msg *tagged = NULL;
 	struct buf plain, uni, multi;
 	buf_init(&plain);
 	buf_init(&uni);
 	buf_init(&multi);
 	codec_encode(msg, NULL, &plain);
-	codec_encode(msg, LAYER_CHANNEL_KEY, &uni);
-	codec_encode(msg, LAYER_MULTICAST_KEY, &multi);
+	int rc = 0;
 	if (plain.len > cfg->max_message) {
 		rc = layer_fail(-EMSGSIZE, "message for group %s is %zu bytes, above the limit of %zu",
 				group, plain.len, cfg->max_message);
 		goto out;
 	}
+	/* With a history, the message is kept before anyone gets it, so that it has its offset
+	 * and a reader of the history never misses one a member was sent. */
+	if (rule) {
+		if ((rc = history_add(L, group, rule, &plain, pos)) < 0)
+			goto out;
+		tagged = layer_history_tag(msg, group, pos);
+	}
+	if ((rc = redis_group_members(base, group, &members, &nm)) < 0)
+		goto out;
+	if (nm == 0)
+		goto out;
+	codec_encode(msg, LAYER_CHANNEL_KEY, &uni);
+	codec_encode(tagged ? tagged : msg, LAYER_MULTICAST_KEY, &multi);
 	char registry[96], glmsgs[128], glfull[128], expiry[16], now[32], basekey[128];
 	layer_key_interfaces(cfg, registry, sizeof(registry));
 	layer_key_global(cfg, "messages_count", glmsgs, sizeof(glmsgs));
@@ -1483,6 +1582,7 @@ out:
 	buf_fini(&plain);
 	buf_fini(&uni);
 	buf_fini(&multi);
+	laurel_msg_free(tagged);
 	laurel_strv_free(members);
 	return rc < 0 ? rc : 0;
 }
@@ -2240,6 +2340,7 @@ static const struct layer_ops redis_ops = {
 	.group_members = redis_group_members,
 	.group_count = redis_group_count,
 	.group_send = redis_group_send,
+	.group_history = redis_group_history,
 	.announce = redis_announce,
 	.withdraw = redis_withdraw,
 	.interfaces = redis_interfaces,

@@ -498,8 +498,44 @@ static const char script_take_due[] =
 	"table.insert(due, 1, left[2] or '-1')\n"
 	"return due\n";
 
+/* A group history (docs/recovery.md). KEYS: the history's hash (epoch, offset of the newest),
+ * its list of messages. ARGV: the message, the size, the lifetime in seconds, an epoch for a new
+ * history. Appends the message, trims the list to the size, sets both lifetimes. Returns the
+ * epoch and the message's offset. */
+static const char script_history_add[] =
+	"local epoch = redis.call('hget', KEYS[1], 'epoch')\n"
+	"if not epoch then\n"
+	"  epoch = ARGV[4]\n"
+	"  redis.call('del', KEYS[2])\n"
+	"  redis.call('hset', KEYS[1], 'epoch', epoch, 'offset', 0)\n"
+	"end\n"
+	"local off = redis.call('hincrby', KEYS[1], 'offset', 1)\n"
+	"redis.call('rpush', KEYS[2], ARGV[1])\n"
+	"redis.call('ltrim', KEYS[2], -tonumber(ARGV[2]), -1)\n"
+	"redis.call('expire', KEYS[1], ARGV[3])\n"
+	"redis.call('expire', KEYS[2], ARGV[3])\n"
+	"return {epoch, off}\n";
+
+/* KEYS as for script_history_add. ARGV: the offset after which messages are wanted. Returns the
+ * epoch ("" when there is no history), the newest offset, the oldest offset kept, then the
+ * messages after ARGV[1] that are kept, oldest first. */
+static const char script_history_read[] =
+	"local m = redis.call('hmget', KEYS[1], 'epoch', 'offset')\n"
+	"if not m[1] then return {'', 0, 1} end\n"
+	"local top = tonumber(m[2])\n"
+	"local first = top - redis.call('llen', KEYS[2]) + 1\n"
+	"local from = tonumber(ARGV[1]) + 1\n"
+	"if from < first then from = first end\n"
+	"local out = {m[1], top, first}\n"
+	"if from <= top then\n"
+	"  local items = redis.call('lrange', KEYS[2], from - first, -1)\n"
+	"  for i = 1, #items do out[#out + 1] = items[i] end\n"
+	"end\n"
+	"return out\n";
+
 static const char *const script_source[SCRIPT_COUNT] = {
-	script_pop, script_group_send, script_flush, script_take_due, script_send_many};
+	script_pop,	  script_group_send,  script_flush,	   script_take_due,
+	script_send_many, script_history_add, script_history_read};
 static char script_sha[SCRIPT_COUNT][41];
 static pthread_once_t script_sha_once = PTHREAD_ONCE_INIT;
 

@@ -92,6 +92,8 @@ enum script_id {
 	SCRIPT_FLUSH,
 	SCRIPT_TAKE_DUE,
 	SCRIPT_SEND_MANY,
+	SCRIPT_HISTORY_ADD,
+	SCRIPT_HISTORY_READ,
 	SCRIPT_COUNT
 };
 const char *layer_script_source(enum script_id id);

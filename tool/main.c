@@ -17,6 +17,7 @@
 #include "laurel/layer.h"
 #include "laurel/message.h"
 #include "common/buf.h"
+#include "common/layer.h"
 #include "common/layer_census.h"
 #include "common/log.h"
 #include "common/options.h"
@@ -36,7 +37,7 @@
 
 enum exit_code {
 	EXIT_OK = 0,
-	EXIT_FULL = 1,	/* send: the channel is at capacity */
+	EXIT_FULL = 1,	/* send: the channel is at capacity; group-history: what was asked for is lost */
 	EXIT_USAGE = 2, /* bad command line, JSON, name or message; nothing was sent */
 	EXIT_LAYER = 3, /* the layer is unreachable or failed */
 };
@@ -60,6 +61,7 @@ struct config {
 	int expiry;
 	int group_expiry;
 	int capacity;
+	struct option_list group_history;
 	int verbose;
 	bool dry_run;
 	bool prometheus;
@@ -89,6 +91,12 @@ static const struct option opts[] = {
 	 "How long a group membership lives; older members are dropped."},
 	{"capacity", 0, OPTION_INT, CFG(capacity), 1, 1000000000L, "100", NULL, "N",
 	 "Messages a channel holds; a send to a fuller channel fails (exit 1)."},
+	{"group-history", 0, OPTION_LIST, CFG(group_history), 0, 0, NULL, "LAUREL_GROUP_HISTORY",
+	 "PATTERN=SIZE/SECONDS",
+	 "Groups whose name matches the glob PATTERN keep their last SIZE messages, for SECONDS "
+	 "after the last one, with offsets a reconnecting client recovers from "
+	 "(docs/recovery.md). Repeat it for several; the first match wins. Give every program "
+	 "the same rules."},
 	{"dry-run", 'n', OPTION_FLAG, CFG(dry_run), 0, 0, NULL, NULL, NULL,
 	 "send, group-send: check the name and the message and print the message as JSON, but "
 	 "send nothing."},
@@ -118,6 +126,7 @@ struct tool {
 	bool quick; /* short layer timeouts: a command that must not wait on a shard for long */
 	bool given[ARRAY_SIZE(opts)]; /* options set on the command line or by the environment */
 	struct laurel_layer *layer; /* made before a command that uses_layer runs */
+	struct layer_history_rules history;
 };
 
 struct command {
@@ -134,6 +143,7 @@ struct command {
 static int cmd_send(struct tool *t, char **args, int nargs);
 static int cmd_group_send(struct tool *t, char **args, int nargs);
 static int cmd_group_members(struct tool *t, char **args, int nargs);
+static int cmd_group_history(struct tool *t, char **args, int nargs);
 static int cmd_stats(struct tool *t, char **args, int nargs);
 static int cmd_flush(struct tool *t, char **args, int nargs);
 static int cmd_help(struct tool *t, char **args, int nargs);
@@ -161,7 +171,9 @@ static const struct command commands[] = {
 	 .run = cmd_group_send,
 	 .summary = "Send one message to every member of a group.",
 	 .details = "Sends the message to every live member of GROUP, skipping members whose "
-		    "channel is full, and prints how many member channels it reached."},
+		    "channel is full, and prints how many member channels it reached. For a group "
+		    "with a history (--group-history), a second line says where the message went "
+		    "in it: \"epoch EPOCH offset N\"."},
 	{.name = "group-members",
 	 .operands = "GROUP",
 	 .min_args = 1,
@@ -171,6 +183,18 @@ static const struct command commands[] = {
 	 .summary = "Show who is in a group.",
 	 .details = "Prints the number of live members of GROUP, then one member channel per "
 		    "line."},
+	{.name = "group-history",
+	 .operands = "GROUP [EPOCH OFFSET]",
+	 .min_args = 1,
+	 .max_args = 3,
+	 .uses_layer = true,
+	 .run = cmd_group_history,
+	 .summary = "Show a group's kept messages (--group-history).",
+	 .details = "Prints \"epoch EPOCH offset N first F\" (the history's epoch, the offset of "
+		    "its newest message, the oldest still kept; epoch \"-\" when it has none), "
+		    "then one line per kept message: its offset and the message as JSON. With "
+		    "EPOCH and OFFSET, only what a client that has seen everything up to OFFSET in "
+		    "EPOCH missed; exits 1 when that is no longer all there (docs/recovery.md)."},
 	{.name = "stats",
 	 .operands = "[CHANNEL]",
 	 .min_args = 0,
@@ -475,11 +499,15 @@ static int cmd_group_send(struct tool *t, char **args, int nargs)
 	if (t->cfg.dry_run) {
 		code = print_message(msg);
 	} else {
-		int rc = laurel_layer_group_send(t->layer, group, msg, &delivered);
-		if (rc < 0)
+		struct laurel_history_pos pos;
+		int rc = laurel_layer_group_publish(t->layer, group, msg, &delivered, &pos);
+		if (rc < 0) {
 			code = layer_error(t, rc);
-		else
+		} else {
 			printf("%zu\n", delivered);
+			if (pos.epoch[0])
+				printf("epoch %s offset %" PRIu64 "\n", pos.epoch, pos.offset);
+		}
 	}
 	laurel_msg_free(msg);
 	return code;
@@ -499,6 +527,48 @@ static int cmd_group_members(struct tool *t, char **args, int nargs)
 	for (size_t i = 0; i < n; i++)
 		printf("%s\n", members[i]);
 	laurel_strv_free(members);
+	return EXIT_OK;
+}
+
+static int cmd_group_history(struct tool *t, char **args, int nargs)
+{
+	int code = check_name(args[0], true);
+	if (code)
+		return code;
+	const char *epoch = NULL;
+	uint64_t after = 0;
+	if (nargs == 2)
+		return fail(EXIT_USAGE, "group-history: give both EPOCH and OFFSET, or neither");
+	if (nargs == 3) {
+		char *end;
+		errno = 0;
+		unsigned long long v = strtoull(args[2], &end, 10);
+		if (errno || end == args[2] || *end || args[2][0] == '-')
+			return fail(EXIT_USAGE, "group-history: OFFSET must be a whole number, not "
+						"\"%s\"",
+				    args[2]);
+		epoch = args[1];
+		after = v;
+	}
+	struct laurel_history_entry *v = NULL;
+	struct laurel_history_pos top;
+	size_t n = 0;
+	int rc = laurel_layer_group_history(t->layer, args[0], epoch, after, &v, &n, &top);
+	if (rc == LAUREL_HISTORY_LOST) {
+		fprintf(stderr, "laurel: %s\n", laurel_layer_error(t->layer));
+		return EXIT_FULL;
+	}
+	if (rc < 0)
+		return rc == -EINVAL ? fail(EXIT_USAGE, "%s", laurel_layer_error(t->layer))
+				     : layer_error(t, rc);
+	printf("epoch %s offset %" PRIu64 " first %" PRIu64 "\n", top.epoch[0] ? top.epoch : "-",
+	       top.offset, top.first);
+	for (size_t i = 0; i < n; i++) {
+		char *json = json_from_msg(v[i].msg, false);
+		printf("%" PRIu64 " %s\n", v[i].offset, json);
+		free(json);
+	}
+	laurel_history_entries_free(v, n);
 	return EXIT_OK;
 }
 
@@ -644,6 +714,11 @@ static int open_layer(struct tool *t)
 				EXIT_USAGE,
 				"the memory layer lives inside one process and would vanish with "
 				"this one: give a Redis URL");
+	if (layer_history_rules_parse(&t->history, cfg->group_history.v, cfg->group_history.n, err,
+				      sizeof(err)) < 0)
+		return fail(EXIT_USAGE, "%s", err);
+	o.histories = t->history.v;
+	o.nhistories = t->history.n;
 	int rc = laurel_layer_new(&t->layer, &o, err, sizeof(err));
 	if (rc < 0)
 		return fail(EXIT_USAGE, "%s", err[0] ? err : strerror(-rc));
@@ -757,6 +832,7 @@ int main(int argc, char **argv)
 		code = run(&t, pos, npos);
 	}
 	laurel_layer_free(t.layer);
+	layer_history_rules_free(&t.history);
 	config_fini(&t.cfg);
 	free(pos);
 	return code;

@@ -38,6 +38,7 @@ struct config {
 	int workers;
 	struct option_list statics;
 	struct option_list layers;
+	struct option_list group_history;
 	int http_timeout;
 	char *metrics;
 	int verbosity;
@@ -60,6 +61,11 @@ static const struct option opts[] = {
 	 "static files are served at /static/ without it."},
 	{"layer", 0, OPTION_URLS, C(layers), 0, 0, "memory://", NULL, "URL",
 	 "The channel layer: memory:// (in this process), or Redis URLs (repeat for shards)."},
+	{"group-history", 0, OPTION_LIST, C(group_history), 0, 0, NULL, "LAUREL_GROUP_HISTORY",
+	 "PATTERN=SIZE/SECONDS",
+	 "Groups whose name matches the glob PATTERN keep their last SIZE messages, for SECONDS "
+	 "after the last one, with offsets a reconnecting client recovers from "
+	 "(docs/recovery.md). Repeat it for several; the first match wins."},
 	{"http-timeout", 't', OPTION_INT, C(http_timeout), 1, 86400, "60", NULL, "SECONDS",
 	 "Answer 503 when the application has not responded within this time."},
 	{"metrics", 0, OPTION_STRING, C(metrics), 1, 0, NULL, "LAUREL_METRICS", "ADDR",
@@ -151,6 +157,7 @@ int runserver_main(int argc, char **argv)
 	pthread_t delay_thread;
 	bool delay_started = false;
 	struct server_config sc = {0};
+	struct layer_history_rules history = {0};
 	struct static_mount mounts[16];
 	size_t nmounts = 0;
 	struct event_base *base = NULL;
@@ -207,8 +214,16 @@ int runserver_main(int argc, char **argv)
 	}
 
 	bool memory = strcmp(cfg.layers.v[0], "memory://") == 0;
+	if (layer_history_rules_parse(&history, cfg.group_history.v, cfg.group_history.n, err,
+				      sizeof(err)) < 0) {
+		fprintf(stderr, "laurel runserver: %s\n", err);
+		status = 2;
+		goto out;
+	}
 	struct laurel_layer_options lo = {.urls = (const char *const *)cfg.layers.v,
-					  .nurls = cfg.layers.n};
+					  .nurls = cfg.layers.n,
+					  .histories = history.v,
+					  .nhistories = history.n};
 	if (memory && laurel_layer_new(&shared, &lo, err, sizeof(err)) < 0) {
 		fprintf(stderr, "laurel runserver: %s\n", err);
 		status = 2;
@@ -327,6 +342,7 @@ out:
 	laurel_layer_free(shared);
 	wstats_free(stats);
 	app_free(app);
+	layer_history_rules_free(&history);
 	options_free(opts, ARRAY_SIZE(opts), &cfg);
 	free(pos);
 	return status;

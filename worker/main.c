@@ -61,6 +61,7 @@ struct config {
 	int expiry;
 	int group_expiry;
 	int capacity;
+	struct option_list group_history;
 	int processes;
 	int batch;
 	int verbose;
@@ -95,6 +96,12 @@ static const struct option opts[] = {
 	 "How long a group membership and a channel session live."},
 	{"capacity", 0, OPTION_INT, CFG(capacity), 1, 1000000000L, "100", NULL, "N",
 	 "Messages a channel holds; a reply to a fuller channel is retried for 2 s, then dropped."},
+	{"group-history", 0, OPTION_LIST, CFG(group_history), 0, 0, NULL, "LAUREL_GROUP_HISTORY",
+	 "PATTERN=SIZE/SECONDS",
+	 "Groups whose name matches the glob PATTERN keep their last SIZE messages, for SECONDS "
+	 "after the last one, with offsets a reconnecting client recovers from "
+	 "(docs/recovery.md). Repeat it for several; the first match wins. Give every program "
+	 "the same rules."},
 	{"processes", 'n', OPTION_INT, CFG(processes), 0, 1024, "1", NULL, "N",
 	 "Worker processes, kept running by a supervisor that replaces one that dies. 0 runs the "
 	 "worker in this process, without a supervisor."},
@@ -304,6 +311,7 @@ int main(int argc, char **argv)
 {
 	struct config cfg = {0};
 	struct run run = {.cfg = &cfg};
+	struct layer_history_rules history = {0};
 	int code = EXIT_OK;
 	log_set_program("laurel-worker");
 	if ((code = parse_args(&cfg, argc, argv)))
@@ -322,13 +330,23 @@ int main(int argc, char **argv)
 	}
 
 	log_level = cfg.verbose >= 2 ? LOG_DEBUG : cfg.verbose == 1 ? LOG_INFO : LOG_WARN;
+	{
+		char err[512];
+		if (layer_history_rules_parse(&history, cfg.group_history.v, cfg.group_history.n,
+					      err, sizeof(err)) < 0) {
+			code = fail(EXIT_USAGE, "%s", err);
+			goto out;
+		}
+	}
 	run.wopt = (struct worker_options){
 		.layer = {.urls = (const char *const *)cfg.layers.v,
 			  .nurls = cfg.layers.n,
 			  .prefix = cfg.prefix,
 			  .expiry = cfg.expiry,
 			  .group_expiry = cfg.group_expiry,
-			  .capacity = cfg.capacity},
+			  .capacity = cfg.capacity,
+			  .histories = history.v,
+			  .nhistories = history.n},
 		.only = (const char *const *)cfg.only.v,
 		.nonly = cfg.only.n,
 		.exclude = (const char *const *)cfg.exclude.v,
@@ -401,6 +419,7 @@ int main(int argc, char **argv)
 out:
 	worker_metrics_stop(run.metrics);
 	wstats_free(run.stats);
+	layer_history_rules_free(&history);
 	config_fini(&cfg);
 	return code;
 }

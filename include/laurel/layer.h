@@ -53,6 +53,15 @@ struct laurel_capacity {
 	int capacity;
 };
 
+/* A group history rule (docs/recovery.md): a group whose name matches the fnmatch glob keeps its
+ * last `size` messages (1 to 100,000) until `ttl_s` seconds (1 to a year) after the last one. The
+ * first matching rule wins. Every process of a deployment must be given the same rules. */
+struct laurel_history_rule {
+	const char *pattern;
+	int size;
+	int ttl_s;
+};
+
 struct laurel_layer_options {
 	/* "memory://" for the in-memory backend, or one or more Redis URLs (several = shards, the
 	 * same list in the same order in every process):
@@ -68,6 +77,8 @@ struct laurel_layer_options {
 	int capacity;		   /* default per-channel capacity; default 100 */
 	const struct laurel_capacity *capacities; /* overrides, copied */
 	size_t ncapacities;
+	const struct laurel_history_rule *histories; /* group histories, copied */
+	size_t nhistories;
 	size_t max_message;	   /* largest encoded message accepted by send; default
 				    * LAUREL_MAX_MESSAGE_DEFAULT */
 	int connect_timeout_ms;	   /* default 2000 */
@@ -178,6 +189,47 @@ int laurel_layer_group_count(struct laurel_layer *layer, const char *group, size
 int laurel_layer_group_send(struct laurel_layer *layer, const char *group,
 			    const struct laurel_msg *msg, size_t *delivered);
 void laurel_strv_free(char **v);
+
+/* Group history (docs/recovery.md). A group that matches a history rule numbers its messages:
+ * each group send appends the message to the group's history and gives it the next offset
+ * (1, 2, 3, ...). The epoch names one unbroken history: it is made anew when the history is lost
+ * (it expired, or Redis lost it), and offsets then start again at 1. A multicast message to a
+ * laurel interface carries "__laurel_history__": [group, epoch, offset]; members on other
+ * processes (Daphne) get the message unchanged. */
+#define LAUREL_EPOCH_LEN 16 /* an epoch is 16 lowercase hex digits */
+/* Returned by laurel_layer_group_history: what was asked for is no longer all there. */
+#define LAUREL_HISTORY_LOST 2
+
+struct laurel_history_pos {
+	char epoch[LAUREL_EPOCH_LEN + 1]; /* "" when the group has no history now */
+	uint64_t offset;		  /* of the last message; 0 with epoch "" */
+	uint64_t first; /* laurel_layer_group_history: the oldest offset kept (offset + 1: none) */
+};
+
+/* laurel_layer_group_send that also tells where the message went in the group's history: *pos
+ * (may be NULL) is its epoch and offset, or epoch "" and offset 0 for a group without a history
+ * rule. */
+int laurel_layer_group_publish(struct laurel_layer *layer, const char *group,
+			       const struct laurel_msg *msg, size_t *delivered,
+			       struct laurel_history_pos *pos);
+
+/* One message of a group's history. */
+struct laurel_history_entry {
+	uint64_t offset;
+	struct laurel_msg *msg; /* caller-owned */
+};
+void laurel_history_entries_free(struct laurel_history_entry *v, size_t n);
+
+/* Reads the messages of group's history after offset `after`, oldest first, into *out (n of them,
+ * caller frees with laurel_history_entries_free), and where the history stands into *top (may be
+ * NULL). With epoch NULL, whatever the epoch (after 0: the whole history). With an epoch, the
+ * caller says it has seen everything up to `after` in that epoch: returns 0 with exactly the
+ * messages it missed (none if it is up to date), or LAUREL_HISTORY_LOST (and nothing in *out)
+ * when the epoch is not the current one, or messages after `after` are no longer kept, or
+ * `after` is past the last offset. -EINVAL if no history rule matches the group. */
+int laurel_layer_group_history(struct laurel_layer *layer, const char *group, const char *epoch,
+			       uint64_t after, struct laurel_history_entry **out, size_t *n,
+			       struct laurel_history_pos *top);
 
 /* Live laurel interfaces (SPEC §3, multicast). An interface announces its process channel
  * prefix ("laurel.response.AbCdEfGhIj!") and renews it before ttl_s runs out; withdraw removes

@@ -1290,6 +1290,180 @@ static void test_multicast(void)
 	laurel_layer_free(l);
 }
 
+/* --- Group history (docs/recovery.md) -------------------------------------------------------- */
+
+/* The history key of a received multicast message: its group, epoch and offset. */
+static bool history_of(const struct laurel_msg *m, char *group, char *epoch, int64_t *offset)
+{
+	const struct laurel_value *h = laurel_msg_get(m, "__laurel_history__");
+	if (!h || h->type != LAUREL_LIST || h->u.list.len != 3)
+		return false;
+	const struct laurel_value *g = &h->u.list.items[0], *e = &h->u.list.items[1],
+				 *o = &h->u.list.items[2];
+	if (g->type != LAUREL_TEXT || e->type != LAUREL_TEXT || o->type != LAUREL_INT)
+		return false;
+	snprintf(group, LAUREL_NAME_MAX + 1, "%.*s", (int)g->u.s.len, g->u.s.ptr);
+	snprintf(epoch, LAUREL_EPOCH_LEN + 1, "%.*s", (int)e->u.s.len, e->u.s.ptr);
+	*offset = o->u.i;
+	return true;
+}
+
+static bool is_epoch(const char *e)
+{
+	if (strlen(e) != LAUREL_EPOCH_LEN)
+		return false;
+	for (; *e; e++)
+		if (!((*e >= '0' && *e <= '9') || (*e >= 'a' && *e <= 'f')))
+			return false;
+	return true;
+}
+
+static void test_history(void)
+{
+	const struct laurel_history_rule rules[] = {{"hist.*", 5, 2}, {"hlong.*", 1000, 600}};
+	struct laurel_layer_options o = {.histories = rules, .nhistories = 2};
+	struct laurel_layer *l = open_layer(&o);
+	struct laurel_received r[20];
+	struct laurel_history_pos pos, top;
+	struct laurel_history_entry *v = NULL;
+	size_t n = 0, delivered = 0, got;
+	char epoch[LAUREL_EPOCH_LEN + 1] = "", group[LAUREL_NAME_MAX + 1];
+
+	CHECK_EQ(laurel_layer_announce(l, "hi.proc!", 30), 0);
+	CHECK_EQ(laurel_layer_group_add(l, "hist.a", "hi.proc!a"), 0);
+	CHECK_EQ(laurel_layer_group_add(l, "hist.a", "hi.proc!b"), 0);
+	CHECK_EQ(laurel_layer_group_add(l, "hist.a", "hi.plain"), 0);
+	CHECK_EQ(laurel_layer_group_add(l, "hist.a", "hi.foreign!z"), 0);
+
+	/* Offsets go up by one per group send, in one epoch. */
+	for (int i = 1; i <= 7; i++) {
+		struct laurel_msg *m = msg_n(i);
+		CHECK_EQ(laurel_layer_group_publish(l, "hist.a", m, &delivered, &pos), 0);
+		CHECK_EQ(delivered, 4);
+		CHECK_EQ(pos.offset, (uint64_t)i);
+		CHECK(is_epoch(pos.epoch));
+		if (i == 1)
+			memcpy(epoch, pos.epoch, sizeof(epoch));
+		CHECK_STR(pos.epoch, epoch);
+		laurel_msg_free(m);
+	}
+	/* The interface's multicast carries [group, epoch, offset]; other members get the
+	 * message unchanged (a Daphne refuses unknown keys). */
+	got = drain(l, "hi.proc!", r, 20);
+	CHECK_EQ(got, 7);
+	for (size_t i = 0; i < got; i++) {
+		int64_t off = -1;
+		char e[LAUREL_EPOCH_LEN + 1] = "";
+		CHECK_EQ(r[i].nrecipients, 2);
+		CHECK(history_of(r[i].msg, group, e, &off));
+		CHECK_STR(group, "hist.a");
+		CHECK_STR(e, epoch);
+		CHECK_EQ(off, get_n(r[i].msg));
+		CHECK_EQ(laurel_msg_croot(r[i].msg)->u.map.len, 2); /* n, the history */
+	}
+	fini_all(r, got);
+	const char *others[] = {"hi.plain", "hi.foreign!"};
+	for (size_t k = 0; k < 2; k++) {
+		got = drain(l, others[k], r, 20);
+		CHECK_EQ(got, 7);
+		for (size_t i = 0; i < got; i++)
+			CHECK(!laurel_msg_get(r[i].msg, "__laurel_history__"));
+		fini_all(r, got);
+	}
+
+	/* Trimmed to its size: 3..7 are kept. */
+	CHECK_EQ(laurel_layer_group_history(l, "hist.a", NULL, 0, &v, &n, &top), 0);
+	CHECK_EQ(n, 5);
+	CHECK_STR(top.epoch, epoch);
+	CHECK_EQ(top.offset, 7);
+	CHECK_EQ(top.first, 3);
+	for (size_t i = 0; i < n; i++) {
+		CHECK_EQ(v[i].offset, 3 + i);
+		CHECK_EQ(get_n(v[i].msg), (int64_t)(3 + i));
+		CHECK(!laurel_msg_get(v[i].msg, "__laurel_history__"));
+	}
+	laurel_history_entries_free(v, n);
+	/* A client that saw up to 4 gets 5, 6, 7; one up to date gets nothing. */
+	CHECK_EQ(laurel_layer_group_history(l, "hist.a", epoch, 4, &v, &n, &top), 0);
+	CHECK_EQ(n, 3);
+	if (n == 3)
+		CHECK_EQ(v[0].offset * 100 + v[2].offset, 507);
+	laurel_history_entries_free(v, n);
+	CHECK_EQ(laurel_layer_group_history(l, "hist.a", epoch, 7, &v, &n, &top), 0);
+	CHECK_EQ(n, 0);
+	CHECK_EQ(laurel_layer_group_history(l, "hist.a", epoch, 2, &v, &n, &top), 0);
+	CHECK_EQ(n, 5);
+	laurel_history_entries_free(v, n);
+	/* Lost: 2 is gone, 8 was never sent, another epoch. */
+	CHECK_EQ(laurel_layer_group_history(l, "hist.a", epoch, 1, &v, &n, &top), LAUREL_HISTORY_LOST);
+	CHECK_EQ(n, 0);
+	CHECK(v == NULL);
+	CHECK_EQ(laurel_layer_group_history(l, "hist.a", epoch, 8, &v, &n, &top), LAUREL_HISTORY_LOST);
+	CHECK_EQ(laurel_layer_group_history(l, "hist.a", "0123456789abcdef", 7, &v, &n, &top),
+		 LAUREL_HISTORY_LOST);
+	CHECK_EQ(top.offset, 7);
+
+	/* No rule, no history; a message may not bring its own history key. */
+	struct laurel_msg *m = msg_n(1);
+	CHECK_EQ(laurel_layer_group_history(l, "plain.g", NULL, 0, &v, &n, &top), -EINVAL);
+	CHECK_EQ(laurel_layer_group_add(l, "plain.g", "hi.proc!a"), 0);
+	CHECK_EQ(laurel_layer_group_publish(l, "plain.g", m, &delivered, &pos), 0);
+	CHECK_EQ(delivered, 1);
+	CHECK_STR(pos.epoch, "");
+	CHECK_EQ(pos.offset, 0);
+	got = drain(l, "hi.proc!", r, 20);
+	CHECK_EQ(got, 1);
+	if (got == 1)
+		CHECK(!laurel_msg_get(r[0].msg, "__laurel_history__"));
+	fini_all(r, got);
+	laurel_msg_set_int(m, "__laurel_history__", 1);
+	CHECK_EQ(laurel_layer_group_publish(l, "hist.a", m, &delivered, &pos), -EINVAL);
+	laurel_msg_free(m);
+
+	/* A group with no member still keeps what is sent to it. */
+	m = msg_n(42);
+	CHECK_EQ(laurel_layer_group_publish(l, "hlong.empty", m, &delivered, &pos), 0);
+	CHECK_EQ(delivered, 0);
+	CHECK_EQ(pos.offset, 1);
+	laurel_msg_free(m);
+
+	/* It expires 2 s after the last message; a new one starts a new epoch at 1. */
+	sleep_ms(2300);
+	CHECK_EQ(laurel_layer_group_history(l, "hist.a", NULL, 0, &v, &n, &top), 0);
+	CHECK_EQ(n, 0);
+	CHECK_STR(top.epoch, "");
+	CHECK_EQ(laurel_layer_group_history(l, "hist.a", epoch, 7, &v, &n, &top), LAUREL_HISTORY_LOST);
+	m = msg_n(8);
+	CHECK_EQ(laurel_layer_group_publish(l, "hist.a", m, &delivered, &pos), 0);
+	CHECK_EQ(pos.offset, 1);
+	CHECK(is_epoch(pos.epoch) && strcmp(pos.epoch, epoch) != 0);
+	memcpy(epoch, pos.epoch, sizeof(epoch));
+	/* Lost with the server's data (a flush, a restart without persistence): a new epoch. */
+	CHECK_EQ(laurel_layer_flush(l), 0);
+	CHECK_EQ(laurel_layer_group_publish(l, "hist.a", m, &delivered, &pos), 0);
+	CHECK_EQ(pos.offset, 1);
+	CHECK(is_epoch(pos.epoch) && strcmp(pos.epoch, epoch) != 0);
+	laurel_msg_free(m);
+	drain(l, "hi.proc!", r, 20);
+	laurel_layer_free(l);
+}
+
+static void test_history_options(void)
+{
+	struct laurel_layer *l = NULL;
+	char err[256];
+	const char *u[] = {"memory://"};
+	const struct laurel_history_rule bad[][1] = {
+		{{"", 5, 5}}, {{"g*", 0, 5}}, {{"g*", 100001, 5}}, {{"g*", 5, 0}}, {{NULL, 5, 5}}};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		struct laurel_layer_options o = {.urls = u, .nurls = 1, .histories = bad[i],
+						 .nhistories = 1};
+		err[0] = '\0';
+		CHECK_EQ(laurel_layer_new(&l, &o, err, sizeof(err)), -EINVAL);
+		CHECK(strstr(err, "history rule") != NULL);
+	}
+}
+
 /* --- Flush and statistics -------------------------------------------------------------------- */
 
 static void test_flush(void)
@@ -1536,6 +1710,8 @@ int main(int argc, char **argv)
 	run("groups", test_groups);
 	run("group full", test_group_full);
 	run("multicast", test_multicast);
+	run("history", test_history);
+	run("history options", test_history_options);
 	run("flush", test_flush);
 	run("stats", test_stats);
 	run("sessions", test_sessions);

@@ -223,10 +223,11 @@ static struct laurel_layer *new_layer(const char *const *urls, size_t nurls)
 
 static void test_help(void)
 {
-	static const char *const names[] = {"send",  "group-send", "group-members",
+	static const char *const names[] = {"send",  "group-send", "group-members", "group-history",
 					    "stats", "flush",	   "help"};
 	static const char *const options[] = {"--layer",	"--prefix",   "--expiry",
 					      "--group-expiry", "--capacity", "--verbose",
+					      "--group-history", "LAUREL_GROUP_HISTORY",
 					      "--help",		"--version",  "LAUREL_LAYER"};
 	struct run r;
 	TOOL_BARE(&r, "--help");
@@ -493,6 +494,66 @@ static void test_groups(struct laurel_layer *l)
 	CHECK_EQ(laurel_layer_withdraw(l, "tool.iface.abc!"), 0);
 }
 
+/* --group-history: group-send says where the message went, group-history shows the kept ones
+ * and answers a reconnecting client's question (exit 1 when it cannot be answered). */
+static void test_group_history(void)
+{
+	struct run r;
+	char epoch[32] = "";
+#define HTOOL(r, ...)                                                                             \
+	run_tool((r), NULL, NULL,                                                                  \
+		 ARGS("--layer", redis.url, "--group-history", "tool-h*=3/600", __VA_ARGS__))
+	for (int i = 1; i <= 4; i++) {
+		char json[64], want[64];
+		snprintf(json, sizeof(json), "{\"text\": \"m%d\"}", i);
+		HTOOL(&r, "group-send", "tool-hist", json);
+		CHECK_EXIT(&r, 0);
+		if (i == 1)
+			sscanf(r.out, "0\nepoch %16s", epoch);
+		snprintf(want, sizeof(want), "0\nepoch %s offset %d\n", epoch, i);
+		CHECK_STR(r.out, want);
+	}
+	CHECK_EQ(strlen(epoch), 16);
+	char want[512];
+	HTOOL(&r, "group-history", "tool-hist");
+	CHECK_EXIT(&r, 0);
+	snprintf(want, sizeof(want),
+		 "epoch %s offset 4 first 2\n2 {\"text\":\"m2\"}\n3 {\"text\":\"m3\"}\n"
+		 "4 {\"text\":\"m4\"}\n",
+		 epoch);
+	CHECK_STR(r.out, want);
+	HTOOL(&r, "group-history", "tool-hist", epoch, "3");
+	CHECK_EXIT(&r, 0);
+	snprintf(want, sizeof(want), "epoch %s offset 4 first 2\n4 {\"text\":\"m4\"}\n", epoch);
+	CHECK_STR(r.out, want);
+	HTOOL(&r, "group-history", "tool-hist", epoch, "0");
+	CHECK_EXIT(&r, 1);
+	CHECK_HAS(r.err, "no longer kept");
+	HTOOL(&r, "group-history", "tool-hist", "0000000000000000", "4");
+	CHECK_EXIT(&r, 1);
+	CHECK_HAS(r.err, "epoch");
+	HTOOL(&r, "group-history", "tool-hist", epoch);
+	CHECK_EXIT(&r, 2);
+	HTOOL(&r, "group-history", "tool-hist", epoch, "-1");
+	CHECK_EXIT(&r, 2);
+	HTOOL(&r, "group-history", "other-group");
+	CHECK_EXIT(&r, 2);
+	CHECK_HAS(r.err, "no history rule");
+	HTOOL(&r, "group-history", "tool-hnone");
+	CHECK_EXIT(&r, 0);
+	CHECK_STR(r.out, "epoch - offset 0 first 1\n");
+	/* Without the rule, the same group is a plain group: no line about offsets. */
+	TOOL(&r, "group-send", "tool-hist", "{}");
+	CHECK_EXIT(&r, 0);
+	CHECK_STR(r.out, "0\n");
+	run_tool(&r, NULL, NULL,
+		 ARGS("--layer", redis.url, "--group-history", "tool-h*=0/600", "group-history",
+		      "tool-hist"));
+	CHECK_EXIT(&r, 2);
+	CHECK_HAS(r.err, "bad history rule");
+#undef HTOOL
+}
+
 static void test_stats_and_flush(struct laurel_layer *l)
 {
 	struct run g0, c0, r;
@@ -744,6 +805,7 @@ int main(int argc, char **argv)
 	test_dry_run();
 	test_process_channel(l);
 	test_groups(l);
+	test_group_history();
 	test_stats_and_flush(l);
 	test_bad_input();
 	test_unreachable();
