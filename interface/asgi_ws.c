@@ -1,6 +1,7 @@
 /* The WebSocket glue (see asgi_ws.h): a connection's WebSocket between the client, through the
  * protocol code of websocket.h, and the channel layer's websocket.* channels. */
 #include "interface/asgi_ws.h"
+#include "interface/envelope.h"
 #include "interface/asgi_http.h"
 #include "interface/conn.h"
 #include "interface/metrics.h"
@@ -593,7 +594,8 @@ static int close_code_of(const struct laurel_value *v)
 void asgi_ws_reply(struct conn *c, const struct laurel_msg *m)
 {
 	const struct laurel_value *root = laurel_msg_croot(m);
-	const struct laurel_value *text = NULL, *bytes = NULL, *close = NULL, *accept = NULL;
+	const struct laurel_value *text = NULL, *bytes = NULL, *close = NULL, *accept = NULL,
+				  *history = NULL;
 	for (size_t i = 0; i < root->u.map.len; i++) {
 		const struct laurel_entry *e = &root->u.map.items[i];
 		const char *k = e->key.ptr;
@@ -605,6 +607,8 @@ void asgi_ws_reply(struct conn *c, const struct laurel_msg *m)
 			close = &e->value;
 		else if (strcmp(k, "accept") == 0 && e->value.type == LAUREL_BOOL)
 			accept = &e->value;
+		else if (strcmp(k, ENVELOPE_KEY) == 0)
+			history = &e->value;
 		else
 			log_limited(LOG_WARN, "conn %llu: dropped key \"%s\" (%s) of a reply on %s",
 				    (unsigned long long)c->id, k, laurel_type_name(e->value.type),
@@ -630,14 +634,25 @@ void asgi_ws_reply(struct conn *c, const struct laurel_msg *m)
 		return;
 	if ((text || bytes) && !asgi_ws_check_output(c))
 		return;
-	if (text || bytes) {
+	struct buf env;
+	buf_init(&env);
+	if (history && (text || bytes) && envelope_build(&env, history, text, bytes)) {
+		c->srv->counters.ws_out++;
+		c->srv->counters.ws_out_bytes += env.len;
+		ws_send(c->ws, true, env.data, env.len);
+	} else if (text || bytes) {
+		if (history)
+			log_limited(LOG_WARN,
+				    "conn %llu: a reply on %s has a malformed %s; sent without it",
+				    (unsigned long long)c->id, c->req->reply_channel, ENVELOPE_KEY);
 		c->srv->counters.ws_out++;
 		c->srv->counters.ws_out_bytes += text ? text->u.s.len : bytes->u.s.len;
+		if (text)
+			ws_send(c->ws, true, text->u.s.ptr, text->u.s.len);
+		else
+			ws_send(c->ws, false, bytes->u.s.ptr, bytes->u.s.len);
 	}
-	if (text)
-		ws_send(c->ws, true, text->u.s.ptr, text->u.s.len);
-	else if (bytes)
-		ws_send(c->ws, false, bytes->u.s.ptr, bytes->u.s.len);
+	buf_fini(&env);
 	if (code && !ws_close_sent(c->ws)) {
 		ws_close(c->ws, code);
 		c->close_sent_ms = ms_now();

@@ -2,6 +2,7 @@
  * this process's channel, with a group message's fan-out (see reply.h). */
 #include "interface/reply.h"
 #include "interface/asgi_ws.h"
+#include "interface/envelope.h"
 #include "interface/metrics.h"
 #include "interface/request.h"
 #include "interface/websocket.h"
@@ -148,26 +149,42 @@ void reply_on_message(struct laurel_received *rcv, void *arg)
 	const struct laurel_value *root = laurel_msg_croot(rcv->msg);
 	const struct laurel_value *text = laurel_msg_get(rcv->msg, "text");
 	const struct laurel_value *bytes = laurel_msg_get(rcv->msg, "bytes");
-	bool simple = root->u.map.len == 1 && ((text && text->type == LAUREL_TEXT) ||
-					       (bytes && bytes->type == LAUREL_BYTES));
-	struct buf frame;
+	/* A message of a group with a history goes out in its envelope (envelope.h), made once
+	 * too. */
+	const struct laurel_value *history = laurel_msg_get(rcv->msg, ENVELOPE_KEY);
+	bool simple = root->u.map.len == 1 + (history != NULL) &&
+		      ((text && text->type == LAUREL_TEXT) || (bytes && bytes->type == LAUREL_BYTES));
+	struct buf frame, env;
 	buf_init(&frame);
+	buf_init(&env);
+	const char *payload = NULL;
+	size_t plen = 0;
+	bool is_text = text != NULL;
+	if (simple && history) {
+		simple = envelope_build(&env, history, text, bytes);
+		payload = env.data;
+		plen = env.len;
+		is_text = true;
+	} else if (simple) {
+		payload = text ? text->u.s.ptr : bytes->u.s.ptr;
+		plen = text ? text->u.s.len : bytes->u.s.len;
+	}
 	if (simple)
-		ws_frame(&frame, text != NULL, text ? text->u.s.ptr : bytes->u.s.ptr,
-			 text ? text->u.s.len : bytes->u.s.len);
+		ws_frame(&frame, is_text, payload, plen);
 	for (size_t i = 0; i < rcv->nrecipients; i++) {
 		struct conn *c = reply_live(s, local_id(rcv->recipients[i]));
 		if (simple && c && c->mode == MODE_WS_OPEN && !c->closing) {
 			if (asgi_ws_check_output(c)) {
 				ws_send_framed(c->ws, frame.data, frame.len);
 				s->counters.ws_out++;
-				s->counters.ws_out_bytes += text ? text->u.s.len : bytes->u.s.len;
+				s->counters.ws_out_bytes += plen;
 			}
 		} else {
 			on_reply_for(s, rcv->recipients[i], rcv->msg);
 		}
 	}
 	buf_fini(&frame);
+	buf_fini(&env);
 }
 
 void reply_free_all(struct server *s)

@@ -110,6 +110,32 @@ async def main(st):
     check_eq(await recv(bob), push, "bob gets the pushed message")
     check(await silent(carol, 0.3), "room2 does not get room1's push")
 
+    # A group with a history (docs/recovery.md): each member gets the message in its JSON
+    # envelope, with its offset, the text escaped whatever it holds.
+    odd = 'he said "hi" \\ back\nslash \x01 \u00e9 \U0001f600'
+    epoch = None
+    for i, text in enumerate([json.dumps(push), odd], 1):
+        rc, out = st.tool("--group-history", "chat-room1=50/600", "group-send", "chat-room1",
+                          json.dumps({"text": text}))
+        lines = out.split("\n")
+        check_eq((rc, lines[0]), (0, "2"), "group-send with a history reached 2 connections")
+        epoch = epoch or (lines[1].split() + ["", ""])[1]
+        check_eq(lines[1], "epoch %s offset %d" % (epoch, i), "group-send prints its offset")
+        want = {"group": "chat-room1", "epoch": epoch, "offset": i, "text": text}
+        check_eq(await recv(alice), want, "alice gets message %d in its envelope" % i)
+        check_eq(await recv(bob), want, "bob gets message %d in its envelope" % i)
+    # A binary message: its bytes in base64, in a text frame.
+    rc, out = st.tool("--group-history", "chat-room1=50/600", "group-send", "chat-room1",
+                      '{"bytes": {"$bytes": "AP9oaQ=="}}')
+    want = {"group": "chat-room1", "epoch": epoch, "offset": 3, "bytes": "AP9oaQ=="}
+    check_eq(await recv(alice), want, "alice gets a binary message in its envelope")
+    check_eq(await recv(bob), want, "bob gets a binary message in its envelope")
+    rc, out = st.tool("--group-history", "chat-room1=50/600", "group-history", "chat-room1",
+                      epoch, "1")
+    line = (out.split("\n") + ["", ""])[1].split(" ", 1) + [""]
+    check_eq((rc, line[0], json.loads(line[1] or "null")), (0, "2", {"text": odd}),
+             "laurel group-history: what a client that saw offset 1 missed")
+
     # Leaving updates the list; the name is free again.
     await bob.close()
     f = await recv(alice)
