@@ -2,6 +2,7 @@
  * protocol code of websocket.h, and the channel layer's websocket.* channels. */
 #include "interface/asgi_ws.h"
 #include "interface/envelope.h"
+#include "interface/recovery.h"
 #include "interface/asgi_http.h"
 #include "interface/conn.h"
 #include "interface/metrics.h"
@@ -310,11 +311,17 @@ bool asgi_ws_check_output(struct conn *c)
 		"conn %llu: WebSocket client reads too slowly (%zu bytes waiting); closing (1013)",
 		(unsigned long long)c->id, n);
 	c->srv->counters.slow_readers++;
-	ws_close(c->ws, 1013);
+	asgi_ws_close_now(c, 1013);
+	return false;
+}
+
+void asgi_ws_close_now(struct conn *c, int code)
+{
+	if (!ws_close_sent(c->ws))
+		ws_close(c->ws, code);
 	c->close_sent_ms = ms_now();
 	c->closing = true;
 	asgi_ws_arm(c);
-	return false;
 }
 
 /* The next time the keep-alive timer must look at the connection. */
@@ -593,6 +600,16 @@ static int close_code_of(const struct laurel_value *v)
 
 void asgi_ws_reply(struct conn *c, const struct laurel_msg *m)
 {
+	const struct laurel_value *ctl = laurel_msg_get(m, RECOVERY_KEY);
+	if (ctl) {
+		/* A recovery (recovery.h): a hold waits for nothing; a batch of missed messages
+		 * accepts a handshake still open, as any text would. */
+		if (!recovery_is_hold(ctl) && c->mode == MODE_WS_CONNECTING)
+			accept_now(c);
+		if (c->mode != MODE_WS_CONNECTING && !c->closing)
+			recovery_control(c, m, ctl);
+		return;
+	}
 	const struct laurel_value *root = laurel_msg_croot(m);
 	const struct laurel_value *text = NULL, *bytes = NULL, *close = NULL, *accept = NULL,
 				  *history = NULL;
@@ -636,10 +653,10 @@ void asgi_ws_reply(struct conn *c, const struct laurel_msg *m)
 		return;
 	struct buf env;
 	buf_init(&env);
-	if (history && (text || bytes) && envelope_build(&env, history, text, bytes)) {
-		c->srv->counters.ws_out++;
-		c->srv->counters.ws_out_bytes += env.len;
-		ws_send(c->ws, true, env.data, env.len);
+	struct envelope_key k;
+	if (history && (text || bytes) && envelope_parse(history, &k)) {
+		envelope_build_parts(&env, k.group, k.glen, k.epoch, k.elen, k.offset, text, bytes);
+		recovery_deliver(c, &k, env.data, env.len, NULL, 0);
 	} else if (text || bytes) {
 		if (history)
 			log_limited(LOG_WARN,

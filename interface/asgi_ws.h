@@ -32,6 +32,9 @@ int asgi_ws_code(const struct conn *c);
 /* Before writing: a client that has not read what it was sent, beyond --ws-max-output, is closed
  * (1013). Returns false if it was. */
 bool asgi_ws_check_output(struct conn *c);
+/* Closes the WebSocket with code now (the close frame goes out; the connection closes once
+ * the client answers or WS_CLOSE_WAIT_MS passes). */
+void asgi_ws_close_now(struct conn *c, int code);
 /* Arms the keep-alive timer for the next thing to look at; asgi_ws_tick is its expiry. */
 void asgi_ws_arm(struct conn *c);
 void asgi_ws_tick(struct conn *c);

@@ -2,6 +2,7 @@
  * its timer, small error responses, the access log, and closing (see conn.h). */
 #include "interface/conn.h"
 #include "interface/metrics.h"
+#include "interface/recovery.h"
 #include "interface/asgi_ws.h"
 #include "interface/reply.h"
 #include "interface/request.h"
@@ -277,6 +278,7 @@ void conn_close(struct conn *c)
 	evbuffer_drain(out, evbuffer_get_length(out));
 	event_free(c->timer);
 	ws_free(c->ws);
+	recovery_free_all(c);
 	free(c->ws_protocol);
 	http1_free(c->parser);
 	bufferevent_free(c->bev);

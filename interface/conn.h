@@ -66,6 +66,8 @@ struct request {
 	uint64_t bytes;
 };
 
+struct recovery;
+
 struct conn {
 	struct server *srv;
 	uint64_t id;
@@ -107,6 +109,7 @@ struct conn {
 	int64_t order;
 	int64_t opened_ms, last_recv_ms, ping_sent_ms, close_sent_ms;
 	int64_t linger_until; /* see linger */
+	struct recovery *recovery; /* group recoveries under way (recovery.h), usually NULL */
 	struct conn *prev, *next;
 };
 

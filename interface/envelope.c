@@ -3,6 +3,7 @@
 #include "common/util.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* A JSON string: '"' and '\' escaped, control characters as \u00XX, every other byte as it is
  * (the text of a text message is UTF-8 already). */
@@ -32,21 +33,15 @@ static void json_string(struct buf *out, const char *s, size_t n)
 	buf_append_byte(out, '"');
 }
 
-bool envelope_build(struct buf *out, const struct laurel_value *history,
-		    const struct laurel_value *text, const struct laurel_value *bytes)
+void envelope_build_parts(struct buf *out, const char *group, size_t glen, const char *epoch,
+			  size_t elen, int64_t offset, const struct laurel_value *text,
+			  const struct laurel_value *bytes)
 {
-	if (!history || history->type != LAUREL_LIST || history->u.list.len != 3)
-		return false;
-	const struct laurel_value *g = &history->u.list.items[0], *e = &history->u.list.items[1],
-				 *o = &history->u.list.items[2];
-	if (g->type != LAUREL_TEXT || e->type != LAUREL_TEXT || o->type != LAUREL_INT ||
-	    (!text == !bytes))
-		return false;
 	buf_append_str(out, "{\"group\":");
-	json_string(out, g->u.s.ptr, g->u.s.len);
+	json_string(out, group, glen);
 	buf_append_str(out, ",\"epoch\":");
-	json_string(out, e->u.s.ptr, e->u.s.len);
-	buf_printf(out, ",\"offset\":%lld,", (long long)o->u.i);
+	json_string(out, epoch, elen);
+	buf_printf(out, ",\"offset\":%lld,", (long long)offset);
 	if (text) {
 		buf_append_str(out, "\"text\":");
 		json_string(out, text->u.s.ptr, text->u.s.len);
@@ -59,5 +54,37 @@ bool envelope_build(struct buf *out, const struct laurel_value *history,
 		free(b64);
 	}
 	buf_append_byte(out, '}');
+}
+
+bool envelope_parse(const struct laurel_value *history, struct envelope_key *k)
+{
+	if (!history || history->type != LAUREL_LIST || history->u.list.len != 3)
+		return false;
+	const struct laurel_value *g = &history->u.list.items[0], *e = &history->u.list.items[1],
+				 *o = &history->u.list.items[2];
+	if (g->type != LAUREL_TEXT || e->type != LAUREL_TEXT || o->type != LAUREL_INT)
+		return false;
+	*k = (struct envelope_key){g->u.s.ptr, e->u.s.ptr, g->u.s.len, e->u.s.len, o->u.i};
 	return true;
+}
+
+bool envelope_build(struct buf *out, const struct laurel_value *history,
+		    const struct laurel_value *text, const struct laurel_value *bytes)
+{
+	struct envelope_key k;
+	if (!envelope_parse(history, &k) || !text == !bytes)
+		return false;
+	envelope_build_parts(out, k.group, k.glen, k.epoch, k.elen, k.offset, text, bytes);
+	return true;
+}
+
+void envelope_status(struct buf *out, const char *group, const char *epoch, int64_t offset,
+		     bool recovered)
+{
+	buf_append_str(out, "{\"group\":");
+	json_string(out, group, strlen(group));
+	buf_append_str(out, ",\"epoch\":");
+	json_string(out, epoch, strlen(epoch));
+	buf_printf(out, ",\"offset\":%lld,\"recovered\":%s}", (long long)offset,
+		   recovered ? "true" : "false");
 }

@@ -3,6 +3,7 @@
 #include "interface/reply.h"
 #include "interface/asgi_ws.h"
 #include "interface/envelope.h"
+#include "interface/recovery.h"
 #include "interface/metrics.h"
 #include "interface/request.h"
 #include "interface/websocket.h"
@@ -174,7 +175,11 @@ void reply_on_message(struct laurel_received *rcv, void *arg)
 	for (size_t i = 0; i < rcv->nrecipients; i++) {
 		struct conn *c = reply_live(s, local_id(rcv->recipients[i]));
 		if (simple && c && c->mode == MODE_WS_OPEN && !c->closing) {
-			if (asgi_ws_check_output(c)) {
+			if (history && c->recovery) {
+				struct envelope_key k;
+				envelope_parse(history, &k);
+				recovery_deliver(c, &k, env.data, env.len, frame.data, frame.len);
+			} else if (asgi_ws_check_output(c)) {
 				ws_send_framed(c->ws, frame.data, frame.len);
 				s->counters.ws_out++;
 				s->counters.ws_out_bytes += plen;

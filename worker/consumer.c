@@ -348,6 +348,108 @@ int laurel_group_add(struct laurel_ctx *ctx, const char *group)
 	return laurel_layer_group_add(ctx->layer, group, ctx->reply_channel);
 }
 
+/* --- Recovery (docs/recovery.md; the interface's side is interface/recovery.h) --------------- */
+
+#define RECOVERY_KEY "__laurel_recovery__"
+#define RECOVERY_CHUNK_BYTES (256 * 1024)
+
+/* A recovery control message: a hold (top NULL), or a batch's head. */
+static struct laurel_msg *recovery_msg(const char *group, const struct laurel_history_pos *top,
+				       bool recovered, bool final)
+{
+	struct laurel_msg *m = laurel_msg_new();
+	struct laurel_value *ctl = laurel_map_put(m, laurel_msg_root(m), RECOVERY_KEY);
+	laurel_value_set_map(m, ctl, 6);
+	laurel_value_set_text(m, laurel_map_put(m, ctl, "group"), group, strlen(group));
+	if (!top) {
+		laurel_value_set_bool(laurel_map_put(m, ctl, "hold"), true);
+		return m;
+	}
+	laurel_value_set_text(m, laurel_map_put(m, ctl, "epoch"), top->epoch, strlen(top->epoch));
+	laurel_value_set_int(laurel_map_put(m, ctl, "offset"), (int64_t)top->offset);
+	laurel_value_set_bool(laurel_map_put(m, ctl, "recovered"), recovered);
+	laurel_value_set_bool(laurel_map_put(m, ctl, "final"), final);
+	return m;
+}
+
+/* Sends one batch: entries v[0..n) (text or bytes ones), final or not. */
+static int recovery_batch(struct laurel_ctx *ctx, const char *group,
+			  const struct laurel_history_pos *top, bool recovered, bool final,
+			  const struct laurel_history_entry *v, size_t n)
+{
+	struct laurel_msg *m = recovery_msg(group, top, recovered, final);
+	struct laurel_value *list = laurel_map_put(m, laurel_msg_root(m), "messages");
+	laurel_value_set_list(m, list, n);
+	for (size_t i = 0; i < n; i++) {
+		const struct laurel_value *t = laurel_msg_get(v[i].msg, "text");
+		const struct laurel_value *b = laurel_msg_get(v[i].msg, "bytes");
+		const struct laurel_value *x = t && t->type == LAUREL_TEXT ? t : b;
+		if (!x || (x->type != LAUREL_TEXT && x->type != LAUREL_BYTES))
+			continue;
+		struct laurel_value *e = laurel_list_push(m, list);
+		laurel_value_set_list(m, e, 2);
+		laurel_value_set_int(laurel_list_push(m, e), (int64_t)v[i].offset);
+		laurel_value_copy(m, laurel_list_push(m, e), x);
+	}
+	int rc = laurel_layer_send(ctx->layer, ctx->reply_channel, m);
+	laurel_msg_free(m);
+	return rc == LAUREL_FULL ? -EAGAIN : rc;
+}
+
+int laurel_group_recover(struct laurel_ctx *ctx, const char *group, const char *epoch,
+			 uint64_t offset)
+{
+	if (!group || !laurel_valid_group(group))
+		return -EINVAL;
+	if (!ctx->reply_channel)
+		return -ENOENT;
+	if (!epoch || !*epoch)
+		return laurel_layer_group_add(ctx->layer, group, ctx->reply_channel);
+	if (strlen(epoch) > LAUREL_EPOCH_LEN)
+		return -EINVAL;
+	if (strncmp(ctx->reply_channel, "laurel.response.", 16) != 0)
+		return -ENOTSUP;
+	/* The hold goes first, then the join: every live message the connection gets from now
+	 * on reaches its interface after the hold, which keeps them until the batch. */
+	struct laurel_msg *hold = recovery_msg(group, NULL, false, false);
+	int rc = laurel_layer_send(ctx->layer, ctx->reply_channel, hold);
+	laurel_msg_free(hold);
+	if (rc == LAUREL_FULL)
+		return -EAGAIN;
+	if (rc < 0)
+		return rc;
+	if ((rc = laurel_layer_group_add(ctx->layer, group, ctx->reply_channel)) < 0)
+		return rc;
+	struct laurel_history_entry *v = NULL;
+	struct laurel_history_pos top;
+	size_t n = 0;
+	rc = laurel_layer_group_history(ctx->layer, group, epoch, offset, &v, &n, &top);
+	if (rc < 0)
+		return rc;
+	bool recovered = rc == 0;
+	/* In batches of about RECOVERY_CHUNK_BYTES, the last one final. */
+	size_t start = 0, bytes = 0;
+	int src = 0;
+	for (size_t i = 0; i < n && src == 0; i++) {
+		size_t len = 0;
+		if (!laurel_msg_get_text(v[i].msg, "text", &len))
+			laurel_msg_get_bytes(v[i].msg, "bytes", &len);
+		bytes += len + 16;
+		if (bytes >= RECOVERY_CHUNK_BYTES && i + 1 < n) {
+			src = recovery_batch(ctx, group, &top, recovered, false, v + start,
+					     i + 1 - start);
+			start = i + 1;
+			bytes = 0;
+		}
+	}
+	if (src == 0)
+		src = recovery_batch(ctx, group, &top, recovered, true, v + start, n - start);
+	laurel_history_entries_free(v, n);
+	if (src < 0)
+		return src;
+	return recovered ? 0 : LAUREL_HISTORY_LOST;
+}
+
 int laurel_group_discard(struct laurel_ctx *ctx, const char *group)
 {
 	if (!group || !laurel_valid_group(group))

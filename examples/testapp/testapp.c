@@ -231,6 +231,53 @@ static const struct laurel_ws_consumer nogroup = {
 	.groups = LAUREL_CHANNELS("room-{missing}"),
 };
 
+/* /recover/ROOM/?epoch=E&offset=N: joins the group "hist-ROOM" (a group with a history in the
+ * tests) and recovers what the client missed since offset N of epoch E (docs/recovery.md). */
+static void query_value(const char *qs, size_t len, const char *key, char *out, size_t size)
+{
+	size_t klen = strlen(key);
+	out[0] = '\0';
+	for (size_t i = 0; i < len;) {
+		size_t end = i;
+		while (end < len && qs[end] != '&')
+			end++;
+		if (end - i > klen && memcmp(qs + i, key, klen) == 0 && qs[i + klen] == '=') {
+			size_t n = end - i - klen - 1;
+			if (n >= size)
+				n = size - 1;
+			memcpy(out, qs + i + klen + 1, n);
+			out[n] = '\0';
+			return;
+		}
+		i = end + 1;
+	}
+}
+
+static int recover_connect(struct laurel_ctx *ctx)
+{
+	const struct laurel_msg *m = laurel_ctx_message(ctx);
+	size_t len = 0;
+	const char *qs = laurel_msg_get_bytes(m, "query_string", &len);
+	char epoch[32], offset[32], group[LAUREL_NAME_MAX];
+	query_value(qs ? qs : "", qs ? len : 0, "epoch", epoch, sizeof(epoch));
+	query_value(qs ? qs : "", qs ? len : 0, "offset", offset, sizeof(offset));
+	snprintf(group, sizeof(group), "hist-%s", laurel_ctx_kwarg(ctx, "room"));
+	int rc = laurel_ws_accept(ctx);
+	if (!rc)
+		rc = laurel_group_recover(ctx, group, epoch, strtoull(offset, NULL, 10));
+	return rc == LAUREL_HISTORY_LOST ? 0 : rc;
+}
+
+static int recover_disconnect(struct laurel_ctx *ctx)
+{
+	char group[LAUREL_NAME_MAX];
+	snprintf(group, sizeof(group), "hist-%s", laurel_ctx_kwarg(ctx, "room"));
+	return laurel_group_discard(ctx, group);
+}
+
+static const struct laurel_ws_consumer recover = {.connect = recover_connect,
+						  .disconnect = recover_disconnect};
+
 static const struct laurel_route http_routes[] = {
 	LAUREL_ROUTE("http.request", hello, LAUREL_FILTER("path", "^/hello$")),
 	LAUREL_ROUTE("http.request", stream,
@@ -246,6 +293,7 @@ static const struct laurel_route routes[] = {
 	LAUREL_ROUTE_WS(&demux, LAUREL_FILTER("path", "^/demux/$")),
 	LAUREL_ROUTE_WS(&broken, LAUREL_FILTER("path", "^/broken/$")),
 	LAUREL_ROUTE_WS(&nogroup, LAUREL_FILTER("path", "^/nogroup/$")),
+	LAUREL_ROUTE_WS(&recover, LAUREL_FILTER("path", "^/recover/(?P<room>[a-z0-9]+)/$")),
 	LAUREL_ROUTE("test.fail", fail_half_way),
 	LAUREL_ROUTE("test.later", later),
 	LAUREL_ROUTE("test.always-later", always_later),

@@ -125,6 +125,23 @@ int laurel_group_discard(struct laurel_ctx *ctx, const char *group);
 int laurel_group_count(struct laurel_ctx *ctx, const char *group, size_t *n);
 int laurel_group_members(struct laurel_ctx *ctx, const char *group, char ***members, size_t *n);
 
+/* Joins the message's connection to a group with a history (--group-history, docs/recovery.md)
+ * and sends it the group's messages it missed. epoch and offset are what the client says it has
+ * seen (from the connect's query, or a first frame); epoch NULL or "" for a client that has seen
+ * nothing: then it only joins. Through the connection's laurel interface, the client gets the
+ * missed messages (each in its envelope, in order), then the status frame
+ *   {"group": G, "epoch": E, "offset": T, "recovered": true}
+ * and then the live messages after T: no gap and no duplicate at the seam, even for messages
+ * sent to the group while this runs. When what it missed is no longer all kept (another epoch:
+ * the history was lost; or trimmed away) it gets the status with "recovered": false and the
+ * history's current epoch and offset, and should reload its state; the call then returns
+ * LAUREL_HISTORY_LOST (laurel/layer.h). At once (not held). Do not also add the connection to
+ * the group with laurel_group_add. Returns 0, LAUREL_HISTORY_LOST, -EINVAL (bad name, no
+ * history rule matches the group, a bad epoch), -ENOTSUP (the reply channel is not a laurel
+ * interface's: Daphne cannot take the envelopes), or a layer error. */
+int laurel_group_recover(struct laurel_ctx *ctx, const char *group, const char *epoch,
+			 uint64_t offset);
+
 /* --- Channel session -------------------------------------------------------------------------
  * Per-connection state (SPEC §6), a map kept in the channel layer under the reply channel and
  * shared by every worker that handles a message of the connection. laurel_session loads it on the

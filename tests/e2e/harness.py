@@ -74,8 +74,8 @@ def wait_port(port, timeout=10.0):
 
 class Stack:
     """redis-server, `interfaces` laurel-interface and, for each example app, `workers`
-    laurel-worker programs running it. apps is a name or a list of names or (name, [worker
-    options]) pairs: apps that share a layer must not listen on each other's channels (every
+    laurel-worker programs running it. apps is a name (or the path of a .so) or a list of names
+    or (name, [worker options]) pairs: apps that share a layer must not listen on each other's channels (every
     worker also listens on websocket.* for the default routes: --only-channels narrows it). The examples' SQLite database is LAUREL_EXAMPLE_DB = self.db, in the
     stack's own temporary directory."""
 
@@ -84,8 +84,9 @@ class Stack:
         self.apps = []
         for a in [apps] if isinstance(apps, str) else apps:
             name, opts = (a, []) if isinstance(a, str) else a
-            self.apps.append([os.path.join(self.build, "examples", name,
-                                           "lib%s.so" % name)] + list(opts))
+            path = name if name.endswith(".so") else os.path.join(
+                self.build, "examples", name, "lib%s.so" % name)
+            self.apps.append([path] + list(opts))
         self.dir = tempfile.mkdtemp(prefix="laurel-e2e-")
         self.db = os.path.join(self.dir, "example.sqlite3")
         self.env = dict(os.environ, LAUREL_EXAMPLE_DB=self.db)

@@ -17,6 +17,8 @@
 static int seen_errors[16];
 static size_t nseen;
 
+static int recover_other;
+
 static int c_shapes(struct laurel_ctx *ctx)
 {
 	static const struct laurel_header h[] = {{"X-A", "1"}, {"x-b", ""}};
@@ -30,6 +32,10 @@ static int c_shapes(struct laurel_ctx *ctx)
 	seen_errors[nseen++] = laurel_send(ctx, "bad name", laurel_ctx_message(ctx));
 	seen_errors[nseen++] = laurel_group_send(ctx, "bad!group", laurel_ctx_message(ctx));
 	seen_errors[nseen++] = laurel_group_add(ctx, "");
+	seen_errors[nseen++] = laurel_group_recover(ctx, "", "0123456789abcdef", 1);
+	seen_errors[nseen++] = laurel_group_recover(ctx, "g", "0123456789abcdef0", 1);
+	/* Not a laurel interface's reply channel: no envelopes for it. */
+	recover_other = laurel_group_recover(ctx, "g", "0123456789abcdef", 1);
 	return 0;
 }
 
@@ -39,6 +45,7 @@ static int c_noreply(struct laurel_ctx *ctx)
 	seen_errors[nseen++] = laurel_reply_text(ctx, "x", 1);
 	seen_errors[nseen++] = laurel_session(ctx, &s);
 	seen_errors[nseen++] = laurel_group_add(ctx, "g");
+	seen_errors[nseen++] = laurel_group_recover(ctx, "g", "0123456789abcdef", 1);
 	CHECK(laurel_ctx_reply_channel(ctx) == NULL);
 	return 0;
 }
@@ -494,14 +501,15 @@ int main(void)
 	CHECK_STR(next("out!"), "status=404 headers=[b'X-A',b'1'][b'x-b',b''] content=b'no' "
 				"more_content=F to='out!a'");
 	CHECK_STR(next("out!"), "(none)");
-	CHECK_EQ(nseen, 5);
-	for (size_t i = 0; i < 5; i++)
+	CHECK_EQ(nseen, 7);
+	for (size_t i = 0; i < 7; i++)
 		CHECK_EQ(seen_errors[i], -EINVAL);
+	CHECK_EQ(recover_other, -ENOTSUP);
 
 	nseen = 0;
 	CHECK_EQ(handle("noreply", msg(NULL, NULL)), WORKER_DONE);
-	CHECK_EQ(nseen, 3);
-	for (size_t i = 0; i < 3; i++)
+	CHECK_EQ(nseen, 4);
+	for (size_t i = 0; i < 4; i++)
 		CHECK_EQ(seen_errors[i], -ENOENT);
 
 	/* The session: kept across messages, saved only on success. */
