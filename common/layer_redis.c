@@ -76,6 +76,10 @@ struct redis_layer {
 	struct swept *swept; /* PRESENCE_SLOTS, made on first use */
 	bool woken;   /* watch_fd was readable during this receive */
 	bool scan_untyped; /* a server refused SCAN ... TYPE (Redis 5): filter by name only */
+	/* A command written ahead of the next pipeline on that shard (a group send's history
+	 * append, ahead of the member read): pipeline() reads its reply into ahead_reply first. */
+	struct shard *ahead_shard;
+	redisReply *ahead_reply;
 };
 
 static const struct layer_ops redis_ops;
@@ -1050,6 +1054,13 @@ static struct shard *group_shard(struct redis_layer *L, const char *group)
 /* Runs a pipeline of printf-style commands on s; replies go to out[0..n). */
 static int pipeline(struct redis_layer *L, struct shard *s, redisReply **out, size_t n)
 {
+	if (L->ahead_shard == s) {
+		L->ahead_shard = NULL;
+		if (redisGetReply(s->c, (void **)&L->ahead_reply) != REDIS_OK) {
+			L->ahead_reply = NULL;
+			return connection_lost(s);
+		}
+	}
 	for (size_t i = 0; i < n; i++) {
 		if (redisGetReply(s->c, (void **)&out[i]) != REDIS_OK) {
 			for (size_t j = 0; j < i; j++)
@@ -1366,25 +1377,67 @@ static void history_keys(const struct redis_layer *L, const char *group, char *m
 	snprintf(log, n, "%s:history-log:%s", L->base.cfg.prefix, group);
 }
 
-/* Appends plain to the group's history (on the group's shard) and sets pos to its place. */
-static int history_add(struct redis_layer *L, const char *group,
-		       const struct laurel_history_rule *rule, const struct buf *plain,
-		       struct laurel_history_pos *pos)
-{
+/* A history append (script_history_add) and the strings its arguments point to. */
+struct history_call {
 	char meta[160], log[160], size[16], ttl[16], epoch[LAUREL_EPOCH_LEN + 1];
-	history_keys(L, group, meta, log, sizeof(meta));
-	snprintf(size, sizeof(size), "%d", rule->size);
-	snprintf(ttl, sizeof(ttl), "%d", rule->ttl_s);
-	util_rng_hex(&L->rng, epoch, LAUREL_EPOCH_LEN);
-	epoch[LAUREL_EPOCH_LEN] = '\0';
-	const char *argv[] = {NULL, NULL, NULL, meta, log, plain->data, size, ttl, epoch};
-	size_t lens[] = {0, 0, 0, strlen(meta), strlen(log), plain->len, strlen(size), strlen(ttl),
-			 LAUREL_EPOCH_LEN};
-	int rc;
-	struct shard *s = group_shard(L, group);
-	redisReply *r = shard_script(L, s, &rc, SCRIPT_HISTORY_ADD, 2, 9, argv, lens);
-	if (!r)
+	const char *argv[9];
+	size_t lens[9];
+	struct shard *s;
+};
+
+/* Writes the append of plain to the group's history on the group's shard, ahead of the member
+ * read that follows on the same connection: one round trip for both. */
+static int history_write(struct redis_layer *L, const char *group,
+			 const struct laurel_history_rule *rule, const struct buf *plain,
+			 struct history_call *h)
+{
+	history_keys(L, group, h->meta, h->log, sizeof(h->meta));
+	snprintf(h->size, sizeof(h->size), "%d", rule->size);
+	snprintf(h->ttl, sizeof(h->ttl), "%d", rule->ttl_s);
+	util_rng_hex(&L->rng, h->epoch, LAUREL_EPOCH_LEN);
+	h->epoch[LAUREL_EPOCH_LEN] = '\0';
+	const char *argv[] = {"EVALSHA", layer_script_sha(SCRIPT_HISTORY_ADD), "2", h->meta, h->log,
+			      plain->data, h->size, h->ttl, h->epoch};
+	size_t lens[] = {7, 40, 1, strlen(h->meta), strlen(h->log), plain->len, strlen(h->size),
+			 strlen(h->ttl), LAUREL_EPOCH_LEN};
+	memcpy(h->argv, argv, sizeof(argv));
+	memcpy(h->lens, lens, sizeof(lens));
+	h->s = group_shard(L, group);
+	int rc = shard_connect(L, h->s);
+	if (rc < 0)
 		return rc;
+	redisAppendCommandArgv(h->s->c, 9, h->argv, h->lens);
+	L->ahead_shard = h->s;
+	L->ahead_reply = NULL;
+	return 0;
+}
+
+/* Takes the append's answer (read by the member read's pipeline; run again through
+ * shard_script if the server had lost the script) and sets pos. */
+static int history_read(struct redis_layer *L, struct history_call *h,
+			struct laurel_history_pos *pos)
+{
+	struct shard *s = h->s;
+	redisReply *r = L->ahead_reply;
+	L->ahead_reply = NULL;
+	if (L->ahead_shard == s) { /* the member read never read it: its answer is unread */
+		L->ahead_shard = NULL;
+		drop_connection(s);
+		return layer_fail(-EIO, "%s: no answer to a history append (the connection broke); "
+					"it may have been carried out",
+				  s->ep.desc);
+	}
+	if (!r)
+		return layer_fail(-EIO, "%s: no answer to a history append", s->ep.desc);
+	int rc;
+	if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+		freeReplyObject(r);
+		r = shard_script(L, s, &rc, SCRIPT_HISTORY_ADD, 2, 9, h->argv, h->lens);
+		if (!r)
+			return rc;
+	} else if (!(r = checked(s, r, &rc))) {
+		return rc;
+	}
 	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
 	    r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len != LAUREL_EPOCH_LEN ||
 	    r->element[1]->type != REDIS_REPLY_INTEGER) {
@@ -1473,12 +1526,18 @@ static int redis_group_send(struct laurel_layer *base, const char *group,
 	}
 	/* With a history, the message is kept before anyone gets it, so that it has its offset
 	 * and a reader of the history never misses one a member was sent. */
+	struct history_call hc;
+	if (rule && (rc = history_write(L, group, rule, &plain, &hc)) < 0)
+		goto out;
+	rc = redis_group_members(base, group, &members, &nm);
 	if (rule) {
-		if ((rc = history_add(L, group, rule, &plain, pos)) < 0)
-			goto out;
-		tagged = layer_history_tag(msg, group, pos);
+		int hrc = history_read(L, &hc, pos);
+		if (rc == 0 && hrc < 0)
+			rc = hrc;
+		if (rc == 0)
+			tagged = layer_history_tag(msg, group, pos);
 	}
-	if ((rc = redis_group_members(base, group, &members, &nm)) < 0)
+	if (rc < 0)
 		goto out;
 	if (nm == 0)
 		goto out;

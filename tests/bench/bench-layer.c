@@ -10,7 +10,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-#define ROUNDS 3
+#define ROUNDS 5
 #define SECONDS 2
 
 static int port;
@@ -140,6 +140,37 @@ static void layer_batch(double *send_rate, double *recv_rate)
 	laurel_layer_free(l);
 }
 
+/* Group sends per second to a 10-member group (one laurel interface's connections: one multicast
+ * each), to a plain group and to one with a history (docs/recovery.md). */
+static double group_sends(bool history)
+{
+	const struct laurel_history_rule rule = {"hist.*", 200, 600};
+	struct laurel_layer_options o = {.urls = &url, .nurls = 1, .capacity = 1000000,
+					 .histories = &rule, .nhistories = 1};
+	struct laurel_layer *l = NULL;
+	laurel_layer_new(&l, &o, NULL, 0);
+	const char *group = history ? "hist.room" : "plain.room";
+	laurel_layer_announce(l, "bench.iface!", 60);
+	for (int i = 0; i < 10; i++) {
+		char member[64];
+		snprintf(member, sizeof(member), "bench.iface!m%d", i);
+		laurel_layer_group_add(l, group, member);
+	}
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_text(m, "text", "{\"type\": \"message\", \"user\": \"alice\", "
+				       "\"text\": \"hello, room\"}");
+	int64_t t0 = util_now_ms(), n = 0;
+	while (util_now_ms() - t0 < SECONDS * 1000) {
+		laurel_layer_group_send(l, group, m, NULL);
+		n++;
+	}
+	double rate = n * 1000.0 / (double)(util_now_ms() - t0);
+	laurel_msg_free(m);
+	laurel_layer_flush(l);
+	laurel_layer_free(l);
+	return rate;
+}
+
 static int cmp(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -169,11 +200,18 @@ int main(int argc, char **argv)
 		snprintf(own, sizeof(own), "%s", r.url);
 		url = own;
 	}
-	double raw[ROUNDS], lay[ROUNDS], snd[ROUNDS], rcv[ROUNDS];
+	double raw[ROUNDS], lay[ROUNDS], snd[ROUNDS], rcv[ROUNDS], gp[ROUNDS], gh[ROUNDS];
 	for (int i = 0; i < ROUNDS; i++) {
 		raw[i] = raw_round_trips();
 		lay[i] = layer_round_trips();
 		layer_batch(&snd[i], &rcv[i]);
+		if (i % 2) { /* alternating which goes first */
+			gp[i] = group_sends(false);
+			gh[i] = group_sends(true);
+		} else {
+			gh[i] = group_sends(true);
+			gp[i] = group_sends(false);
+		}
 	}
 	double rm = median(raw), lm = median(lay);
 	printf("round trips/s (median of %d x %d s, send + blocking receive, two clients):\n", ROUNDS,
@@ -185,6 +223,11 @@ int main(int argc, char **argv)
 	printf("batched, 20,000 messages:\n");
 	printf("  send              %10.0f msg/s\n", median(snd));
 	printf("  receive (max 64)  %10.0f msg/s\n", median(rcv));
+	double gpm = median(gp), ghm = median(gh);
+	printf("group sends to 10 members of one interface (one multicast each):\n");
+	printf("  plain group       %10.0f /s\n", gpm);
+	printf("  with a history    %10.0f /s   (cost %.2f x plain; target <= 1.3)\n", ghm,
+	       gpm / ghm);
 	if (argc <= 1)
 		test_redis_cleanup(&r);
 	return 0;

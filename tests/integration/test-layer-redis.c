@@ -96,6 +96,32 @@ static void test_layout(struct test_redis *r)
 	CHECK_EQ(laurel_layer_send(l, "after.flush", m), 0);
 	CHECK_STR(test_redis_cmd(r, "LLEN asgi:after.flush"), "1");
 
+	/* A group history's layout (docs/layer.md), and its append recovering from SCRIPT FLUSH
+	 * too (it is written ahead of the member read). */
+	const struct laurel_history_rule rule = {"hroom*", 3, 600};
+	struct laurel_layer_options ho = {.urls = &url, .nurls = 1, .histories = &rule,
+					  .nhistories = 1};
+	struct laurel_layer *h = NULL;
+	CHECK_EQ(laurel_layer_new(&h, &ho, NULL, 0), 0);
+	struct laurel_history_pos pos;
+	CHECK_EQ(laurel_layer_group_add(h, "hroom", "proc.x!abc"), 0);
+	CHECK_EQ(laurel_layer_group_publish(h, "hroom", m, NULL, &pos), 0);
+	CHECK_EQ(pos.offset, 1);
+	CHECK_STR(test_redis_cmd(r, "TYPE asgi::history:hroom"), "hash");
+	CHECK_STR(test_redis_cmd(r, "HGET asgi::history:hroom epoch"), pos.epoch);
+	CHECK_STR(test_redis_cmd(r, "HGET asgi::history:hroom offset"), "1");
+	CHECK_STR(test_redis_cmd(r, "TYPE asgi::history-log:hroom"), "list");
+	CHECK_STR(test_redis_cmd(r, "TTL asgi::history-log:hroom"), "600");
+	CHECK_STR(test_redis_cmd(r, "TTL asgi::history:hroom"), "600");
+	test_redis_cmd(r, "SCRIPT FLUSH");
+	for (int i = 2; i <= 5; i++) {
+		CHECK_EQ(laurel_layer_group_publish(h, "hroom", m, NULL, &pos), 0);
+		CHECK_EQ(pos.offset, (uint64_t)i);
+	}
+	CHECK_STR(test_redis_cmd(r, "LLEN asgi::history-log:hroom"), "3");
+	CHECK_STR(test_redis_cmd(r, "LLEN asgi:proc.x!"), "6"); /* the send above and 5 */
+	laurel_layer_free(h);
+
 	/* flush removes everything under both prefixes. */
 	CHECK_EQ(laurel_layer_flush(l), 0);
 	CHECK_STR(test_redis_cmd(r, "DBSIZE"), "0");
