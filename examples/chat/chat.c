@@ -12,6 +12,9 @@
  *   {"type": "error",   "reason": R}   (a refused connection is then closed: 4001 name taken,
  *                                       4002 bad name; a bad frame is only answered)
  * Frames from the browser: {"text": T}.
+ * With a history for the room's group (--group-history 'chat-*=200/600') the room's frames come
+ * in laurel's envelope with offsets, and a page that comes back recovers what it missed
+ * (join_room; the page uses clients/js).
  *
  * Layer state, per room R and user U:
  *   group chat-R           the reply channels of the connections in the room (every event)
@@ -110,6 +113,31 @@ static int send_roster(struct laurel_ctx *ctx, const char *event, const char *ro
 	return rc;
 }
 
+/* Joins the room's group. A page that comes back says what it has seen (?epoch=E&offset=N, as
+ * clients/js sends it): with a history for the room's group (--group-history 'chat-*=200/600')
+ * it gets what it missed, then a status frame (docs/recovery.md). Without a rule for the
+ * group, or without a position, it only joins. */
+static int join_room(struct laurel_ctx *ctx, const char *group)
+{
+	const struct laurel_msg *m = laurel_ctx_message(ctx);
+	char *epoch = example_query_param(m, "epoch");
+	char *offset = example_query_param(m, "offset");
+	int rc;
+	if (epoch && *epoch) {
+		rc = laurel_group_recover(ctx, group, epoch,
+					  offset ? strtoull(offset, NULL, 10) : 0);
+		if (rc == LAUREL_HISTORY_LOST) /* the page was told to reload: nothing wrong */
+			rc = 0;
+		else if (rc == -EINVAL || rc == -ENOTSUP) /* no history here, or a Daphne */
+			rc = laurel_group_add(ctx, group);
+	} else {
+		rc = laurel_group_add(ctx, group);
+	}
+	free(epoch);
+	free(offset);
+	return rc;
+}
+
 static int chat_connect(struct laurel_ctx *ctx)
 {
 	const char *room = laurel_ctx_kwarg(ctx, "room");
@@ -142,7 +170,7 @@ static int chat_connect(struct laurel_ctx *ctx)
 		laurel_msg_set_text(session, "user", user);
 		laurel_msg_set_text(session, "room", room);
 		room_group(group, sizeof(group), room);
-		rc = laurel_group_add(ctx, group);
+		rc = join_room(ctx, group);
 	}
 	if (!rc)
 		rc = laurel_ws_accept(ctx);

@@ -159,7 +159,8 @@ async def main(st):
     check_eq(status, 200, "GET /chat/room1/")
     check(headers.get("Content-Type", "").startswith("text/html"), "the page is HTML",
           headers.get("Content-Type"))
-    check(b"new WebSocket" in body and b"</html>" in body, "the page is the chat page")
+    check(b"new LaurelSocket" in body and b"class LaurelSocket" in body and b"</html>" in body,
+          "the page is the chat page, with clients/js inline")
     status, headers, body = http("GET", st.base + "/chat/")  # redirected to the lobby
     check_eq((status, b"room" in body), (200, True), "GET /chat/ leads to a room's page")
     status, _, _ = http("GET", st.base + "/nothing/here")
