@@ -1343,6 +1343,8 @@ int layer_async_new_shared(struct layer_async **out, struct event_base *base,
 	a->cfg.stats_prefix = xstrdup(shared->cfg.stats_prefix);
 	a->cfg.capacities = NULL;
 	a->cfg.ncapacities = 0;
+	a->cfg.histories = NULL; /* the interface sends to no group */
+	a->cfg.nhistories = 0;
 	a->nshards = 0; /* no Redis */
 	util_rng_init(&a->rng);
 	*out = a;
