@@ -62,6 +62,35 @@ def main():
                     if event.get("type") == "message":
                         check_eq(event.get("text"), "hello from the README", "the message comes back")
                         break
+            # Away and back (the in-memory layer's history): a second user talks meanwhile;
+            # with its position the page gets exactly that, then the status, then live.
+            rc = await away_and_back(uri)
+            check(rc, "a page that comes back recovers what was said meanwhile")
+
+        async def away_and_back(uri):
+            async with websockets.connect(uri.replace("readme", "ann")) as ann:
+                env = None
+                while True:  # up to ann's own join
+                    env = json.loads(await asyncio.wait_for(ann.recv(), 5))
+                    if json.loads(env["text"]).get("user") == "ann":
+                        break
+            async with websockets.connect(uri.replace("readme", "bob")) as bob:
+                for i in range(3):
+                    await bob.send(json.dumps({"text": "meanwhile %d" % i}))
+                back = uri.replace("readme", "ann") + "&epoch=%s&offset=%d" % (env["epoch"],
+                                                                                env["offset"])
+                await asyncio.sleep(0.5)
+                async with websockets.connect(back) as ann:
+                    got = []
+                    while True:
+                        f = json.loads(await asyncio.wait_for(ann.recv(), 5))
+                        if "recovered" in f:
+                            break
+                        got.append(json.loads(f["text"]))
+            said = [g.get("text") for g in got if g.get("type") == "message"]
+            check_eq(said, ["meanwhile 0", "meanwhile 1", "meanwhile 2"],
+                     "what bob said while ann was away, once and in order")
+            return f.get("recovered") is True
 
         if up:
             asyncio.run(talk())
