@@ -564,6 +564,53 @@ static void test_outage(struct test_redis *r)
 	laurel_layer_free(l);
 }
 
+/* A group history across a Redis restart without persistence: the history is lost, so the next
+ * message starts a new epoch at 1 and a client of the old epoch is told it lost it; a group send
+ * while Redis is down fails cleanly (its history append and member read shared a round trip). */
+static void test_history_restart(struct test_redis *r)
+{
+	const char *url = r->url;
+	const struct laurel_history_rule rule = {"hr.*", 10, 600};
+	struct laurel_layer_options o = {.urls = &url, .nurls = 1, .histories = &rule,
+					 .nhistories = 1};
+	struct laurel_layer *l = NULL;
+	CHECK_EQ(laurel_layer_new(&l, &o, NULL, 0), 0);
+	struct laurel_msg *m = laurel_msg_new();
+	laurel_msg_set_text(m, "text", "x");
+	struct laurel_history_pos pos, top;
+	struct laurel_history_entry *v = NULL;
+	size_t n = 0;
+	CHECK_EQ(laurel_layer_group_add(l, "hr.room", "hr.member"), 0);
+	CHECK_EQ(laurel_layer_group_publish(l, "hr.room", m, NULL, &pos), 0);
+	CHECK_EQ(laurel_layer_group_publish(l, "hr.room", m, NULL, &pos), 0);
+	CHECK_EQ(pos.offset, 2);
+	char old[LAUREL_EPOCH_LEN + 1];
+	memcpy(old, pos.epoch, sizeof(old));
+
+	test_redis_stop(r, 1);
+	CHECK_EQ(laurel_layer_group_publish(l, "hr.room", m, NULL, &pos), -ENOTCONN);
+	CHECK_EQ(test_redis_restart(r), 0);
+	int64_t t0 = util_now_ms();
+	int rc;
+	while ((rc = laurel_layer_group_publish(l, "hr.room", m, NULL, &pos)) != 0 &&
+	       util_now_ms() - t0 < 8000)
+		usleep(50 * 1000);
+	CHECK_EQ(rc, 0);
+	CHECK_EQ(pos.offset, 1);
+	CHECK(strcmp(pos.epoch, old) != 0);
+	CHECK_EQ(laurel_layer_group_history(l, "hr.room", old, 2, &v, &n, &top), LAUREL_HISTORY_LOST);
+	CHECK_STR(top.epoch, pos.epoch);
+	/* The connection is in step: the next calls answer what they asked. */
+	CHECK_EQ(laurel_layer_group_publish(l, "hr.room", m, NULL, &pos), 0);
+	CHECK_EQ(pos.offset, 2);
+	CHECK_EQ(laurel_layer_group_history(l, "hr.room", pos.epoch, 0, &v, &n, &top), 0);
+	CHECK_EQ(n, 2);
+	laurel_history_entries_free(v, n);
+	laurel_msg_free(m);
+	laurel_layer_flush(l);
+	laurel_layer_free(l);
+}
+
 static void test_urls(void)
 {
 	const char *bad[] = {"http://x", "redis://", "redis://host:0", "redis://host:99999",
@@ -604,6 +651,7 @@ int main(int argc, char **argv)
 	test_sharded_blocking(rs);
 	test_big_group(&rs[1]);
 	test_outage(&rs[2]);
+	test_history_restart(&rs[2]);
 	for (int i = 0; i < 3; i++)
 		test_redis_cleanup(&rs[i]);
 	test_free_vectors(vectors, nvectors);
