@@ -96,6 +96,12 @@ size_t layer_queue_len(const char *channel);
 /* The capacity of channel, from the overrides or the default. */
 int layer_capacity_for(const struct layer_config *cfg, const char *channel);
 #define LAYER_HISTORY_SIZE_MAX 100000
+/* The --group-history option's help, the same in every program. */
+#define LAYER_HISTORY_HELP                                                                         \
+	"Groups whose name matches the glob PATTERN keep their last SIZE messages, for SECONDS "  \
+	"after the last one, with offsets a reconnecting client recovers from "                   \
+	"(docs/recovery.md). Repeat it for several; the first match wins. Give every program "    \
+	"the same rules."
 /* The history rule of a group, or NULL. */
 const struct laurel_history_rule *layer_history_for(const struct layer_config *cfg,
 						   const char *group);

@@ -93,10 +93,7 @@ static const struct option opts[] = {
 	 "Messages a channel holds; a send to a fuller channel fails (exit 1)."},
 	{"group-history", 0, OPTION_LIST, CFG(group_history), 0, 0, NULL, "LAUREL_GROUP_HISTORY",
 	 "PATTERN=SIZE/SECONDS",
-	 "Groups whose name matches the glob PATTERN keep their last SIZE messages, for SECONDS "
-	 "after the last one, with offsets a reconnecting client recovers from "
-	 "(docs/recovery.md). Repeat it for several; the first match wins. Give every program "
-	 "the same rules."},
+	 LAYER_HISTORY_HELP},
 	{"dry-run", 'n', OPTION_FLAG, CFG(dry_run), 0, 0, NULL, NULL, NULL,
 	 "send, group-send: check the name and the message and print the message as JSON, but "
 	 "send nothing."},

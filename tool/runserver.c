@@ -63,9 +63,7 @@ static const struct option opts[] = {
 	 "The channel layer: memory:// (in this process), or Redis URLs (repeat for shards)."},
 	{"group-history", 0, OPTION_LIST, C(group_history), 0, 0, NULL, "LAUREL_GROUP_HISTORY",
 	 "PATTERN=SIZE/SECONDS",
-	 "Groups whose name matches the glob PATTERN keep their last SIZE messages, for SECONDS "
-	 "after the last one, with offsets a reconnecting client recovers from "
-	 "(docs/recovery.md). Repeat it for several; the first match wins."},
+	 LAYER_HISTORY_HELP},
 	{"http-timeout", 't', OPTION_INT, C(http_timeout), 1, 86400, "60", NULL, "SECONDS",
 	 "Answer 503 when the application has not responded within this time."},
 	{"metrics", 0, OPTION_STRING, C(metrics), 1, 0, NULL, "LAUREL_METRICS", "ADDR",

@@ -98,10 +98,7 @@ static const struct option opts[] = {
 	 "Messages a channel holds; a reply to a fuller channel is retried for 2 s, then dropped."},
 	{"group-history", 0, OPTION_LIST, CFG(group_history), 0, 0, NULL, "LAUREL_GROUP_HISTORY",
 	 "PATTERN=SIZE/SECONDS",
-	 "Groups whose name matches the glob PATTERN keep their last SIZE messages, for SECONDS "
-	 "after the last one, with offsets a reconnecting client recovers from "
-	 "(docs/recovery.md). Repeat it for several; the first match wins. Give every program "
-	 "the same rules."},
+	 LAYER_HISTORY_HELP},
 	{"processes", 'n', OPTION_INT, CFG(processes), 0, 1024, "1", NULL, "N",
 	 "Worker processes, kept running by a supervisor that replaces one that dies. 0 runs the "
 	 "worker in this process, without a supervisor."},

@@ -218,6 +218,25 @@ class Stack:
         return et is not None and issubclass(et, Exception)
 
 
+def run_node(script, args, timeout, cwd):
+    """Runs a Node script that prints one "ok ..." or "FAIL ..." line per check (the browser
+    tests' .mjs files) and counts each line as a check here; other lines are printed. A
+    non-zero exit status fails one more check."""
+    r = subprocess.run(["node", script] + [str(a) for a in args], capture_output=True,
+                       text=True, timeout=timeout, cwd=cwd)
+    for line in r.stdout.splitlines():
+        if line.startswith("ok   "):
+            check(True, line[5:])
+        elif line.startswith("FAIL "):
+            check(False, line[5:])
+        else:
+            print(line, flush=True)
+    if r.returncode != 0:
+        check(False, "%s exit status" % os.path.basename(script),
+              (r.returncode, r.stderr[-2000:]))
+    return r
+
+
 def http(method, url, body=None, headers=None):
     """One HTTP request; returns (status, headers, body bytes) whatever the status."""
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})

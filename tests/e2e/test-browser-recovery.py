@@ -10,10 +10,9 @@ shows what came while it reloaded. Screenshots: $LAUREL_SCREENSHOT-recovered.png
 Usage: test-browser-recovery.py BUILD_DIR"""
 import json
 import os
-import subprocess
 import sys
 
-from harness import Stack, check, done
+from harness import Stack, check, done, run_node
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -26,18 +25,8 @@ def main(st):
     iface = next(p for p in st.procs if p.name == "interface1")
     info = json.dumps({"pid": iface.pid, "argv": iface.args, "cwd": st.dir})
     shots = os.environ.get("LAUREL_SCREENSHOT", "/tmp/chat")
-    r = subprocess.run(["node", os.path.join(HERE, "browser-recovery.mjs"), st.base,
-                        "http://127.0.0.1:%d" % st.ports[1], info, shots],
-                       capture_output=True, text=True, timeout=90, cwd=HERE)
-    for line in r.stdout.splitlines():
-        if line.startswith("ok   "):
-            check(True, line[5:])
-        elif line.startswith("FAIL "):
-            check(False, line[5:])
-        else:
-            print(line)
-    if r.returncode != 0:
-        check(False, "browser-recovery.mjs exit status", (r.returncode, r.stderr[-2000:]))
+    run_node(os.path.join(HERE, "browser-recovery.mjs"),
+             [st.base, "http://127.0.0.1:%d" % st.ports[1], info, shots], 90, HERE)
     # What the restarted interface logged (the original's log is in the stack's own).
     path = os.path.join(st.dir, "interface1-restarted.log")
     if os.path.exists(path):

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-from harness import Stack, check, done
+from harness import Stack, check, done, run_node
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -28,18 +28,8 @@ def main(st):
         check(False, "browser test prerequisites", "missing " + ", ".join(missing))
         return
     shots = os.environ.get("LAUREL_SCREENSHOT", "/tmp/chat")
-    r = subprocess.run(["node", os.path.join(HERE, "browser-chat.mjs"), st.base,
-                        os.path.join(st.build, "tool", "laurel"), st.layer, shots],
-                       capture_output=True, text=True, timeout=45, cwd=HERE)
-    for line in r.stdout.splitlines():
-        if line.startswith("ok   "):
-            check(True, line[5:])
-        elif line.startswith("FAIL "):
-            check(False, line[5:])
-        else:
-            print(line)
-    if r.returncode != 0:
-        check(False, "browser-chat.mjs exit status", (r.returncode, r.stderr[-2000:]))
+    run_node(os.path.join(HERE, "browser-chat.mjs"),
+             [st.base, os.path.join(st.build, "tool", "laurel"), st.layer, shots], 45, HERE)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 
-from harness import Stack, check, done, free_port, wait_port, http
+from harness import Stack, check, done, free_port, wait_port, http, run_node
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -64,19 +64,9 @@ def main(st, mport, wport, worker_up, shot):
     st._start("dashboard", [tool, "dashboard", "--listen", "127.0.0.1:%d" % dport, "--layer",
                             st.layer] + scrape)
     check(wait_port(dport), "the dashboard listens")
-    r = subprocess.run(["node", os.path.join(HERE, "dashboard.mjs"),
-                        "http://127.0.0.1:%d" % dport, st.base, st.ws_base, tool, st.layer,
-                        str(st.redis2.pid), "1" if worker_up else "0", shot],
-                       capture_output=True, text=True, timeout=70, cwd=HERE)
-    for line in r.stdout.splitlines():
-        if line.startswith("ok   "):
-            check(True, line[5:])
-        elif line.startswith("FAIL "):
-            check(False, line[5:])
-        else:
-            print(line, flush=True)
-    if r.returncode != 0:
-        check(False, "dashboard.mjs exit status", (r.returncode, r.stderr[-2000:]))
+    run_node(os.path.join(HERE, "dashboard.mjs"),
+             ["http://127.0.0.1:%d" % dport, st.base, st.ws_base, tool, st.layer, st.redis2.pid,
+              "1" if worker_up else "0", shot], 70, HERE)
     # Killed on purpose: not a crash for the harness to report.
     if st.redis2.wait(timeout=5) == -9:
         st.procs.remove(st.redis2)
