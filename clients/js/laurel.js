@@ -120,9 +120,9 @@ export class LaurelSocket extends EventTarget {
     ws.onclose = (e) => {
       if (this.ws !== ws) return;
       this.ws = null;
-      const again = this.state !== "closed";
-      this._emit("disconnect", { code: e.code, reason: e.reason, reconnecting: again });
-      if (again) this._retry();
+      this._emit("disconnect", { code: e.code, reason: e.reason,
+        reconnecting: this.state !== "closed" });
+      if (this.state !== "closed") this._retry(); // a listener may have closed it for good
     };
   }
 

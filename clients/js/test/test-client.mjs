@@ -156,6 +156,15 @@ try {
     "live messages in the new epoch");
   a.c.close();
 
+  // close() from a disconnect listener (as the chat page does for a refused name) is final.
+  const f = client("/echo/");
+  await until("f connects", () => f.connects === 1);
+  f.c.addEventListener("disconnect", () => f.c.close());
+  f.c.ws.close();
+  await sleep(1000);
+  eq([f.connects, f.delays.length, f.c.state], [1, 0, "closed"],
+    "closed from a disconnect listener: no reconnect");
+
   // A demultiplexer stream, and frames that are not envelopes.
   const d = client("/demux/");
   await until("d connects", () => d.connects === 1);
