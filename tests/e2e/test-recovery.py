@@ -14,7 +14,7 @@ the group (--group-history 'hist-*=100/600').
 - A second interface: a client that comes back on another interface recovers the same way.
 - The interface's hold, driven by hand: live messages between the hold and the batch wait and
   follow the status in offset order without the duplicate; a hold with no batch ends at the next
-  live message after 10 s with {recovered: false}.
+  live message after 10 s with {recovered: false}; past 4 MiB held, 1013.
 - Afterwards nothing is left behind in Redis: the group has no member, no queue holds anything.
 
 Usage: test-recovery.py BUILD_DIR"""
@@ -194,6 +194,20 @@ async def main(st):
     check_eq(frames, [{"group": "hist-r2", "epoch": "", "offset": 0, "recovered": False},
                       {"group": "hist-r2", "epoch": "e1", "offset": 14, "text": "late"}],
              "an abandoned hold: recovered false, then the message")
+    # A hold keeps at most 4 MiB: past it the connection is closed with 1013 (try again).
+    check_eq(to_conn(hold), 0, "a hold for the limit")
+    big = "x" * (900 * 1024)
+    for o in range(15, 21):
+        r = subprocess.run([os.path.join(st.build, "tool", "laurel"), "--layer", st.layer, "send",
+                            chan, "-"], input=json.dumps(
+                                {"text": big, "__laurel_history__": ["hist-r2", "e1", o]}),
+                           capture_output=True, text=True)
+        check_eq(r.returncode, 0, "a 900 KiB live message during the hold (%d)" % o)
+    try:
+        while True:
+            await asyncio.wait_for(f.recv(), TIMEOUT)
+    except websockets.ConnectionClosed as e:
+        check_eq(e.rcvd.code if e.rcvd else None, 1013, "past 4 MiB held: closed with 1013")
     await f.close()
 
     # Nothing left behind.
