@@ -203,10 +203,17 @@ try {
     return e && e.classList.contains("down") && e.dataset.up === "false";
   }, null, { timeout: 5000 }));
   console.log(`info: shard 1 red ${Date.now() - killed} ms after the kill`);
-  const color = await page.$eval('#shards [data-shard="1"]', (e) => getComputedStyle(e).color);
+  // The page redraws the shard pills on every poll: query and read in one evaluation, or the
+  // element read may be one already replaced (detached: no computed colour).
+  const color = await page.evaluate(() => {
+    const e = document.querySelector('#shards [data-shard="1"]');
+    return e ? getComputedStyle(e).color : null;
+  });
   check(color === "rgb(207, 34, 46)", "the down shard is drawn red", color);
-  check(await page.$eval('#shards [data-shard="0"]', (e) => e.classList.contains("up")),
-        "shard 0 stays up (green)");
+  check(await page.evaluate(() => {
+    const e = document.querySelector('#shards [data-shard="0"]');
+    return !!e && e.classList.contains("up");
+  }), "shard 0 stays up (green)");
   await expect("shards up drops to 1", readoutIs(page, "processes", "shards_up", 1));
   check(external.length === 0, "the page loads nothing from elsewhere", external);
   check(errors.length === 0, "no script error on the page", errors);
