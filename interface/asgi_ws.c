@@ -1,6 +1,7 @@
 /* The WebSocket glue (see asgi_ws.h): a connection's WebSocket between the client, through the
  * protocol code of websocket.h, and the channel layer's websocket.* channels. */
 #include "interface/asgi_ws.h"
+#include "interface/deflate.h"
 #include "interface/envelope.h"
 #include "interface/recovery.h"
 #include "interface/asgi_http.h"
@@ -49,6 +50,18 @@ int asgi_ws_check(struct conn *c, const struct http1_request *h)
 		return 403;
 	}
 	ws_accept_key(key->value, key->valuelen, c->ws_accept);
+	c->ws_deflate = 0;
+	c->ws_deflate_named = false;
+	if (cfg->ws_compression) {
+		const char *offers[8];
+		size_t n = 0;
+		for (size_t i = 0; i < h->nheaders && n < 8; i++)
+			if (strcmp(h->headers[i].name, "sec-websocket-extensions") == 0)
+				offers[n++] = h->headers[i].value;
+		bool named;
+		c->ws_deflate = (unsigned)deflate_negotiate(offers, n, &named) & 0xf;
+		c->ws_deflate_named = named;
+	}
 	free(c->ws_protocol);
 	c->ws_protocol = NULL;
 	for (const char *p = proto ? proto->value : ""; *p;) {
@@ -98,7 +111,8 @@ void asgi_ws_disconnect(struct conn *c, int code)
 	/* Never dropped while the process lives: a lost disconnect leaves a ghost in every group
 	 * the connection joined. */
 	outbox_send(c->srv->outbox, "websocket.disconnect", m);
-	conn_access_log(c, "WSDISCONNECT", r->path, 0, 0);
+	/* The size field: the message bytes sent to the client as on the wire (compressed). */
+	conn_access_log(c, "WSDISCONNECT", r->path, 0, c->ws ? ws_wire_out(c->ws) : 0);
 }
 
 /* Inbound flow, in order: the frames of one read are parsed into websocket.receive messages, at
@@ -238,10 +252,14 @@ static void on_message(void *owner, bool text, const uint8_t *data, size_t len)
 {
 	struct conn *c = owner;
 	struct request *r = c->req;
+	bool compressed = c->srv->ws_inflated;
+	c->srv->ws_inflated = false;
 	if (ws_close_sent(c->ws))
 		return; /* RFC 6455 §5.5.1: after our close, data from the client is discarded */
 	c->srv->counters.ws_in++;
 	c->srv->counters.ws_in_bytes += len;
+	if (!compressed)
+		c->srv->counters.ws_wire_in_bytes += len;
 	struct laurel_msg *m = laurel_msg_new();
 	laurel_msg_set_text(m, "reply_channel", r->reply_channel);
 	laurel_msg_set_textn(m, "path", r->path ? r->path : "", r->pathlen);
@@ -273,6 +291,15 @@ static void on_message(void *owner, bool text, const uint8_t *data, size_t len)
 		ws_pause(c->ws); /* the frames after this one wait (see WS_RECEIVE_BACKLOG) */
 }
 
+/* Comes just before on_message for a message that came compressed. */
+static void on_compressed(void *owner, size_t wire_len)
+{
+	struct conn *c = owner;
+	c->srv->ws_inflated = true;
+	c->srv->counters.ws_compressed_in++;
+	c->srv->counters.ws_wire_in_bytes += wire_len;
+}
+
 static void on_activity(void *owner)
 {
 	struct conn *c = owner;
@@ -291,8 +318,25 @@ static int output(void *owner, const void *data, size_t len)
 	return conn_output(owner, &iov, 1);
 }
 
+void asgi_ws_send(struct conn *c, struct ws_message *m)
+{
+	if (ws_send_message(c->ws, m) == 0) {
+		c->srv->counters.ws_out++;
+		c->srv->counters.ws_out_bytes += m->len;
+	}
+}
+
+void asgi_ws_message_fini(struct server *s, struct ws_message *m)
+{
+	s->counters.ws_compressions += m->compressions;
+	s->counters.ws_compressed_out += m->sent_compressed;
+	s->counters.ws_wire_out_bytes += m->wire_payload;
+	ws_message_fini(m);
+}
+
 static const struct ws_callbacks callbacks = {
 	.on_message = on_message,
+	.on_compressed = on_compressed,
 	.on_activity = on_activity,
 	.write = output,
 };
@@ -382,16 +426,23 @@ static void accept_now(struct conn *c)
 {
 	struct request *r = c->req;
 	struct evbuffer *out = bufferevent_get_output(c->bev);
+	char ext[DEFLATE_RESPONSE_MAX];
+	if (c->ws_deflate)
+		deflate_response(c->ws_deflate, c->ws_deflate_named, ext);
 	evbuffer_add_printf(
 		out,
 		"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-		"Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%sServer: laurel\r\n\r\n",
+		"Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s%s%s%sServer: laurel\r\n\r\n",
 		c->ws_accept, c->ws_protocol ? "Sec-WebSocket-Protocol: " : "",
-		c->ws_protocol ? c->ws_protocol : "", c->ws_protocol ? "\r\n" : "");
+		c->ws_protocol ? c->ws_protocol : "", c->ws_protocol ? "\r\n" : "",
+		c->ws_deflate ? "Sec-WebSocket-Extensions: " : "",
+		c->ws_deflate ? ext : "", c->ws_deflate ? "\r\n" : "");
 	c->mode = MODE_WS_OPEN;
 	c->srv->counters.ws_open++;
 	c->srv->counters.handshakes_accepted++;
-	c->ws = ws_new(c->srv->cfg->ws_max_message, &callbacks, c);
+	if (c->ws_deflate)
+		c->srv->counters.ws_deflate_agreed++;
+	c->ws = ws_new(&c->srv->ws_cfg, c->ws_deflate, &callbacks, c);
 	/* The HTTP parser has no more work on this connection: free its memory (an idle WebSocket
 	 * should cost as little as possible). */
 	http1_free(c->parser);
@@ -656,18 +707,18 @@ void asgi_ws_reply(struct conn *c, const struct laurel_msg *m)
 	struct envelope_key k;
 	if (history && (text || bytes) && envelope_parse(history, &k)) {
 		envelope_build_parts(&env, k.group, k.glen, k.epoch, k.elen, k.offset, text, bytes);
-		recovery_deliver(c, &k, env.data, env.len, NULL, 0);
+		recovery_deliver(c, &k, env.data, env.len, NULL);
 	} else if (text || bytes) {
 		if (history)
 			log_limited(LOG_WARN,
 				    "conn %llu: a reply on %s has a malformed %s; sent without it",
 				    (unsigned long long)c->id, c->req->reply_channel, ENVELOPE_KEY);
-		c->srv->counters.ws_out++;
-		c->srv->counters.ws_out_bytes += text ? text->u.s.len : bytes->u.s.len;
-		if (text)
-			ws_send(c->ws, true, text->u.s.ptr, text->u.s.len);
-		else
-			ws_send(c->ws, false, bytes->u.s.ptr, bytes->u.s.len);
+		struct ws_message out;
+		ws_message_init(&out, &c->srv->ws_cfg, text != NULL,
+				text ? text->u.s.ptr : bytes->u.s.ptr,
+				text ? text->u.s.len : bytes->u.s.len);
+		asgi_ws_send(c, &out);
+		asgi_ws_message_fini(c->srv, &out);
 	}
 	buf_fini(&env);
 	if (code && !ws_close_sent(c->ws)) {

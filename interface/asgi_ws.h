@@ -7,6 +7,7 @@
 #include <stdbool.h>
 
 #include "interface/conn.h"
+#include "interface/websocket.h"
 #include "interface/http1.h"
 
 struct laurel_msg;
@@ -32,6 +33,10 @@ int asgi_ws_code(const struct conn *c);
 /* Before writing: a client that has not read what it was sent, beyond --ws-max-output, is closed
  * (1013). Returns false if it was. */
 bool asgi_ws_check_output(struct conn *c);
+/* Sends the data message m to the open WebSocket c (after asgi_ws_check_output) and counts it.
+ * m may go to many connections; asgi_ws_message_fini counts what it cost and frees it. */
+void asgi_ws_send(struct conn *c, struct ws_message *m);
+void asgi_ws_message_fini(struct server *s, struct ws_message *m);
 /* Closes the WebSocket with code now (the close frame goes out; the connection closes once
  * the client answers or WS_CLOSE_WAIT_MS passes). */
 void asgi_ws_close_now(struct conn *c, int code);

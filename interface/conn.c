@@ -87,6 +87,9 @@ void conn_access_log(struct conn *c, const char *method, const char *target, int
 		fprintf(f, "%s - - [%s] \"%s %s\" %d %llu\n",
 			c->has_addrs ? c->client_host : "unix", when, method, target ? target : "-",
 			status, (unsigned long long)size);
+	else if (size)
+		fprintf(f, "%s - - [%s] \"%s %s\" - %llu\n", c->has_addrs ? c->client_host : "unix",
+			when, method, target ? target : "-", (unsigned long long)size);
 	else
 		fprintf(f, "%s - - [%s] \"%s %s\" - -\n", c->has_addrs ? c->client_host : "unix",
 			when, method, target ? target : "-");

@@ -20,6 +20,7 @@
 #include "common/util.h"
 #include "interface/http1.h"
 #include "interface/server.h"
+#include "interface/websocket.h"
 #include "laurel/layer.h"
 
 struct bufferevent;
@@ -97,6 +98,9 @@ struct conn {
 	bool disconnected : 1;	    /* websocket.disconnect sent */
 	bool closed_for_output : 1; /* closed by --max-output-total (websocket.disconnect: 1013) */
 	bool output_tracked : 1;    /* its output counts in the server's total (conn_track_output) */
+	/* permessage-deflate's window (9..15) agreed in the handshake, 0 for none (deflate.h) */
+	unsigned ws_deflate : 4;
+	bool ws_deflate_named : 1; /* the offer named server_max_window_bits: so does the answer */
 	int client_port;
 	char server_host[INET6_ADDRSTRLEN];
 	int server_port;
@@ -120,6 +124,12 @@ struct iface_counters {
 	uint64_t responses[6]; /* by status class: [1] 1xx ... [5] 5xx, [0] anything else */
 	struct metrics_histogram latency; /* request received -> response started */
 	uint64_t ws_in, ws_in_bytes, ws_out, ws_out_bytes;
+	/* permessage-deflate: handshakes that agreed on it; messages compressed (once per multicast
+	 * and window size); messages that went or came compressed; data payload bytes as on the
+	 * wire (after compression; ws_*_bytes count them inflated) */
+	uint64_t ws_deflate_agreed, ws_compressions;
+	uint64_t ws_compressed_in, ws_compressed_out;
+	uint64_t ws_wire_in_bytes, ws_wire_out_bytes;
 	uint64_t ws_closes[IFACE_CLOSE_CODES];
 	uint64_t handshakes_accepted, handshakes_refused;
 	uint64_t slow_readers; /* closed for not reading (per connection, or the server's total) */
@@ -164,13 +174,15 @@ struct server {
 	char date[64];
 	time_t date_at;
 	struct iface_counters counters; /* --metrics (interface/metrics.c); always counted */
+	struct ws_config ws_cfg;	/* every WebSocket's settings (websocket.h) */
+	bool ws_inflated; /* the message on_message is about to get came compressed (asgi_ws.c) */
 	struct iface_metrics *metrics;	/* the --metrics listener and the reply-path probe */
 };
 
 /* The Date header's value now (formatted once a second). */
 const char *conn_date(struct server *s);
 /* Writes an access log line (when --access-log is on): method and target, status (0: none yet,
- * as for WebSocket events) and body size. */
+ * as for WebSocket events) and body size (WebSocket events: the bytes sent, 0 printed as -). */
 void conn_access_log(struct conn *c, const char *method, const char *target, int status,
 		     uint64_t size);
 /* (Re)arms the connection's one timer. */

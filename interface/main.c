@@ -19,6 +19,7 @@
 
 struct config {
 	struct server_config server;
+	char *ws_compression; /* "on" or "off" */
 	char *user;
 	char *group;
 	bool help;
@@ -99,6 +100,15 @@ static const struct option opts[] = {
 	 "403). Without it every origin is accepted."},
 	{"ws-max-message", 0, OPTION_SIZE, S(ws_max_message), 125, 1LL << 31, "1M", NULL, "BYTES",
 	 "Largest WebSocket message from a client; larger: close 1009."},
+	{"ws-compression", 0, OPTION_STRING, C(ws_compression), 2, 0, "on", "LAUREL_WS_COMPRESSION",
+	 "on|off",
+	 "permessage-deflate (RFC 7692) for clients that offer it: messages from the threshold on "
+	 "go compressed, a broadcast compressed once for all its members."},
+	{"ws-compression-threshold", 0, OPTION_SIZE, S(ws_compression_threshold), 0, 1LL << 31,
+	 WS_COMPRESSION_THRESHOLD, NULL, "BYTES",
+	 "Messages shorter than this go uncompressed (compressing them does not pay)."},
+	{"ws-compression-level", 0, OPTION_INT, S(ws_compression_level), 1, 9,
+	 WS_COMPRESSION_LEVEL, NULL, "N", "zlib compression level, 1 (fastest) to 9 (smallest)."},
 	{"max-output-total", 0, OPTION_SIZE, S(max_output_total), 0, 1LL << 40, "0", NULL, "BYTES",
 	 "Output waiting for slow clients, all connections together; past it the connections "
 	 "holding the most are closed first (WebSockets: code 1013). 0: an eighth of the RAM."},
@@ -173,6 +183,12 @@ int main(int argc, char **argv)
 	}
 	if (npos > 0) {
 		fprintf(stderr, "laurel-interface: unexpected argument \"%s\" (see --help)\n", pos[0]);
+		status = 2;
+		goto out;
+	}
+	if (!server_parse_on_off(cfg.ws_compression, &cfg.server.ws_compression)) {
+		fprintf(stderr, "laurel-interface: --ws-compression takes on or off, not \"%s\"\n",
+			cfg.ws_compression);
 		status = 2;
 		goto out;
 	}

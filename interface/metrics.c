@@ -123,6 +123,21 @@ static void write_metrics(struct server *s, struct buf *b)
 	metrics_by_label(b, "laurel_interface_websocket_payload_bytes_total", "counter",
 			 "WebSocket message payload bytes, by direction.", "direction", dirs,
 			 (uint64_t[]){c->ws_in_bytes, c->ws_out_bytes}, 2);
+	metrics_by_label(b, "laurel_interface_websocket_wire_bytes_total", "counter",
+			 "WebSocket message payload bytes as on the wire, after compression "
+			 "(payload_bytes counts them inflated), by direction.",
+			 "direction", dirs, (uint64_t[]){c->ws_wire_in_bytes, c->ws_wire_out_bytes},
+			 2);
+	metrics_by_label(b, "laurel_interface_websocket_compressed_messages_total", "counter",
+			 "WebSocket messages that went or came compressed (permessage-deflate), by "
+			 "direction.",
+			 "direction", dirs, (uint64_t[]){c->ws_compressed_in, c->ws_compressed_out}, 2);
+	COUNTER("laurel_interface_websocket_compressions_total",
+		"Messages compressed: once per broadcast (per window size), however many members "
+		"it goes to.",
+		c->ws_compressions);
+	COUNTER("laurel_interface_websocket_compression_handshakes_total",
+		"WebSocket handshakes that agreed on permessage-deflate.", c->ws_deflate_agreed);
 	char codes[IFACE_CLOSE_CODES][8];
 	const char *code_names[IFACE_CLOSE_CODES];
 	for (size_t i = 0; i < IFACE_CLOSE_CODES; i++) {

@@ -46,17 +46,19 @@ static void drop(struct conn *c, struct recovery *r)
 	free(r);
 }
 
-static void send_text(struct conn *c, const char *data, size_t len, const char *frame,
-		      size_t framelen)
+/* Sends a text message: m when it is given (a multicast's, counted by its maker), else data. */
+static void send_text(struct conn *c, const char *data, size_t len, struct ws_message *m)
 {
 	if (c->mode != MODE_WS_OPEN || !asgi_ws_check_output(c))
 		return;
-	if (frame)
-		ws_send_framed(c->ws, frame, framelen);
-	else
-		ws_send(c->ws, true, data, len);
-	c->srv->counters.ws_out++;
-	c->srv->counters.ws_out_bytes += len;
+	if (m) {
+		asgi_ws_send(c, m);
+		return;
+	}
+	struct ws_message one;
+	ws_message_init(&one, &c->srv->ws_cfg, true, data, len);
+	asgi_ws_send(c, &one);
+	asgi_ws_message_fini(c->srv, &one);
 }
 
 static int by_offset(const void *a, const void *b)
@@ -73,14 +75,14 @@ static void finish(struct conn *c, struct recovery *r, const char *epoch, uint64
 	struct buf b;
 	buf_init(&b);
 	envelope_status(&b, r->group, epoch, (int64_t)top, recovered);
-	send_text(c, b.data, b.len, NULL, 0);
+	send_text(c, b.data, b.len, NULL);
 	buf_fini(&b);
 	if (r->n)
 		qsort(r->v, r->n, sizeof(*r->v), by_offset);
 	for (size_t i = 0; i < r->n; i++) {
 		const struct held *h = &r->v[i];
 		if (strcmp(h->epoch, epoch) != 0 || h->offset > top)
-			send_text(c, h->env, h->len, NULL, 0);
+			send_text(c, h->env, h->len, NULL);
 	}
 	drop(c, r);
 }
@@ -147,7 +149,7 @@ void recovery_control(struct conn *c, const struct laurel_msg *m, const struct l
 		envelope_build_parts(&b, group, glen, epoch, elen, e->u.list.items[0].u.i,
 				     v->type == LAUREL_TEXT ? v : NULL,
 				     v->type == LAUREL_BYTES ? v : NULL);
-		send_text(c, b.data, b.len, NULL, 0);
+		send_text(c, b.data, b.len, NULL);
 	}
 	buf_fini(&b);
 	if (!fin->u.b)
@@ -167,7 +169,7 @@ void recovery_control(struct conn *c, const struct laurel_msg *m, const struct l
 }
 
 void recovery_deliver(struct conn *c, const struct envelope_key *k, const char *env, size_t len,
-		      const char *frame, size_t framelen)
+		      struct ws_message *m)
 {
 	struct recovery *r = c->recovery ? find(c, k->group, k->glen) : NULL;
 	if (r && util_now_ms() - r->since_ms > RECOVERY_HOLD_MAX_MS) {
@@ -179,7 +181,7 @@ void recovery_deliver(struct conn *c, const struct envelope_key *k, const char *
 		r = NULL;
 	}
 	if (!r) {
-		send_text(c, env, len, frame, framelen);
+		send_text(c, env, len, m);
 		return;
 	}
 	if (r->bytes + len > RECOVERY_HOLD_MAX_BYTES || k->elen > LAUREL_EPOCH_LEN) {

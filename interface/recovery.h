@@ -32,9 +32,10 @@ bool recovery_is_hold(const struct laurel_value *ctl);
  * messages are m's "messages". */
 void recovery_control(struct conn *c, const struct laurel_msg *m, const struct laurel_value *ctl);
 /* Sends the envelope env[0..len) of a message of k's group to c, or keeps it while a recovery
- * of that group is under way. frame: env framed already, or NULL. */
+ * of that group is under way. m: env as a message for many connections (reply.c), or NULL. */
+struct ws_message;
 void recovery_deliver(struct conn *c, const struct envelope_key *k, const char *env, size_t len,
-		      const char *frame, size_t framelen);
+		      struct ws_message *m);
 void recovery_free_all(struct conn *c);
 
 #endif

@@ -155,8 +155,7 @@ void reply_on_message(struct laurel_received *rcv, void *arg)
 	const struct laurel_value *history = laurel_msg_get(rcv->msg, ENVELOPE_KEY);
 	bool simple = root->u.map.len == 1 + (history != NULL) &&
 		      ((text && text->type == LAUREL_TEXT) || (bytes && bytes->type == LAUREL_BYTES));
-	struct buf frame, env;
-	buf_init(&frame);
+	struct buf env;
 	buf_init(&env);
 	const char *payload = NULL;
 	size_t plen = 0;
@@ -170,25 +169,25 @@ void reply_on_message(struct laurel_received *rcv, void *arg)
 		payload = text ? text->u.s.ptr : bytes->u.s.ptr;
 		plen = text ? text->u.s.len : bytes->u.s.len;
 	}
-	if (simple)
-		ws_frame(&frame, is_text, payload, plen);
+	/* Framed lazily: plain once for the members without compression, compressed once per
+	 * window size for those with it. */
+	struct ws_message frame;
+	ws_message_init(&frame, &s->ws_cfg, is_text, payload, plen);
 	for (size_t i = 0; i < rcv->nrecipients; i++) {
 		struct conn *c = reply_live(s, local_id(rcv->recipients[i]));
 		if (simple && c && c->mode == MODE_WS_OPEN && !c->closing) {
 			if (history && c->recovery) {
 				struct envelope_key k;
 				envelope_parse(history, &k);
-				recovery_deliver(c, &k, env.data, env.len, frame.data, frame.len);
+				recovery_deliver(c, &k, env.data, env.len, &frame);
 			} else if (asgi_ws_check_output(c)) {
-				ws_send_framed(c->ws, frame.data, frame.len);
-				s->counters.ws_out++;
-				s->counters.ws_out_bytes += plen;
+				asgi_ws_send(c, &frame);
 			}
 		} else {
 			on_reply_for(s, rcv->recipients[i], rcv->msg);
 		}
 	}
-	buf_fini(&frame);
+	asgi_ws_message_fini(s, &frame);
 	buf_fini(&env);
 }
 

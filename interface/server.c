@@ -2,6 +2,7 @@
  * a connection are conn.c, request.c, asgi_ws.c and reply.c. */
 #include "interface/metrics.h"
 #include "interface/server.h"
+#include "interface/deflate.h"
 #include "interface/asgi_ws.h"
 #include "interface/conn.h"
 #include "interface/outbox.h"
@@ -109,6 +110,14 @@ static int listen_fd(struct server *s, char *err, size_t errlen)
 	return 0;
 }
 
+bool server_parse_on_off(const char *value, bool *on)
+{
+	if (strcmp(value, "on") != 0 && strcmp(value, "off") != 0)
+		return false;
+	*on = value[1] == 'n';
+	return true;
+}
+
 int server_new(struct server **out, struct event_base *base, const struct server_config *cfg,
 	       char *err, size_t errlen)
 {
@@ -128,6 +137,9 @@ int server_new(struct server **out, struct event_base *base, const struct server
 	s->limits.max_header_bytes = cfg->max_header_bytes;
 	s->limits.max_headers = (size_t)cfg->max_headers;
 	s->limits.max_body = cfg->max_body;
+	s->ws_cfg.max_message = cfg->ws_max_message;
+	s->ws_cfg.compress_threshold = cfg->ws_compression_threshold;
+	s->ws_cfg.compress_level = cfg->ws_compression_level ? cfg->ws_compression_level : 3;
 	util_rng_init(&s->rng);
 	char letters[10];
 	util_rng_letters(&s->rng, letters, sizeof(letters));
@@ -297,6 +309,7 @@ void server_free(struct server *s)
 	if (s->access && s->access != stdout)
 		fclose(s->access);
 	reply_free_all(s);
+	deflate_thread_cleanup(); /* this thread's compression streams, if it made any */
 	free(s);
 }
 

@@ -48,6 +48,13 @@ struct server_config {
 	struct option_list allowed_origins;
 	size_t ws_max_message;
 	size_t ws_max_output;
+	/* permessage-deflate: offered by the client, accepted unless off. The defaults (strings for
+	 * the option tables), measured with bench-deflate (docs/interface.md). */
+#define WS_COMPRESSION_THRESHOLD "128"
+#define WS_COMPRESSION_LEVEL "3"
+	bool ws_compression;
+	size_t ws_compression_threshold; /* shorter messages go uncompressed */
+	int ws_compression_level;	 /* zlib level 1..9 */
 	size_t max_output_total; /* all connections' buffered output; 0: an eighth of the RAM */
 	/* operations */
 	char *metrics; /* --metrics ADDR, or NULL */
@@ -71,6 +78,9 @@ struct server_config {
 };
 
 struct server;
+
+/* --ws-compression's value: sets *on from "on" or "off". Returns false for anything else. */
+bool server_parse_on_off(const char *value, bool *on);
 
 /* Creates the server: opens the listeners, connects the channel layer (in the background), and
  * announces the process channel. Returns 0, or -1 with a sentence in err. */

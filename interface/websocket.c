@@ -11,22 +11,24 @@
  * message, nothing queued, no close under way. */
 struct ws {
 	wslay_event_context_ptr ctx; /* NULL while dormant */
-	size_t max_message;
+	const struct ws_config *cfg;
 	bool in_message;     /* a fragmented message has started and not ended */
 	bool data_fed;	     /* the current ws_feed saw a data frame */
+	bool failed;	     /* the reader hit a fatal error */
+	bool protocol_error; /* a close frame with a bad payload was received */
+	bool paused;	     /* the owner takes no more messages in this ws_feed */
+	uint8_t deflate_bits; /* permessage-deflate's window, 0 when not negotiated */
+	int16_t forced_code; /* the close code we sent ourselves, bypassing wslay */
 	const struct ws_callbacks *cb;
 	void *owner;
 	const uint8_t *in; /* the bytes ws_feed is reading */
 	size_t inlen;
-	bool failed;	     /* the reader hit a fatal error */
-	bool protocol_error; /* a close frame with a bad payload was received */
-	int forced_code;     /* the close code we sent ourselves, bypassing wslay */
 	/* Frame boundaries, so a control frame reaches wslay whole (wslay checks a close
 	 * frame's reason per read, and a reason split across reads fails its UTF-8 check). */
 	struct buf pending;  /* bytes held back: the start of a control frame, or frames not read
 			      * yet because the owner paused (ws_pause) */
-	bool paused;	     /* the owner takes no more messages in this ws_feed */
 	uint64_t skip;	     /* payload bytes of the current data frame still to pass */
+	uint64_t wire_out;   /* data payload bytes written (ws_wire_out) */
 };
 
 static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
@@ -75,17 +77,35 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
 	struct ws *w = user;
 	if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
 		bool text = arg->opcode == WSLAY_TEXT_FRAME;
-		if (text && !ws_valid_utf8(arg->msg, arg->msg_length)) {
-			wslay_event_queue_close(ctx, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, NULL, 0);
-			wslay_event_shutdown_read(ctx);
-			return;
+		const uint8_t *msg = arg->msg;
+		size_t len = arg->msg_length;
+		struct buf inflated;
+		buf_init(&inflated);
+		int code = 0;
+		if (arg->rsv & ~WSLAY_RSV1_BIT) {
+			code = WSLAY_CODE_PROTOCOL_ERROR;
+		} else if (arg->rsv & WSLAY_RSV1_BIT) {
+			/* wslay lets RSV1 through only where permessage-deflate was negotiated, and
+			 * only on a message's first frame. */
+			int rc = deflate_inflate(&inflated, msg, len, w->cfg->max_message);
+			if (rc == DEFLATE_TOO_BIG)
+				code = WSLAY_CODE_MESSAGE_TOO_BIG;
+			else if (rc)
+				code = WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA;
+			else if (w->cb->on_compressed)
+				w->cb->on_compressed(w->owner, len);
+			msg = (const uint8_t *)inflated.data;
+			len = inflated.len;
 		}
-		if (arg->rsv) {
-			wslay_event_queue_close(ctx, WSLAY_CODE_PROTOCOL_ERROR, NULL, 0);
+		if (!code && text && !ws_valid_utf8(msg, len))
+			code = WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA;
+		if (code) {
+			wslay_event_queue_close(ctx, (uint16_t)code, NULL, 0);
 			wslay_event_shutdown_read(ctx);
-			return;
+		} else {
+			w->cb->on_message(w->owner, text, msg, len);
 		}
-		w->cb->on_message(w->owner, text, arg->msg, arg->msg_length);
+		buf_fini(&inflated);
 	} else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
 		/* wslay answers a close with the same code; a code that may not be sent on the
 		 * wire, or a reason that is not UTF-8, is a protocol error instead. */
@@ -104,12 +124,16 @@ static const struct wslay_event_callbacks callbacks = {
 	.on_msg_recv_callback = on_msg,
 };
 
-struct ws *ws_new(size_t max_message, const struct ws_callbacks *cb, void *owner)
+struct ws *ws_new(const struct ws_config *cfg, int deflate_bits, const struct ws_callbacks *cb,
+		  void *owner)
 {
 	struct ws *w = xcalloc(1, sizeof(*w));
 	w->cb = cb;
 	w->owner = owner;
-	w->max_message = max_message;
+	w->cfg = cfg;
+	w->deflate_bits = deflate_bits >= DEFLATE_MIN_BITS && deflate_bits <= DEFLATE_MAX_BITS
+				  ? (uint8_t)deflate_bits
+				  : 0;
 	buf_init(&w->pending);
 	return w;
 }
@@ -124,7 +148,11 @@ static bool wake(struct ws *w)
 		w->failed = true;
 		return false;
 	}
-	wslay_event_config_set_max_recv_msg_length(w->ctx, w->max_message);
+	/* A compressed message is at most as long as what it inflates to, give or take a few
+	 * bytes: the inflated limit is checked in on_msg, as it is inflated. */
+	wslay_event_config_set_max_recv_msg_length(w->ctx, w->cfg->max_message);
+	if (w->deflate_bits)
+		wslay_event_config_set_allowed_rsv_bits(w->ctx, WSLAY_RSV1_BIT);
 	return true;
 }
 
@@ -302,22 +330,96 @@ bool ws_has_pending(const struct ws *w)
 	return w->pending.len > 0;
 }
 
-int ws_send_framed(struct ws *w, const void *frame, size_t len)
+void ws_message_init(struct ws_message *m, const struct ws_config *cfg, bool text,
+		     const void *data, size_t len)
+{
+	memset(m, 0, sizeof(*m));
+	m->cfg = cfg;
+	m->text = text;
+	m->data = data;
+	m->len = len;
+	buf_init(&m->plain);
+	for (int i = 0; i < DEFLATE_VARIANTS; i++)
+		buf_init(&m->deflated[i]);
+}
+
+void ws_message_fini(struct ws_message *m)
+{
+	buf_fini(&m->plain);
+	for (int i = 0; i < DEFLATE_VARIANTS; i++)
+		buf_fini(&m->deflated[i]);
+}
+
+/* The frame m goes out as on a connection with window bits (0: no compression), made on first
+ * use; *payload is its payload length. */
+static const struct buf *message_frame(struct ws_message *m, int bits, size_t *payload)
+{
+	if (bits && m->len >= m->cfg->compress_threshold) {
+		int i = bits - DEFLATE_MIN_BITS;
+		struct buf *d = &m->deflated[i];
+		if (!(m->tried & (1u << i))) {
+			m->tried |= (uint16_t)(1u << i);
+			m->compressions++;
+			/* The header is written after the payload is known: room for the longest
+			 * header first, then the header is moved into place. */
+			buf_reserve(d, 10 + m->len / 2);
+			d->len = 10;
+			size_t n = deflate_message(d, m->data, m->len, bits, m->cfg->compress_level);
+			if (n == 0 || n >= m->len) {
+				buf_fini(d); /* zlib failed, or it did not pay: plain */
+			} else {
+				struct buf h;
+				buf_init(&h);
+				ws_frame_header(&h, m->text, true, n);
+				memcpy(d->data + 10 - h.len, h.data, h.len);
+				memmove(d->data, d->data + 10 - h.len, h.len + n);
+				d->len = h.len + n;
+				d->data[d->len] = '\0';
+				buf_fini(&h);
+			}
+		}
+		if (d->len) {
+			m->sent_compressed++;
+			unsigned char l7 = (unsigned char)d->data[1] & 0x7f;
+			*payload = d->len - (l7 == 127 ? 10 : l7 == 126 ? 4 : 2);
+			return d;
+		}
+	}
+	if (!m->plain.len)
+		ws_frame(&m->plain, m->text, m->data, m->len);
+	*payload = m->len;
+	return &m->plain;
+}
+
+int ws_send_message(struct ws *w, struct ws_message *m)
 {
 	flush(w); /* control frames wslay queued go first */
 	if (w->failed || ws_close_sent(w))
 		return -1;
-	return w->cb->write(w->owner, frame, len);
+	size_t payload;
+	const struct buf *f = message_frame(m, w->deflate_bits, &payload);
+	m->wire_payload += payload;
+	w->wire_out += payload;
+	return w->cb->write(w->owner, f->data, f->len);
 }
 
 int ws_send(struct ws *w, bool text, const void *data, size_t len)
 {
-	struct buf b;
-	buf_init(&b);
-	ws_frame(&b, text, data, len);
-	int rc = ws_send_framed(w, b.data, b.len);
-	buf_fini(&b);
+	struct ws_message m;
+	ws_message_init(&m, w->cfg, text, data, len);
+	int rc = ws_send_message(w, &m);
+	ws_message_fini(&m);
 	return rc;
+}
+
+uint64_t ws_wire_out(const struct ws *w)
+{
+	return w->wire_out;
+}
+
+int ws_deflate_bits(const struct ws *w)
+{
+	return w->deflate_bits;
 }
 
 void ws_close(struct ws *w, int code)
@@ -375,11 +477,11 @@ bool ws_dormant(const struct ws *w)
 	return !w->ctx;
 }
 
-void ws_frame(struct buf *out, bool text, const void *data, size_t len)
+void ws_frame_header(struct buf *out, bool text, bool compressed, uint64_t len)
 {
 	unsigned char h[10];
 	size_t n = 0;
-	h[n++] = (unsigned char)(0x80 | (text ? WS_TEXT : WS_BINARY));
+	h[n++] = (unsigned char)(0x80 | (compressed ? 0x40 : 0) | (text ? WS_TEXT : WS_BINARY));
 	if (len < 126) {
 		h[n++] = (unsigned char)len;
 	} else if (len < 65536) {
@@ -389,10 +491,15 @@ void ws_frame(struct buf *out, bool text, const void *data, size_t len)
 	} else {
 		h[n++] = 127;
 		for (int i = 7; i >= 0; i--)
-			h[n++] = (unsigned char)((uint64_t)len >> (8 * i));
+			h[n++] = (unsigned char)(len >> (8 * i));
 	}
-	buf_reserve(out, n + len);
 	buf_append(out, h, n);
+}
+
+void ws_frame(struct buf *out, bool text, const void *data, size_t len)
+{
+	buf_reserve(out, 10 + len);
+	ws_frame_header(out, text, false, len);
 	buf_append(out, data, len);
 }
 

@@ -41,6 +41,7 @@ struct config {
 	struct option_list group_history;
 	int http_timeout;
 	char *metrics;
+	char *ws_compression;
 	int verbosity;
 	bool quiet;
 	bool help;
@@ -69,6 +70,9 @@ static const struct option opts[] = {
 	{"metrics", 0, OPTION_STRING, C(metrics), 1, 0, NULL, "LAUREL_METRICS", "ADDR",
 	 "Serve /metrics (Prometheus: the interface's and the worker threads' families), /healthz "
 	 "and /readyz on ADDR: host:port, [ipv6]:port or a unix socket path (docs/operations.md)."},
+	{"ws-compression", 0, OPTION_STRING, C(ws_compression), 2, 0, "on", NULL, "on|off",
+	 "permessage-deflate for WebSocket clients that offer it (laurel-interface --help has "
+	 "the details)."},
 	{"verbosity", 'v', OPTION_INT, C(verbosity), 0, 2, "1", NULL, "0|1|2",
 	 "0 warnings and errors, 1 also a line per request and WebSocket event, 2 debug."},
 	{"help", 'h', OPTION_FLAG, C(help), 0, 0, NULL, NULL, NULL, "Show this help."},
@@ -177,6 +181,13 @@ int runserver_main(int argc, char **argv)
 		goto out;
 	}
 	log_level = cfg.verbosity == 0 ? LOG_WARN : cfg.verbosity == 1 ? LOG_INFO : LOG_DEBUG;
+	bool compression;
+	if (!server_parse_on_off(cfg.ws_compression, &compression)) {
+		fprintf(stderr, "laurel runserver: --ws-compression takes on or off, not \"%s\"\n",
+			cfg.ws_compression);
+		status = 2;
+		goto out;
+	}
 
 	char so[1024], example_static[1024] = "";
 	const char *path = cfg.app;
@@ -252,6 +263,9 @@ int runserver_main(int argc, char **argv)
 	sc.ping_timeout = 30;
 	sc.ws_max_message = 1 << 20;
 	sc.ws_max_output = 4 << 20;
+	sc.ws_compression = compression;
+	sc.ws_compression_threshold = (size_t)atoi(WS_COMPRESSION_THRESHOLD);
+	sc.ws_compression_level = atoi(WS_COMPRESSION_LEVEL);
 	sc.layers = cfg.layers;
 	sc.prefix = "asgi:";
 	sc.expiry = 60;

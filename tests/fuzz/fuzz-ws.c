@@ -4,10 +4,15 @@
  *  - every text message delivered is valid UTF-8 and no message exceeds the size limit;
  *  - the messages delivered do not depend on how TCP cut the bytes;
  *  - after ws_feed returns -1 (or the close handshake finished) nothing more is delivered;
- *  - everything the server writes parses as unmasked frames with no RSV bits.
+ *  - everything the server writes parses as unmasked frames with no RSV bits but RSV1 on a
+ *    compressed data frame.
  *
- * Input layout: byte 0 picks the message limit, byte 1 seeds the cut points and actions; the
- * rest is what the client sends. */
+ * With permessage-deflate negotiated (chosen by byte 0), frames with RSV1 are inflated: each
+ * message delivered is still within the limit and valid, and the server's compressed frames
+ * inflate back to what was sent.
+ *
+ * Input layout: byte 0 picks the message limit and whether deflate was negotiated, byte 1 seeds
+ * the cut points and actions; the rest is what the client sends. */
 #include "interface/websocket.h"
 #include "common/buf.h"
 
@@ -52,16 +57,22 @@ static int on_write(void *owner, const void *d, size_t len)
 	return 0;
 }
 
-static const struct ws_callbacks callbacks = {on_message, NULL, on_write};
+static const struct ws_callbacks callbacks = {.on_message = on_message, .write = on_write};
+
+/* What the server sends in the cut run: long and repetitive enough to go compressed. */
+static const char srv_msg[] = "server message, server message, server message, server message.";
 
 /* The server's output must be well-formed frames (a partial last frame is not possible: the
- * write callback gets whole frames). */
-static void check_output(const struct buf *out)
+ * write callback gets whole frames); a compressed one inflates back to srv_msg. */
+static void check_output(const struct buf *out, bool deflate)
 {
 	const uint8_t *p = (const uint8_t *)out->data;
 	size_t n = out->len, off = 0;
 	while (off < n) {
-		if (n - off < 2 || (p[off] & 0x70) || (p[off + 1] & 0x80))
+		bool rsv1 = p[off] & 0x40;
+		if (n - off < 2 || (p[off] & 0x30) || (p[off + 1] & 0x80))
+			abort();
+		if (rsv1 && (!deflate || (p[off] & 0x08)))
 			abort();
 		uint64_t len = p[off + 1] & 0x7f;
 		size_t hl = 2;
@@ -83,6 +94,14 @@ static void check_output(const struct buf *out)
 			abort(); /* a control frame we sent must be valid */
 		if (len > n - off - hl)
 			abort();
+		if (rsv1) {
+			struct buf back;
+			buf_init(&back);
+			if (deflate_inflate(&back, p + off + hl, (size_t)len, 1 << 20) != 0 ||
+			    back.len != sizeof(srv_msg) - 1 || memcmp(back.data, srv_msg, back.len))
+				abort();
+			buf_fini(&back);
+		}
 		off += hl + (size_t)len;
 	}
 }
@@ -97,14 +116,15 @@ static uint32_t next(uint32_t *x)
 
 /* Feeds body to a fresh ws. cut: if non-zero, pieces of 1..(cut*4) bytes, and actions, chosen by
  * the generator seeded with seed. */
-static void feed(const uint8_t *body, size_t n, size_t max, unsigned cut, uint32_t seed,
-		 struct sink *s)
+static void feed(const uint8_t *body, size_t n, size_t max, bool deflate, unsigned cut,
+		 uint32_t seed, struct sink *s)
 {
 	memset(s, 0, sizeof(*s));
 	buf_init(&s->out);
 	buf_init(&s->msgs);
 	s->max_message = max;
-	struct ws *w = ws_new(max, &callbacks, s);
+	struct ws_config cfg = {max, 16, 6};
+	struct ws *w = ws_new(&cfg, deflate ? DEFLATE_MAX_BITS : 0, &callbacks, s);
 	if (!w)
 		abort();
 	uint32_t x = seed | 1;
@@ -117,7 +137,7 @@ static void feed(const uint8_t *body, size_t n, size_t max, unsigned cut, uint32
 				k = piece;
 			switch (next(&x) % 16) {
 			case 0:
-				ws_send(w, next(&x) & 1, "srv", 3);
+				ws_send(w, next(&x) & 1, srv_msg, sizeof(srv_msg) - 1);
 				break;
 			case 1:
 				ws_ping(w);
@@ -135,7 +155,7 @@ static void feed(const uint8_t *body, size_t n, size_t max, unsigned cut, uint32
 		abort(); /* once given up, it stays given up */
 	if (cut && (seed & 0x100))
 		ws_close(w, 1000 + (int)(seed % 4));
-	check_output(&s->out);
+	check_output(&s->out, deflate);
 	ws_free(w);
 }
 
@@ -144,14 +164,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 2)
 		return 0;
 	static const size_t limits[] = {125, 126, 1000, 65535, 65536, 1 << 20};
-	size_t max = limits[data[0] % (sizeof(limits) / sizeof(limits[0]))];
+	size_t nlimits = sizeof(limits) / sizeof(limits[0]);
+	size_t max = limits[data[0] % nlimits];
+	bool deflate = (data[0] / nlimits) & 1;
 	uint32_t seed = (uint32_t)data[1] * 2654435761u + (uint32_t)size;
 	const uint8_t *body = data + 2;
 	size_t n = size - 2;
 
 	struct sink whole, cut;
-	feed(body, n, max, 0, seed, &whole);
-	feed(body, n, max, 1 + data[1] % 8, seed, &cut);
+	feed(body, n, max, deflate, 0, seed, &whole);
+	feed(body, n, max, deflate, 1 + data[1] % 8, seed, &cut);
 	/* The same messages, however the bytes were cut (the cut run may stop earlier only if
 	 * it was given up for a reason the whole run would have seen too). */
 	if (whole.nmsgs != cut.nmsgs || whole.msgs.len != cut.msgs.len ||

@@ -48,7 +48,9 @@ static int on_write(void *owner, const void *data, size_t len)
 	return 0;
 }
 
-static const struct ws_callbacks callbacks = {on_message, on_activity, on_write};
+static const struct ws_callbacks callbacks = {
+	.on_message = on_message, .on_activity = on_activity, .write = on_write};
+static const struct ws_config cfg_1m = {1 << 20, 128, 6};
 
 static void result_init(struct result *r)
 {
@@ -71,7 +73,8 @@ static void run_parts(const struct buf *in, size_t max_message, size_t step, siz
 		      struct result *r)
 {
 	result_init(r);
-	struct ws *w = ws_new(max_message, &callbacks, r);
+	struct ws_config cfg = {max_message, 128, 6};
+	struct ws *w = ws_new(&cfg, 0, &callbacks, r);
 	CHECK(w != NULL);
 	if (!w)
 		return;
@@ -635,13 +638,12 @@ static void test_send_close_ping(void)
 {
 	struct result r;
 	result_init(&r);
-	struct ws *w = ws_new(1 << 20, &callbacks, &r);
+	struct ws *w = ws_new(&cfg_1m, 0, &callbacks, &r);
 	CHECK_EQ(ws_send(w, true, "hi", 2), 0);
 	CHECK_EQ(ws_send(w, false, "\x01", 1), 0);
-	struct buf fr;
-	buf_init(&fr);
-	ws_frame(&fr, true, "pre", 3);
-	CHECK_EQ(ws_send_framed(w, fr.data, fr.len), 0);
+	struct ws_message pre;
+	ws_message_init(&pre, &cfg_1m, true, "pre", 3);
+	CHECK_EQ(ws_send_message(w, &pre), 0);
 	ws_ping(w);
 	CHECK_MEM(r.out.data, r.out.len, "\x81\x02hi\x82\x01\x01\x81\x03pre\x89\x06laurel", 20);
 	buf_reset(&r.out);
@@ -661,7 +663,7 @@ static void test_send_close_ping(void)
 	CHECK_EQ(ws_close_code_sent(w), 4001);
 	CHECK(!ws_finished(w));
 	CHECK_EQ(ws_send(w, true, "late", 4), -1);
-	CHECK_EQ(ws_send_framed(w, fr.data, fr.len), -1);
+	CHECK_EQ(ws_send_message(w, &pre), -1);
 	buf_reset(&r.out);
 	ws_ping(w); /* nothing after a close */
 	CHECK_EQ(r.out.len, 0);
@@ -678,10 +680,10 @@ static void test_send_close_ping(void)
 	ws_free(NULL);
 
 	/* No close frame came at all. */
-	w = ws_new(1 << 20, &callbacks, &r);
+	w = ws_new(&cfg_1m, 0, &callbacks, &r);
 	CHECK_EQ(ws_close_code_received(w), 1006);
 	ws_free(w);
-	buf_fini(&fr);
+	ws_message_fini(&pre);
 	buf_fini(&in);
 	result_fini(&r);
 }
@@ -693,7 +695,7 @@ static void test_dormant(void)
 {
 	struct result r;
 	result_init(&r);
-	struct ws *w = ws_new(1 << 20, &callbacks, &r);
+	struct ws *w = ws_new(&cfg_1m, 0, &callbacks, &r);
 	struct buf in;
 	buf_init(&in);
 	CHECK(ws_dormant(w));
@@ -772,7 +774,7 @@ static void test_dormant(void)
 	/* The client closes a dormant connection. */
 	result_fini(&r);
 	result_init(&r);
-	w = ws_new(1 << 20, &callbacks, &r);
+	w = ws_new(&cfg_1m, 0, &callbacks, &r);
 	buf_reset(&in);
 	close_frame(&in, 1000, "bye", 3);
 	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, in.len), 0);
@@ -788,7 +790,7 @@ static void test_write_failure(void)
 {
 	struct result r;
 	result_init(&r);
-	struct ws *w = ws_new(1 << 20, &callbacks, &r);
+	struct ws *w = ws_new(&cfg_1m, 0, &callbacks, &r);
 	r.fail_writes = 1;
 	CHECK_EQ(ws_send(w, true, "x", 1), -1);
 	struct buf in;
