@@ -5,9 +5,11 @@
  *       N connections, each sends a text frame and waits for its echo, M times (closed loop):
  *       messages/s and the round-trip latency p50/p99.
  *   bench-ws fanout --port P[,P2...] --members K --room R [--broadcasts B] [--gap-ms MS]
+ *                   [--size BYTES]
  *       K connections to /chat/R/?nick=nI spread over the ports; B times, connection 0 sends
- *       "xS" and the time until the last member has "nI: xS" is taken; deliveries missing after
- *       5 s are lost.
+ *       "xS" (padded with English text to BYTES when given) and the time until the last member
+ *       has "nI: xS" is taken; deliveries missing after 5 s are lost. The bytes received per
+ *       delivery (frames as on the wire) are printed.
  *   bench-ws idle   --port P --conns N [--src 127.0.0.1,127.0.0.2,...] [--path /chat/idle/]
  *                   [--pid PID[,PID...]] [--redis-port P]
  *       Opens N WebSockets from the source addresses (bound before connect) in child processes
@@ -15,6 +17,9 @@
  *       used_memory
  *       before and after, per connection.
  *
+ * --deflate F: a fraction F (0..1) of the connections offer permessage-deflate as browsers do
+ * ("permessage-deflate; client_max_window_bits"); where the server agrees, compressed messages
+ * are inflated (zlib) before they are looked at, and counted.
  * --inflight N bounds the handshakes in progress (default 64, under the layer's capacity of 100
  * for websocket.connect). BENCH_WS_DEBUG=1 prints every fan-out message received.
  * Every mode reports its own CPU time (getrusage), so a saturated client can be seen. */
@@ -35,6 +40,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -55,6 +61,8 @@ struct conn {
 	int64_t sent_at; /* ns; echo: when the outstanding message went out */
 	int done;        /* echo: messages answered */
 	int last_seq;    /* fanout: the last broadcast seen */
+	bool offer;      /* offers permessage-deflate (--deflate) */
+	bool deflate;    /* the server agreed */
 	char *rbuf;
 };
 
@@ -65,6 +73,8 @@ static struct {
 	int nsrc;
 	int conns, msgs, size, broadcasts, gap_ms, inflight, redis_port;
 	int pids[16], npids;
+	double deflate;
+	bool sized; /* --size given (fanout pads its message) */
 } opt = {.path = NULL, .room = "bench", .conns = 1, .msgs = 1000, .size = 32, .broadcasts = 30,
 	 .gap_ms = 200, .inflight = 64};
 
@@ -72,6 +82,9 @@ static int ep;
 static struct conn *conns;
 static int nconn, nopen, nfailed, ninflight, nextconn;
 static char payload[65536];
+/* Data frames received (as on the wire), and those that came compressed. */
+static uint64_t wire_bytes, data_frames, compressed_frames, inflate_errors;
+static int deflate_members;
 
 static int64_t now_ns(void)
 {
@@ -228,8 +241,11 @@ static void send_handshake(struct conn *c)
 	int n = snprintf(req, sizeof(req),
 			 "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
 			 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-			 "Sec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1\r\n\r\n",
-			 path);
+			 "Sec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1\r\n%s\r\n",
+			 path,
+			 c->offer ? "Sec-WebSocket-Extensions: permessage-deflate; "
+				    "client_max_window_bits\r\n"
+				  : "");
 	if (!write_all(c, req, (size_t)n))
 		return;
 	c->st = HANDSHAKE;
@@ -240,6 +256,37 @@ static void send_handshake(struct conn *c)
 /* What a mode does with a whole text or binary message. */
 static void (*on_message)(struct conn *c, const char *data, size_t len);
 static void (*on_open)(struct conn *c);
+
+/* Inflates one compressed message (RFC 7692: the 00 00 FF FF tail added). Returns its length
+ * in out (static), or -1. */
+static long inflate_message(const unsigned char *data, size_t len, const char **out)
+{
+	static z_stream z;
+	static bool ready;
+	static unsigned char buf[1 << 20];
+	static const unsigned char tail[4] = {0, 0, 0xff, 0xff};
+	if (!ready) {
+		if (inflateInit2(&z, -15) != Z_OK)
+			return -1;
+		ready = true;
+	} else {
+		inflateReset(&z);
+	}
+	z.next_out = buf;
+	z.avail_out = sizeof(buf);
+	z.next_in = (unsigned char *)data;
+	z.avail_in = (uInt)len;
+	int rc = inflate(&z, Z_SYNC_FLUSH);
+	if (rc == Z_OK || rc == Z_BUF_ERROR) {
+		z.next_in = (unsigned char *)tail;
+		z.avail_in = 4;
+		rc = inflate(&z, Z_SYNC_FLUSH);
+	}
+	if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR)
+		return -1;
+	*out = (const char *)buf;
+	return (long)(sizeof(buf) - z.avail_out);
+}
 
 /* Parses whole frames out of rbuf; returns false when the connection died. */
 static bool parse_frames(struct conn *c)
@@ -270,8 +317,21 @@ static bool parse_frames(struct conn *c)
 		if (c->rlen - off < hl + len)
 			break;
 		const char *data = (const char *)p + hl;
-		if (opcode == 1 || opcode == 2)
-			on_message(c, data, (size_t)len);
+		if (opcode == 1 || opcode == 2) {
+			wire_bytes += hl + len;
+			data_frames++;
+			long n = (long)len;
+			if (p[0] & 0x40) {
+				compressed_frames++;
+				n = c->deflate ? inflate_message(p + hl, (size_t)len, &data) : -1;
+				if (n < 0) {
+					inflate_errors++;
+					kill_conn(c);
+					return false;
+				}
+			}
+			on_message(c, data, (size_t)n);
+		}
 		else if (opcode == 9)
 			send_frame(c, 10, data, (size_t)len);
 		else if (opcode == 8) {
@@ -314,6 +374,8 @@ static void on_readable(struct conn *c)
 				return;
 			}
 			size_t hl = (size_t)(end + 4 - c->rbuf);
+			c->deflate = c->offer && memmem(c->rbuf, hl, "permessage-deflate", 18);
+			deflate_members += c->deflate;
 			memmove(c->rbuf, c->rbuf + hl, c->rlen - hl);
 			c->rlen -= hl;
 			c->st = OPEN;
@@ -377,6 +439,8 @@ static void setup(int n)
 		conns[i].idx = i;
 		conns[i].rbuf = malloc(RBUF);
 		conns[i].last_seq = -1;
+		conns[i].offer = opt.deflate > 0 &&
+				 (int)((i + 1) * opt.deflate) > (int)(i * opt.deflate);
 	}
 }
 
@@ -516,9 +580,18 @@ static int run_fanout(void)
 	long lost = 0;
 	double cpu0 = cpu_seconds(RUSAGE_SELF);
 	int64_t busy = 0;
+	wire_bytes = data_frames = compressed_frames = 0;
+	static const char prose[] =
+		" and when the train came out of the tunnel the room had moved on: Bob had posted "
+		"the minutes, Carol asked who would bring the projector on Thursday, and somebody "
+		"shared the new schedule.";
 	for (int b = 0; b < opt.broadcasts; b++) {
-		char msg[32];
+		char msg[4096];
 		int n = snprintf(msg, sizeof(msg), "x%d", b);
+		while (opt.sized && n < opt.size && n < (int)sizeof(msg) - 1) {
+			msg[n] = prose[(size_t)n % (sizeof(prose) - 1)];
+			n++;
+		}
 		cur_seq = b;
 		got_cur = 0;
 		int members = nopen;
@@ -540,9 +613,12 @@ static int run_fanout(void)
 	       "deliveries\n",
 	       nopen, opt.nports, opt.broadcasts, nt, lost);
 	printf("RESULT members=%d p50_ms=%.2f p95_ms=%.2f lost=%ld complete=%zu open_s=%.3f "
-	       "connect_per_s=%.0f client_cpu_pct=%.0f\n",
+	       "connect_per_s=%.0f client_cpu_pct=%.0f deflate_members=%d "
+	       "wire_bytes_per_delivery=%.1f compressed_deliveries=%llu inflate_errors=%llu\n",
 	       nopen, pct_ms(t, nt, 0.50), pct_ms(t, nt, 0.95), lost, nt, open_s,
-	       (double)nopen / open_s, busy ? 100.0 * cpu / ((double)busy / 1e9) : 0.0);
+	       (double)nopen / open_s, busy ? 100.0 * cpu / ((double)busy / 1e9) : 0.0,
+	       deflate_members, data_frames ? (double)wire_bytes / (double)data_frames : 0.0,
+	       (unsigned long long)compressed_frames, (unsigned long long)inflate_errors);
 	return 0;
 }
 
@@ -731,10 +807,13 @@ int main(int argc, char **argv)
 			opt.msgs = atoi(v);
 		} else if (!strcmp(a, "--size")) {
 			opt.size = atoi(v);
+			opt.sized = true;
 			if (opt.size < 1 || opt.size > (int)sizeof(payload))
 				usage();
 		} else if (!strcmp(a, "--path")) {
 			opt.path = v;
+		} else if (!strcmp(a, "--deflate")) {
+			opt.deflate = atof(v);
 		} else if (!strcmp(a, "--room")) {
 			opt.room = v;
 		} else if (!strcmp(a, "--broadcasts")) {
