@@ -619,6 +619,8 @@ static int run_fanout(void)
 	       (double)nopen / open_s, busy ? 100.0 * cpu / ((double)busy / 1e9) : 0.0,
 	       deflate_members, data_frames ? (double)wire_bytes / (double)data_frames : 0.0,
 	       (unsigned long long)compressed_frames, (unsigned long long)inflate_errors);
+	fflush(stdout); /* a sanitizer's exit does not flush it */
+	free(t);
 	return 0;
 }
 

@@ -392,8 +392,8 @@ def main():
         r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True)
         check(r.returncode == 0, "promtool check metrics accepts the endpoint",
               r.stdout[-500:] + r.stderr[-500:])
-    done()
+    return done()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
