@@ -1,11 +1,16 @@
 /* interface/websocket.c alone: client frames fed whole and one byte at a time, the server's
- * frames (ws_frame widths), the handshake key (RFC 6455 §1.3 example) and the UTF-8 check. */
+ * frames (ws_frame widths), the handshake key (RFC 6455 §1.3 example) and the UTF-8 check;
+ * permessage-deflate (RFC 7692): the negotiation, compressed frames fed whole, byte by byte and
+ * cut anywhere, bad streams and bombs, and a message compressed once for many connections. The
+ * compressed input is made with zlib here, not with interface/deflate.c. */
 #include "interface/websocket.h"
+#include "interface/deflate.h"
 #include "tests/lib/test.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <zlib.h>
 
 /* --- What a ws reports --------------------------------------------------------------------- */
 
@@ -69,12 +74,14 @@ static void result_fini(struct result *r)
 
 /* Feeds input to a new ws: with split, as [0, split) and [split, len); else step bytes per
  * ws_feed call (0: all at once). */
+static int run_deflate; /* the window the ws of run_parts negotiated, 0: none */
+
 static void run_parts(const struct buf *in, size_t max_message, size_t step, size_t split,
 		      struct result *r)
 {
 	result_init(r);
 	struct ws_config cfg = {max_message, 128, 6};
-	struct ws *w = ws_new(&cfg, 0, &callbacks, r);
+	struct ws *w = ws_new(&cfg, run_deflate, &callbacks, r);
 	CHECK(w != NULL);
 	if (!w)
 		return;
@@ -852,6 +859,344 @@ static void test_splits(void)
 	buf_fini(&in);
 }
 
+/* --- permessage-deflate ----------------------------------------------------------------------- */
+
+static void negotiates(const char *const *values, size_t n, int bits, const char *response,
+		       const char *what)
+{
+	bool named;
+	char resp[DEFLATE_RESPONSE_MAX] = "";
+	int got = deflate_negotiate(values, n, &named);
+	if (got)
+		deflate_response(got, named, resp);
+	if (got != bits || strcmp(resp, response ? response : "") != 0)
+		test_fail(__FILE__, __LINE__, "%s: got %d \"%s\", want %d \"%s\"", what, got, resp,
+			  bits, response ? response : "");
+	test_checks++;
+}
+
+#define BASE "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+
+static void test_negotiate(void)
+{
+	struct {
+		const char *offer;
+		int bits;
+		const char *response;
+	} cases[] = {
+		{"permessage-deflate", 15, BASE},
+		{"permessage-deflate; client_max_window_bits", 15, BASE}, /* Chromium's */
+		{"permessage-deflate; client_max_window_bits=12", 15, BASE},
+		{"permessage-deflate; server_no_context_takeover", 15, BASE},
+		{"permessage-deflate; client_no_context_takeover; server_no_context_takeover", 15,
+		 BASE},
+		{"permessage-deflate; server_max_window_bits=10", 10,
+		 BASE "; server_max_window_bits=10"},
+		{"permessage-deflate; server_max_window_bits=15", 15,
+		 BASE "; server_max_window_bits=15"},
+		{"permessage-deflate; server_max_window_bits=\"9\"", 9,
+		 BASE "; server_max_window_bits=9"},
+		{"  Permessage-Deflate ;\tCLIENT_MAX_WINDOW_BITS = 15 ", 15, BASE},
+		{",, permessage-deflate ,", 15, BASE},
+		/* declined */
+		{"", 0, NULL},
+		{"x-webkit-deflate-frame", 0, NULL},
+		{"permessage-deflate; server_max_window_bits=8", 0, NULL}, /* zlib cannot */
+		{"permessage-deflate; server_max_window_bits", 0, NULL},
+		{"permessage-deflate; server_max_window_bits=16", 0, NULL},
+		{"permessage-deflate; server_max_window_bits=010", 0, NULL},
+		{"permessage-deflate; server_max_window_bits=1234567890123", 0, NULL},
+		{"permessage-deflate; client_max_window_bits=7", 0, NULL},
+		{"permessage-deflate; client_max_window_bits=x", 0, NULL},
+		{"permessage-deflate; server_no_context_takeover=1", 0, NULL},
+		{"permessage-deflate; server_no_context_takeover; server_no_context_takeover", 0, NULL},
+		{"permessage-deflate; mystery", 0, NULL},
+		{"permessage-deflate; server_max_window_bits=\"9", 0, NULL},
+		{"permessage-deflate x", 0, NULL},
+		{"permessage-deflate; =1", 0, NULL},
+		{";", 0, NULL},
+		/* the first acceptable offer of a list */
+		{"permessage-deflate; server_max_window_bits=8, permessage-deflate; "
+		 "server_max_window_bits=11",
+		 11, BASE "; server_max_window_bits=11"},
+		{"foo; a=1, permessage-deflate", 15, BASE},
+		{"permessage-deflate; bad, permessage-deflate", 15, BASE},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		negotiates(&cases[i].offer, 1, cases[i].bits, cases[i].response, cases[i].offer);
+	/* Several header lines: read in order; a broken line is skipped as a whole. */
+	const char *lines[] = {"x-foo; q=\"a, b\"", "permessage-deflate; \"broken",
+			       "permessage-deflate; server_max_window_bits=13"};
+	negotiates(lines, 3, 13, BASE "; server_max_window_bits=13", "three header lines");
+	negotiates(lines, 2, 0, NULL, "no acceptable line");
+	negotiates(NULL, 0, 0, NULL, "no header");
+}
+
+/* Client-side compression, by zlib directly: one message, no context, the tail removed
+ * (final: ends with a final block instead). */
+static void zdeflate(struct buf *out, const void *data, size_t len, bool final)
+{
+	z_stream z = {0};
+	CHECK_EQ(deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+	buf_reserve(out, deflateBound(&z, len) + 16);
+	z.next_in = (Bytef *)(uintptr_t)data;
+	z.avail_in = (uInt)len;
+	z.next_out = (Bytef *)out->data + out->len;
+	z.avail_out = (uInt)(out->cap - out->len - 1);
+	int rc = deflate(&z, final ? Z_FINISH : Z_SYNC_FLUSH);
+	CHECK(rc == Z_OK || rc == Z_STREAM_END);
+	size_t n = (size_t)((char *)z.next_out - (out->data + out->len));
+	if (!final) {
+		CHECK(n >= 4 && memcmp(out->data + out->len + n - 4, "\0\0\xff\xff", 4) == 0);
+		n -= 4;
+	}
+	out->len += n;
+	out->data[out->len] = '\0';
+	deflateEnd(&z);
+}
+
+static void zinflate(struct buf *out, const void *data, size_t len)
+{
+	z_stream z = {0};
+	CHECK_EQ(inflateInit2(&z, -15), Z_OK);
+	struct buf in;
+	buf_init(&in);
+	buf_append(&in, data, len);
+	buf_append(&in, "\0\0\xff\xff", 4);
+	buf_reserve(out, 1 << 20);
+	z.next_in = (Bytef *)in.data;
+	z.avail_in = (uInt)in.len;
+	z.next_out = (Bytef *)out->data + out->len;
+	z.avail_out = (uInt)(out->cap - out->len - 1);
+	int rc = inflate(&z, Z_SYNC_FLUSH);
+	CHECK(rc == Z_OK || rc == Z_STREAM_END);
+	out->len = (size_t)((char *)z.next_out - out->data);
+	out->data[out->len] = '\0';
+	inflateEnd(&z);
+	buf_fini(&in);
+}
+
+/* A compressed client frame (RSV1 when rsv1) of data compressed. */
+static void zframe(struct buf *b, uint8_t b0, const void *data, size_t len, bool final)
+{
+	struct buf z;
+	buf_init(&z);
+	zdeflate(&z, data, len, final);
+	cframe(b, b0, MASKED, z.data, z.len);
+	buf_fini(&z);
+}
+
+static const char prose[] =
+	"The train went into the tunnel just as Ann was about to answer, and when it came out "
+	"again the room had moved on: Bob had posted the minutes, Carol had asked who would "
+	"bring the projector on Thursday. The train went into the tunnel again.";
+
+static void test_deflate_input(void)
+{
+	struct buf in, z;
+	buf_init(&in);
+	buf_init(&z);
+	run_deflate = 15;
+	/* Compressed, plain, fragmented compressed (RSV1 on the first frame only) with a ping in
+	 * the middle, a final block, binary, an empty message: whole, byte by byte, cut anywhere. */
+	zframe(&in, 0xc1, prose, sizeof(prose) - 1, false);
+	cframe(&in, 0x81, MASKED, "plain", 5);
+	zdeflate(&z, "fragmented \xce\xba\xe1\xbd\xb9", 16, false);
+	cframe(&in, 0x41, MASKED, z.data, 3);
+	cframe(&in, 0x89, MASKED, "p", 1);
+	cframe(&in, 0x80, MASKED, z.data + 3, z.len - 3);
+	zframe(&in, 0xc1, "final block", 11, true);
+	zframe(&in, 0xc2, "\x00\x01\x02\x00\x01\x02\x00\x01\x02", 9, false);
+	cframe(&in, 0xc1, MASKED, "\x00", 1); /* an empty message, compressed (RFC 7692 §7.2.3.6) */
+	for (size_t step = 0; step <= 1; step++) {
+		struct result r;
+		run(&in, 1 << 20, step, &r);
+		CHECK_EQ(r.nmsgs, 6);
+		CHECK_MEM(r.msg[0].data, r.msg[0].len, prose, sizeof(prose) - 1);
+		CHECK_MEM(r.msg[1].data, r.msg[1].len, "plain", 5);
+		CHECK_MEM(r.msg[2].data, r.msg[2].len, "fragmented \xce\xba\xe1\xbd\xb9", 16);
+		CHECK_MEM(r.msg[3].data, r.msg[3].len, "final block", 11);
+		CHECK(!r.text[4]);
+		CHECK_MEM(r.msg[4].data, r.msg[4].len, "\x00\x01\x02\x00\x01\x02\x00\x01\x02", 9);
+		CHECK_EQ(r.msg[5].len, 0);
+		CHECK(!r.close_sent && r.feed_rc == 0);
+		result_fini(&r);
+	}
+	check_splits(&in, 1 << 20, "compressed messages");
+
+	/* The limit is on the inflated size: exactly max is delivered, one byte more is 1009. */
+	char big[1001];
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = prose[i % (sizeof(prose) - 1)];
+	buf_reset(&in);
+	zframe(&in, 0xc1, big, 1000, false);
+	struct result r;
+	run(&in, 1000, 0, &r);
+	CHECK_EQ(r.nmsgs, 1);
+	CHECK_EQ(r.msg[0].len, 1000);
+	result_fini(&r);
+	buf_reset(&in);
+	zframe(&in, 0xc1, big, 1001, false);
+	expect_close(&in, 1000, 1009, 0, "inflated one byte over the limit");
+	/* A bomb: 16 MiB of zeros in a few KiB, against a 64 KiB limit. */
+	size_t bomb = 16 << 20;
+	char *zeros = calloc(1, bomb);
+	buf_reset(&in);
+	zframe(&in, 0xc2, zeros, bomb, false);
+	free(zeros);
+	CHECK(in.len < 65536);
+	expect_close(&in, 65536, 1009, 0, "a bomb");
+	/* Bad data, data after a final block, compressed invalid UTF-8. */
+	buf_reset(&in);
+	cframe(&in, 0xc1, MASKED, "\xff\xfe\xfd", 3);
+	expect_close(&in, 1 << 20, 1007, 0, "not deflate data");
+	buf_reset(&in);
+	buf_reset(&z);
+	zdeflate(&z, "done", 4, true);
+	buf_append(&z, "\x01\x02", 2);
+	cframe(&in, 0xc1, MASKED, z.data, z.len);
+	expect_close(&in, 1 << 20, 1007, 0, "data after a final block");
+	buf_reset(&in);
+	zframe(&in, 0xc1, "ok \xc3\x28", 5, false);
+	expect_close(&in, 1 << 20, 1007, 0, "compressed invalid UTF-8");
+	/* RSV1 where it may not be. */
+	buf_reset(&in);
+	buf_reset(&z);
+	zdeflate(&z, prose, 100, false);
+	cframe(&in, 0x41, MASKED, z.data, 4);
+	cframe(&in, 0xc0, MASKED, z.data + 4, z.len - 4);
+	expect_close(&in, 1 << 20, 1002, 0, "RSV1 on a continuation");
+	buf_reset(&in);
+	cframe(&in, 0xc9, MASKED, "p", 1);
+	expect_close(&in, 1 << 20, 1002, 0, "RSV1 on a ping");
+	buf_reset(&in);
+	cframe(&in, 0xa1, MASKED, "x", 1);
+	expect_close(&in, 1 << 20, 1002, 0, "RSV2");
+	run_deflate = 0;
+	buf_reset(&in);
+	zframe(&in, 0xc1, prose, 50, false);
+	expect_close(&in, 1 << 20, 1002, 0, "RSV1 without the extension");
+	buf_fini(&in);
+	buf_fini(&z);
+}
+
+/* The frames of out: RSV1 set on each one compressed; payload inflated into msgs[i]. */
+static int zsframes(const struct buf *out, bool *compressed, struct buf *msgs, int max)
+{
+	const uint8_t *p = (const uint8_t *)out->data;
+	size_t n = out->len, off = 0;
+	int k = 0;
+	while (off < n && k < max) {
+		size_t len = p[off + 1] & 0x7f, hl = 2;
+		if (len == 126) {
+			len = (size_t)p[off + 2] << 8 | p[off + 3];
+			hl = 4;
+		} else if (len == 127) {
+			len = 0;
+			for (int i = 0; i < 8; i++)
+				len = len << 8 | p[off + 2 + i];
+			hl = 10;
+		}
+		if ((p[off] & 0x30) || n - off - hl < len)
+			return -1;
+		compressed[k] = p[off] & 0x40;
+		buf_reset(&msgs[k]);
+		if (compressed[k])
+			zinflate(&msgs[k], p + off + hl, len);
+		else
+			buf_append(&msgs[k], p + off + hl, len);
+		k++;
+		off += hl + len;
+	}
+	return k;
+}
+
+static void test_deflate_output(void)
+{
+	static const struct ws_config cfg = {1 << 20, 128, 3};
+	struct result r[4];
+	struct ws *w[4];
+	int bits[4] = {15, 15, 10, 0};
+	for (int i = 0; i < 4; i++) {
+		result_init(&r[i]);
+		w[i] = ws_new(&cfg, bits[i], &callbacks, &r[i]);
+		CHECK_EQ(ws_deflate_bits(w[i]), bits[i]);
+	}
+	/* One message for four connections: compressed once per window size (15 and 10), the
+	 * plain frame made once for the fourth. */
+	struct ws_message m;
+	ws_message_init(&m, &cfg, true, prose, sizeof(prose) - 1);
+	for (int i = 0; i < 4; i++)
+		CHECK_EQ(ws_send_message(w[i], &m), 0);
+	CHECK_EQ(m.compressions, 2);
+	CHECK_EQ(m.sent_compressed, 3);
+	CHECK_MEM(r[0].out.data, r[0].out.len, r[1].out.data, r[1].out.len);
+	CHECK(r[0].out.len < sizeof(prose) - 1);
+	CHECK_EQ(ws_wire_out(w[3]), sizeof(prose) - 1);
+	CHECK_EQ(m.wire_payload, ws_wire_out(w[0]) + ws_wire_out(w[1]) + ws_wire_out(w[2]) +
+					 ws_wire_out(w[3]));
+	ws_message_fini(&m);
+	/* Under the threshold: plain for everyone. Random bytes that do not shrink: plain too. */
+	ws_send(w[0], true, "short", 5);
+	uint8_t noise[300];
+	uint32_t x = 2463534242u;
+	for (size_t i = 0; i < sizeof(noise); i++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		noise[i] = (uint8_t)x;
+	}
+	ws_message_init(&m, &cfg, false, noise, sizeof(noise));
+	CHECK_EQ(ws_send_message(w[0], &m), 0);
+	CHECK_EQ(m.compressions, 1);
+	CHECK_EQ(m.sent_compressed, 0);
+	ws_message_fini(&m);
+	/* A message of 100 KiB (a 64-bit length in its frame when plain). */
+	size_t blen = 100 << 10;
+	char *big = malloc(blen);
+	for (size_t i = 0; i < blen; i++)
+		big[i] = prose[(i * 7) % (sizeof(prose) - 1)];
+	ws_send(w[0], true, big, blen);
+	bool compressed[8];
+	struct buf msgs[8];
+	for (int i = 0; i < 8; i++)
+		buf_init(&msgs[i]);
+	int n = zsframes(&r[0].out, compressed, msgs, 8);
+	CHECK_EQ(n, 4);
+	CHECK(compressed[0] && !compressed[1] && !compressed[2] && compressed[3]);
+	CHECK_MEM(msgs[0].data, msgs[0].len, prose, sizeof(prose) - 1);
+	CHECK_MEM(msgs[1].data, msgs[1].len, "short", 5);
+	CHECK_MEM(msgs[2].data, msgs[2].len, noise, sizeof(noise));
+	CHECK_MEM(msgs[3].data, msgs[3].len, big, blen);
+	n = zsframes(&r[2].out, compressed, msgs, 8);
+	CHECK(n == 1 && compressed[0]);
+	CHECK_MEM(msgs[0].data, msgs[0].len, prose, sizeof(prose) - 1);
+	/* deflate.c inflates what it compressed, within the limit or not at all. */
+	struct buf zb, back;
+	buf_init(&zb);
+	buf_init(&back);
+	size_t zn = deflate_message(&zb, big, blen, 12, 9);
+	CHECK(zn > 0 && zn < blen / 4);
+	CHECK_EQ(deflate_inflate(&back, (const uint8_t *)zb.data, zb.len, blen), 0);
+	CHECK_MEM(back.data, back.len, big, blen);
+	buf_reset(&back);
+	CHECK_EQ(deflate_inflate(&back, (const uint8_t *)zb.data, zb.len, blen - 1),
+		 DEFLATE_TOO_BIG);
+	CHECK(back.len <= blen);
+	CHECK_EQ(deflate_message(&zb, big, blen, 8, 6), 0); /* a 256-byte window: refused */
+	CHECK_EQ(deflate_message(&zb, big, blen, 15, 0), 0);
+	buf_fini(&zb);
+	buf_fini(&back);
+	free(big);
+	for (int i = 0; i < 8; i++)
+		buf_fini(&msgs[i]);
+	for (int i = 0; i < 4; i++) {
+		ws_free(w[i]);
+		result_fini(&r[i]);
+	}
+	deflate_thread_cleanup();
+}
+
 int main(void)
 {
 	test_accept_key();
@@ -867,5 +1212,8 @@ int main(void)
 	test_dormant();
 	test_write_failure();
 	test_splits();
+	test_negotiate();
+	test_deflate_input();
+	test_deflate_output();
 	return test_done();
 }
