@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """The chat page in a real browser: starts redis-server, laurel-interface and two laurel-worker
 processes running the chat example, then browser-chat.mjs (node + playwright-core driving
-Debian's /usr/bin/chromium) opens the page twice and checks what a person would see. Screenshots
+Debian's /usr/bin/chromium) opens the page twice and checks what a person would see, and that
+Chromium and laurel agree on permessage-deflate and messages go compressed both ways (the
+interface's /metrics). Screenshots
 go to $LAUREL_SCREENSHOT.png, -taken.png and -left.png (default /tmp/chat).
 
 Needs: Debian packages chromium and nodejs; `npm install --no-save playwright-core` in this
@@ -12,7 +14,7 @@ import os
 import subprocess
 import sys
 
-from harness import Stack, check, done, run_node
+from harness import Stack, check, done, free_port, run_node
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -28,11 +30,16 @@ def main(st):
         check(False, "browser test prerequisites", "missing " + ", ".join(missing))
         return
     shots = os.environ.get("LAUREL_SCREENSHOT", "/tmp/chat")
-    run_node(os.path.join(HERE, "browser-chat.mjs"),
-             [st.base, os.path.join(st.build, "tool", "laurel"), st.layer, shots], 45, HERE)
+    args = [st.base, os.path.join(st.build, "tool", "laurel"), st.layer, shots]
+    if not st.runserver:
+        args.append("http://127.0.0.1:%d/metrics" % st.metrics_port)
+    run_node(os.path.join(HERE, "browser-chat.mjs"), args, 45, HERE)
 
 
 if __name__ == "__main__":
-    with Stack("chat", workers=2) as st:
+    st = Stack("chat", workers=2)
+    st.metrics_port = free_port()
+    st.interface_args = ["--metrics", "127.0.0.1:%d" % st.metrics_port]
+    with st:
         main(st)
     sys.exit(done())
