@@ -92,8 +92,6 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
 				code = WSLAY_CODE_MESSAGE_TOO_BIG;
 			else if (rc)
 				code = WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA;
-			else if (w->cb->on_compressed)
-				w->cb->on_compressed(w->owner, len);
 			msg = (const uint8_t *)inflated.data;
 			len = inflated.len;
 		}
@@ -103,6 +101,8 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
 			wslay_event_queue_close(ctx, (uint16_t)code, NULL, 0);
 			wslay_event_shutdown_read(ctx);
 		} else {
+			if ((arg->rsv & WSLAY_RSV1_BIT) && w->cb->on_compressed)
+				w->cb->on_compressed(w->owner, arg->msg_length);
 			w->cb->on_message(w->owner, text, msg, len);
 		}
 		buf_fini(&inflated);
