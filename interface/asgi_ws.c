@@ -252,14 +252,15 @@ static void on_message(void *owner, bool text, const uint8_t *data, size_t len)
 {
 	struct conn *c = owner;
 	struct request *r = c->req;
-	bool compressed = c->srv->ws_inflated;
-	c->srv->ws_inflated = false;
+	size_t wire = c->srv->ws_inflated_wire; /* 0: it came plain */
+	c->srv->ws_inflated_wire = 0;
 	if (ws_close_sent(c->ws))
 		return; /* RFC 6455 §5.5.1: after our close, data from the client is discarded */
 	c->srv->counters.ws_in++;
 	c->srv->counters.ws_in_bytes += len;
-	if (!compressed)
-		c->srv->counters.ws_wire_in_bytes += len;
+	c->srv->counters.ws_wire_in_bytes += wire ? wire : len;
+	if (wire)
+		c->srv->counters.ws_compressed_in++;
 	struct laurel_msg *m = laurel_msg_new();
 	laurel_msg_set_text(m, "reply_channel", r->reply_channel);
 	laurel_msg_set_textn(m, "path", r->path ? r->path : "", r->pathlen);
@@ -295,9 +296,7 @@ static void on_message(void *owner, bool text, const uint8_t *data, size_t len)
 static void on_compressed(void *owner, size_t wire_len)
 {
 	struct conn *c = owner;
-	c->srv->ws_inflated = true;
-	c->srv->counters.ws_compressed_in++;
-	c->srv->counters.ws_wire_in_bytes += wire_len;
+	c->srv->ws_inflated_wire = wire_len ? wire_len : 1;
 }
 
 static void on_activity(void *owner)

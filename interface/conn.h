@@ -175,7 +175,9 @@ struct server {
 	time_t date_at;
 	struct iface_counters counters; /* --metrics (interface/metrics.c); always counted */
 	struct ws_config ws_cfg;	/* every WebSocket's settings (websocket.h) */
-	bool ws_inflated; /* the message on_message is about to get came compressed (asgi_ws.c) */
+	/* The message on_message is about to get came compressed, this many bytes (0: plain;
+	 * asgi_ws.c) */
+	size_t ws_inflated_wire;
 	struct iface_metrics *metrics;	/* the --metrics listener and the reply-path probe */
 };
 

@@ -338,7 +338,11 @@ int deflate_inflate(struct buf *out, const uint8_t *data, size_t len, size_t max
 		if (rc != Z_OK && rc != Z_BUF_ERROR)
 			return DEFLATE_BAD_DATA;
 		if (tail_fed && !z->avail_in && z->avail_out)
-			return 0; /* everything read and all the output flushed */
+			/* Everything read and all the output flushed: inflate must be between two
+			 * blocks (a block cut short is still waiting for its data). One that claims
+			 * exactly the 4 added bytes takes them as data and cannot be told apart, as
+			 * in every implementation of RFC 7692 §7.2.2. */
+			return (z->data_type & 128) ? 0 : DEFLATE_BAD_DATA;
 		if (rc == Z_BUF_ERROR && z->avail_out && z->avail_in)
 			return DEFLATE_BAD_DATA; /* no progress with input and room: cannot happen */
 	}

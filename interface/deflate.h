@@ -46,8 +46,10 @@ size_t deflate_message(struct buf *out, const void *data, size_t len, int bits, 
 #define DEFLATE_TOO_BIG 2  /* would inflate past max (close 1009) */
 /* Appends the inflated data[0..len) (one message's payload as received, without the 00 00 FF FF
  * tail, which is added here) to out, stopping as soon as it would exceed max bytes: a small input
- * that inflates to gigabytes costs at most max + a window. Returns 0, DEFLATE_BAD_DATA or
- * DEFLATE_TOO_BIG (out then holds what was inflated so far). */
+ * that inflates to gigabytes costs at most max + 1 bytes of output (in a buffer of at most twice
+ * that). A message that does not end between two deflate blocks, or has data after a final
+ * block, is bad data. Returns 0, DEFLATE_BAD_DATA or DEFLATE_TOO_BIG (out then holds what was
+ * inflated so far). */
 int deflate_inflate(struct buf *out, const uint8_t *data, size_t len, size_t max);
 
 /* Frees this thread's streams (at exit, for leak checkers). */

@@ -133,8 +133,8 @@ static void write_metrics(struct server *s, struct buf *b)
 			 "direction.",
 			 "direction", dirs, (uint64_t[]){c->ws_compressed_in, c->ws_compressed_out}, 2);
 	COUNTER("laurel_interface_websocket_compressions_total",
-		"Messages compressed: once per broadcast (per window size), however many members "
-		"it goes to.",
+		"Messages run through deflate: once per broadcast (per window size), however many "
+		"members it goes to (sent plain when it did not shrink).",
 		c->ws_compressions);
 	COUNTER("laurel_interface_websocket_compression_handshakes_total",
 		"WebSocket handshakes that agreed on permessage-deflate.", c->ws_deflate_agreed);

@@ -94,6 +94,8 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
 				code = WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA;
 			msg = (const uint8_t *)inflated.data;
 			len = inflated.len;
+		} else if (len > w->cfg->max_message) {
+			code = WSLAY_CODE_MESSAGE_TOO_BIG; /* see wire_limit */
 		}
 		if (!code && text && !ws_valid_utf8(msg, len))
 			code = WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA;
@@ -138,6 +140,15 @@ struct ws *ws_new(const struct ws_config *cfg, int deflate_bits, const struct ws
 	return w;
 }
 
+/* The largest message wslay takes. With deflate, a client compresses every message, and data
+ * that does not compress comes out a little longer (about 5 bytes per 16 KiB block): wslay
+ * allows for that, and on_msg applies the limit itself, to the inflated size. */
+static size_t wire_limit(const struct ws *w)
+{
+	size_t max = w->cfg->max_message;
+	return w->deflate_bits ? max + (max >> 8) + 64 : max;
+}
+
 /* Makes wslay's context if the connection is dormant. Returns false when out of memory. */
 static bool wake(struct ws *w)
 {
@@ -148,9 +159,7 @@ static bool wake(struct ws *w)
 		w->failed = true;
 		return false;
 	}
-	/* A compressed message is at most as long as what it inflates to, give or take a few
-	 * bytes: the inflated limit is checked in on_msg, as it is inflated. */
-	wslay_event_config_set_max_recv_msg_length(w->ctx, w->cfg->max_message);
+	wslay_event_config_set_max_recv_msg_length(w->ctx, wire_limit(w));
 	if (w->deflate_bits)
 		wslay_event_config_set_allowed_rsv_bits(w->ctx, WSLAY_RSV1_BIT);
 	return true;
@@ -362,7 +371,7 @@ static const struct buf *message_frame(struct ws_message *m, int bits, size_t *p
 			m->compressions++;
 			/* The header is written after the payload is known: room for the longest
 			 * header first, then the header is moved into place. */
-			buf_reserve(d, 10 + m->len / 2);
+			buf_reserve(d, 10);
 			d->len = 10;
 			size_t n = deflate_message(d, m->data, m->len, bits, m->cfg->compress_level);
 			if (n == 0 || n >= m->len) {

@@ -1046,6 +1046,31 @@ static void test_deflate_input(void)
 	free(zeros);
 	CHECK(in.len < 65536);
 	expect_close(&in, 65536, 1009, 0, "a bomb");
+	/* Data that does not compress comes out longer than it is: at the limit it is still
+	 * taken (the limit is on the inflated size), and a plain message over it is still 1009. */
+	uint8_t noise[4000];
+	uint32_t x = 88172645u;
+	for (size_t i = 0; i < sizeof(noise); i++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		noise[i] = (uint8_t)x;
+	}
+	buf_reset(&in);
+	zframe(&in, 0xc2, noise, sizeof(noise), false);
+	CHECK(in.len > sizeof(noise) + 6);
+	run(&in, sizeof(noise), 0, &r);
+	CHECK_EQ(r.nmsgs, 1);
+	CHECK_MEM(r.msg[0].data, r.msg[0].len, noise, sizeof(noise));
+	CHECK(!r.close_sent);
+	result_fini(&r);
+	buf_reset(&in);
+	cframe(&in, 0x82, MASKED, noise, sizeof(noise));
+	expect_close(&in, sizeof(noise) - 1, 1009, 0, "a plain message over the limit (deflate)");
+	/* A stored block that claims more than it carries: not a whole message. */
+	buf_reset(&in);
+	cframe(&in, 0xc2, MASKED, "\x00\x64\x00\x9b\xff" "ab", 7);
+	expect_close(&in, 1 << 20, 1007, 0, "a stored block cut short");
 	/* Bad data, data after a final block, compressed invalid UTF-8. */
 	buf_reset(&in);
 	cframe(&in, 0xc1, MASKED, "\xff\xfe\xfd", 3);
