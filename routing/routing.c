@@ -71,9 +71,19 @@ static int load_error(struct loader *ld, const char *path, const struct laurel_r
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
 	if (ld->errlen)
-		snprintf(ld->err, ld->errlen, "route %s (%s): %s", path,
-			 route->name ? route->name : "unnamed", what);
+		snprintf(ld->err, ld->errlen, "route %s (%s): %s", path, routing_route_name(route),
+			 what);
 	return -EINVAL;
+}
+
+const char *routing_route_name(const struct laurel_route *route)
+{
+	const char *n = route->name;
+	if (!n || !*n)
+		return "unnamed";
+	while (*n == '&' || *n == ' ')
+		n++;
+	return *n ? n : "unnamed";
 }
 
 static void add_channel(struct routing *r, const char *name)

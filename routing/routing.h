@@ -38,6 +38,11 @@ const char **routing_select(const struct routing *r, const char *const *only, si
 void routing_each_route(const struct routing *r, void (*fn)(void *, const struct laurel_route *),
 			void *arg);
 
+/* The route's name for log lines and metrics: its consumer's (or ws consumer's, or included
+ * table's) name as the LAUREL_ROUTE macros wrote it, without the '&' of LAUREL_ROUTE_WS(&chat)
+ * and LAUREL_INCLUDE(&table); "unnamed" without one. */
+const char *routing_route_name(const struct laurel_route *route);
+
 struct routing_match {
 	const struct laurel_route *route; /* borrowed from the tables */
 	struct laurel_msg *kwargs;	  /* root map: name -> text or nil; freed by fini */

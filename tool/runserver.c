@@ -33,6 +33,7 @@
 
 struct config {
 	char *app;
+	struct option_list app_options;
 	char *bind;
 	int port;
 	int workers;
@@ -52,7 +53,11 @@ struct config {
 static const struct option opts[] = {
 	{"app", 'a', OPTION_STRING, C(app), 1, 0, "chat", "LAUREL_APP", "APP",
 	 "The application: a shared object (./libmyapp.so) or the name of a bundled example "
-	 "(echo, chat, databinding, httpapi)."},
+	 "(echo, chat, databinding, httpapi, presence)."},
+	{"app-option", 0, OPTION_LIST, C(app_options), 0, 0, NULL, NULL, "NAME=VALUE",
+	 "Sets an option the application declares (repeatable; --app APP --help lists them). "
+	 "Without it they come from the environment variable LAUREL_APP_OPTIONS, NAME=VALUE pairs "
+	 "separated by spaces."},
 	{"bind", 'b', OPTION_STRING, C(bind), 1, 0, "127.0.0.1", NULL, "ADDRESS",
 	 "Address to listen on."},
 	{"port", 'p', OPTION_INT, C(port), 0, 65535, "8000", "PORT", "PORT", "Port to listen on."},
@@ -90,6 +95,8 @@ static struct server *server;
 struct worker_thread {
 	pthread_t thread;
 	struct worker *w;
+	void *app_data; /* what the application's init made for this worker */
+	bool app_started;
 	bool started;
 };
 
@@ -173,6 +180,13 @@ int runserver_main(int argc, char **argv)
 	}
 	if (cfg.help) {
 		usage(stdout);
+		/* And the options of the application --app names, if it loads. */
+		char so[1024], dir[1024];
+		const char *p = cfg.app;
+		if (!strchr(p, '/') && !strstr(p, ".so"))
+			p = find_example(p, so, sizeof(so), dir, sizeof(dir)) ? so : NULL;
+		if (p && app_load(&app, p, err, sizeof(err)) == 0)
+			app_print_options(app, stdout);
 		goto out;
 	}
 	if (npos) {
@@ -195,14 +209,15 @@ int runserver_main(int argc, char **argv)
 		if (!find_example(cfg.app, so, sizeof(so), example_static, sizeof(example_static))) {
 			fprintf(stderr,
 				"laurel runserver: no bundled example called \"%s\" (echo, chat, "
-				"databinding, httpapi) and no such file; give a path like ./libapp.so\n",
+				"databinding, httpapi, presence) and no such file; give a path like ./libapp.so\n",
 				cfg.app);
 			status = 2;
 			goto out;
 		}
 		path = so;
 	}
-	if (app_load(&app, path, err, sizeof(err)) < 0) {
+	if (app_open(&app, path, (const char *const *)cfg.app_options.v, cfg.app_options.n, err,
+		     sizeof(err)) < 0) {
 		fprintf(stderr, "laurel runserver: %s\n", err);
 		status = 2;
 		goto out;
@@ -313,6 +328,13 @@ int runserver_main(int argc, char **argv)
 			wo.stats_proc->pid = i + 1;
 		}
 		wo.layer = lo;
+		if (app_start(app, i, &threads[i].app_data, err, sizeof(err)) < 0) {
+			fprintf(stderr, "laurel runserver: %s\n", err);
+			status = 2;
+			goto stop;
+		}
+		threads[i].app_started = true;
+		wo.app_data = threads[i].app_data;
 		if (worker_new(&threads[i].w, &wo, err, sizeof(err)) < 0) {
 			fprintf(stderr, "laurel runserver: %s\n", err);
 			status = 2;
@@ -343,6 +365,8 @@ stop:
 		if (threads[i].started)
 			pthread_join(threads[i].thread, NULL);
 		worker_free(threads[i].w);
+		if (threads[i].app_started)
+			app_stop(app, threads[i].app_data);
 	}
 	free(threads);
 out:

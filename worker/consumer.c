@@ -63,6 +63,11 @@ void consumer_ctx_fini(struct laurel_ctx *ctx)
 	laurel_msg_free(ctx->session);
 	free(ctx->session_was);
 	laurel_msg_free(ctx->json_holder);
+	for (size_t i = 0; i < ctx->nbuilders; i++)
+		laurel_builder_free(ctx->builders[i]);
+	free(ctx->builders);
+	ctx->builders = NULL;
+	ctx->nbuilders = 0;
 	ctx->session = NULL;
 	ctx->session_was = NULL;
 	ctx->json_holder = NULL;
@@ -116,6 +121,17 @@ int laurel_ctx_error(struct laurel_ctx *ctx, int err, const char *fmt, ...)
 	vsnprintf(ctx->error, sizeof(ctx->error), fmt, ap);
 	va_end(ap);
 	return err;
+}
+
+void *laurel_ctx_app_data(const struct laurel_ctx *ctx)
+{
+	return ctx->app_data;
+}
+
+struct laurel_builder *laurel_ctx_builder(struct laurel_ctx *ctx)
+{
+	ctx->builders = xrealloc(ctx->builders, (ctx->nbuilders + 1) * sizeof(*ctx->builders));
+	return ctx->builders[ctx->nbuilders++] = laurel_builder_new();
 }
 
 /* --- Holding --------------------------------------------------------------------------------- */
@@ -252,11 +268,6 @@ int laurel_ws_accept(struct laurel_ctx *ctx)
 
 int laurel_ws_reject(struct laurel_ctx *ctx)
 {
-	return reply_bool(ctx, "accept", false);
-}
-
-int laurel_ws_deny(struct laurel_ctx *ctx)
-{
 	return reply_bool(ctx, "close", true);
 }
 
@@ -309,11 +320,19 @@ static int json_frame(struct laurel_ctx *ctx, const struct laurel_value *value,
 {
 	char *text;
 	size_t len;
-	if (!value)
-		return -EINVAL;
+	if (!value) {
+		/* Most likely what laurel_build_done gave for a builder misused: say why. */
+		for (size_t i = ctx->nbuilders; i-- > 0;)
+			if (*laurel_build_error(ctx->builders[i]))
+				return laurel_ctx_error(ctx, -EINVAL, "no JSON value to send: %s",
+							laurel_build_error(ctx->builders[i]));
+		return laurel_ctx_error(ctx, -EINVAL, "no JSON value to send (NULL)");
+	}
 	int rc = json_dump(ctx->stream, value, &text, &len);
 	if (rc)
-		return rc;
+		return laurel_ctx_error(ctx, rc,
+					"the value has no JSON form (bytes, a double that is not "
+					"finite, or text that is not UTF-8)");
 	*out = laurel_msg_new();
 	laurel_msg_set_textn(*out, "text", text, len);
 	free(text);
@@ -506,9 +525,10 @@ int laurel_session_delete(struct laurel_ctx *ctx)
 
 /* --- Running --------------------------------------------------------------------------------- */
 
-/* Expands "{name}" in a group template from the keyword arguments into out. */
-static int expand_group(struct laurel_ctx *ctx, const char *tmpl, char *out, size_t size)
+int laurel_ctx_group_name(struct laurel_ctx *ctx, const char *tmpl, char *out, size_t size)
 {
+	if (!tmpl || !out || !size)
+		return laurel_ctx_error(ctx, -EINVAL, "laurel_ctx_group_name: no template or buffer");
 	struct buf b;
 	int rc = 0;
 	buf_init(&b);
@@ -546,7 +566,7 @@ static int ws_groups(struct laurel_ctx *ctx, const struct laurel_ws_consumer *ws
 {
 	for (size_t i = 0; ws->groups && ws->groups[i]; i++) {
 		char name[LAUREL_NAME_MAX + 1];
-		int rc = expand_group(ctx, ws->groups[i], name, sizeof(name));
+		int rc = laurel_ctx_group_name(ctx, ws->groups[i], name, sizeof(name));
 		if (rc)
 			return rc;
 		rc = join ? laurel_group_add(ctx, name) : laurel_group_discard(ctx, name);

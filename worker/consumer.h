@@ -81,6 +81,9 @@ struct laurel_ctx {
 	const struct laurel_value *json;       /* laurel_ctx_json's value, once known */
 	struct laurel_msg *json_holder;	       /* owns the parsed text */
 	bool accepted;			       /* an accept is held */
+	void *app_data;			       /* laurel_ctx_app_data */
+	struct laurel_builder **builders;      /* laurel_ctx_builder's, freed by fini */
+	size_t nbuilders;
 	char error[256];
 };
 

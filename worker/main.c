@@ -56,6 +56,7 @@ struct config {
 	struct option_list only;
 	struct option_list exclude;
 	char *app;
+	struct option_list app_options;
 	char *prefix;
 	char *metrics;
 	int expiry;
@@ -78,6 +79,10 @@ static const struct option opts[] = {
 	{"app", 0, OPTION_STRING, CFG(app), 1, 0, NULL, "LAUREL_APP", "PATH",
 	 "The application: a shared object that exports its routing with LAUREL_APP. Required "
 	 "unless --delay is given."},
+	{"app-option", 0, OPTION_LIST, CFG(app_options), 0, 0, NULL, NULL, "NAME=VALUE",
+	 "Sets an option the application declares (repeatable; --app PATH --help lists them). "
+	 "Without it they come from the environment variable LAUREL_APP_OPTIONS, NAME=VALUE pairs "
+	 "separated by spaces."},
 	{"delay", 0, OPTION_FLAG, CFG(delay), 0, 0, NULL, NULL, NULL,
 	 "Run the asgi.delay service instead of an application: messages {channel, delay: ms, "
 	 "content} sent to asgi.delay are kept in Redis (surviving a restart) and sent to channel "
@@ -168,6 +173,7 @@ struct run {
 	struct config *cfg;
 	struct worker_options wopt;
 	char program[64];
+	int slot; /* in the pool; 0 without one */
 	struct wstats *stats;		/* with --metrics */
 	struct worker_metrics *metrics; /* its listener (the supervisor's thread) */
 };
@@ -206,13 +212,20 @@ static void install_stop_handlers(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
-/* Loads the application and its routing once, to report every problem before anything starts. */
+static int open_app(struct run *run, struct app **a, char *err, size_t errlen)
+{
+	const struct option_list *o = &run->cfg->app_options;
+	return app_open(a, run->cfg->app, (const char *const *)o->v, o->n, err, errlen);
+}
+
+/* Loads the application and its routing once, to report every problem before anything starts
+ * (its init runs in each worker process, not here). */
 static int check_app(struct run *run, bool announce)
 {
 	struct app *a = NULL;
 	struct worker *w = NULL;
 	char err[1024];
-	if (app_load(&a, run->cfg->app, err, sizeof(err)) < 0)
+	if (open_app(run, &a, err, sizeof(err)) < 0)
 		return fail(EXIT_USAGE, "%s", err);
 	run->wopt.routes = app_routes(a);
 	if (worker_new(&w, &run->wopt, err, sizeof(err)) < 0) {
@@ -240,13 +253,21 @@ static int run_worker(struct run *run)
 	struct worker *w = NULL;
 	char err[1024];
 	install_stop_handlers();
-	if (app_load(&a, run->cfg->app, err, sizeof(err)) < 0) {
+	void *data = NULL;
+	if (open_app(run, &a, err, sizeof(err)) < 0) {
 		log_error("%s", err);
 		return EXIT_USAGE;
 	}
+	if (app_start(a, run->slot, &data, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		app_free(a);
+		return EXIT_USAGE;
+	}
 	run->wopt.routes = app_routes(a);
+	run->wopt.app_data = data;
 	if (worker_new(&w, &run->wopt, err, sizeof(err)) < 0) {
 		log_error("%s: %s", run->cfg->app, err);
+		app_stop(a, data);
 		app_free(a);
 		return EXIT_USAGE;
 	}
@@ -255,6 +276,7 @@ static int run_worker(struct run *run)
 	worker_run(w, &stop_requested);
 	log_debug("worker process stopping");
 	worker_free(w);
+	app_stop(a, data);
 	app_free(a);
 	return EXIT_OK;
 }
@@ -280,6 +302,7 @@ static int run_delay(struct run *run)
 static int pool_child(void *arg, int slot, struct wstats_proc *rec)
 {
 	struct run *run = arg;
+	run->slot = slot;
 	worker_metrics_forked(run->metrics);
 	run->wopt.stats = run->stats;
 	run->wopt.stats_proc = rec;
@@ -315,6 +338,15 @@ int main(int argc, char **argv)
 		goto out;
 	if (cfg.help) {
 		print_help(stdout);
+		if (cfg.app) {
+			struct app *a = NULL;
+			char err[1024];
+			if (app_load(&a, cfg.app, err, sizeof(err)) == 0)
+				app_print_options(a, stdout);
+			else
+				printf("\n(The application's options cannot be listed: %s)\n", err);
+			app_free(a);
+		}
 		goto out;
 	}
 	if (cfg.version) {

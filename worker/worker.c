@@ -32,6 +32,7 @@ struct worker {
 	size_t nchannels;
 	size_t batch;
 	int full_wait_ms;
+	void *app_data;
 	struct consumer_outbox outbox; /* replies of the batch in hand */
 	bool layer_down; /* for one warning per outage */
 	/* Counting (worker_options.stats): this process's record, the channels' entries in the
@@ -57,6 +58,7 @@ int worker_new(struct worker **out, const struct worker_options *o, char *err, s
 	if (w->batch > MAX_BATCH)
 		w->batch = MAX_BATCH;
 	w->full_wait_ms = o->full_wait_ms > 0 ? o->full_wait_ms : CONSUMER_FULL_WAIT_MS;
+	w->app_data = o->app_data;
 	if ((rc = routing_new(&w->routing, o->routes, consumer_default_routes, err, errlen)))
 		goto fail;
 	w->channels = routing_select(w->routing, o->only, o->nonly, o->exclude, o->nexclude,
@@ -251,7 +253,7 @@ static int route_index(struct worker *w, const struct laurel_route *r)
 	w->route_idx = xrealloc(w->route_idx, (w->nroute_idx + 1) * sizeof(*w->route_idx));
 	struct route_idx *ri = &w->route_idx[w->nroute_idx++];
 	ri->route = r;
-	ri->idx = wstats_name(w->stats->routes, r->name ? r->name : "unnamed");
+	ri->idx = wstats_name(w->stats->routes, routing_route_name(r));
 	return ri->idx;
 }
 
@@ -309,9 +311,10 @@ static enum worker_outcome handle(struct worker *w, const char *channel,
 	enum worker_outcome outcome = WORKER_DONE;
 	consumer_ctx_init(&ctx, w->layer, channel, msg, m.kwargs);
 	ctx.full_wait_ms = w->full_wait_ms;
+	ctx.app_data = w->app_data;
 	ctx.outbox = &w->outbox;
 	log_debug("channel %s, reply channel %s: consumer %s", channel, reply_for_log(msg),
-		  m.route->name ? m.route->name : "unnamed");
+		  routing_route_name(m.route));
 	bool ordered = (m.route->flags & LAUREL_ORDERED) ||
 		       (m.route->kind == LAUREL_ROUTE_WEBSOCKET && m.route->ws->strict_ordering);
 	int64_t order = 0;
@@ -362,7 +365,7 @@ static enum worker_outcome handle(struct worker *w, const char *channel,
 			      laurel_msg_get_text(msg, "reply_channel", NULL);
 		log_error("channel %s, reply channel %s: consumer %s failed: %s; message dropped, "
 			  "%s",
-			  channel, reply_for_log(msg), m.route->name ? m.route->name : "unnamed",
+			  channel, reply_for_log(msg), routing_route_name(m.route),
 			  ctx.error, refuse ? "the handshake refused (403)" : "nothing sent");
 		outcome = WORKER_DROPPED;
 		count(w, channel, m.route, WSTATS_FAILED);

@@ -16,6 +16,7 @@ struct worker_options {
 	 * shared by the threads of the development server). */
 	struct laurel_layer *shared_layer;
 	const struct laurel_route *routes; /* borrowed; must outlive the worker */
+	void *app_data; /* what the application's init made (worker/app.h), for its consumers */
 	const char *const *only;	   /* channel globs to keep (none: all) */
 	size_t nonly;
 	const char *const *exclude; /* channel globs to leave out */

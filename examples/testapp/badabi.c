@@ -12,4 +12,6 @@ static const struct laurel_route routes[] = {
 };
 
 __attribute__((visibility("default"))) const struct laurel_app laurel_app = {
-	999, sizeof(struct laurel_route), sizeof(struct laurel_ws_consumer), "badabi", routes};
+	.api_version = 999, .route_size = sizeof(struct laurel_route),
+	.ws_size = sizeof(struct laurel_ws_consumer), .app_size = sizeof(struct laurel_app),
+	.name = "badabi", .routes = routes};

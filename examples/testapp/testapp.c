@@ -60,7 +60,7 @@ static int chat_connect(struct laurel_ctx *ctx)
 	if (rc)
 		return rc;
 	if (!qs || len < 6 || memcmp(qs, "nick=", 5) != 0)
-		return laurel_ws_deny(ctx);
+		return laurel_ws_reject(ctx);
 	laurel_msg_set_textn(session, "nick", qs + 5, len - 5);
 	laurel_msg_set_text(session, "room", laurel_ctx_kwarg(ctx, "room"));
 	return laurel_ws_accept(ctx);
@@ -278,7 +278,57 @@ static int recover_disconnect(struct laurel_ctx *ctx)
 static const struct laurel_ws_consumer recover = {.connect = recover_connect,
 						  .disconnect = recover_disconnect};
 
+/* The application's lifecycle (routing.h): each worker's init makes its own record, which
+ * GET /appdata shows and counts in; fini appends a line to the file of the fini-file option. */
+struct appdata {
+	char tag[64];
+	int worker;
+	long messages;
+	char fini_file[512];
+};
+
+static int app_init(struct laurel_app_env *env, void **data)
+{
+	const char *fail = laurel_app_option(env, "init-fail");
+	if (fail && strcmp(fail, "1") == 0)
+		return laurel_app_error(env, -EIO, "asked to fail (init-fail=1)");
+	struct appdata *d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	snprintf(d->tag, sizeof(d->tag), "%s", laurel_app_option(env, "tag"));
+	const char *f = laurel_app_option(env, "fini-file");
+	snprintf(d->fini_file, sizeof(d->fini_file), "%s", f ? f : "");
+	d->worker = laurel_app_worker(env);
+	*data = d;
+	return 0;
+}
+
+static void app_fini(void *data)
+{
+	struct appdata *d = data;
+	if (d->fini_file[0]) {
+		FILE *f = fopen(d->fini_file, "a");
+		if (f) {
+			fprintf(f, "fini tag=%s worker=%d messages=%ld\n", d->tag, d->worker,
+				d->messages);
+			fclose(f);
+		}
+	}
+	free(d);
+}
+
+static int appdata(struct laurel_ctx *ctx)
+{
+	static const struct laurel_header h[] = {{"Content-Type", "text/plain"}};
+	struct appdata *d = laurel_ctx_app_data(ctx);
+	char body[256];
+	int n = snprintf(body, sizeof(body), "tag=%s worker=%d messages=%ld pid=%d", d->tag,
+			 d->worker, ++d->messages, (int)getpid());
+	return laurel_reply_http(ctx, 200, h, 1, body, (size_t)n, false);
+}
+
 static const struct laurel_route http_routes[] = {
+	LAUREL_ROUTE("http.request", appdata, LAUREL_FILTER("path", "^/appdata$")),
 	LAUREL_ROUTE("http.request", hello, LAUREL_FILTER("path", "^/hello$")),
 	LAUREL_ROUTE("http.request", stream,
 		     LAUREL_FILTER("path", "^/stream$") LAUREL_FILTER("method", "^GET$")),
@@ -304,4 +354,8 @@ static const struct laurel_route routes[] = {
 	LAUREL_ROUTES_END,
 };
 
-LAUREL_APP("testapp", routes);
+LAUREL_APP("testapp", routes, .init = app_init, .fini = app_fini,
+	   .options = LAUREL_APP_OPTIONS(
+		   {"tag", "none", "A word GET /appdata shows."},
+		   {"init-fail", "0", "1: init fails (for the tests of a failing init)."},
+		   {"fini-file", NULL, "A file fini appends a line to."}));

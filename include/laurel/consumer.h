@@ -28,7 +28,25 @@
  *   -ENOENT   the message has no reply channel (for replies, groups and the session)
  *   -ENOTCONN, -EPROTO, -EMSGSIZE   from the channel layer (include/laurel/layer.h), for the
  *             calls that happen at once
- * None of them calls back. A context is used by the thread running the consumer only.
+ * None of them calls back.
+ *
+ * Concurrency. A worker — one laurel-worker process, or one thread of laurel runserver
+ * --workers N — runs one consumer at a time, to its end. Many workers run at once: the processes
+ * of a pool and of other hosts, and runserver's threads, which share one address space. So:
+ *   - a context, and everything borrowed from it, is used by the thread running the consumer
+ *     only, and only until the consumer returns;
+ *   - the application data a worker's init hook made (laurel_ctx_app_data, routing.h) belongs to
+ *     that worker: it is never used by two consumers at once, so it needs no lock;
+ *   - anything else an application shares — its own static or global variables — is shared by
+ *     runserver's threads and needs a lock or an atomic; between processes and hosts nothing is
+ *     shared but the channel layer (groups, sessions) and what the application keeps itself
+ *     (a database);
+ *   - the messages of one connection may run in several workers at once, in any order, unless
+ *     its route asks for enforce_ordering (LAUREL_ROUTE_ORDERED, strict_ordering).
+ * Every function here may be called from any number of workers at once, each on its own context.
+ *
+ * The protocol these messages follow, their fields and the rules of the channel layer are
+ * described in laurel's docs/protocol.md (installed with the documentation).
  */
 #ifndef LAUREL_CONSUMER_H
 #define LAUREL_CONSUMER_H
@@ -37,6 +55,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "laurel/layer.h" /* LAUREL_NAME_MAX, laurel_strv_free, the layer errors */
 #include "laurel/message.h"
 
 #ifdef __cplusplus
@@ -46,7 +65,7 @@ extern "C" {
 /* The version of the application API: the routing table, the context functions and the structs
  * below. An application records the version it was built against (LAUREL_APP in routing.h) and
  * laurel-worker refuses one built against another version. */
-#define LAUREL_API_VERSION 1
+#define LAUREL_API_VERSION 2
 
 /* A consumer's return value asking for the message to be consumed again later (SPEC §6): it is
  * sent back to its channel with "__retries__" incremented, at most 10 times, then dropped. */
@@ -78,6 +97,17 @@ const char *laurel_ctx_kwarg(const struct laurel_ctx *ctx, const char *name);
 int laurel_ctx_error(struct laurel_ctx *ctx, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* The data the application's init hook made for this worker (struct laurel_app in routing.h), or
+ * NULL without one. Its own to the worker: see Concurrency above. */
+void *laurel_ctx_app_data(const struct laurel_ctx *ctx);
+
+/* Expands a group name template as a WebSocket consumer's groups are expanded: each "{name}" is
+ * replaced by the keyword argument name. The result goes to buf (size bytes; LAUREL_NAME_MAX + 1
+ * is always enough). Returns 0, or -EINVAL with the reason recorded as with laurel_ctx_error (so a
+ * consumer may just return it): a keyword argument missing, or a result that is not a valid group
+ * name (too long, or a character a group name may not hold), or one that does not fit in buf. */
+int laurel_ctx_group_name(struct laurel_ctx *ctx, const char *tmpl, char *buf, size_t size);
+
 /* --- Replies (held) --------------------------------------------------------------------------
  * On the message's reply channel (SPEC §4); -ENOENT without one. */
 
@@ -99,12 +129,14 @@ int laurel_reply_http(struct laurel_ctx *ctx, int status, const struct laurel_he
 /* A further body chunk of a streamed response: {content: bin, more_content}. */
 int laurel_reply_chunk(struct laurel_ctx *ctx, const void *body, size_t len, bool more);
 
-/* WebSocket handshake and close. accept: {accept: true}. reject: {accept: false} (HTTP 403).
- * deny: {close: true}, what Channels sends to refuse a websocket.connect (also a 403 before
- * acceptance). close: {close: code}, or {close: true} for code 0 (1000). */
+/* WebSocket handshake and close, from any consumer of the connection.
+ * accept: {accept: true}, answers the handshake (101).
+ * reject: {close: true}, what Channels 1 sends to refuse a connection: before it was accepted the
+ * client gets HTTP 403 (the interface logs WSREJECT); after, it is closed with 1000.
+ * close: {close: code} (1000..4999), or {close: true} for code 0 (1000): ends an accepted
+ * connection. */
 int laurel_ws_accept(struct laurel_ctx *ctx);
 int laurel_ws_reject(struct laurel_ctx *ctx);
-int laurel_ws_deny(struct laurel_ctx *ctx);
 int laurel_ws_close(struct laurel_ctx *ctx, int code);
 
 /* --- Channels and groups ---------------------------------------------------------------------
@@ -155,9 +187,10 @@ int laurel_session_delete(struct laurel_ctx *ctx);
  * The route_class of Channels: one route (LAUREL_ROUTE_WS in routing.h) handles
  * websocket.connect, websocket.receive and websocket.disconnect.
  *
- * groups is a NULL-terminated list of group names, in which "{name}" is replaced by the keyword
- * argument name (a missing one fails the message): the connection is added to each before connect
- * runs and discarded from each before disconnect runs. A NULL connect accepts the connection; a
+ * groups is a NULL-terminated list of group names (LAUREL_GROUPS("room-{room}", "all")), in which
+ * "{name}" is replaced by the keyword argument name (a missing one fails the message; consumers
+ * expand the same templates with laurel_ctx_group_name): the connection is added to each before
+ * connect runs and discarded from each before disconnect runs. A NULL connect accepts the connection; a
  * connect given here must accept (laurel_ws_accept) or refuse it itself. NULL receive and
  * disconnect do nothing. */
 struct laurel_stream;
@@ -183,6 +216,9 @@ struct laurel_ws_consumer {
 	const struct laurel_stream *streams;
 };
 
+/* A NULL-terminated list of group name templates, for struct laurel_ws_consumer's groups. */
+#define LAUREL_GROUPS(...) ((const char *const[]){__VA_ARGS__, NULL})
+
 struct laurel_stream {
 	const char *name;
 	const struct laurel_ws_consumer *consumer;
@@ -204,9 +240,14 @@ int laurel_ctx_json(struct laurel_ctx *ctx, const struct laurel_value **out);
 /* The stream the running consumer serves in a demultiplexer, or NULL outside one. */
 const char *laurel_ctx_stream(const struct laurel_ctx *ctx);
 
+/* A value builder (message.h) that lives until the consumer returns: no laurel_builder_free.
+ * Each call gives a new one. */
+struct laurel_builder *laurel_ctx_builder(struct laurel_ctx *ctx);
+
 /* A JSON text frame, {text: JSON}, held: on the reply channel, or sent to a group. Inside a
  * stream consumer the value is wrapped as {"stream": S, "payload": value}. -EINVAL for a value
- * without a JSON form (nothing held). The other reply and send functions are never wrapped.
+ * without a JSON form, or NULL (what laurel_build_done gives for a builder misused; the reason is
+ * recorded as with laurel_ctx_error): nothing is held. The other reply and send functions are never wrapped.
  * Inside a stream consumer, laurel_ws_accept holds nothing: the demultiplexer accepts. */
 int laurel_reply_json(struct laurel_ctx *ctx, const struct laurel_value *value);
 int laurel_group_send_json(struct laurel_ctx *ctx, const char *group,

@@ -7,7 +7,8 @@
  * Memory: a struct laurel_msg owns every value, key and string inside it (one arena, freed at
  * once by laurel_msg_free). Pointers obtained from a message are borrowed and stay valid until the
  * message is freed, except that a slot returned by laurel_map_put / laurel_list_push is valid only
- * until the next insertion into the same container (the container may grow and move).
+ * until the next insertion into the same container (the container may grow and move). To build
+ * nested values without slots, use the value builder below.
  *
  * Map key order is preserved (insertion order, or wire order after decoding), so a decoded message
  * re-encodes to the same bytes. Text and bytes are stored with a NUL after their last byte, which
@@ -106,6 +107,61 @@ void laurel_value_set_list(struct laurel_msg *m, struct laurel_value *v, size_t 
 void laurel_value_set_map(struct laurel_msg *m, struct laurel_value *v, size_t hint);
 /* Deep-copies src (from any message) into v, allocating in m. */
 void laurel_value_copy(struct laurel_msg *m, struct laurel_value *v, const struct laurel_value *src);
+
+/* --- The value builder ------------------------------------------------------------------------
+ * Builds one value — a nested JSON reply, say — call by call, without slots to hold on to:
+ *
+ *	struct laurel_builder *b = laurel_ctx_builder(ctx);	// or laurel_builder_new()
+ *	laurel_build_map(b, NULL);
+ *	laurel_build_text(b, "type", "presence");
+ *	laurel_build_int(b, "count", n);
+ *	laurel_build_list(b, "members");
+ *	for (size_t i = 0; i < n; i++)
+ *		laurel_build_text(b, NULL, members[i]);
+ *	laurel_build_end(b);					// the list
+ *	laurel_build_end(b);					// the map
+ *	return laurel_reply_json(ctx, laurel_build_done(b));
+ *
+ * Every call adds one value to the innermost open map or list, or makes the top value: key names
+ * it inside a map (a key given twice keeps its first place and takes the last value) and must be
+ * NULL inside a list and for the top value. laurel_build_map and laurel_build_list open a container
+ * that the values after them go into, until its laurel_build_end. Strings and values are copied.
+ *
+ * Mistakes — a key missing in a map or given in a list, a second top value, an end with nothing
+ * open, nesting deeper than LAUREL_BUILD_MAX_DEPTH — are kept: the calls after the first one do
+ * nothing, and laurel_build_done returns NULL (laurel_build_error says what went wrong). So a
+ * consumer need not check each call, only the result. Calls return 0 or -EINVAL (this call or an
+ * earlier one failed). A builder is used by one thread at a time. */
+#define LAUREL_BUILD_MAX_DEPTH 32
+
+struct laurel_builder;
+
+/* A new empty builder; free it with laurel_builder_free (NULL is a no-op). Never NULL. */
+struct laurel_builder *laurel_builder_new(void);
+void laurel_builder_free(struct laurel_builder *b);
+/* Empties it to build another value; the last value and error are forgotten. */
+void laurel_builder_reset(struct laurel_builder *b);
+
+int laurel_build_map(struct laurel_builder *b, const char *key);
+int laurel_build_list(struct laurel_builder *b, const char *key);
+int laurel_build_end(struct laurel_builder *b);
+int laurel_build_text(struct laurel_builder *b, const char *key, const char *s);
+int laurel_build_textn(struct laurel_builder *b, const char *key, const char *s, size_t len);
+int laurel_build_textf(struct laurel_builder *b, const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int laurel_build_bytes(struct laurel_builder *b, const char *key, const void *p, size_t len);
+int laurel_build_int(struct laurel_builder *b, const char *key, int64_t i);
+int laurel_build_double(struct laurel_builder *b, const char *key, double d);
+int laurel_build_bool(struct laurel_builder *b, const char *key, bool v);
+int laurel_build_nil(struct laurel_builder *b, const char *key);
+/* A deep copy of v (from any message). */
+int laurel_build_value(struct laurel_builder *b, const char *key, const struct laurel_value *v);
+
+/* The value built: borrowed, valid until the builder is reset or freed. NULL if nothing was
+ * built, a container is still open, or a call failed. */
+const struct laurel_value *laurel_build_done(struct laurel_builder *b);
+/* Why laurel_build_done returns NULL, in a sentence; "" when it does not. */
+const char *laurel_build_error(const struct laurel_builder *b);
 
 /* Shorthands on the root map. s is a NUL-terminated C string. */
 void laurel_msg_set_text(struct laurel_msg *m, const char *key, const char *s);

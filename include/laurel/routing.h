@@ -113,23 +113,80 @@ struct laurel_route {
 	}
 
 /* --- Applications ----------------------------------------------------------------------------
- * A shared object loaded with laurel-worker --app exports one struct laurel_app named
- * "laurel_app"; LAUREL_APP defines it. The worker reads api_version first and refuses the
- * application unless it equals its own LAUREL_API_VERSION and the struct sizes agree. The same
- * routes can be linked into a program directly instead. */
+ * A shared object loaded with laurel-worker --app (or laurel runserver --app) exports one struct
+ * laurel_app named "laurel_app"; LAUREL_APP defines it:
+ *
+ *	LAUREL_APP("chat", routes);
+ *	LAUREL_APP("presence", routes, .init = presence_init, .fini = presence_fini,
+ *		   .options = LAUREL_APP_OPTIONS({"db", "presence.db", "the SQLite file"}));
+ *
+ * The worker reads api_version first and refuses the application unless it equals its own
+ * LAUREL_API_VERSION and the struct sizes agree. The same routes can be linked into a program
+ * directly instead.
+ *
+ * Lifecycle. init, if set, runs once for each worker — each laurel-worker process, each thread of
+ * laurel runserver --workers — before it takes its first message, and may set *data to anything
+ * the application keeps for that worker (a database connection, a cache): its consumers reach it
+ * with laurel_ctx_app_data. fini, if set, runs once with that pointer after the worker took its
+ * last message (also when a later init of the same program failed). init and fini may run on
+ * another thread than the worker's consumers, never at the same time as them. init returns 0, or
+ * a negative errno with the reason recorded by laurel_app_error: laurel-worker then logs it and the
+ * process exits (its supervisor starts it again after a backoff); laurel runserver stops.
+ *
+ * Options. An application declares its options (name, default, help); the operator sets them with
+ * --app-option NAME=VALUE (repeatable) or the environment variable LAUREL_APP_OPTIONS (NAME=VALUE
+ * pairs separated by spaces), and laurel-worker --app PATH --help lists them. A name the application does
+ * not declare is refused before anything starts. init reads them with laurel_app_option. */
+struct laurel_app_option {
+	const char *name; /* letters, digits, '-', '_', '.' */
+	const char *def;  /* the value when none is given; may be NULL */
+	const char *help; /* one sentence, for --help */
+};
+/* LAUREL_APP_OPTIONS({"db", "chat.db", "the SQLite file"}, {"history", "50", "..."}) */
+#define LAUREL_APP_OPTIONS(...)                                                                    \
+	((const struct laurel_app_option[]){__VA_ARGS__, {NULL, NULL, NULL}})
+
+/* What init gets: the options, and room for its error. Valid during the init call only. */
+struct laurel_app_env;
+
+/* The value of an option: the one given last, else its default (NULL if it has none, or if the
+ * application did not declare the name). */
+const char *laurel_app_option(const struct laurel_app_env *env, const char *name);
+/* Which worker this is: 0, 1, ... among the threads of laurel runserver; the process's slot in a
+ * laurel-worker pool (0 without one). For naming things, not for sharing them. */
+int laurel_app_worker(const struct laurel_app_env *env);
+/* Records why init failed, for the log line, and returns err (a negative errno):
+ * return laurel_app_error(env, -EIO, "cannot open %s: %s", path, sqlite3_errstr(rc)); */
+int laurel_app_error(struct laurel_app_env *env, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+typedef int (*laurel_app_init_fn)(struct laurel_app_env *env, void **data);
+typedef void (*laurel_app_fini_fn)(void *data);
+
 struct laurel_app {
 	uint32_t api_version; /* LAUREL_API_VERSION; always the first field */
 	uint32_t route_size;  /* sizeof(struct laurel_route) */
 	uint32_t ws_size;     /* sizeof(struct laurel_ws_consumer) */
+	uint32_t app_size;    /* sizeof(struct laurel_app) */
 	const char *name;
 	const struct laurel_route *routes;
+	laurel_app_init_fn init;		   /* may be NULL */
+	laurel_app_fini_fn fini;		   /* may be NULL */
+	const struct laurel_app_option *options; /* may be NULL; else ends with {NULL, ...} */
 };
 
 #define LAUREL_APP_SYMBOL "laurel_app"
-#define LAUREL_APP(name_, routes_)                                                                 \
+/* LAUREL_APP(name, routes[, .init = fn, .fini = fn, .options = LAUREL_APP_OPTIONS(...)]): the
+ * routes and the optional fields go to the variadic part, so that LAUREL_APP(name, routes) is
+ * valid ISO C. */
+#define LAUREL_APP(name_, ...)                                                                     \
 	__attribute__((visibility("default"))) const struct laurel_app laurel_app = {              \
-		LAUREL_API_VERSION, sizeof(struct laurel_route),                                   \
-		sizeof(struct laurel_ws_consumer), (name_), (routes_)}
+		.api_version = LAUREL_API_VERSION,                                                 \
+		.route_size = sizeof(struct laurel_route),                                         \
+		.ws_size = sizeof(struct laurel_ws_consumer),                                      \
+		.app_size = sizeof(struct laurel_app),                                             \
+		.name = (name_),                                                                   \
+		.routes = __VA_ARGS__}
 
 #ifdef __cplusplus
 }

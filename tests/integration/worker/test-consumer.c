@@ -159,11 +159,44 @@ static const struct laurel_ws_consumer ws_demux = {
 	.streams = LAUREL_STREAMS({"echo", &s_echo}, {"room", &s_room}),
 };
 
+/* The application data, group name templates and the ctx's value builders. */
+static int app_marker;
+static int api_errors[8];
+static char api_error_text[256];
+
+static int c_api(struct laurel_ctx *ctx)
+{
+	char g[LAUREL_NAME_MAX + 1], small[8];
+	size_t k = 0;
+	CHECK(laurel_ctx_app_data(ctx) == &app_marker);
+	CHECK_EQ(laurel_ctx_group_name(ctx, "room-{room}.{room}", g, sizeof(g)), 0);
+	CHECK_STR(g, "room-r7.r7");
+	api_errors[k++] = laurel_ctx_group_name(ctx, "room-{nope}", g, sizeof(g));
+	api_errors[k++] = laurel_ctx_group_name(ctx, "room-{room}", small, 6);
+	api_errors[k++] = laurel_ctx_group_name(ctx, "bad!{room}", g, sizeof(g));
+	struct laurel_builder *b = laurel_ctx_builder(ctx);
+	laurel_build_map(b, NULL);
+	laurel_build_text(b, "room", laurel_ctx_kwarg(ctx, "room"));
+	laurel_build_list(b, "n");
+	laurel_build_int(b, NULL, 1);
+	laurel_build_double(b, NULL, 0.5);
+	laurel_build_end(b);
+	laurel_build_end(b);
+	CHECK_EQ(laurel_reply_json(ctx, laurel_build_done(b)), 0);
+	/* A misused builder: nothing held, the reason recorded. */
+	struct laurel_builder *bad = laurel_ctx_builder(ctx);
+	laurel_build_map(bad, NULL);
+	laurel_build_int(bad, NULL, 1);
+	api_errors[k++] = laurel_reply_json(ctx, laurel_build_done(bad));
+	snprintf(api_error_text, sizeof(api_error_text), "%s", ctx->error);
+	return 0;
+}
+
 static const struct laurel_ws_consumer ws_bad_template = {
-	.groups = LAUREL_CHANNELS("room-{missing}"),
+	.groups = LAUREL_GROUPS("room-{missing}"),
 };
 static const struct laurel_ws_consumer ws_rooms = {
-	.groups = LAUREL_CHANNELS("room-{room}", "everyone"),
+	.groups = LAUREL_GROUPS("room-{room}", "everyone"),
 };
 
 static const struct laurel_route routes[] = {
@@ -173,6 +206,7 @@ static const struct laurel_route routes[] = {
 	LAUREL_ROUTE("kw.test", c_kwargs, LAUREL_FILTER("path", "^/(?P<room>r[0-9])")),
 	LAUREL_ROUTE_ORDERED("ord.fn", c_ordered),
 	LAUREL_ROUTE("json.in", c_json),
+	LAUREL_ROUTE("api.test", c_api, LAUREL_FILTER("path", "^/(?P<room>r[0-9])")),
 	LAUREL_ROUTE_WS(&ws_ordered, LAUREL_FILTER("path", "^/ordered/$")),
 	LAUREL_ROUTE_WS(&ws_demux, LAUREL_FILTER("path", "^/demux/$")),
 	LAUREL_ROUTE_WS(&ws_bad_template, LAUREL_FILTER("path", "^/bad/$")),
@@ -485,7 +519,8 @@ int main(void)
 	test_carry();
 
 	const char *url = "memory://";
-	struct worker_options o = {.layer = {.urls = &url, .nurls = 1}, .routes = routes};
+	struct worker_options o = {
+		.layer = {.urls = &url, .nurls = 1}, .routes = routes, .app_data = &app_marker};
 	char err[256];
 	int rc = worker_new(&w, &o, err, sizeof(err));
 	CHECK_EQ(rc, 0);
@@ -497,7 +532,7 @@ int main(void)
 	CHECK_EQ(handle("shapes", msg("out!a", NULL)), WORKER_DONE);
 	CHECK_STR(next("out!"), "close=T to='out!a'");
 	CHECK_STR(next("out!"), "close=4001 to='out!a'");
-	CHECK_STR(next("out!"), "accept=F to='out!a'");
+	CHECK_STR(next("out!"), "close=T to='out!a'");
 	CHECK_STR(next("out!"), "status=404 headers=[b'X-A',b'1'][b'x-b',b''] content=b'no' "
 				"more_content=F to='out!a'");
 	CHECK_STR(next("out!"), "(none)");
@@ -505,6 +540,13 @@ int main(void)
 	for (size_t i = 0; i < 7; i++)
 		CHECK_EQ(seen_errors[i], -EINVAL);
 	CHECK_EQ(recover_other, -ENOTSUP);
+
+	CHECK_EQ(handle("api.test", msg("api!a", "/r7")), WORKER_DONE);
+	CHECK_STR(next("api!"), "text='{\"room\":\"r7\",\"n\":[1,0.5]}' to='api!a'");
+	CHECK_STR(next("api!"), "(none)");
+	for (size_t i = 0; i < 4; i++)
+		CHECK_EQ(api_errors[i], -EINVAL);
+	CHECK_STR(api_error_text, "no JSON value to send: a value without a key inside a map");
 
 	nseen = 0;
 	CHECK_EQ(handle("noreply", msg(NULL, NULL)), WORKER_DONE);

@@ -168,7 +168,7 @@ static const char *route_of(struct routing *r, const char *channel, struct laure
 	laurel_msg_free(m);
 	if (rc == ROUTING_NONE)
 		return "-";
-	snprintf(name, sizeof(name), "%s", rm.route->name);
+	snprintf(name, sizeof(name), "%s", routing_route_name(rm.route));
 	const struct laurel_value *root = laurel_msg_croot(rm.kwargs);
 	size_t n = 0;
 	for (size_t i = 0; i < root->u.map.len; i++) {
@@ -221,10 +221,10 @@ static void test_kwargs(struct routing *r)
 	CHECK_STR(kwbuf, "room=lobby,opt=(nil)");
 	CHECK_STR(route_of(r, "http.request", http("/hello", "GET", NULL)), "c_hello");
 	CHECK_STR(kwbuf, "");
-	CHECK_STR(route_of(r, "websocket.connect", http("/chat/r1/", NULL, NULL)), "&ws_chat");
+	CHECK_STR(route_of(r, "websocket.connect", http("/chat/r1/", NULL, NULL)), "ws_chat");
 	CHECK_STR(kwbuf, "room=r1");
-	CHECK_STR(route_of(r, "websocket.receive", http("/chat/r1/", NULL, NULL)), "&ws_chat");
-	CHECK_STR(route_of(r, "websocket.disconnect", http("/chat/r1/", NULL, NULL)), "&ws_chat");
+	CHECK_STR(route_of(r, "websocket.receive", http("/chat/r1/", NULL, NULL)), "ws_chat");
+	CHECK_STR(route_of(r, "websocket.disconnect", http("/chat/r1/", NULL, NULL)), "ws_chat");
 }
 
 static void test_include(struct routing *r)
@@ -306,8 +306,8 @@ static void test_bad(void)
 				       "at offset 3: missing terminating ] for character class");
 	CHECK_STR(refused(nofn), "route 1 (x): no consumer");
 	CHECK_STR(refused(twice), "route 1 (c_hello): two filters on \"path\"");
-	CHECK_STR(refused(dup_streams), "route 1 (&ws_dup_streams): two streams \"a\"");
-	CHECK_STR(refused(no_consumer), "route 1 (&ws_no_consumer): stream 2 has no name or no "
+	CHECK_STR(refused(dup_streams), "route 1 (ws_dup_streams): two streams \"a\"");
+	CHECK_STR(refused(no_consumer), "route 1 (ws_no_consumer): stream 2 has no name or no "
 					"consumer");
 	CHECK_STR(refused(loop_outer),
 		  "route 1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1.1 (loop_outer): includes nested deeper "
