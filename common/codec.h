@@ -1,4 +1,4 @@
-/* msgpack encoding of laurel messages (SPEC §1). The only module that touches msgpack-c.
+/* msgpack encoding of laurel messages (docs/protocol.md §1). The only module that touches msgpack-c.
  * The public entry points are laurel_msg_encode / laurel_msg_decode in laurel/message.h. */
 #ifndef LAUREL_COMMON_CODEC_H
 #define LAUREL_COMMON_CODEC_H

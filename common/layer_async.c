@@ -1032,7 +1032,21 @@ static int registry_command(struct layer_async *a, const char *prefix, const cha
 	if (strcmp(what, "ZADD") == 0) {
 		const char *argv[4] = {"ZADD", key, score, prefix};
 		size_t lens[4] = {4, strlen(key), strlen(score), strlen(prefix)};
-		return submit_argv(a, sh, 4, argv, lens, cb, arg);
+		int rc = submit_argv(a, sh, 4, argv, lens, cb, arg);
+		if (rc < 0)
+			return rc;
+		/* As laurel_layer_announce: the entries of interfaces that died go, and the key
+		 * expires when no interface renews it any more. Best effort, pipelined. */
+		char past[40], ttl[24];
+		snprintf(past, sizeof(past), "(%.3f", util_wall_time());
+		snprintf(ttl, sizeof(ttl), "%d", a->cfg.group_expiry);
+		const char *prune[4] = {"ZREMRANGEBYSCORE", key, "-inf", past};
+		size_t plens[4] = {16, strlen(key), 4, strlen(past)};
+		const char *expire[3] = {"EXPIRE", key, ttl};
+		size_t elens[3] = {6, strlen(key), strlen(ttl)};
+		submit_argv(a, sh, 4, prune, plens, NULL, NULL);
+		submit_argv(a, sh, 3, expire, elens, NULL, NULL);
+		return 0;
 	}
 	const char *argv[3] = {"ZREM", key, prefix};
 	size_t lens[3] = {4, strlen(key), strlen(prefix)};

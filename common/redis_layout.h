@@ -2,7 +2,7 @@
  * layer_redis.c, and the asynchronous one on libevent, layer_async.c): shard placement by the
  * CRC-32 rule, the layer's URLs, the Lua scripts and their SHA-1s, the send script's argument
  * builder, and how Redis error replies are taken (with the outage log both clients write). The
- * key layout itself is SPEC §3 (asgi_redis 1.4.3). */
+ * key layout itself is docs/protocol.md §3 (asgi_redis 1.4.3). */
 #ifndef LAUREL_COMMON_REDIS_LAYOUT_H
 #define LAUREL_COMMON_REDIS_LAYOUT_H
 
@@ -42,7 +42,7 @@ struct layer_endpoint {
 int layer_endpoint_parse(struct layer_endpoint *e, const char *url, char *err, size_t errlen);
 void layer_endpoint_fini(struct layer_endpoint *e);
 
-/* The shard of a name by the CRC-32 rule (SPEC §3), and the shard a channel's queue lives on:
+/* The shard of a name by the CRC-32 rule (docs/protocol.md §3), and the shard a channel's queue lives on:
  * SIZE_MAX for a normal channel, which may be on any shard. */
 size_t layer_shard_of(size_t nshards, const char *name, size_t len);
 size_t layer_channel_home(size_t nshards, const char *channel);

@@ -275,7 +275,7 @@ int laurel_ws_close(struct laurel_ctx *ctx, int code)
 {
 	if (code == 0)
 		return reply_bool(ctx, "close", true);
-	if (code < 1000 || code > 4999)
+	if (code != 1000 && (code < 3000 || code > 4999))
 		return -EINVAL;
 	struct laurel_msg *m = laurel_msg_new();
 	laurel_msg_set_int(m, "close", code);

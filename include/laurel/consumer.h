@@ -1,4 +1,4 @@
-/* The laurel consumer API: the C functions an application's consumers call (SPEC §6).
+/* The laurel consumer API: the C functions an application's consumers call (docs/protocol.md §6).
  *
  * A consumer is a function that the worker calls with a context for one message:
  *
@@ -24,7 +24,7 @@
  *
  * Errors. Functions return 0 or a negative errno:
  *   -EINVAL   a bad channel or group name, or a bad argument (a status outside 100..999, a
- *             close code outside 1000..4999); nothing was held
+ *             close code other than 1000 or 3000..4999); nothing was held
  *   -ENOENT   the message has no reply channel (for replies, groups and the session)
  *   -ENOTCONN, -EPROTO, -EMSGSIZE   from the channel layer (include/laurel/layer.h), for the
  *             calls that happen at once
@@ -67,7 +67,7 @@ extern "C" {
  * laurel-worker refuses one built against another version. */
 #define LAUREL_API_VERSION 2
 
-/* A consumer's return value asking for the message to be consumed again later (SPEC §6): it is
+/* A consumer's return value asking for the message to be consumed again later (docs/protocol.md §6): it is
  * sent back to its channel with "__retries__" incremented, at most 10 times, then dropped. */
 #define LAUREL_CONSUME_LATER 2
 
@@ -109,7 +109,7 @@ void *laurel_ctx_app_data(const struct laurel_ctx *ctx);
 int laurel_ctx_group_name(struct laurel_ctx *ctx, const char *tmpl, char *buf, size_t size);
 
 /* --- Replies (held) --------------------------------------------------------------------------
- * On the message's reply channel (SPEC §4); -ENOENT without one. */
+ * On the message's reply channel (docs/protocol.md §4); -ENOENT without one. */
 
 /* Any message, copied. */
 int laurel_reply(struct laurel_ctx *ctx, const struct laurel_msg *msg);
@@ -133,8 +133,9 @@ int laurel_reply_chunk(struct laurel_ctx *ctx, const void *body, size_t len, boo
  * accept: {accept: true}, answers the handshake (101).
  * reject: {close: true}, what Channels 1 sends to refuse a connection: before it was accepted the
  * client gets HTTP 403 (the interface logs WSREJECT); after, it is closed with 1000.
- * close: {close: code} (1000..4999), or {close: true} for code 0 (1000): ends an accepted
- * connection. */
+ * close: {close: code}, or {close: true} for code 0 (1000): ends an accepted connection. The code
+ * is 1000 or one for applications, 3000..4999 (the codes a server's application may send, as
+ * Daphne 1.4 allows them; the interface sends the others itself: 1001 on shutdown, 1009, ...). */
 int laurel_ws_accept(struct laurel_ctx *ctx);
 int laurel_ws_reject(struct laurel_ctx *ctx);
 int laurel_ws_close(struct laurel_ctx *ctx, int code);
@@ -175,7 +176,7 @@ int laurel_group_recover(struct laurel_ctx *ctx, const char *group, const char *
 			 uint64_t offset);
 
 /* --- Channel session -------------------------------------------------------------------------
- * Per-connection state (SPEC §6), a map kept in the channel layer under the reply channel and
+ * Per-connection state (docs/protocol.md §6), a map kept in the channel layer under the reply channel and
  * shared by every worker that handles a message of the connection. laurel_session loads it on the
  * first call (an empty map if there is none) and sets *out to it; change it with the message.h
  * setters on laurel_msg_root(*out). When the consumer returns 0 it is saved if it changed (and

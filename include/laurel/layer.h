@@ -1,4 +1,4 @@
-/* The laurel channel layer client (SPEC §2–3): named channels and groups, over Redis (compatible
+/* The laurel channel layer client (docs/protocol.md §2–3): named channels and groups, over Redis (compatible
  * with asgi_redis 1.4, sharded over several servers) or in memory (one process, several threads).
  *
  * Any C program can use it — a worker, a cron job, a background task — to send to a channel or to
@@ -39,7 +39,7 @@ extern "C" {
 
 #define LAUREL_FULL 1
 
-/* Channel and group names are shorter than this (SPEC §2). */
+/* Channel and group names are shorter than this (docs/protocol.md §2). */
 #define LAUREL_NAME_MAX 100
 
 /* A capacity override: channels whose name (up to and including '!') matches the fnmatch glob
@@ -114,7 +114,7 @@ void laurel_layer_free(struct laurel_layer *layer);
  * thread, so threads sharing a memory layer each see their own. Borrowed until the next call. */
 const char *laurel_layer_error(const struct laurel_layer *layer);
 
-/* Name checks (SPEC §2), usable without a layer. */
+/* Name checks (docs/protocol.md §2), usable without a layer. */
 bool laurel_valid_channel(const char *name);
 bool laurel_valid_group(const char *name);
 
@@ -142,7 +142,7 @@ int laurel_layer_send_many(struct laurel_layer *layer, struct laurel_outgoing *i
 struct laurel_received {
 	char channel[LAUREL_NAME_MAX + 1]; /* the channel it was sent to (full name for "a!b") */
 	struct laurel_msg *msg;
-	/* A multicast group message (SPEC §3) for several local channels of one process channel:
+	/* A multicast group message (docs/protocol.md §3) for several local channels of one process channel:
 	 * channel is then the process channel "a!", and these are the full names it is for. */
 	char **recipients;
 	size_t nrecipients;
@@ -171,7 +171,7 @@ int laurel_layer_watch_fd(struct laurel_layer *layer, int fd);
  * hold LAUREL_NAME_MAX + 1 bytes. */
 int laurel_layer_new_channel(struct laurel_layer *layer, const char *pattern, char *out);
 
-/* Groups (SPEC §3). Adding is idempotent and refreshes the membership's time. */
+/* Groups (docs/protocol.md §3). Adding is idempotent and refreshes the membership's time. */
 int laurel_layer_group_add(struct laurel_layer *layer, const char *group, const char *channel);
 int laurel_layer_group_discard(struct laurel_layer *layer, const char *group, const char *channel);
 /* The live members (expired ones are dropped first), as a NULL-terminated array of strings that
@@ -231,7 +231,7 @@ int laurel_layer_group_history(struct laurel_layer *layer, const char *group, co
 			       uint64_t after, struct laurel_history_entry **out, size_t *n,
 			       struct laurel_history_pos *top);
 
-/* Live laurel interfaces (SPEC §3, multicast). An interface announces its process channel
+/* Live laurel interfaces (docs/protocol.md §3, multicast). An interface announces its process channel
  * prefix ("laurel.response.AbCdEfGhIj!") and renews it before ttl_s runs out; withdraw removes
  * it at shutdown. See docs/layer.md for the layout. */
 int laurel_layer_announce(struct laurel_layer *layer, const char *process_prefix, int ttl_s);
@@ -239,7 +239,7 @@ int laurel_layer_withdraw(struct laurel_layer *layer, const char *process_prefix
 /* The announced, unexpired process prefixes, as for group_members. */
 int laurel_layer_interfaces(struct laurel_layer *layer, char ***prefixes, size_t *n);
 
-/* Per-connection state (channel_session, SPEC §6): a map kept in the layer under the
+/* Per-connection state (channel_session, docs/protocol.md §6): a map kept in the layer under the
  * connection's reply channel, so whichever worker handles a connection's next message sees it.
  * It expires group_expiry seconds after the last save. load sets *out to the session (an empty map
  * if there is none; caller frees); save stores session (borrowed) whole. */
@@ -249,7 +249,7 @@ int laurel_layer_session_save(struct laurel_layer *layer, const char *reply_chan
 			      const struct laurel_msg *session);
 int laurel_layer_session_delete(struct laurel_layer *layer, const char *reply_channel);
 
-/* Scheduled messages (the asgi.delay service, SPEC §4), kept in the layer so that they survive a
+/* Scheduled messages (the asgi.delay service, docs/protocol.md §4), kept in the layer so that they survive a
  * restart of the process that scheduled them. On Redis they live in one sorted set,
  * prefix + ":delay" ("asgi::delay") on the first server: member = 16 random hex digits followed by
  * the msgpack map {channel, content}, score = due time in unix milliseconds.

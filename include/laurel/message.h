@@ -1,4 +1,4 @@
-/* laurel messages: the value model carried on channels (SPEC §1).
+/* laurel messages: the value model carried on channels (docs/protocol.md §1).
  *
  * A message is a map with text keys. Values are text, bytes, signed 64-bit integers, doubles,
  * booleans, nil, lists and maps. Text and bytes are distinct types: on the wire text is msgpack
@@ -98,8 +98,9 @@ void laurel_value_set_nil(struct laurel_value *v);
 void laurel_value_set_bool(struct laurel_value *v, bool b);
 void laurel_value_set_int(struct laurel_value *v, int64_t i);
 void laurel_value_set_double(struct laurel_value *v, double d);
-/* Text and bytes are copied into m. Text is not checked for UTF-8 here; the codec does not
- * check it either (the peers do not), the WebSocket layer does where the protocol requires it. */
+/* Text and bytes are copied into m. Text is not checked for UTF-8 here, nor by the codec; the
+ * WebSocket layer checks it where the protocol requires it. Python peers decode text as UTF-8 and
+ * fail on a message whose text is not: put data that may not be UTF-8 in bytes. */
 void laurel_value_set_text(struct laurel_msg *m, struct laurel_value *v, const char *s, size_t len);
 void laurel_value_set_bytes(struct laurel_msg *m, struct laurel_value *v, const void *p, size_t len);
 /* Makes v an empty list / map, with room for hint items before it grows. */

@@ -1,4 +1,4 @@
-/* laurel routing tables (SPEC §6): which consumer handles which message.
+/* laurel routing tables (docs/protocol.md §6): which consumer handles which message.
  *
  * A routing is a static array of routes ended by LAUREL_ROUTES_END:
  *

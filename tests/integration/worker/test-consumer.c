@@ -28,6 +28,7 @@ static int c_shapes(struct laurel_ctx *ctx)
 	laurel_reply_http(ctx, 404, h, 2, "no", 2, false);
 	/* Argument errors hold nothing. */
 	seen_errors[nseen++] = laurel_ws_close(ctx, 999);
+	seen_errors[nseen++] = laurel_ws_close(ctx, 1011); /* not an application's code */
 	seen_errors[nseen++] = laurel_reply_http(ctx, 99, NULL, 0, NULL, 0, false);
 	seen_errors[nseen++] = laurel_send(ctx, "bad name", laurel_ctx_message(ctx));
 	seen_errors[nseen++] = laurel_group_send(ctx, "bad!group", laurel_ctx_message(ctx));
@@ -536,8 +537,8 @@ int main(void)
 	CHECK_STR(next("out!"), "status=404 headers=[b'X-A',b'1'][b'x-b',b''] content=b'no' "
 				"more_content=F to='out!a'");
 	CHECK_STR(next("out!"), "(none)");
-	CHECK_EQ(nseen, 7);
-	for (size_t i = 0; i < 7; i++)
+	CHECK_EQ(nseen, 8);
+	for (size_t i = 0; i < 8; i++)
 		CHECK_EQ(seen_errors[i], -EINVAL);
 	CHECK_EQ(recover_other, -ENOTSUP);
 
