@@ -5,28 +5,13 @@
 // (permessage-deflate) both ways.
 // Prints one "ok ..." or "FAIL ..." line per check; exits 1 if any failed.
 import { chromium } from "playwright-core";
+import { check, expect, finish } from "./checks.mjs";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join as pathJoin } from "node:path";
 
 const [base, tool, layer, shots, metricsUrl] = process.argv.slice(2);
-let failures = 0;
-
-function check(cond, what) {
-  console.log((cond ? "ok   " : "FAIL ") + what);
-  if (!cond) failures++;
-}
-
-// A wait that fails the check instead of the script.
-async function expect(what, promise) {
-  try {
-    await promise;
-    check(true, what);
-  } catch (e) {
-    check(false, what + ": " + String(e.message).split("\n")[0]);
-  }
-}
 
 async function compressedCounts() {
   const text = await (await fetch(metricsUrl)).text();
@@ -151,4 +136,4 @@ try {
   await context.close();
   rmSync(profile, { recursive: true, force: true });
 }
-process.exit(failures ? 1 : 0);
+finish();

@@ -2,23 +2,9 @@
 // closes, the other shows 1. Run by test-presence.py: node browser-presence.mjs BASE_URL
 // Prints one "ok ..." or "FAIL ..." line per check; exits 1 if any failed.
 import { chromium } from "playwright-core";
+import { check, expect, finish } from "./checks.mjs";
 
 const [base] = process.argv.slice(2);
-let failures = 0;
-
-function check(cond, what) {
-  console.log((cond ? "ok   " : "FAIL ") + what);
-  if (!cond) failures++;
-}
-
-async function expect(what, promise) {
-  try {
-    await promise;
-    check(true, what);
-  } catch (e) {
-    check(false, what + ": " + String(e.message).split("\n")[0]);
-  }
-}
 
 const countIs = (page, n) =>
   page.waitForFunction((w) => document.querySelector("#count").textContent === w, String(n));
@@ -45,4 +31,4 @@ try {
 } finally {
   await browser.close();
 }
-process.exit(failures ? 1 : 0);
+finish();

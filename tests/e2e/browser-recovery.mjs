@@ -5,6 +5,7 @@
 // INTERFACE1_JSON: {"pid": N, "argv": [...], "cwd": DIR} of the interface behind BASE1, which
 // this script restarts. Prints one "ok ..." or "FAIL ..." line per check; exits 1 if any failed.
 import { chromium } from "playwright-core";
+import { check, expect, finish, sleep } from "./checks.mjs";
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, openSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -12,16 +13,6 @@ import { join as pathJoin } from "node:path";
 
 const [base1, base2, ifaceJson, shots] = process.argv.slice(2);
 const iface = JSON.parse(ifaceJson);
-let failures = 0;
-const check = (cond, what) => {
-  console.log((cond ? "ok   " : "FAIL ") + what);
-  if (!cond) failures++;
-};
-async function expect(what, promise) {
-  try { await promise; check(true, what); }
-  catch (e) { check(false, what + ": " + String(e.message).split("\n")[0]); }
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const logLines = (page) => page.evaluate(() =>
   [...document.querySelectorAll("#log p")].map((p) => p.textContent));
 const logHas = (page, text) =>
@@ -117,4 +108,4 @@ try {
   }
   rmSync(profile, { recursive: true, force: true });
 }
-process.exit(failures ? 1 : 0);
+finish();

@@ -4,6 +4,7 @@
 // Prints one "ok ..." or "FAIL ..." line per check (and "info: ..." figures); exits 1 if any
 // failed.
 import { chromium } from "playwright-core";
+import { check, expect, finish, sleep } from "./checks.mjs";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -11,23 +12,6 @@ import { join as pathJoin } from "node:path";
 
 const [dash, base, wsBase, tool, layer, redis2Pid, workerUp, shot] = process.argv.slice(2);
 const N_HTTP = 540, SOCKETS = 3, WS_MESSAGES = 100, BACKLOG = 30, TINY = 3, TINY_SENT = 5;
-let failures = 0;
-
-function check(cond, what, detail) {
-  console.log((cond ? "ok   " : "FAIL ") + what + (cond || detail === undefined ? "" : ": got " + JSON.stringify(detail)));
-  if (!cond) failures++;
-}
-
-async function expect(what, promise) {
-  try {
-    await promise;
-    check(true, what);
-  } catch (e) {
-    check(false, what + ": " + String(e.message).split("\n")[0]);
-  }
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const laurel = (...args) => spawnSync(tool, ["--layer", layer, ...args], { encoding: "utf8" });
 
 // The value a readout shows (its data-value), or null.
@@ -221,4 +205,4 @@ try {
   await context.close();
   rmSync(profile, { recursive: true, force: true });
 }
-process.exit(failures ? 1 : 0);
+finish();
