@@ -53,6 +53,15 @@ int example_reply_http_error(struct laurel_ctx *ctx, int status, const char *rea
 	return example_reply_http_json(ctx, status, json_pack("{s:s}", "error", reason), NULL, 0);
 }
 
+const char *example_text(const struct laurel_value *v, size_t *len)
+{
+	if (!v || v->type != LAUREL_TEXT || memchr(v->u.s.ptr, '\0', v->u.s.len))
+		return NULL;
+	if (len)
+		*len = v->u.s.len;
+	return v->u.s.ptr;
+}
+
 static int hexval(int c)
 {
 	if (c >= '0' && c <= '9')

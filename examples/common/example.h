@@ -25,6 +25,10 @@ int example_reply_http_json(struct laurel_ctx *ctx, int status, json_t *v,
 /* {"error": reason} as an HTTP response of that status. */
 int example_reply_http_error(struct laurel_ctx *ctx, int status, const char *reason);
 
+/* The text of v as a C string (its length in *len, if len is not NULL), or NULL when v is NULL,
+ * not text, or holds a NUL. */
+const char *example_text(const struct laurel_value *v, size_t *len);
+
 /* The value of the first name=value pair of the message's query_string, percent-decoded ('+' is a
  * space), as a new NUL-terminated string the caller frees; NULL when the parameter is missing, or
  * when it is malformed or decodes to a NUL byte. */
