@@ -20,7 +20,7 @@
  *   group chat-R           the reply channels of the connections in the room (every event)
  *   group chat-R.name.U    the reply channel that holds the name U (the claim: 0 or 1 member)
  *   group chat-R.users     the users online, as members named "user.U" (the roster)
- *   channel session        {"user": U, "room": R} of each connection
+ *   channel session        {"user": U} of each connection
  * A consumer can only add the reply channel of the message it handles to a group, so the roster
  * is kept by the consumer of the internal channel "chat.roster", which gets a message whose
  * reply channel is "user.U" (a name nothing ever reads): adding "its reply channel" to the roster
@@ -37,7 +37,6 @@
 #include "laurel/routing.h"
 
 #define NAME_MAX_LEN 24
-#define ROOM_MAX_LEN 32
 #define TEXT_MAX 2000
 #define ROSTER_CHANNEL "chat.roster"
 #define USER_PREFIX "user."
@@ -48,42 +47,31 @@
 extern const char chat_page[];
 extern const size_t chat_page_len;
 
-/* Group names; every one fits in 100 bytes with the name limits above. */
-static void room_group(char *out, size_t size, const char *room)
-{
-	snprintf(out, size, "chat-%s", room);
-}
+/* The room's groups, templates on the keyword argument room (from the path of the WebSocket's
+ * messages, from the field room of a roster message). */
+#define ROOM_GROUP "chat-{room}"
+#define ROSTER_GROUP "chat-{room}.users"
 
-static void claim_group(char *out, size_t size, const char *room, const char *user)
+/* The claim of user in the room: "chat-R.name.U". U is not a keyword argument of the WebSocket's
+ * messages (it comes from the query string, then the session), so it is added here. */
+static int claim_group(struct laurel_ctx *ctx, const char *user, char *out, size_t size)
 {
-	snprintf(out, size, "chat-%s.name.%s", room, user);
-}
-
-static void roster_group(char *out, size_t size, const char *room)
-{
-	snprintf(out, size, "chat-%s.users", room);
-}
-
-/* The users online in room, in the order they joined, as a JSON array; NULL on a layer error. */
-static json_t *users_online(struct laurel_ctx *ctx, const char *room, int *rc)
-{
-	char group[100], **members;
-	size_t n;
-	roster_group(group, sizeof(group), room);
-	*rc = laurel_group_members(ctx, group, &members, &n);
-	if (*rc)
-		return NULL;
-	json_t *users = json_array();
-	for (size_t i = 0; i < n; i++)
-		if (strncmp(members[i], USER_PREFIX, strlen(USER_PREFIX)) == 0)
-			json_array_append_new(users, json_string(members[i] + strlen(USER_PREFIX)));
-	laurel_strv_free(members);
-	return users;
+	int rc = laurel_ctx_group_name(ctx, ROOM_GROUP, out, size);
+	if (rc)
+		return rc;
+	size_t len = strlen(out);
+	snprintf(out + len, size - len, ".name.%s", user);
+	return 0;
 }
 
 static int send_error(struct laurel_ctx *ctx, const char *reason)
 {
-	return example_reply_json(ctx, json_pack("{s:s, s:s}", "type", "error", "reason", reason));
+	struct laurel_builder *b = laurel_ctx_builder(ctx);
+	laurel_build_map(b, NULL);
+	laurel_build_text(b, "type", "error");
+	laurel_build_text(b, "reason", reason);
+	laurel_build_end(b);
+	return laurel_reply_json(ctx, laurel_build_done(b));
 }
 
 /* Accepts the handshake so that the browser can read why, says why, and closes. */
@@ -95,6 +83,28 @@ static int refuse(struct laurel_ctx *ctx, int code, const char *reason)
 	if (!rc)
 		rc = laurel_ws_close(ctx, code);
 	return rc;
+}
+
+/* Ends the event that b holds (an open map) with the users online in the room, in the order they
+ * joined, and sends it to the room. */
+static int send_room(struct laurel_ctx *ctx, struct laurel_builder *b)
+{
+	char group[LAUREL_NAME_MAX + 1], **members;
+	size_t n;
+	int rc = laurel_ctx_group_name(ctx, ROSTER_GROUP, group, sizeof(group));
+	if (!rc)
+		rc = laurel_group_members(ctx, group, &members, &n);
+	if (rc)
+		return rc;
+	laurel_build_list(b, "users");
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(members[i], USER_PREFIX, strlen(USER_PREFIX)) == 0)
+			laurel_build_text(b, NULL, members[i] + strlen(USER_PREFIX));
+	laurel_build_end(b);
+	laurel_build_end(b);
+	laurel_strv_free(members);
+	rc = laurel_ctx_group_name(ctx, ROOM_GROUP, group, sizeof(group));
+	return rc ? rc : laurel_group_send_json(ctx, group, laurel_build_done(b));
 }
 
 /* A message to the roster keeper on behalf of user "user.U". */
@@ -142,7 +152,7 @@ static int chat_connect(struct laurel_ctx *ctx)
 {
 	const char *room = laurel_ctx_kwarg(ctx, "room");
 	char *user = example_query_param(laurel_ctx_message(ctx), "username");
-	char group[100];
+	char group[LAUREL_NAME_MAX + 1];
 	size_t n = 0;
 	int rc;
 
@@ -153,8 +163,9 @@ static int chat_connect(struct laurel_ctx *ctx)
 	}
 	/* Claim the name: join its group and look. Two connections that claim it at the same
 	 * moment both see 2 and are both refused, never both accepted. */
-	claim_group(group, sizeof(group), room, user);
-	rc = laurel_group_add(ctx, group);
+	rc = claim_group(ctx, user, group, sizeof(group));
+	if (!rc)
+		rc = laurel_group_add(ctx, group);
 	if (!rc)
 		rc = laurel_group_count(ctx, group, &n);
 	if (!rc && n > 1) {
@@ -168,10 +179,10 @@ static int chat_connect(struct laurel_ctx *ctx)
 		rc = laurel_session(ctx, &session);
 	if (!rc) {
 		laurel_msg_set_text(session, "user", user);
-		laurel_msg_set_text(session, "room", room);
-		room_group(group, sizeof(group), room);
-		rc = join_room(ctx, group);
+		rc = laurel_ctx_group_name(ctx, ROOM_GROUP, group, sizeof(group));
 	}
+	if (!rc)
+		rc = join_room(ctx, group);
 	if (!rc)
 		rc = laurel_ws_accept(ctx);
 	/* The roster keeper adds the user and announces the join to the room, this connection
@@ -185,34 +196,26 @@ static int chat_connect(struct laurel_ctx *ctx)
 static int chat_receive(struct laurel_ctx *ctx)
 {
 	struct laurel_msg *session;
+	const struct laurel_value *in;
+	const char *user, *text = NULL;
+	size_t len = 0;
 	int rc = laurel_session(ctx, &session);
 	if (rc)
 		return rc;
-	const char *user = laurel_msg_get_text(session, "user", NULL);
-	const char *room = laurel_msg_get_text(session, "room", NULL);
-	if (!user || !room)
+	user = laurel_msg_get_text(session, "user", NULL);
+	if (!user)
 		return send_error(ctx, "not in a room");
-
-	size_t len;
-	const char *frame = laurel_msg_get_text(laurel_ctx_message(ctx), "text", &len);
-	json_t *in = frame ? json_loadb(frame, len, JSON_REJECT_DUPLICATES, NULL) : NULL;
-	const char *text = json_string_value(json_object_get(in, "text"));
-	size_t tlen = json_string_length(json_object_get(in, "text"));
-	if (!text || tlen == 0 || tlen > TEXT_MAX) {
-		json_decref(in);
+	if (laurel_ctx_json(ctx, &in) == 0)
+		text = example_text(laurel_map_get(in, "text"), &len);
+	if (!text || len == 0 || len > TEXT_MAX)
 		return send_error(ctx, "send {\"text\": \"...\"} with 1 to 2000 bytes of text");
-	}
 
-	json_t *users = users_online(ctx, room, &rc);
-	if (users) {
-		char group[100];
-		room_group(group, sizeof(group), room);
-		rc = example_group_send_json(ctx, group,
-					     json_pack("{s:s, s:s, s:s, s:o}", "type", "message",
-						       "user", user, "text", text, "users", users));
-	}
-	json_decref(in);
-	return rc;
+	struct laurel_builder *b = laurel_ctx_builder(ctx);
+	laurel_build_map(b, NULL);
+	laurel_build_text(b, "type", "message");
+	laurel_build_text(b, "user", user);
+	laurel_build_textn(b, "text", text, len);
+	return send_room(ctx, b);
 }
 
 static int chat_disconnect(struct laurel_ctx *ctx)
@@ -222,61 +225,61 @@ static int chat_disconnect(struct laurel_ctx *ctx)
 	if (rc)
 		return rc;
 	const char *user = laurel_msg_get_text(session, "user", NULL);
-	const char *room = laurel_msg_get_text(session, "room", NULL);
-	if (user && room) {
-		char group[100];
+	if (user) {
+		char group[LAUREL_NAME_MAX + 1];
 		size_t n = 0;
-		room_group(group, sizeof(group), room);
-		rc = laurel_group_discard(ctx, group);
-		claim_group(group, sizeof(group), room, user);
+		rc = laurel_ctx_group_name(ctx, ROOM_GROUP, group, sizeof(group));
+		if (!rc)
+			rc = laurel_group_discard(ctx, group);
+		if (!rc)
+			rc = claim_group(ctx, user, group, sizeof(group));
 		if (!rc)
 			rc = laurel_group_discard(ctx, group);
 		if (!rc)
 			rc = laurel_group_count(ctx, group, &n);
 		if (!rc && n == 0)
-			rc = send_roster(ctx, "leave", room, user);
+			rc = send_roster(ctx, "leave", laurel_ctx_kwarg(ctx, "room"), user);
 	}
 	if (!rc)
 		rc = laurel_session_delete(ctx);
 	return rc;
 }
 
-/* chat.roster: {reply_channel: "user.U", event: "join" | "leave", room: R, user: U}. */
+/* chat.roster: {reply_channel: "user.U", event: "join" | "leave", room: R, user: U}, room and user
+ * checked by the route. */
 static int roster(struct laurel_ctx *ctx)
 {
 	const struct laurel_msg *m = laurel_ctx_message(ctx);
 	const char *event = laurel_msg_get_text(m, "event", NULL);
-	const char *room = laurel_msg_get_text(m, "room", NULL);
-	const char *user = laurel_msg_get_text(m, "user", NULL);
+	const char *user = laurel_ctx_kwarg(ctx, "user");
 	const char *reply = laurel_ctx_reply_channel(ctx);
-	int join = event && strcmp(event, "join") == 0;
-	if (!event || (!join && strcmp(event, "leave") != 0) ||
-	    !example_valid_name(room, ROOM_MAX_LEN) || !example_valid_name(user, NAME_MAX_LEN) ||
-	    !reply || strncmp(reply, USER_PREFIX, strlen(USER_PREFIX)) != 0 ||
+	bool join = event && strcmp(event, "join") == 0;
+	if (!event || (!join && strcmp(event, "leave") != 0) || !reply ||
+	    strncmp(reply, USER_PREFIX, strlen(USER_PREFIX)) != 0 ||
 	    strcmp(reply + strlen(USER_PREFIX), user) != 0)
 		return laurel_ctx_error(ctx, -EINVAL, "malformed roster message");
 
-	char group[100];
+	char group[LAUREL_NAME_MAX + 1];
 	size_t n = 0;
-	claim_group(group, sizeof(group), room, user);
-	int rc = laurel_group_count(ctx, group, &n);
+	int rc = claim_group(ctx, user, group, sizeof(group));
+	if (!rc)
+		rc = laurel_group_count(ctx, group, &n);
 	if (rc)
 		return rc;
 	/* A join whose connection has already gone, or a leave of a name that was taken again in
 	 * the meantime: the other message of the pair tells the room. */
 	if (join != (n > 0))
 		return 0;
-	roster_group(group, sizeof(group), room);
-	rc = join ? laurel_group_add(ctx, group) : laurel_group_discard(ctx, group);
+	rc = laurel_ctx_group_name(ctx, ROSTER_GROUP, group, sizeof(group));
+	if (!rc)
+		rc = join ? laurel_group_add(ctx, group) : laurel_group_discard(ctx, group);
 	if (rc)
 		return rc;
-	json_t *users = users_online(ctx, room, &rc);
-	if (!users)
-		return rc;
-	room_group(group, sizeof(group), room);
-	return example_group_send_json(
-		ctx, group,
-		json_pack("{s:s, s:s, s:o}", "type", event, "user", user, "users", users));
+	struct laurel_builder *b = laurel_ctx_builder(ctx);
+	laurel_build_map(b, NULL);
+	laurel_build_text(b, "type", event);
+	laurel_build_text(b, "user", user);
+	return send_room(ctx, b);
 }
 
 static int page(struct laurel_ctx *ctx)
@@ -311,6 +314,7 @@ static const struct laurel_ws_consumer chat = {
 };
 
 #define ROOM "(?P<room>[A-Za-z0-9_-]{1,32})"
+#define USER "(?P<user>[A-Za-z0-9_-]{1,24})"
 #define GET LAUREL_FILTER("method", "^(?:GET|HEAD)$")
 
 static const struct laurel_route routes[] = {
@@ -318,7 +322,8 @@ static const struct laurel_route routes[] = {
 	LAUREL_ROUTE("http.request", page, LAUREL_FILTER("path", "^/chat/" ROOM "/$") GET),
 	LAUREL_ROUTE("http.request", to_room, LAUREL_FILTER("path", "^/(?:chat/?)?$") GET),
 	LAUREL_ROUTE("http.request", to_room, LAUREL_FILTER("path", "^/chat/" ROOM "$") GET),
-	LAUREL_ROUTE(ROSTER_CHANNEL, roster),
+	LAUREL_ROUTE(ROSTER_CHANNEL, roster,
+		     LAUREL_FILTER("room", "^" ROOM "$") LAUREL_FILTER("user", "^" USER "$")),
 	LAUREL_ROUTE("http.request", not_found),
 	LAUREL_ROUTES_END,
 };

@@ -5,44 +5,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-int example_reply_json(struct laurel_ctx *ctx, json_t *v)
-{
-	char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
-	json_decref(v);
-	if (!s)
-		return laurel_ctx_error(ctx, -ENOMEM, "cannot encode JSON");
-	int rc = laurel_reply_text(ctx, s, strlen(s));
-	free(s);
-	return rc;
-}
-
-int example_group_send_json(struct laurel_ctx *ctx, const char *group, json_t *v)
-{
-	char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
-	json_decref(v);
-	if (!s)
-		return laurel_ctx_error(ctx, -ENOMEM, "cannot encode JSON");
-	struct laurel_msg *m = laurel_msg_new();
-	laurel_msg_set_text(m, "text", s);
-	free(s);
-	int rc = laurel_group_send(ctx, group, m);
-	laurel_msg_free(m);
-	return rc;
-}
-
-int example_reply_http_json(struct laurel_ctx *ctx, int status, json_t *v,
+int example_reply_http_json(struct laurel_ctx *ctx, int status, const struct laurel_value *v,
 			    const struct laurel_header *extra, size_t nextra)
 {
 	struct laurel_header h[8] = {{"Content-Type", "application/json"}};
-	size_t nh = 1;
+	size_t nh = 1, len;
+	char *s;
 	for (size_t i = 0; i < nextra && nh < sizeof(h) / sizeof(h[0]); i++)
 		h[nh++] = extra[i];
-	char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
-	json_decref(v);
-	if (!s)
-		return laurel_ctx_error(ctx, -ENOMEM, "cannot encode JSON");
-	size_t len = strlen(s);
-	s[len] = '\n'; /* json_dumps' NUL: a trailing newline is friendlier to curl users */
+	if (laurel_json_dump(v, &s, &len))
+		return laurel_ctx_error(ctx, -EINVAL, "no JSON form for the response");
+	s[len] = '\n'; /* the NUL: a trailing newline is friendlier to curl users */
 	int rc = laurel_reply_http(ctx, status, h, nh, s, len + 1, false);
 	free(s);
 	return rc;
@@ -50,7 +23,20 @@ int example_reply_http_json(struct laurel_ctx *ctx, int status, json_t *v,
 
 int example_reply_http_error(struct laurel_ctx *ctx, int status, const char *reason)
 {
-	return example_reply_http_json(ctx, status, json_pack("{s:s}", "error", reason), NULL, 0);
+	struct laurel_builder *b = laurel_ctx_builder(ctx);
+	laurel_build_map(b, NULL);
+	laurel_build_text(b, "error", reason);
+	laurel_build_end(b);
+	return example_reply_http_json(ctx, status, laurel_build_done(b), NULL, 0);
+}
+
+const char *example_text(const struct laurel_value *v, size_t *len)
+{
+	if (!v || v->type != LAUREL_TEXT || memchr(v->u.s.ptr, '\0', v->u.s.len))
+		return NULL;
+	if (len)
+		*len = v->u.s.len;
+	return v->u.s.ptr;
 }
 
 static int hexval(int c)

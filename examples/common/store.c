@@ -31,39 +31,39 @@ static int fail(struct store *st, const char *what)
 	return -EIO;
 }
 
-int store_open(struct store **out, char *err, size_t errlen)
+int store_app_init(struct laurel_app_env *env, void **data)
 {
-	const char *path = getenv("LAUREL_EXAMPLE_DB");
+	const char *path = laurel_app_option(env, "db");
 	struct store *st = calloc(1, sizeof(*st));
-	*out = NULL;
-	if (!st) {
-		snprintf(err, errlen, "out of memory");
-		return -EIO;
-	}
+	int rc;
+	if (!st)
+		return laurel_app_error(env, -ENOMEM, "out of memory");
+	if (!path || !*path)
+		path = getenv("LAUREL_EXAMPLE_DB");
 	if (!path || !*path)
 		path = DEFAULT_PATH;
 	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
 	    SQLITE_OK)
 		goto fail;
 	/* The busy timeout first: switching to WAL and creating the table take locks that another
-	 * worker process may hold at that moment. journal_mode=WAL is stored in the file, so only
-	 * the first opener really switches. */
+	 * worker may hold at that moment. journal_mode=WAL is stored in the file, so only the first
+	 * opener really switches. */
 	sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
 	if (sqlite3_exec(st->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK ||
 	    sqlite3_exec(st->db, schema, NULL, NULL, NULL) != SQLITE_OK)
 		goto fail;
-	*out = st;
+	*data = st;
 	return 0;
 fail:
-	snprintf(err, errlen, "cannot open the database %s: %s", path,
-		 st->db ? sqlite3_errmsg(st->db) : "out of memory");
-	sqlite3_close(st->db);
-	free(st);
-	return -EIO;
+	rc = laurel_app_error(env, -EIO, "cannot open the database %s: %s", path,
+			      st->db ? sqlite3_errmsg(st->db) : "out of memory");
+	store_app_fini(st);
+	return rc;
 }
 
-void store_close(struct store *st)
+void store_app_fini(void *data)
 {
+	struct store *st = data;
 	if (!st)
 		return;
 	sqlite3_close(st->db);
@@ -75,14 +75,14 @@ const char *store_error(const struct store *st)
 	return st->error;
 }
 
-const char *store_check_data(const json_t *data, int create)
+const char *store_check_data(const struct laurel_value *data, bool create)
 {
-	const char *key;
-	json_t *v;
-	if (!json_is_object(data))
+	bool text = false;
+	if (!data || data->type != LAUREL_MAP)
 		return "data must be an object";
-	json_object_foreach((json_t *)data, key, v)
-	{
+	for (size_t i = 0; i < data->u.map.len; i++) {
+		const char *key = data->u.map.items[i].key.ptr;
+		const struct laurel_value *v = &data->u.map.items[i].value;
 		size_t max = 0;
 		if (strcmp(key, "text") == 0)
 			max = STORE_TEXT_MAX;
@@ -90,40 +90,40 @@ const char *store_check_data(const json_t *data, int create)
 			max = STORE_AUTHOR_MAX;
 		else
 			return "data may only hold \"text\" and \"author\"";
-		if (!json_is_string(v))
+		if (v->type != LAUREL_TEXT)
 			return max == STORE_TEXT_MAX ? "text must be a string"
 						     : "author must be a string";
-		if (json_string_length(v) > max)
+		if (v->u.s.len > max)
 			return max == STORE_TEXT_MAX ? "text is too long" : "author is too long";
-		if (max == STORE_TEXT_MAX && json_string_length(v) == 0)
+		if (max == STORE_TEXT_MAX && v->u.s.len == 0)
 			return "text must not be empty";
-		if (memchr(json_string_value(v), '\0', json_string_length(v)))
+		if (memchr(v->u.s.ptr, '\0', v->u.s.len))
 			return "strings must not hold NUL";
+		text = text || max == STORE_TEXT_MAX;
 	}
-	if (create && !json_object_get(data, "text"))
+	if (create && !text)
 		return "text is required";
-	if (!create && json_object_size(data) == 0)
+	if (!create && data->u.map.len == 0)
 		return "data must change text or author";
 	return NULL;
 }
 
-static json_t *row_json(sqlite3_stmt *s)
+static void read_row(sqlite3_stmt *s, struct store_row *row)
 {
-	return json_pack("{s:I, s:s, s:s, s:s, s:s}", "pk", (json_int_t)sqlite3_column_int64(s, 0),
-			 "room", (const char *)sqlite3_column_text(s, 1), "author",
-			 (const char *)sqlite3_column_text(s, 2), "text",
-			 (const char *)sqlite3_column_text(s, 3), "created",
-			 (const char *)sqlite3_column_text(s, 4));
+	row->pk = sqlite3_column_int64(s, 0);
+	snprintf(row->room, sizeof(row->room), "%s", (const char *)sqlite3_column_text(s, 1));
+	snprintf(row->author, sizeof(row->author), "%s", (const char *)sqlite3_column_text(s, 2));
+	snprintf(row->text, sizeof(row->text), "%s", (const char *)sqlite3_column_text(s, 3));
+	snprintf(row->created, sizeof(row->created), "%s", (const char *)sqlite3_column_text(s, 4));
 }
 
 #define ROW_COLUMNS "pk, room, author, text, created"
 
 /* Reads the row pk (in room, if not NULL) into *row. */
-static int get_row(struct store *st, int64_t pk, const char *room, json_t **row)
+static int get_row(struct store *st, int64_t pk, const char *room, struct store_row *row)
 {
 	sqlite3_stmt *s = NULL;
 	int rc;
-	*row = NULL;
 	if (sqlite3_prepare_v2(st->db,
 			       "SELECT " ROW_COLUMNS " FROM messages"
 			       " WHERE pk = ?1 AND (?2 IS NULL OR room = ?2)",
@@ -134,7 +134,7 @@ static int get_row(struct store *st, int64_t pk, const char *room, json_t **row)
 		sqlite3_bind_text(s, 2, room, -1, SQLITE_TRANSIENT);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
-		*row = row_json(s);
+		read_row(s, row);
 		rc = 0;
 	} else if (rc == SQLITE_DONE) {
 		rc = STORE_NOT_FOUND;
@@ -164,11 +164,10 @@ static int end(struct store *st, int rc)
 }
 
 int store_create(struct store *st, const char *room, const char *author, const char *text,
-		 json_t **row)
+		 struct store_row *row)
 {
 	sqlite3_stmt *s = NULL;
 	int rc = begin(st);
-	*row = NULL;
 	if (rc)
 		return rc;
 	if (sqlite3_prepare_v2(st->db, "INSERT INTO messages (room, author, text) VALUES (?, ?, ?)",
@@ -184,18 +183,16 @@ int store_create(struct store *st, const char *room, const char *author, const c
 	return end(st, rc);
 }
 
-int store_get(struct store *st, int64_t pk, const char *room, json_t **row)
+int store_get(struct store *st, int64_t pk, const char *room, struct store_row *row)
 {
 	return get_row(st, pk, room, row);
 }
 
-int store_update(struct store *st, int64_t pk, const char *room, const json_t *data, json_t **row)
+int store_update(struct store *st, int64_t pk, const char *room, const char *text,
+		 const char *author, struct store_row *row)
 {
 	sqlite3_stmt *s = NULL;
-	const json_t *text = json_object_get(data, "text");
-	const json_t *author = json_object_get(data, "author");
 	int rc = begin(st);
-	*row = NULL;
 	if (rc)
 		return rc;
 	if (sqlite3_prepare_v2(st->db,
@@ -204,9 +201,9 @@ int store_update(struct store *st, int64_t pk, const char *room, const json_t *d
 			       -1, &s, NULL) != SQLITE_OK)
 		return end(st, fail(st, "update"));
 	if (text)
-		sqlite3_bind_text(s, 1, json_string_value(text), -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(s, 1, text, -1, SQLITE_TRANSIENT);
 	if (author)
-		sqlite3_bind_text(s, 2, json_string_value(author), -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(s, 2, author, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_int64(s, 3, pk);
 	sqlite3_bind_text(s, 4, room, -1, SQLITE_TRANSIENT);
 	rc = sqlite3_step(s) == SQLITE_DONE ? 0 : fail(st, "update");
@@ -216,14 +213,12 @@ int store_update(struct store *st, int64_t pk, const char *room, const json_t *d
 	return end(st, rc);
 }
 
-int store_delete(struct store *st, int64_t pk, const char *room, json_t **row)
+int store_delete(struct store *st, int64_t pk, const char *room, struct store_row *row)
 {
 	sqlite3_stmt *s = NULL;
 	int rc = begin(st);
-	if (rc) {
-		*row = NULL;
+	if (rc)
 		return rc;
-	}
 	rc = get_row(st, pk, room, row);
 	if (rc)
 		return end(st, rc);
@@ -235,18 +230,14 @@ int store_delete(struct store *st, int64_t pk, const char *room, json_t **row)
 		rc = sqlite3_step(s) == SQLITE_DONE ? 0 : fail(st, "delete");
 	}
 	sqlite3_finalize(s);
-	if (rc) {
-		json_decref(*row);
-		*row = NULL;
-	}
 	return end(st, rc);
 }
 
-int store_list(struct store *st, const char *room, json_t **rows)
+int store_list(struct store *st, const char *room, struct laurel_builder *b, const char *key)
 {
 	sqlite3_stmt *s = NULL;
+	struct store_row row;
 	int rc;
-	*rows = NULL;
 	if (sqlite3_prepare_v2(st->db,
 			       "SELECT " ROW_COLUMNS " FROM messages"
 			       " WHERE ?1 IS NULL OR room = ?1 ORDER BY pk",
@@ -254,30 +245,44 @@ int store_list(struct store *st, const char *room, json_t **rows)
 		return fail(st, "select");
 	if (room)
 		sqlite3_bind_text(s, 1, room, -1, SQLITE_TRANSIENT);
-	json_t *a = json_array();
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-		json_array_append_new(a, row_json(s));
-	if (rc != SQLITE_DONE) {
-		rc = fail(st, "select");
-		json_decref(a);
-	} else {
-		rc = 0;
-		*rows = a;
+	laurel_build_list(b, key);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		read_row(s, &row);
+		store_build_row(b, NULL, &row, true);
 	}
+	laurel_build_end(b);
+	rc = rc == SQLITE_DONE ? 0 : fail(st, "select");
 	sqlite3_finalize(s);
 	return rc;
+}
+
+void store_build_row(struct laurel_builder *b, const char *key, const struct store_row *row,
+		     bool with_pk)
+{
+	laurel_build_map(b, key);
+	if (with_pk)
+		laurel_build_int(b, "pk", row->pk);
+	laurel_build_text(b, "room", row->room);
+	laurel_build_text(b, "author", row->author);
+	laurel_build_text(b, "text", row->text);
+	laurel_build_text(b, "created", row->created);
+	laurel_build_end(b);
+}
+
+void store_build_change(struct laurel_builder *b, const char *action, const struct store_row *row)
+{
+	laurel_build_map(b, NULL);
+	laurel_build_text(b, "stream", STORE_STREAM);
+	laurel_build_map(b, "payload");
+	laurel_build_text(b, "action", action);
+	laurel_build_int(b, "pk", row->pk);
+	store_build_row(b, "data", row, false);
+	laurel_build_text(b, "model", STORE_MODEL);
+	laurel_build_end(b);
+	laurel_build_end(b);
 }
 
 void store_group(const char *room, char *out, size_t size)
 {
 	snprintf(out, size, "binding-%s", room);
-}
-
-json_t *store_change_frame(const char *action, const json_t *row)
-{
-	json_t *data = json_deep_copy(row);
-	json_t *pk = json_incref(json_object_get(data, "pk"));
-	json_object_del(data, "pk");
-	return json_pack("{s:s, s:{s:s, s:o, s:o, s:s}}", "stream", STORE_STREAM, "payload",
-			 "action", action, "pk", pk, "data", data, "model", STORE_MODEL);
 }

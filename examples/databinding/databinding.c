@@ -11,8 +11,9 @@
  * The routes name no HTTP channel, so a worker running this application shares a layer with one
  * running the HTTP API example (which serves the same rows) without taking its requests.
  *
- * Nothing is kept in the worker between messages: the room comes from the path of each message,
- * the rows from the database, the members from the layer. */
+ * Each worker opens the database once (the init hook of common/store.c) and reaches it with
+ * laurel_ctx_app_data; nothing else is kept between messages: the room comes from the path of
+ * each message, the rows from the database, the members from the layer. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,108 +26,95 @@
 static int reply_error(struct laurel_ctx *ctx, const char *stream, const char *action,
 		       const char *reason)
 {
-	return example_reply_json(ctx, json_pack("{s:s?, s:{s:s?, s:s}}", "stream", stream,
-						 "payload", "action", action, "error", reason));
+	struct laurel_builder *b = laurel_ctx_builder(ctx);
+	laurel_build_map(b, NULL);
+	if (stream)
+		laurel_build_text(b, "stream", stream);
+	else
+		laurel_build_nil(b, "stream");
+	laurel_build_map(b, "payload");
+	if (action)
+		laurel_build_text(b, "action", action);
+	else
+		laurel_build_nil(b, "action");
+	laurel_build_text(b, "error", reason);
+	laurel_build_end(b);
+	laurel_build_end(b);
+	return laurel_reply_json(ctx, laurel_build_done(b));
 }
 
-/* A pk must be a positive JSON integer. */
-static int get_pk(const json_t *payload, int64_t *pk)
+static int messages_stream(struct laurel_ctx *ctx, const struct laurel_value *payload)
 {
-	const json_t *v = json_object_get(payload, "pk");
-	if (!json_is_integer(v) || json_integer_value(v) <= 0)
-		return -EINVAL;
-	*pk = json_integer_value(v);
-	return 0;
-}
-
-static int messages_stream(struct laurel_ctx *ctx, const char *room, const json_t *payload)
-{
-	const char *action = json_string_value(json_object_get(payload, "action"));
-	const json_t *data = json_object_get(payload, "data");
+	const char *action = example_text(laurel_map_get(payload, "action"), NULL);
+	const struct laurel_value *data = laurel_map_get(payload, "data");
+	const struct laurel_value *pk = laurel_map_get(payload, "pk");
+	const char *room = laurel_ctx_kwarg(ctx, "room");
 	const char *bad = NULL;
-	int64_t pk = 0;
-	int create = 0;
+	bool create = false;
 
 	if (!action)
 		return reply_error(ctx, STORE_STREAM, NULL, "payload.action must be a string");
 	if (strcmp(action, "create") == 0)
-		create = 1;
+		create = true;
 	else if (strcmp(action, "update") != 0 && strcmp(action, "delete") != 0)
 		return reply_error(ctx, STORE_STREAM, action,
 				   "unknown action (create, update or delete)");
-	if (!create && get_pk(payload, &pk))
+	if (!create && (!pk || pk->type != LAUREL_INT || pk->u.i <= 0))
 		return reply_error(ctx, STORE_STREAM, action, "pk must be a positive integer");
 	if (strcmp(action, "delete") != 0 && (bad = store_check_data(data, create)))
 		return reply_error(ctx, STORE_STREAM, action, bad);
 
-	struct store *st;
-	char err[300];
-	json_t *row = NULL;
-	int rc = store_open(&st, err, sizeof(err));
-	if (rc) {
+	struct store *st = laurel_ctx_app_data(ctx);
+	const char *text = example_text(laurel_map_get(data, "text"), NULL);
+	const char *author = example_text(laurel_map_get(data, "author"), NULL);
+	struct store_row row;
+	int rc;
+	if (create)
+		rc = store_create(st, room, author, text, &row);
+	else if (strcmp(action, "update") == 0)
+		rc = store_update(st, pk->u.i, room, text, author, &row);
+	else
+		rc = store_delete(st, pk->u.i, room, &row);
+	if (rc < 0) {
 		/* A failed consumer sends nothing, so the client would not hear of it: answer it,
 		 * and tell the operator on stderr (the worker's log). */
-		fprintf(stderr, "databinding: room %s: %s\n", room, err);
-		return reply_error(ctx, STORE_STREAM, action, "database unavailable");
-	}
-	if (create) {
-		rc = store_create(st, room, json_string_value(json_object_get(data, "author")),
-				  json_string_value(json_object_get(data, "text")), &row);
-	} else if (strcmp(action, "update") == 0) {
-		rc = store_update(st, pk, room, data, &row);
-	} else {
-		rc = store_delete(st, pk, room, &row);
-	}
-	if (rc < 0) {
 		fprintf(stderr, "databinding: room %s: %s\n", room, store_error(st));
-		store_close(st);
 		return reply_error(ctx, STORE_STREAM, action, "database error");
 	}
-	store_close(st);
 	if (rc == STORE_NOT_FOUND)
 		return reply_error(ctx, STORE_STREAM, action, "no such pk in this room");
 
-	char group[100];
-	store_group(room, group, sizeof(group));
-	json_t *frame = store_change_frame(action, row);
-	json_decref(row);
-	return example_group_send_json(ctx, group, frame);
+	char group[LAUREL_NAME_MAX + 1];
+	struct laurel_builder *b = laurel_ctx_builder(ctx);
+	rc = laurel_ctx_group_name(ctx, STORE_GROUP, group, sizeof(group));
+	if (rc)
+		return rc;
+	store_build_change(b, action, &row);
+	return laurel_group_send_json(ctx, group, laurel_build_done(b));
 }
 
 static int binding_receive(struct laurel_ctx *ctx)
 {
-	const struct laurel_msg *m = laurel_ctx_message(ctx);
-	const char *room = laurel_ctx_kwarg(ctx, "room");
-	size_t len;
-	const char *text = laurel_msg_get_text(m, "text", &len);
-	if (!text)
+	const struct laurel_value *frame;
+	int rc = laurel_ctx_json(ctx, &frame);
+	if (rc == -ENOENT)
 		return reply_error(ctx, NULL, NULL, "expected a JSON text frame");
+	if (rc)
+		return reply_error(ctx, NULL, NULL, "the frame is not JSON");
 
-	json_error_t jerr;
-	json_t *frame = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-	const char *stream = json_string_value(json_object_get(frame, "stream"));
-	const json_t *payload = json_object_get(frame, "payload");
-	int rc;
-	if (!frame) {
-		char reason[200];
-		snprintf(reason, sizeof(reason), "bad JSON at column %d: %s", jerr.column,
-			 jerr.text);
-		rc = reply_error(ctx, NULL, NULL, reason);
-	} else if (!stream || !json_is_object(payload)) {
-		rc = reply_error(ctx, NULL, NULL,
-				 "expected {\"stream\": string, \"payload\": object}");
-	} else if (strcmp(stream, STORE_STREAM) == 0) {
-		rc = messages_stream(ctx, room, payload);
-	} else {
-		rc = reply_error(ctx, stream, NULL, "unknown stream");
-	}
-	json_decref(frame);
-	return rc;
+	const char *stream = example_text(laurel_map_get(frame, "stream"), NULL);
+	const struct laurel_value *payload = laurel_map_get(frame, "payload");
+	if (!stream || !payload || payload->type != LAUREL_MAP)
+		return reply_error(ctx, NULL, NULL,
+				   "expected {\"stream\": string, \"payload\": object}");
+	if (strcmp(stream, STORE_STREAM) != 0)
+		return reply_error(ctx, stream, NULL, "unknown stream");
+	return messages_stream(ctx, payload);
 }
 
 static const struct laurel_ws_consumer binding = {
 	.receive = binding_receive,
-	.groups = LAUREL_CHANNELS("binding-{room}"), /* joined on connect, left on disconnect */
+	.groups = LAUREL_GROUPS(STORE_GROUP), /* joined on connect, left on disconnect */
 };
 
 static const struct laurel_route routes[] = {
@@ -135,4 +123,5 @@ static const struct laurel_route routes[] = {
 	LAUREL_ROUTES_END,
 };
 
-LAUREL_APP("databinding", routes);
+LAUREL_APP("databinding", routes, .init = store_app_init, .fini = store_app_fini,
+	   .options = STORE_OPTIONS);

@@ -8,8 +8,13 @@
  * Another method on those paths is a 405 with Allow, a body that is not a JSON object of the
  * right fields a 400, any other path a 404; every answer is application/json. A row created here
  * is also broadcast to the room's data-binding group, so the WebSockets on /demultiplex/<room>/
- * see it as they see their own changes. */
+ * see it as they see their own changes.
+ *
+ * The request body is parsed with jansson: the consumer API parses only a WebSocket text frame
+ * (laurel_ctx_json). Everything else goes through the API: the replies are built with the value
+ * builder, and the database is opened once per worker (common/store.c). */
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,45 +24,47 @@
 #include "laurel/routing.h"
 #include "store.h"
 
-/* Opens the store, or answers 500 and returns NULL. */
-static struct store *open_store(struct laurel_ctx *ctx, int *rc)
-{
-	struct store *st;
-	char err[300];
-	if (store_open(&st, err, sizeof(err)) == 0)
-		return st;
-	fprintf(stderr, "httpapi: %s\n", err);
-	*rc = example_reply_http_error(ctx, 500, "database unavailable");
-	return NULL;
-}
-
 static int db_error(struct laurel_ctx *ctx, struct store *st)
 {
 	fprintf(stderr, "httpapi: %s\n", store_error(st));
-	store_close(st);
 	return example_reply_http_error(ctx, 500, "database error");
 }
 
 static int list(struct laurel_ctx *ctx)
 {
 	char *room = example_query_param(laurel_ctx_message(ctx), "room");
-	int rc = 0;
-	if (room && !example_valid_name(room, STORE_ROOM_MAX)) {
-		free(room);
-		return example_reply_http_error(ctx, 400, "bad room name");
-	}
-	struct store *st = open_store(ctx, &rc);
-	json_t *rows;
-	if (st) {
-		if (store_list(st, room, &rows)) {
-			rc = db_error(ctx, st);
-		} else {
-			store_close(st);
-			rc = example_reply_http_json(ctx, 200, rows, NULL, 0);
-		}
-	}
+	struct store *st = laurel_ctx_app_data(ctx);
+	struct laurel_builder *b = laurel_ctx_builder(ctx);
+	int rc;
+	if (room && !example_valid_name(room, STORE_ROOM_MAX))
+		rc = example_reply_http_error(ctx, 400, "bad room name");
+	else if (store_list(st, room, b, NULL))
+		rc = db_error(ctx, st);
+	else
+		rc = example_reply_http_json(ctx, 200, laurel_build_done(b), NULL, 0);
 	free(room);
 	return rc;
+}
+
+/* The fields of the body but room, as the map store_check_data checks: strings as text, any
+ * other value as nil (which it refuses). */
+static const struct laurel_value *body_data(struct laurel_ctx *ctx, json_t *in)
+{
+	struct laurel_builder *b = laurel_ctx_builder(ctx);
+	const char *key;
+	json_t *v;
+	laurel_build_map(b, NULL);
+	json_object_foreach(in, key, v)
+	{
+		if (strcmp(key, "room") == 0)
+			continue;
+		if (json_is_string(v))
+			laurel_build_textn(b, key, json_string_value(v), json_string_length(v));
+		else
+			laurel_build_nil(b, key);
+	}
+	laurel_build_end(b);
+	return laurel_build_done(b);
 }
 
 static int create(struct laurel_ctx *ctx)
@@ -80,69 +87,64 @@ static int create(struct laurel_ctx *ctx)
 		json_decref(in);
 		return example_reply_http_error(ctx, 400, reason);
 	}
-	json_t *data = json_deep_copy(in);
+	const struct laurel_value *data = body_data(ctx, in);
 	const char *room = json_string_value(json_object_get(in, "room"));
 	const char *bad = NULL;
-	json_object_del(data, "room");
 	if (!room || !example_valid_name(room, STORE_ROOM_MAX))
 		bad = "room must be 1 to 32 letters, digits, - or _";
 	else
-		bad = store_check_data(data, 1);
-	json_decref(data);
-	if (bad) {
-		json_decref(in);
-		return example_reply_http_error(ctx, 400, bad);
-	}
+		bad = store_check_data(data, true);
 
-	int rc = 0;
-	json_t *row;
-	struct store *st = open_store(ctx, &rc);
-	if (!st)
-		goto out;
-	if (store_create(st, room, json_string_value(json_object_get(in, "author")),
-			 json_string_value(json_object_get(in, "text")), &row)) {
+	struct store *st = laurel_ctx_app_data(ctx);
+	struct store_row row;
+	int rc;
+	if (bad)
+		rc = example_reply_http_error(ctx, 400, bad);
+	else if (store_create(st, room, example_text(laurel_map_get(data, "author"), NULL),
+			      example_text(laurel_map_get(data, "text"), NULL), &row))
 		rc = db_error(ctx, st);
-		goto out;
-	}
-	store_close(st);
-
-	char location[64], group[100];
-	snprintf(location, sizeof(location), "/api/messages/%lld",
-		 (long long)json_integer_value(json_object_get(row, "pk")));
-	const struct laurel_header h[] = {{"Location", location}};
-	store_group(room, group, sizeof(group));
-	rc = example_group_send_json(ctx, group, store_change_frame("create", row));
-	if (!rc)
-		rc = example_reply_http_json(ctx, 201, row, h, 1);
 	else
-		json_decref(row);
-out:
+		rc = 0;
 	json_decref(in);
-	return rc;
+	if (bad || rc)
+		return rc;
+
+	char location[64], group[LAUREL_NAME_MAX + 1];
+	snprintf(location, sizeof(location), "/api/messages/%lld", (long long)row.pk);
+	const struct laurel_header h[] = {{"Location", location}};
+	struct laurel_builder *b = laurel_ctx_builder(ctx);
+	store_build_change(b, "create", &row);
+	store_group(row.room, group, sizeof(group));
+	rc = laurel_group_send_json(ctx, group, laurel_build_done(b));
+	if (rc)
+		return rc;
+	b = laurel_ctx_builder(ctx);
+	store_build_row(b, NULL, &row, true);
+	return example_reply_http_json(ctx, 201, laurel_build_done(b), h, 1);
 }
 
 static int detail(struct laurel_ctx *ctx)
 {
-	const char *pk = laurel_ctx_kwarg(ctx, "pk");
-	int rc = 0;
-	struct store *st = open_store(ctx, &rc);
-	json_t *row;
-	if (!st)
-		return rc;
-	rc = store_get(st, strtoll(pk, NULL, 10), NULL, &row);
+	struct store *st = laurel_ctx_app_data(ctx);
+	struct store_row row;
+	int rc = store_get(st, strtoll(laurel_ctx_kwarg(ctx, "pk"), NULL, 10), NULL, &row);
 	if (rc < 0)
 		return db_error(ctx, st);
-	store_close(st);
 	if (rc == STORE_NOT_FOUND)
 		return example_reply_http_error(ctx, 404, "no such message");
-	return example_reply_http_json(ctx, 200, row, NULL, 0);
+	struct laurel_builder *b = laurel_ctx_builder(ctx);
+	store_build_row(b, NULL, &row, true);
+	return example_reply_http_json(ctx, 200, laurel_build_done(b), NULL, 0);
 }
 
 static int not_allowed(struct laurel_ctx *ctx, const char *allow)
 {
 	const struct laurel_header h[] = {{"Allow", allow}};
-	return example_reply_http_json(ctx, 405, json_pack("{s:s}", "error", "method not allowed"),
-				       h, 1);
+	struct laurel_builder *b = laurel_ctx_builder(ctx);
+	laurel_build_map(b, NULL);
+	laurel_build_text(b, "error", "method not allowed");
+	laurel_build_end(b);
+	return example_reply_http_json(ctx, 405, laurel_build_done(b), h, 1);
 }
 
 static int list_not_allowed(struct laurel_ctx *ctx)
@@ -179,4 +181,5 @@ static const struct laurel_route routes[] = {
 	LAUREL_ROUTES_END,
 };
 
-LAUREL_APP("httpapi", routes);
+LAUREL_APP("httpapi", routes, .init = store_app_init, .fini = store_app_fini,
+	   .options = STORE_OPTIONS);
