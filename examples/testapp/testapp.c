@@ -97,7 +97,7 @@ static const struct laurel_ws_consumer chat = {
 	.connect = chat_connect,
 	.receive = chat_receive,
 	.disconnect = chat_disconnect,
-	.groups = LAUREL_CHANNELS("chat-{room}"),
+	.groups = LAUREL_GROUPS("chat-{room}"),
 };
 
 /* /ordered/: enforce_ordering; each frame is answered with its order, after a random pause of up
@@ -137,7 +137,7 @@ static int demux_room(struct laurel_ctx *ctx)
 static const struct laurel_ws_consumer demux_echo_ws = {.receive = demux_echo};
 static const struct laurel_ws_consumer demux_room_ws = {
 	.receive = demux_room,
-	.groups = LAUREL_CHANNELS("demux-room"),
+	.groups = LAUREL_GROUPS("demux-room"),
 };
 static const struct laurel_ws_consumer demux = {
 	.streams = LAUREL_STREAMS({"echo", &demux_echo_ws}, {"room", &demux_room_ws}),
@@ -228,7 +228,7 @@ static const struct laurel_ws_consumer broken = {
 
 /* /nogroup/: a group template whose keyword argument the path does not give. */
 static const struct laurel_ws_consumer nogroup = {
-	.groups = LAUREL_CHANNELS("room-{missing}"),
+	.groups = LAUREL_GROUPS("room-{missing}"),
 };
 
 /* /recover/ROOM/?epoch=E&offset=N: joins the group "hist-ROOM" (a group with a history in the

@@ -271,7 +271,7 @@ static void test_command_line(void)
 
 	CHECK_EQ(run_sync("badabi", ARGS("--app", badabi_path), &out), 2);
 	CHECK(strstr(out, "was built against laurel API version 999, but this laurel-worker "
-			  "speaks version 1: rebuild the application") != NULL);
+			  "speaks version 2: rebuild the application") != NULL);
 	CHECK_EQ(strncmp(out, "laurel-worker: ", 15), 0);
 	free(out);
 
@@ -456,7 +456,7 @@ static void test_chat_sessions(void)
 	CHECK_STR(test_redis_cmd(&redis, "ZCARD asgi::group:chat-room1"), "2");
 	ws_message("websocket.receive", "daphne.response.ChatTestAb!ann", "/chat/room1/", NULL,
 		   "ghost");
-	CHECK_LOG(&b, "consumer &chat failed: no session for daphne.response.ChatTestAb!ann", 3000);
+	CHECK_LOG(&b, "consumer chat failed: no session for daphne.response.ChatTestAb!ann", 3000);
 	CHECK_EQ(llen(queue), 0);
 
 	/* A connect without a nick is denied with {close: true}. */
