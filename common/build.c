@@ -137,7 +137,7 @@ int laurel_build_textn(struct laurel_builder *b, const char *key, const char *s,
 int laurel_build_text(struct laurel_builder *b, const char *key, const char *s)
 {
 	if (!s)
-		return fail(b, "text NULL%s%.40s", key ? " for key " : "", key ? key : "");
+		return laurel_build_nil(b, key);
 	return laurel_build_textn(b, key, s, strlen(s));
 }
 

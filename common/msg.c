@@ -345,10 +345,10 @@ const struct laurel_value *laurel_msg_get(const struct laurel_msg *m, const char
 	return laurel_map_get(&m->root, key);
 }
 
-static const struct laurel_str *get_str(const struct laurel_msg *m, const char *key,
+static const struct laurel_str *get_str(const struct laurel_value *map, const char *key,
 					enum laurel_type type, size_t *len)
 {
-	const struct laurel_value *v = laurel_msg_get(m, key);
+	const struct laurel_value *v = laurel_map_get(map, key);
 	if (!v || v->type != type)
 		return NULL;
 	if (len)
@@ -356,22 +356,22 @@ static const struct laurel_str *get_str(const struct laurel_msg *m, const char *
 	return &v->u.s;
 }
 
-const char *laurel_msg_get_text(const struct laurel_msg *m, const char *key, size_t *len)
+const char *laurel_map_get_text(const struct laurel_value *map, const char *key, size_t *len)
 {
-	const struct laurel_str *s = get_str(m, key, LAUREL_TEXT, len);
+	const struct laurel_str *s = get_str(map, key, LAUREL_TEXT, len);
 	return s ? s->ptr : NULL;
 }
 
-const void *laurel_msg_get_bytes(const struct laurel_msg *m, const char *key, size_t *len)
+const void *laurel_map_get_bytes(const struct laurel_value *map, const char *key, size_t *len)
 {
-	const struct laurel_str *s = get_str(m, key, LAUREL_BYTES, len);
+	const struct laurel_str *s = get_str(map, key, LAUREL_BYTES, len);
 	return s ? s->ptr : NULL;
 }
 
-static int get_typed(const struct laurel_msg *m, const char *key, enum laurel_type type,
+static int get_typed(const struct laurel_value *map, const char *key, enum laurel_type type,
 		     const struct laurel_value **out)
 {
-	const struct laurel_value *v = laurel_msg_get(m, key);
+	const struct laurel_value *v = laurel_map_get(map, key);
 	if (!v)
 		return -ENOENT;
 	if (v->type != type)
@@ -380,31 +380,56 @@ static int get_typed(const struct laurel_msg *m, const char *key, enum laurel_ty
 	return 0;
 }
 
-int laurel_msg_get_int(const struct laurel_msg *m, const char *key, int64_t *out)
+int laurel_map_get_int(const struct laurel_value *map, const char *key, int64_t *out)
 {
 	const struct laurel_value *v;
-	int r = get_typed(m, key, LAUREL_INT, &v);
+	int r = get_typed(map, key, LAUREL_INT, &v);
 	if (r == 0)
 		*out = v->u.i;
 	return r;
 }
 
-int laurel_msg_get_bool(const struct laurel_msg *m, const char *key, bool *out)
+int laurel_map_get_bool(const struct laurel_value *map, const char *key, bool *out)
 {
 	const struct laurel_value *v;
-	int r = get_typed(m, key, LAUREL_BOOL, &v);
+	int r = get_typed(map, key, LAUREL_BOOL, &v);
 	if (r == 0)
 		*out = v->u.b;
 	return r;
 }
 
-int laurel_msg_get_double(const struct laurel_msg *m, const char *key, double *out)
+int laurel_map_get_double(const struct laurel_value *map, const char *key, double *out)
 {
 	const struct laurel_value *v;
-	int r = get_typed(m, key, LAUREL_DOUBLE, &v);
+	int r = get_typed(map, key, LAUREL_DOUBLE, &v);
 	if (r == 0)
 		*out = v->u.d;
 	return r;
+}
+
+const char *laurel_msg_get_text(const struct laurel_msg *m, const char *key, size_t *len)
+{
+	return laurel_map_get_text(&m->root, key, len);
+}
+
+const void *laurel_msg_get_bytes(const struct laurel_msg *m, const char *key, size_t *len)
+{
+	return laurel_map_get_bytes(&m->root, key, len);
+}
+
+int laurel_msg_get_int(const struct laurel_msg *m, const char *key, int64_t *out)
+{
+	return laurel_map_get_int(&m->root, key, out);
+}
+
+int laurel_msg_get_bool(const struct laurel_msg *m, const char *key, bool *out)
+{
+	return laurel_map_get_bool(&m->root, key, out);
+}
+
+int laurel_msg_get_double(const struct laurel_msg *m, const char *key, double *out)
+{
+	return laurel_map_get_double(&m->root, key, out);
 }
 
 const char *laurel_type_name(enum laurel_type t)

@@ -68,6 +68,11 @@ void consumer_ctx_fini(struct laurel_ctx *ctx)
 	free(ctx->builders);
 	ctx->builders = NULL;
 	ctx->nbuilders = 0;
+	for (size_t i = 0; i < ctx->nparsed; i++)
+		laurel_msg_free(ctx->parsed[i]);
+	free(ctx->parsed);
+	ctx->parsed = NULL;
+	ctx->nparsed = 0;
 	ctx->session = NULL;
 	ctx->session_was = NULL;
 	ctx->json_holder = NULL;
@@ -121,6 +126,45 @@ int laurel_ctx_error(struct laurel_ctx *ctx, int err, const char *fmt, ...)
 	vsnprintf(ctx->error, sizeof(ctx->error), fmt, ap);
 	va_end(ap);
 	return err;
+}
+
+const char *laurel_ctx_error_text(const struct laurel_ctx *ctx)
+{
+	return ctx->error;
+}
+
+/* Application lines of error and warning level, limited per format (worker/consumer.h). */
+#define APP_LOG_SLOTS 16
+static _Thread_local struct app_log_slot {
+	const char *fmt;
+	struct log_limit lim;
+} app_log[APP_LOG_SLOTS];
+
+void laurel_ctx_log(const struct laurel_ctx *ctx, int level, const char *fmt, ...)
+{
+	if (level < LOG_ERROR)
+		level = LOG_ERROR;
+	if (level > LOG_DEBUG)
+		level = LOG_DEBUG;
+	if (level > log_level || !fmt)
+		return;
+	char text[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	const char *ch = ctx->channel ? ctx->channel : "(none)";
+	const char *reply = ctx->reply_channel ? ctx->reply_channel : "(none)";
+	if (level > LOG_WARN) {
+		log_write(level, 0, "channel %s, reply channel %s: %s", ch, reply, text);
+		return;
+	}
+	struct app_log_slot *slot = &app_log[((uintptr_t)fmt >> 3) % APP_LOG_SLOTS];
+	if (slot->fmt != fmt) {
+		slot->fmt = fmt;
+		memset(&slot->lim, 0, sizeof(slot->lim));
+	}
+	log_write_limited(&slot->lim, level, "channel %s, reply channel %s: %s", ch, reply, text);
 }
 
 void *laurel_ctx_app_data(const struct laurel_ctx *ctx)
@@ -306,6 +350,24 @@ int laurel_ctx_json(struct laurel_ctx *ctx, const struct laurel_value **out)
 			return -EBADMSG;
 	}
 	*out = ctx->json;
+	return 0;
+}
+
+int laurel_json_parse(struct laurel_ctx *ctx, const void *text, size_t len,
+		      const struct laurel_value **out)
+{
+	if (!out || (!text && len))
+		return laurel_ctx_error(ctx, -EINVAL, "laurel_json_parse: no text or no result");
+	char why[200];
+	struct laurel_msg *m = laurel_msg_new();
+	struct laurel_value *slot = laurel_map_put(m, laurel_msg_root(m), "json");
+	if (json_parse(text ? text : "", len, m, slot, why, sizeof(why))) {
+		laurel_msg_free(m);
+		return laurel_ctx_error(ctx, -EBADMSG, "the text is %s", why);
+	}
+	ctx->parsed = xrealloc(ctx->parsed, (ctx->nparsed + 1) * sizeof(*ctx->parsed));
+	ctx->parsed[ctx->nparsed++] = m;
+	*out = slot;
 	return 0;
 }
 

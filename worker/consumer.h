@@ -84,6 +84,8 @@ struct laurel_ctx {
 	void *app_data;			       /* laurel_ctx_app_data */
 	struct laurel_builder **builders;      /* laurel_ctx_builder's, freed by fini */
 	size_t nbuilders;
+	struct laurel_msg **parsed; /* laurel_json_parse's values, freed by fini */
+	size_t nparsed;
 	char error[256];
 };
 

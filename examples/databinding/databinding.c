@@ -77,8 +77,9 @@ static int messages_stream(struct laurel_ctx *ctx, const struct laurel_value *pa
 		rc = store_delete(st, pk->u.i, room, &row);
 	if (rc < 0) {
 		/* A failed consumer sends nothing, so the client would not hear of it: answer it,
-		 * and tell the operator on stderr (the worker's log). */
-		fprintf(stderr, "databinding: room %s: %s\n", room, store_error(st));
+		 * and tell the operator in the worker's log. */
+		laurel_ctx_log(ctx, LAUREL_LOG_ERROR, "databinding: room %s: %s", room,
+			       store_error(st));
 		return reply_error(ctx, STORE_STREAM, action, "database error");
 	}
 	if (rc == STORE_NOT_FOUND)
@@ -99,8 +100,8 @@ static int binding_receive(struct laurel_ctx *ctx)
 	int rc = laurel_ctx_json(ctx, &frame);
 	if (rc == -ENOENT)
 		return reply_error(ctx, NULL, NULL, "expected a JSON text frame");
-	if (rc)
-		return reply_error(ctx, NULL, NULL, "the frame is not JSON");
+	if (rc) /* "the text frame is not JSON: ... at offset N" */
+		return reply_error(ctx, NULL, NULL, laurel_ctx_error_text(ctx));
 
 	const char *stream = example_text(laurel_map_get(frame, "stream"), NULL);
 	const struct laurel_value *payload = laurel_map_get(frame, "payload");

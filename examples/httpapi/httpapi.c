@@ -26,7 +26,7 @@
 
 static int db_error(struct laurel_ctx *ctx, struct store *st)
 {
-	fprintf(stderr, "httpapi: %s\n", store_error(st));
+	laurel_ctx_log(ctx, LAUREL_LOG_ERROR, "httpapi: %s", store_error(st));
 	return example_reply_http_error(ctx, 500, "database error");
 }
 

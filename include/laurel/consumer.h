@@ -97,6 +97,22 @@ const char *laurel_ctx_kwarg(const struct laurel_ctx *ctx, const char *name);
 int laurel_ctx_error(struct laurel_ctx *ctx, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* The reason last recorded by laurel_ctx_error (or by a call that records one: laurel_ctx_json,
+ * laurel_json_parse, laurel_ctx_group_name, ...), "" if none: to answer a client with it. */
+const char *laurel_ctx_error_text(const struct laurel_ctx *ctx);
+
+/* Writes a line to the worker's log, at a level of <syslog.h>'s meaning: LAUREL_LOG_ERROR,
+ * LAUREL_LOG_WARN (shown by default), LAUREL_LOG_INFO (-v 1), LAUREL_LOG_DEBUG (-v 2). The line names
+ * the channel and reply channel of the message. Errors and warnings with the same format are
+ * written at most once every 10 s per worker, the next line saying how many were held back, so
+ * that a database outage does not flood the log. */
+#define LAUREL_LOG_ERROR 0
+#define LAUREL_LOG_WARN 1
+#define LAUREL_LOG_INFO 2
+#define LAUREL_LOG_DEBUG 3
+void laurel_ctx_log(const struct laurel_ctx *ctx, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /* The data the application's init hook made for this worker (struct laurel_app in routing.h), or
  * NULL without one. Its own to the worker: see Concurrency above. */
 void *laurel_ctx_app_data(const struct laurel_ctx *ctx);
@@ -238,6 +254,12 @@ struct laurel_stream {
  * disconnect, a bytes frame), or -EBADMSG when the text is not JSON (the reason is recorded as
  * with laurel_ctx_error, so a consumer may just return the error). */
 int laurel_ctx_json(struct laurel_ctx *ctx, const struct laurel_value **out);
+/* Parses text[0..len) as JSON (any value, as laurel_ctx_json: an HTTP request's body, say) and
+ * sets *out to it, borrowed until the consumer returns. Returns 0, or -EBADMSG when it is not JSON
+ * (nested deeper than 32, an integer beyond 64 bits), the reason recorded as with
+ * laurel_ctx_error. Duplicate keys keep the last value, as Python's json does. */
+int laurel_json_parse(struct laurel_ctx *ctx, const void *text, size_t len,
+		      const struct laurel_value **out);
 /* The stream the running consumer serves in a demultiplexer, or NULL outside one. */
 const char *laurel_ctx_stream(const struct laurel_ctx *ctx);
 

@@ -146,6 +146,7 @@ void laurel_builder_reset(struct laurel_builder *b);
 int laurel_build_map(struct laurel_builder *b, const char *key);
 int laurel_build_list(struct laurel_builder *b, const char *key);
 int laurel_build_end(struct laurel_builder *b);
+/* s NULL adds nil (JSON null), so that an optional string needs no test. */
 int laurel_build_text(struct laurel_builder *b, const char *key, const char *s);
 int laurel_build_textn(struct laurel_builder *b, const char *key, const char *s, size_t len);
 int laurel_build_textf(struct laurel_builder *b, const char *key, const char *fmt, ...)
@@ -180,8 +181,15 @@ const struct laurel_value *laurel_map_get(const struct laurel_value *map, const 
 /* laurel_map_get on the root. */
 const struct laurel_value *laurel_msg_get(const struct laurel_msg *m, const char *key);
 
-/* Typed getters on the root map. The pointer ones return NULL when the key is missing or holds
- * another type; len may be NULL. The others return 0, -ENOENT (missing) or -EINVAL (other type). */
+/* Typed getters on a map (a JSON object, say: laurel_ctx_json) and on a message's root map. The
+ * pointer ones return NULL when map is not a map, the key is missing or holds another type; len
+ * may be NULL. The others return 0, -ENOENT (missing, or not a map) or -EINVAL (other type). */
+const char *laurel_map_get_text(const struct laurel_value *map, const char *key, size_t *len);
+const void *laurel_map_get_bytes(const struct laurel_value *map, const char *key, size_t *len);
+int laurel_map_get_int(const struct laurel_value *map, const char *key, int64_t *out);
+int laurel_map_get_bool(const struct laurel_value *map, const char *key, bool *out);
+int laurel_map_get_double(const struct laurel_value *map, const char *key, double *out);
+
 const char *laurel_msg_get_text(const struct laurel_msg *m, const char *key, size_t *len);
 const void *laurel_msg_get_bytes(const struct laurel_msg *m, const char *key, size_t *len);
 int laurel_msg_get_int(const struct laurel_msg *m, const char *key, int64_t *out);

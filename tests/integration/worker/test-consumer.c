@@ -189,7 +189,23 @@ static int c_api(struct laurel_ctx *ctx)
 	laurel_build_map(bad, NULL);
 	laurel_build_int(bad, NULL, 1);
 	api_errors[k++] = laurel_reply_json(ctx, laurel_build_done(bad));
-	snprintf(api_error_text, sizeof(api_error_text), "%s", ctx->error);
+	snprintf(api_error_text, sizeof(api_error_text), "%s", laurel_ctx_error_text(ctx));
+	/* A body parsed, read with the map getters. */
+	const struct laurel_value *v;
+	int64_t i = 0;
+	CHECK_EQ(laurel_json_parse(ctx, "{\"a\": 1, \"t\": \"x\", \"a\": 2}", 26, &v), 0);
+	CHECK_EQ(laurel_map_get_int(v, "a", &i), 0);
+	CHECK_EQ(i, 2); /* the last of a duplicate key, as Python */
+	CHECK(laurel_map_get_text(v, "a", NULL) == NULL);
+	CHECK_STR(laurel_map_get_text(v, "t", NULL), "x");
+	CHECK_EQ(laurel_map_get_int(v, "t", &i), -EINVAL);
+	CHECK_EQ(laurel_map_get_int(v, "none", &i), -ENOENT);
+	CHECK_EQ(laurel_map_get_int(NULL, "a", &i), -ENOENT);
+	CHECK_EQ(laurel_json_parse(ctx, "{\"a\": ", 6, &v), -EBADMSG);
+	CHECK(strstr(laurel_ctx_error_text(ctx), "not JSON") != NULL);
+	CHECK_EQ(laurel_json_parse(ctx, "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+				   67, &v),
+		 -EBADMSG);
 	return 0;
 }
 

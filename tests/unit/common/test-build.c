@@ -125,6 +125,7 @@ static void scalars(void)
 	laurel_build_int(b, NULL, INT64_MIN);
 	laurel_build_double(b, NULL, 1.5);
 	laurel_build_text(b, NULL, "");
+	laurel_build_text(b, NULL, NULL); /* nil */
 	laurel_build_bytes(b, NULL, "\x00\xff", 2);
 	laurel_build_bytes(b, NULL, NULL, 0);
 	laurel_build_list(b, NULL);
@@ -133,7 +134,7 @@ static void scalars(void)
 	laurel_build_end(b);
 	laurel_build_end(b);
 	CHECK_STR(show(laurel_build_done(b)),
-		  "[nil, F, -9223372036854775808, 1.5, t\"\", b\"\x00\xff\", b\"\", [], {}]");
+		  "[nil, F, -9223372036854775808, 1.5, t\"\", nil, b\"\x00\xff\", b\"\", [], {}]");
 
 	/* A scalar as the top value. */
 	laurel_builder_reset(b);
@@ -220,10 +221,10 @@ static void too_deep(struct laurel_builder *b)
 	CHECK_EQ(laurel_build_list(b, NULL), -EINVAL);
 }
 
-static void null_text(struct laurel_builder *b)
+static void null_value(struct laurel_builder *b)
 {
 	laurel_build_map(b, NULL);
-	CHECK_EQ(laurel_build_text(b, "name", NULL), -EINVAL);
+	CHECK_EQ(laurel_build_value(b, "v", NULL), -EINVAL);
 }
 
 static void still_open(struct laurel_builder *b)
@@ -248,7 +249,7 @@ int main(void)
 	mistake("a second top value", second_top, "a second top value");
 	mistake("an end with nothing open", end_nothing, "an end with no map or list open");
 	mistake("too deep", too_deep, "nested deeper than 32");
-	mistake("NULL text", null_text, "text NULL for key name");
+	mistake("NULL value", null_value, "value NULL for key v");
 	mistake("still open", still_open, "2 maps or lists still open");
 	mistake("nothing built", nothing, "nothing was built");
 	return test_done();
