@@ -74,6 +74,7 @@ void proc_start(struct proc *p, const char *name, const char *const *argv)
 		unsetenv("LAUREL_BIND");
 		unsetenv("LAUREL_PORT");
 		unsetenv("LAUREL_UNIX_SOCKET");
+		unsetenv("LAUREL_APP");
 		execv(argv[0], (char *const *)argv);
 		perror("exec");
 		_exit(127);

@@ -187,6 +187,25 @@ const char *test_redis_cmd(struct test_redis *r, const char *fmt, ...)
 	return out;
 }
 
+/* asgi_redis 1.4.3's send script, as captured. */
+static const char chansend[] = "if redis.call('llen', KEYS[2]) >= tonumber(ARGV[3]) then\n"
+			       "    return redis.error_reply(\"full\")\n"
+			       "end\n"
+			       "redis.call('set', KEYS[1], ARGV[1])\n"
+			       "redis.call('expire', KEYS[1], ARGV[2])\n"
+			       "redis.call('rpush', KEYS[2], KEYS[1])\n"
+			       "redis.call('expire', KEYS[2], ARGV[2] + 1)\n";
+
+int test_asgi_send(struct redisContext *c, const char *body_key, const char *queue_key,
+		   const void *bytes, size_t len)
+{
+	redisReply *rep = redisCommand(c, "EVAL %s 2 %s %s %b 60 100", chansend, body_key,
+				       queue_key, bytes, len);
+	int rc = rep && rep->type != REDIS_REPLY_ERROR ? 0 : -1;
+	freeReplyObject(rep);
+	return rc;
+}
+
 size_t test_load_vectors(const char *path, struct test_vector *v, size_t max)
 {
 	FILE *f = fopen(path, "r");

@@ -83,6 +83,12 @@ void test_redis_cleanup(struct test_redis *r);
 /* Runs one command on it and returns the reply as text (integers in decimal, nil as "(nil)",
  * arrays joined with '\n'), in a static buffer. For checking keys from the outside. */
 const char *test_redis_cmd(struct test_redis *r, const char *fmt, ...);
+/* asgi_redis 1.4.3's send, the way the Python side does it (its Lua script, as captured): bytes
+ * stored under body_key and body_key pushed onto queue_key (full keys, "asgi:..."), 60 s expiry,
+ * refused when the queue holds 100. Returns 0, or -1 on an error reply or a failed connection. */
+struct redisContext;
+int test_asgi_send(struct redisContext *c, const char *body_key, const char *queue_key,
+		   const void *bytes, size_t len);
 /* A free TCP port on 127.0.0.1. */
 int test_free_port(void);
 
