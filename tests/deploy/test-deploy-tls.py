@@ -223,7 +223,7 @@ if __name__ == "__main__":
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
-        from harness import failed  # noqa: E402
+        from testlib import failed  # noqa: E402 (on the path harness sets)
         if failed:
             for p in PROCS:
                 print("--- %s\n%s" % (p.name, read(p.name)[-2000:]))
