@@ -5,6 +5,7 @@
 #define LAUREL_TEST_H
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -89,6 +90,15 @@ const char *test_redis_cmd(struct test_redis *r, const char *fmt, ...);
 struct redisContext;
 int test_asgi_send(struct redisContext *c, const char *body_key, const char *queue_key,
 		   const void *bytes, size_t len);
+/* A new in-memory layer ("memory://") with channel capacities caps[0..n) (n may be 0); exits 2
+ * with a message if it cannot be made. The caller frees it with laurel_layer_free. */
+struct laurel_layer;
+struct laurel_capacity;
+struct laurel_received;
+struct laurel_layer *test_memory_layer(const struct laurel_capacity *caps, size_t n);
+/* Takes the next message waiting on channel (a process channel "x!" for any of its own) without
+ * waiting, into r (the caller finishes it with laurel_received_fini). False if there is none. */
+bool test_take(struct laurel_layer *layer, const char *channel, struct laurel_received *r);
 /* A free TCP port on 127.0.0.1. */
 int test_free_port(void);
 
