@@ -12,6 +12,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/response.h"
 #include "common/util.h"
 #include "worker/json.h"
 
@@ -265,21 +266,7 @@ int laurel_reply_http(struct laurel_ctx *ctx, int status, const struct laurel_he
 	for (size_t i = 0; i < nheaders; i++)
 		if (!headers[i].name || !headers[i].value)
 			return -EINVAL;
-	struct laurel_msg *m = laurel_msg_new();
-	struct laurel_value *root = laurel_msg_root(m);
-	laurel_msg_set_int(m, "status", status);
-	struct laurel_value *list = laurel_map_put(m, root, "headers");
-	laurel_value_set_list(m, list, nheaders);
-	for (size_t i = 0; i < nheaders; i++) {
-		struct laurel_value *pair = laurel_list_push(m, list);
-		laurel_value_set_list(m, pair, 2);
-		struct laurel_value *v = laurel_list_push(m, pair);
-		laurel_value_set_bytes(m, v, headers[i].name, strlen(headers[i].name));
-		v = laurel_list_push(m, pair);
-		laurel_value_set_bytes(m, v, headers[i].value, strlen(headers[i].value));
-	}
-	laurel_msg_set_bytes(m, "content", body ? body : "", len);
-	laurel_msg_set_bool(m, "more_content", more);
+	struct laurel_msg *m = response_start(status, headers, nheaders, body, len, more);
 	return reply_owned(ctx, m);
 }
 

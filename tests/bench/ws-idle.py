@@ -14,11 +14,13 @@ import asyncio
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from testlib import free_port, stop, wait_port  # noqa: E402
 
 INTERFACE, RESPONDER = sys.argv[1], sys.argv[2]
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 10000
@@ -28,29 +30,12 @@ HANDSHAKE = (b"GET /bench HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
              b"Sec-WebSocket-Version: 13\r\n\r\n")
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 def rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return -1
-
-
-def wait_for(pred, timeout):
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 async def open_ws(port):
@@ -85,15 +70,7 @@ async def main():
         os.mkdir(os.path.join(tmp, "redis"))
         start("redis", ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--dir",
                         os.path.join(tmp, "redis"), "--save", "", "--appendonly", "no"])
-
-        def redis_up():
-            try:
-                socket.create_connection(("127.0.0.1", rport), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        if not wait_for(redis_up, 10):
+        if not wait_port(rport, 10):
             raise RuntimeError("redis-server did not start")
         resp = start("responder", [RESPONDER, "--port", str(rport), "--websocket"],
                      stdout=subprocess.PIPE)
@@ -102,15 +79,7 @@ async def main():
         iface = start("iface", [INTERFACE, "-p", str(iport), "--layer",
                                 "redis://127.0.0.1:%d" % rport, "-v", "0",
                                 "--capacity", "100000"])
-
-        def iface_up():
-            try:
-                socket.create_connection(("127.0.0.1", iport), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        if not wait_for(iface_up, 10):
+        if not wait_port(iport, 10):
             raise RuntimeError("laurel-interface did not start")
         # Warm up: one WebSocket through the whole path, then closed.
         r, w = await open_ws(iport)
@@ -133,12 +102,7 @@ async def main():
         for _, w in conns:
             w.close()
         for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            stop(p)
         for f in logs:
             f.close()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -25,11 +25,12 @@ import tempfile
 import time
 import urllib.request
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 import websockets  # noqa: E402
 
-from harness import check, check_eq, done, free_port, wait_port  # noqa: E402
+import testlib  # noqa: E402
+from testlib import check, check_eq, done, free_port, stop, wait_port  # noqa: E402
 
 SRC, BUILD = (os.path.abspath(a) for a in sys.argv[1:3])
 PW, ADMIN_PW = "tls-pw-4711", "admin-pw-0815"
@@ -76,10 +77,7 @@ def start(name, argv):
 
 
 def read(name):
-    try:
-        return open(os.path.join(TMP, name + ".log"), errors="replace").read()
-    except OSError:
-        return ""
+    return testlib.read(os.path.join(TMP, name + ".log"))
 
 
 def get(port, timeout=3):
@@ -216,15 +214,8 @@ if __name__ == "__main__":
         check(False, "the test ran to its end", repr(e))
     finally:
         for p in reversed(PROCS):
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-        from harness import failed  # noqa: E402
-        if failed:
+            stop(p)
+        if testlib.failed:
             for p in PROCS:
                 print("--- %s\n%s" % (p.name, read(p.name)[-2000:]))
         shutil.rmtree(TMP, ignore_errors=True)

@@ -35,6 +35,11 @@ import zlib
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import testlib  # noqa: E402
+from testlib import (await_for, check, check_eq, done, fetch, free_port, log, read,  # noqa: E402
+                     stop, wait_for)
+
 SRC, INTERFACE, WORKER, TOOL, APP = sys.argv[1:6]
 INTERFACES = 2
 WORKER_PROCESSES = 4
@@ -42,41 +47,13 @@ SHARDS = 3
 GROUP_HISTORY = "chat-*=200/600"  # the chat rooms keep a history (docs/recovery.md)
 DRAIN_TIMEOUT = 10  # what deploy/supervisord/laurel.conf passes to --drain-timeout
 
-PASSED = 0
-FAILED = 0
 TMP = None
 PROCS = []  # subprocess.Popen objects started here
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def check(cond, what):
-    global PASSED, FAILED
-    if cond:
-        PASSED += 1
-    else:
-        FAILED += 1
-        log("FAILED: " + what)
-    return cond
 
 
 def known_bug(cond, what):
     """A check for a bug this test once found in laurel (now fixed): an ordinary check."""
     return check(cond, what)
-
-
-def check_eq(got, want, what):
-    return check(got == want, "%s: got %r, expected %r" % (what, got, want))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def metrics_prefix():
@@ -97,45 +74,6 @@ def metrics_prefix():
         if ok:
             return prefix
     raise RuntimeError("no free metrics ports")
-
-
-def http_get(url, timeout=5):
-    """(status, body text); an error with a status is returned too."""
-    import urllib.error
-    import urllib.request
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError as e:
-        return type(e).__name__, ""
-
-
-def wait_for(pred, timeout, step=0.05):
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= end:
-            return v
-        time.sleep(step)
-
-
-async def await_for(pred, timeout, step=0.05):
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= end:
-            return v
-        await asyncio.sleep(step)
-
-
-def read(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 def shard_of(name):
@@ -756,9 +694,9 @@ def test_health(dep):
     urls = ["http://127.0.0.1:%d" % (dep.metrics_prefix * 100 + n) for n in range(INTERFACES)]
     urls.append("http://127.0.0.1:%d" % dep.worker_metrics_port)
     for url in urls:
-        check(wait_for(lambda: http_get(url + "/readyz")[0] == 200, 10), url + "/readyz is 200")
+        check(wait_for(lambda: fetch(url + "/readyz")[0] == 200, 10), url + "/readyz is 200")
         if shutil.which("promtool"):
-            r = subprocess.run(["promtool", "check", "metrics"], input=http_get(url + "/metrics")[1],
+            r = subprocess.run(["promtool", "check", "metrics"], input=fetch(url + "/metrics")[1],
                                capture_output=True, text=True)
             check(r.returncode == 0, "promtool check metrics %s %s" % (url, r.stdout + r.stderr))
     if not shutil.which("prometheus"):
@@ -785,7 +723,7 @@ def test_health(dep):
     q = "http://127.0.0.1:%d/api/v1/query?query=count(up%%3D%%3D1)" % port
 
     def up():
-        status, body = http_get(q)
+        status, body = fetch(q)
         try:
             res = json.loads(body)["data"]["result"] if status == 200 else []
         except ValueError:
@@ -955,13 +893,7 @@ def stop_all(dep):
         except subprocess.TimeoutExpired:
             pass
     for p in PROCS:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop(p)
     left = ours()
     if left:
         log("NOTE: killing processes left behind: %r" % left)
@@ -1012,7 +944,7 @@ def run_test(make, main, prefix, programs):
     finally:
         signal.alarm(0)
         stop_all(dep)
-        if FAILED and dep:
+        if testlib.failed and dep:
             dump(dep)
         if dep:
             check_eq(ours(), [], "nothing of the deployment left running")
@@ -1020,8 +952,7 @@ def run_test(make, main, prefix, programs):
             log("kept " + TMP)
         else:
             shutil.rmtree(TMP, ignore_errors=True)
-    log("%d passed, %d failed" % (PASSED, FAILED))
-    sys.exit(1 if FAILED else 0)
+    sys.exit(done())
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The end-to-end tests' harness: a real redis-server, laurel-interface and laurel-worker processes
 on free loopback ports, started and stopped by each test, and value-printing checks that end with
-"N passed, N failed".
+"N passed, N failed" (tests/lib/testlib.py's, handed on from here).
 
 A test script is run as `test-x.py BUILD_DIR` (the meson build directory that holds
 interface/laurel-interface, worker/laurel-worker, tool/laurel and examples/*/liblaurel-*.so), or
@@ -11,7 +11,6 @@ it started, also when it fails."""
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,57 +18,15 @@ import time
 import urllib.error
 import urllib.request
 
-passed = 0
-failed = 0
-
-
-def short(v, limit=300):
-    r = repr(v)
-    return r if len(r) <= limit else r[:limit] + "... (%d characters)" % len(r)
-
-
-def check(cond, what, detail=None):
-    """Counts a check; a failed one prints what was checked and what was seen."""
-    global passed, failed
-    what = what if len(what) <= 300 else what[:300] + "..."
-    if cond:
-        passed += 1
-        print("ok   " + what, flush=True)
-    else:
-        failed += 1
-        print("FAIL " + what + ("" if detail is None else ": got " + short(detail)), flush=True)
-    return cond
-
-
-def check_eq(got, want, what):
-    return check(got == want, "%s == %s" % (what, short(want, 200)), got)
-
-
-def done():
-    print("%d passed, %d failed" % (passed, failed), flush=True)
-    return 1 if failed or passed == 0 else 0
+# The checks and their counts are testlib's (tests/lib), shared by every suite's Python tests.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import testlib  # noqa: E402
+from testlib import check, check_eq, done, free_port, short, wait_port  # noqa: E402,F401
 
 
 def build_dir():
     d = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("LAUREL_BUILD", "build")
     return os.path.abspath(d)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 class Stack:
@@ -210,7 +167,7 @@ class Stack:
             check(False, "no sanitizer report in the logs", reports)
         # A worker or interface that died on its own, or a failed test: show their logs.
         crashed = [p for p in self.procs if p.returncode not in (0, -signal.SIGTERM)]
-        if et is not None or failed or crashed:
+        if et is not None or testlib.failed or crashed:
             print(self.logs(), flush=True)
         if et is not None:
             check(False, "test ran to the end", "%s: %s" % (et.__name__, ev))

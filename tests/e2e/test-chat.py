@@ -10,22 +10,9 @@ import sys
 import websockets
 
 from harness import Stack, check, check_eq, done, http
+from testlib import recv_json, silent  # tests/lib, on the path harness sets
 
 TIMEOUT = 5
-
-
-async def recv(ws):
-    return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
-
-
-async def silent(ws, seconds=0.5):
-    """True if nothing arrives on ws within seconds."""
-    try:
-        frame = await asyncio.wait_for(ws.recv(), seconds)
-    except asyncio.TimeoutError:
-        return True
-    print("  unexpected frame: %s" % frame)
-    return False
 
 
 async def closed_with(ws):
@@ -44,23 +31,23 @@ async def main(st):
     url2 = st.ws_bases[-1] + "/chat/%s/ws?username=%s"
 
     alice = await websockets.connect(url1 % ("room1", "alice"))
-    f = await recv(alice)
+    f = await recv_json(alice)
     check_eq(f, {"type": "join", "user": "alice", "users": ["alice"]}, "alice's own join")
 
     bob = await websockets.connect(url2 % ("room1", "bob"))
-    f = await recv(bob)
+    f = await recv_json(bob)
     check_eq(f, {"type": "join", "user": "bob", "users": ["alice", "bob"]}, "bob's own join")
-    f = await recv(alice)
+    f = await recv_json(alice)
     check_eq(f, {"type": "join", "user": "bob", "users": ["alice", "bob"]}, "alice sees bob join")
 
     await alice.send(json.dumps({"text": "hi bob, ünïcode ✓"}))
     want = {"type": "message", "user": "alice", "text": "hi bob, ünïcode ✓",
             "users": ["alice", "bob"]}
-    check_eq(await recv(bob), want, "bob gets alice's message")
-    check_eq(await recv(alice), want, "alice gets her own message")
+    check_eq(await recv_json(bob), want, "bob gets alice's message")
+    check_eq(await recv_json(alice), want, "alice gets her own message")
     await bob.send(json.dumps({"text": "hello alice"}))
-    check_eq((await recv(alice))["text"], "hello alice", "alice gets bob's message")
-    check_eq((await recv(bob))["text"], "hello alice", "bob gets his own message")
+    check_eq((await recv_json(alice))["text"], "hello alice", "alice gets bob's message")
+    check_eq((await recv_json(bob))["text"], "hello alice", "bob gets his own message")
 
     # A second "bob" is refused with a reason and close 4001; the first bob stays.
     dup = await websockets.connect(url1 % ("room1", "bob"))
@@ -79,7 +66,7 @@ async def main(st):
 
     # A frame that is not {"text": ...} is answered with an error, to the sender only.
     await bob.send("not json")
-    f = await recv(bob)
+    f = await recv_json(bob)
     check_eq(f.get("type"), "error", "bob's bad frame answered with an error")
     check(await silent(alice, 0.3), "alice does not see bob's bad frame")
 
@@ -91,23 +78,23 @@ async def main(st):
 
     # Another room is isolated.
     carol = await websockets.connect(url2 % ("room2", "carol"))
-    f = await recv(carol)
+    f = await recv_json(carol)
     check_eq(f, {"type": "join", "user": "carol", "users": ["carol"]}, "carol alone in room2")
     await carol.send(json.dumps({"text": "anyone?"}))
-    check_eq((await recv(carol))["text"], "anyone?", "carol gets her message")
+    check_eq((await recv_json(carol))["text"], "anyone?", "carol gets her message")
     # bob is a name in room1 only: room2 may have its own bob.
     bob2 = await websockets.connect(url1 % ("room2", "bob"))
-    f = await recv(bob2)
+    f = await recv_json(bob2)
     check_eq(f["users"], ["carol", "bob"], "another bob in room2")
-    check_eq((await recv(carol))["user"], "bob", "carol sees room2's bob join")
+    check_eq((await recv_json(carol))["user"], "bob", "carol sees room2's bob join")
     check(await silent(alice, 0.3), "room1 hears nothing of room2")
 
     # The background push one-liner of docs/examples.md.
     push = {"type": "message", "user": "ops", "text": "deploy in 5 minutes"}
     rc, out = st.tool("group-send", "chat-room1", json.dumps({"text": json.dumps(push)}))
     check_eq((rc, out.strip()), (0, "2"), "laurel group-send reached 2 connections")
-    check_eq(await recv(alice), push, "alice gets the pushed message")
-    check_eq(await recv(bob), push, "bob gets the pushed message")
+    check_eq(await recv_json(alice), push, "alice gets the pushed message")
+    check_eq(await recv_json(bob), push, "bob gets the pushed message")
     check(await silent(carol, 0.3), "room2 does not get room1's push")
 
     # A group with a history (docs/recovery.md): each member gets the message in its JSON
@@ -122,14 +109,14 @@ async def main(st):
         epoch = epoch or (lines[1].split() + ["", ""])[1]
         check_eq(lines[1], "epoch %s offset %d" % (epoch, i), "group-send prints its offset")
         want = {"group": "chat-room1", "epoch": epoch, "offset": i, "text": text}
-        check_eq(await recv(alice), want, "alice gets message %d in its envelope" % i)
-        check_eq(await recv(bob), want, "bob gets message %d in its envelope" % i)
+        check_eq(await recv_json(alice), want, "alice gets message %d in its envelope" % i)
+        check_eq(await recv_json(bob), want, "bob gets message %d in its envelope" % i)
     # A binary message: its bytes in base64, in a text frame.
     rc, out = st.tool("--group-history", "chat-room1=50/600", "group-send", "chat-room1",
                       '{"bytes": {"$bytes": "AP9oaQ=="}}')
     want = {"group": "chat-room1", "epoch": epoch, "offset": 3, "bytes": "AP9oaQ=="}
-    check_eq(await recv(alice), want, "alice gets a binary message in its envelope")
-    check_eq(await recv(bob), want, "bob gets a binary message in its envelope")
+    check_eq(await recv_json(alice), want, "alice gets a binary message in its envelope")
+    check_eq(await recv_json(bob), want, "bob gets a binary message in its envelope")
     rc, out = st.tool("--group-history", "chat-room1=50/600", "group-history", "chat-room1",
                       epoch, "1")
     line = (out.split("\n") + ["", ""])[1].split(" ", 1) + [""]
@@ -138,11 +125,11 @@ async def main(st):
 
     # Leaving updates the list; the name is free again.
     await bob.close()
-    f = await recv(alice)
+    f = await recv_json(alice)
     check_eq(f, {"type": "leave", "user": "bob", "users": ["alice"]}, "alice sees bob leave")
     bob = await websockets.connect(url2 % ("room1", "bob"))
-    check_eq((await recv(bob))["users"], ["alice", "bob"], "bob may come back under his name")
-    check_eq((await recv(alice))["user"], "bob", "alice sees bob come back")
+    check_eq((await recv_json(bob))["users"], ["alice", "bob"], "bob may come back under his name")
+    check_eq((await recv_json(alice))["user"], "bob", "alice sees bob come back")
 
     for ws in (alice, bob, carol, bob2):
         await ws.close()

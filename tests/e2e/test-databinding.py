@@ -12,21 +12,7 @@ import sys
 import websockets
 
 from harness import Stack, check, check_eq, done
-
-TIMEOUT = 5
-
-
-async def recv(ws):
-    return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
-
-
-async def silent(ws, seconds=0.3):
-    try:
-        frame = await asyncio.wait_for(ws.recv(), seconds)
-    except asyncio.TimeoutError:
-        return True
-    print("  unexpected frame: %s" % frame)
-    return False
+from testlib import recv_json, silent  # tests/lib, on the path harness sets
 
 
 def frame(action, pk=None, **data):
@@ -63,7 +49,7 @@ async def main(st):
             "payload": {"action": "create", "pk": 1,
                         "data": {"room": "r1", "author": "ann", "text": "first"},
                         "model": "examples.message"}}
-    fa, fb = await recv(a), await recv(b)
+    fa, fb = await recv_json(a), await recv_json(b)
     check_eq(strip(fa), want, "creator sees the create")
     check_eq(strip(fb), want, "the other client of r1 sees the create")
     check(isinstance(fa["payload"]["data"].get("created"), str), "a row has its creation time")
@@ -74,19 +60,19 @@ async def main(st):
     await b.send(frame("update", 1, text="edited"))
     want["payload"]["action"] = "update"
     want["payload"]["data"]["text"] = "edited"
-    check_eq(strip(await recv(a)), want, "the update reaches the first client")
-    check_eq(strip(await recv(b)), want, "the updater sees the update")
+    check_eq(strip(await recv_json(a)), want, "the update reaches the first client")
+    check_eq(strip(await recv_json(b)), want, "the updater sees the update")
     check_eq(rows(st.db), [(1, "r1", "ann", "edited")], "the update is in SQLite")
 
     # A client of r2 neither sees r1's rows nor can change them.
     check(await silent(other), "r2 saw nothing of r1's changes")
     await other.send(frame("update", 1, text="hijack"))
-    f = await recv(other)
+    f = await recv_json(other)
     check_eq(f, {"stream": "messages",
                  "payload": {"action": "update", "error": "no such pk in this room"}},
              "r2 cannot update r1's row")
     await other.send(frame("create", text="in r2"))
-    f = await recv(other)
+    f = await recv_json(other)
     check_eq((f["payload"]["action"], f["payload"]["pk"], f["payload"]["data"]["room"]),
              ("create", 2, "r2"), "r2 creates its own row")
     check(await silent(a), "r1 does not see r2's create")
@@ -94,8 +80,8 @@ async def main(st):
     # delete: the last state of the row, and the row is gone.
     await a.send(frame("delete", 1))
     want["payload"]["action"] = "delete"
-    check_eq(strip(await recv(b)), want, "the delete reaches the other client")
-    check_eq(strip(await recv(a)), want, "the deleter sees the delete")
+    check_eq(strip(await recv_json(b)), want, "the delete reaches the other client")
+    check_eq(strip(await recv_json(a)), want, "the deleter sees the delete")
     check_eq(rows(st.db), [(2, "r2", "", "in r2")], "only r2's row is left in SQLite")
 
     # Bad frames: an error frame to the sender, never a crash, and the connection goes on.
@@ -120,13 +106,13 @@ async def main(st):
     ]
     for text, stream, action in bad:
         await a.send(text)
-        f = await recv(a)
+        f = await recv_json(a)
         p = f.get("payload", {})
         check(f.get("stream") == stream and p.get("action") == action and
               isinstance(p.get("error"), str) and len(p) == 2,
               "error frame for %s" % text[:60], f)
     await a.send(b"\x00binary")
-    f = await recv(a)
+    f = await recv_json(a)
     check_eq(f["payload"].get("error"), "expected a JSON text frame", "error frame for bytes")
     check(await silent(b), "the other client saw none of the errors")
     check_eq(len(rows(st.db)), 1, "no bad frame changed the database")
@@ -138,7 +124,7 @@ async def main(st):
     seen = [set(), set()]
     for i, ws in enumerate((a, b)):
         for _ in range(2 * n):
-            f = await recv(ws)
+            f = await recv_json(ws)
             seen[i].add((f["payload"]["pk"], f["payload"]["data"]["text"]))
     in_db = set((pk, text) for pk, _, _, text in rows(st.db) if pk != 2)
     check_eq(len(in_db), 2 * n, "every concurrent create is a row")

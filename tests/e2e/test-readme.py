@@ -14,6 +14,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import testlib  # noqa: E402 (tests/lib, on the path harness sets)
 from harness import check, check_eq  # noqa: E402
 
 import websockets  # noqa: E402
@@ -106,7 +107,7 @@ def main():
         log.seek(0)
         out = log.read()
         check("laurel runserver" in out, "it says what it runs", out[-500:])
-        if harness.failed:
+        if testlib.failed:
             print(out[-3000:])
         log.close()
         os.unlink(log.name)

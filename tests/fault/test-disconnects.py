@@ -21,7 +21,6 @@ application (the harness's default): the burst, not a slow application, is what 
 
 Usage: test-disconnects.py BUILD_DIR"""
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -35,6 +34,7 @@ os.environ.pop("LAUREL_E2E_MODE", None)
 import websockets  # noqa: E402
 
 from harness import Stack, check, check_eq, done  # noqa: E402
+from testlib import chat_join  # noqa: E402
 from faults import COUNT_KEYS_LUA, group_counts, raise_nofile, redis, wait_until  # noqa: E402,F401
 
 BATCH = 100          # WebSocket handshakes in flight at once (the listen backlog is 1024)
@@ -157,32 +157,10 @@ def chat_url(base, i):
 
 async def chat_rejoin(base, i, timeout=10):
     """Joins as user i again; returns "joined", "4001" or what happened instead."""
-    name = "u%04d" % i
-    try:
-        ws = await asyncio.wait_for(websockets.connect(chat_url(base, i), ping_interval=None,
-                                                       close_timeout=2), timeout)
-    except Exception as e:
-        return "handshake: %r" % e
-    try:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            frame = json.loads(await asyncio.wait_for(ws.recv(),
-                                                      max(0.1, end - time.monotonic())))
-            if frame.get("type") == "join" and frame.get("user") == name:
-                return "joined"
-            if frame.get("type") == "error":
-                try:
-                    await asyncio.wait_for(ws.recv(), 3)
-                except websockets.ConnectionClosed:
-                    pass
-                return str(ws.close_code) if ws.close_code else repr(frame)
-        return "no join frame"
-    except websockets.ConnectionClosed:
-        return "closed %s" % ws.close_code
-    except asyncio.TimeoutError:
-        return "no join frame"
-    finally:
+    what, ws = await chat_join(chat_url(base, i), "u%04d" % i, timeout)
+    if ws:
         await ws.close()
+    return what
 
 
 async def chat_close_all(st):

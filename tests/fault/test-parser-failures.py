@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 os.environ.pop("LAUREL_E2E_MODE", None)
 
 from harness import Stack, check, check_eq, done  # noqa: E402
+from testlib import recv_until  # noqa: E402
 from faults import COUNT_KEYS_LUA, redis  # noqa: E402
 
 LOG_LINES_MAX = 20  # lines the interface may write about all the cases of a scenario
@@ -56,12 +57,7 @@ def ask(port, data):
             s.sendall(data)
         except OSError:
             pass  # the interface may answer and close before it has read everything
-        got = b""
-        while b"\r\n" not in got:
-            part = s.recv(4096)
-            if not part:
-                break
-            got += part
+        got = recv_until(s, b"\r\n")
         return got.split(b"\r\n")[0].decode(errors="replace") or "(closed)"
     except OSError as e:
         return "(%s)" % e.__class__.__name__

@@ -18,7 +18,6 @@ loopback ports; the layer is looked at with redis-cli directly.
 
 Usage: test-presence.py BUILD_DIR"""
 import asyncio
-import json
 import os
 import sys
 import time
@@ -27,9 +26,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 # These tests are about laurel-interface processes: never the development server.
 os.environ.pop("LAUREL_E2E_MODE", None)
 
-import websockets  # noqa: E402
-
 from harness import Stack, check, check_eq, done  # noqa: E402
+from testlib import chat_join  # noqa: E402
 from faults import COUNT_KEYS_LUA, group_counts, raise_nofile, redis, wait_until  # noqa: E402,F401
 
 N = 300
@@ -74,33 +72,7 @@ def chat_url(base, i):
 
 async def join(base, i, timeout=10):
     """Joins as user i; returns ("joined", ws) or (what happened instead, None)."""
-    name = "u%03d" % i
-    try:
-        ws = await asyncio.wait_for(websockets.connect(chat_url(base, i), ping_interval=None,
-                                                       max_queue=None, close_timeout=2), timeout)
-    except Exception as e:
-        return "handshake: %s" % type(e).__name__, None
-    try:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            frame = json.loads(await asyncio.wait_for(ws.recv(),
-                                                      max(0.1, end - time.monotonic())))
-            if frame.get("type") == "join" and frame.get("user") == name:
-                return "joined", ws
-            if frame.get("type") == "error":
-                try:
-                    await asyncio.wait_for(ws.recv(), 3)
-                except websockets.ConnectionClosed:
-                    pass
-                await ws.close()
-                return (str(ws.close_code) if ws.close_code else repr(frame)), None
-        await ws.close()
-        return "no join frame", None
-    except websockets.ConnectionClosed:
-        return "closed %s" % ws.close_code, None
-    except asyncio.TimeoutError:
-        await ws.close()
-        return "no join frame", None
+    return await chat_join(chat_url(base, i), "u%03d" % i, timeout, max_queue=None)
 
 
 async def join_many(base, users):

@@ -131,22 +131,10 @@ static void test_layout(struct test_redis *r)
 
 /* --- The Python side ------------------------------------------------------------------------- */
 
-/* asgi_redis 1.4.3's send script, as captured. */
-static const char chansend[] =
-	"if redis.call('llen', KEYS[2]) >= tonumber(ARGV[3]) then\n"
-	"    return redis.error_reply(\"full\")\n"
-	"end\n"
-	"redis.call('set', KEYS[1], ARGV[1])\n"
-	"redis.call('expire', KEYS[1], ARGV[2])\n"
-	"redis.call('rpush', KEYS[2], KEYS[1])\n"
-	"redis.call('expire', KEYS[2], ARGV[2] + 1)\n";
-
 static void python_sends(redisContext *c, const char *queue, const struct test_vector *v)
 {
-	redisReply *rep = redisCommand(c, "EVAL %s 2 asgi:0123456789abcdef0123456789abcdef %s %b 60 100",
-				       chansend, queue, v->bytes, v->len);
-	CHECK(rep && rep->type != REDIS_REPLY_ERROR);
-	freeReplyObject(rep);
+	const char *body = "asgi:0123456789abcdef0123456789abcdef";
+	CHECK_EQ(test_asgi_send(c, body, queue, v->bytes, v->len), 0);
 }
 
 /* What asgi_redis's receive does: LPOP the queue, GET and DEL the body. */

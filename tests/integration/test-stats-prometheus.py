@@ -20,21 +20,11 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
-from harness import check, check_eq, done, free_port, wait_port  # noqa: E402
+from testlib import check, check_eq, done, free_port, parse_exposition, wait_port  # noqa: E402
 
 TOOL = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/tool/laurel"
-
-
-def parse(text):
-    """{'name{labels}': value} of a text exposition."""
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            k, _, v = line.rpartition(" ")
-            out[k] = float(v)
-    return out
 
 
 def promtool(text, what):
@@ -131,7 +121,7 @@ def main(sh):
     code, out, err = tool(sh, "stats", "--prometheus")
     check_eq((code, err), (0, ""), "stats --prometheus: exit status and stderr")
     promtool(out, "the output of two shards")
-    m = parse(out)
+    m = parse_exposition(out)
     q = "laurel_layer_channel_queued_messages{channel=\"%s\"}"
     sent = "laurel_layer_channel_messages_total{channel=\"%s\"}"
     full = "laurel_layer_channel_sends_full_total{channel=\"%s\"}"
@@ -157,7 +147,7 @@ def main(sh):
     code, out, err = tool(sh, "stats", "--prometheus", "--groups", "room*")
     check_eq(code, 0, "stats --prometheus --groups room*: exit status")
     promtool(out, "the output with groups")
-    m = parse(out)
+    m = parse_exposition(out)
     check_eq(m.get("laurel_layer_groups"), 2, "laurel_layer_groups (room1, room2)")
     check_eq(m.get('laurel_layer_group_members{group="room1"}'), 2,
              "room1: two live members (one older than group_expiry is not counted)")
@@ -171,13 +161,13 @@ def main(sh):
            now_ms + 120000, "m3")
     code, out, err = tool(sh, "stats", "--prometheus")
     promtool(out, "the output with delayed messages")
-    m = parse(out)
+    m = parse_exposition(out)
     check_eq(m.get("laurel_layer_delayed_messages"), 3, "laurel_layer_delayed_messages")
     overdue = m.get("laurel_layer_delayed_overdue_seconds")
     check(overdue is not None and 30 <= overdue < 40,
           "laurel_layer_delayed_overdue_seconds: the earliest is 30 s late", overdue)
     sh.cli(0, "ZREM", "asgi::delay", "m1")
-    m = parse(tool(sh, "stats", "--prometheus")[1])
+    m = parse_exposition(tool(sh, "stats", "--prometheus")[1])
     check_eq((m.get("laurel_layer_delayed_messages"),
               m.get("laurel_layer_delayed_overdue_seconds")), (2, 0),
              "none overdue: laurel_layer_delayed_overdue_seconds is 0")
@@ -191,7 +181,7 @@ def main(sh):
                        capture_output=True, check=True)
     code, out, err = tool(sh, "--prefix", "cap:", "stats", "--prometheus")
     promtool(out, "the capped output")
-    m = parse(out)
+    m = parse_exposition(out)
     depths = {k: v for k, v in m.items() if k.startswith("laurel_layer_channel_queued_messages")}
     check_eq(len(depths), 201, "200 channel labels and (other)")
     check_eq(sum(depths.values()), sum(i % 7 + 1 for i in range(230)),
@@ -216,7 +206,7 @@ def main(sh):
     sh.procs[1].kill()
     sh.procs[1].wait()
     code, out, err = tool(sh, "stats", "--prometheus")
-    m = parse(out)
+    m = parse_exposition(out)
     check_eq(code, 0, "one shard down: exit 0")
     check_eq(m.get("laurel_layer_shards_up"), 1, "one shard down: shards_up")
     check_eq(m.get('laurel_layer_shard_up{shard="1",url="redis://127.0.0.1:%d/0"}'
@@ -230,7 +220,8 @@ def main(sh):
     sh.procs[0].wait()
     code, out, err = tool(sh, "stats", "--prometheus")
     check_eq(code, 3, "both shards down: exit 3")
-    check_eq(parse(out).get("laurel_layer_shards_up"), 0, "both shards down: shards_up 0")
+    check_eq(parse_exposition(out).get("laurel_layer_shards_up"), 0,
+             "both shards down: shards_up 0")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 #include "tests/lib/test.h"
+#include "laurel/layer.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -185,6 +186,49 @@ const char *test_redis_cmd(struct test_redis *r, const char *fmt, ...)
 	freeReplyObject(rep);
 	redisFree(c);
 	return out;
+}
+
+/* asgi_redis 1.4.3's send script, as captured. */
+static const char chansend[] = "if redis.call('llen', KEYS[2]) >= tonumber(ARGV[3]) then\n"
+			       "    return redis.error_reply(\"full\")\n"
+			       "end\n"
+			       "redis.call('set', KEYS[1], ARGV[1])\n"
+			       "redis.call('expire', KEYS[1], ARGV[2])\n"
+			       "redis.call('rpush', KEYS[2], KEYS[1])\n"
+			       "redis.call('expire', KEYS[2], ARGV[2] + 1)\n";
+
+int test_asgi_send(struct redisContext *c, const char *body_key, const char *queue_key,
+		   const void *bytes, size_t len)
+{
+	redisReply *rep = redisCommand(c, "EVAL %s 2 %s %s %b 60 100", chansend, body_key,
+				       queue_key, bytes, len);
+	int rc = rep && rep->type != REDIS_REPLY_ERROR ? 0 : -1;
+	freeReplyObject(rep);
+	return rc;
+}
+
+struct laurel_layer *test_memory_layer(const struct laurel_capacity *caps, size_t n)
+{
+	const char *url = "memory://";
+	struct laurel_layer_options o = {
+		.urls = &url, .nurls = 1, .capacities = caps, .ncapacities = n};
+	struct laurel_layer *l = NULL;
+	char err[256];
+	if (laurel_layer_new(&l, &o, err, sizeof(err))) {
+		fprintf(stderr, "memory layer: %s\n", err);
+		exit(2);
+	}
+	return l;
+}
+
+bool test_take(struct laurel_layer *layer, const char *channel, struct laurel_received *r)
+{
+	const char *chans[] = {channel};
+	size_t got = 0;
+	if (laurel_layer_receive(layer, chans, 1, 0, r, 1, &got) < 0)
+		test_fail(__FILE__, __LINE__, "receive from %s: %s", channel,
+			  laurel_layer_error(layer));
+	return got == 1;
 }
 
 size_t test_load_vectors(const char *path, struct test_vector *v, size_t max)

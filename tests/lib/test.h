@@ -5,6 +5,7 @@
 #define LAUREL_TEST_H
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -83,6 +84,21 @@ void test_redis_cleanup(struct test_redis *r);
 /* Runs one command on it and returns the reply as text (integers in decimal, nil as "(nil)",
  * arrays joined with '\n'), in a static buffer. For checking keys from the outside. */
 const char *test_redis_cmd(struct test_redis *r, const char *fmt, ...);
+/* asgi_redis 1.4.3's send, the way the Python side does it (its Lua script, as captured): bytes
+ * stored under body_key and body_key pushed onto queue_key (full keys, "asgi:..."), 60 s expiry,
+ * refused when the queue holds 100. Returns 0, or -1 on an error reply or a failed connection. */
+struct redisContext;
+int test_asgi_send(struct redisContext *c, const char *body_key, const char *queue_key,
+		   const void *bytes, size_t len);
+/* A new in-memory layer ("memory://") with channel capacities caps[0..n) (n may be 0); exits 2
+ * with a message if it cannot be made. The caller frees it with laurel_layer_free. */
+struct laurel_layer;
+struct laurel_capacity;
+struct laurel_received;
+struct laurel_layer *test_memory_layer(const struct laurel_capacity *caps, size_t n);
+/* Takes the next message waiting on channel (a process channel "x!" for any of its own) without
+ * waiting, into r (the caller finishes it with laurel_received_fini). False if there is none. */
+bool test_take(struct laurel_layer *layer, const char *channel, struct laurel_received *r);
 /* A free TCP port on 127.0.0.1. */
 int test_free_port(void);
 

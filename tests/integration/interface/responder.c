@@ -67,6 +67,7 @@
  */
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/response.h"
 #include "common/util.h"
 #include "laurel/message.h"
 
@@ -121,11 +122,6 @@ struct responder {
 	bool websocket;
 	long full_timeout_ms;
 	struct util_rng rng;
-};
-
-struct header {
-	const char *name;
-	const char *value;
 };
 
 static void on_signal(int sig)
@@ -507,27 +503,6 @@ static void record(struct responder *r, const char *channel, const struct laurel
 
 /* --- Replies --------------------------------------------------------------------------------- */
 
-static struct laurel_msg *start_msg(int64_t status, const struct header *headers, size_t nheaders,
-				    const void *content, size_t len, bool more)
-{
-	struct laurel_msg *m = laurel_msg_new();
-	struct laurel_value *root = laurel_msg_root(m);
-	laurel_msg_set_int(m, "status", status);
-	struct laurel_value *list = laurel_map_put(m, root, "headers");
-	laurel_value_set_list(m, list, nheaders);
-	for (size_t i = 0; i < nheaders; i++) {
-		struct laurel_value *pair = laurel_list_push(m, list);
-		laurel_value_set_list(m, pair, 2);
-		laurel_value_set_bytes(m, laurel_list_push(m, pair), headers[i].name,
-				       strlen(headers[i].name));
-		laurel_value_set_bytes(m, laurel_list_push(m, pair), headers[i].value,
-				       strlen(headers[i].value));
-	}
-	laurel_msg_set_bytes(m, "content", content, len);
-	laurel_msg_set_bool(m, "more_content", more);
-	return m;
-}
-
 static struct laurel_msg *chunk_msg(const void *content, size_t len, bool more)
 {
 	struct laurel_msg *m = laurel_msg_new();
@@ -536,17 +511,17 @@ static struct laurel_msg *chunk_msg(const void *content, size_t len, bool more)
 	return m;
 }
 
-static const struct header text_plain[] = {{"Content-Type", "text/plain"}};
+static const struct laurel_header text_plain[] = {{"Content-Type", "text/plain"}};
 
 static struct laurel_msg *hello_msg(void)
 {
-	return start_msg(200, text_plain, 1, "hello", 5, false);
+	return response_start(200, text_plain, 1, "hello", 5, false);
 }
 
 static void reply_text(struct responder *r, const char *channel, int64_t status, const char *s,
 		       size_t len)
 {
-	send_msg(r, channel, start_msg(status, text_plain, 1, s, len, false));
+	send_msg(r, channel, response_start(status, text_plain, 1, s, len, false));
 }
 
 /* The value of name in a query string ("a=1&n=5"), as a number; def if absent or not a number. */
@@ -637,11 +612,11 @@ static void reply_big(struct responder *r, const char *channel, const struct lau
 	memset(x, 'x', CHUNK_SIZE);
 	char cl[32];
 	snprintf(cl, sizeof(cl), "%ld", n);
-	struct header h[] = {{"Content-Type", "text/plain"}, {"Content-Length", cl}};
+	struct laurel_header h[] = {{"Content-Type", "text/plain"}, {"Content-Length", cl}};
 	size_t first = n < CHUNK_SIZE ? (size_t)n : CHUNK_SIZE;
 	size_t left = (size_t)n - first;
-	int ret = send_msg(r, channel,
-			   start_msg(200, h, query_long(m, "cl", 0) ? 2 : 1, x, first, left > 0));
+	size_t nh = query_long(m, "cl", 0) ? 2 : 1;
+	int ret = send_msg(r, channel, response_start(200, h, nh, x, first, left > 0));
 	while (ret == 0 && left > 0) {
 		size_t k = left < CHUNK_SIZE ? left : CHUNK_SIZE;
 		left -= k;
@@ -662,14 +637,15 @@ static void handle_request(struct responder *r, const struct laurel_msg *m)
 	if (strcmp(path, "/hello") == 0) {
 		send_msg(r, channel, hello_msg());
 	} else if (strcmp(path, "/echo") == 0) {
-		static const struct header h[] = {{"Content-Type", "application/octet-stream"}};
+		static const struct laurel_header h[] = {
+			{"Content-Type", "application/octet-stream"}};
 		struct buf body;
 		buf_init(&body);
 		if (full_body(r, m, &body) == 0)
-			send_msg(r, channel, start_msg(200, h, 1, body.data, body.len, false));
+			send_msg(r, channel, response_start(200, h, 1, body.data, body.len, false));
 		buf_fini(&body);
 	} else if (strcmp(path, "/stream") == 0) {
-		if (send_msg(r, channel, start_msg(200, text_plain, 1, "part1", 5, true)) == 0 &&
+		if (!send_msg(r, channel, response_start(200, text_plain, 1, "part1", 5, true)) &&
 		    send_msg(r, channel, chunk_msg("part2", 5, true)) == 0)
 			send_msg(r, channel, chunk_msg("part3", 5, false));
 	} else if (strncmp(path, "/status/", 8) == 0) {
@@ -678,7 +654,7 @@ static void handle_request(struct responder *r, const struct laurel_msg *m)
 		if (*e || e == path + 8 || status < 100 || status > 999)
 			reply_text(r, channel, 404, "not found", 9);
 		else
-			send_msg(r, channel, start_msg(status, NULL, 0, "", 0, false));
+			send_msg(r, channel, response_start(status, NULL, 0, "", 0, false));
 	} else if (strcmp(path, "/headers") == 0) {
 		struct buf out;
 		buf_init(&out);
@@ -720,24 +696,24 @@ static void handle_request(struct responder *r, const struct laurel_msg *m)
 		buf_fini(&body);
 	} else if (strcmp(path, "/reply-twice") == 0) {
 		if (send_msg(r, channel, hello_msg()) == 0)
-			send_msg(r, channel, start_msg(500, NULL, 0, "stray", 5, false));
+			send_msg(r, channel, response_start(500, NULL, 0, "stray", 5, false));
 	} else if (strcmp(path, "/length") == 0) {
 		/* An application's own Content-Length: cl=N on "hello" (stream=1: on "part1",
 		 * "part2", "part3" in three messages); bad=1: "5x"; twice=1: two of them. */
 		char cl[32];
 		snprintf(cl, sizeof(cl), query_long(m, "bad", 0) ? "5x" : "%ld",
 			 query_long(m, "cl", 5));
-		struct header h[] = {{"Content-Length", cl}, {"Content-Length", cl}};
+		struct laurel_header h[] = {{"Content-Length", cl}, {"Content-Length", cl}};
 		size_t nh = query_long(m, "twice", 0) ? 2 : 1;
 		if (!query_long(m, "stream", 0))
-			send_msg(r, channel, start_msg(200, h, nh, "hello", 5, false));
-		else if (send_msg(r, channel, start_msg(200, h, nh, "part1", 5, true)) == 0 &&
+			send_msg(r, channel, response_start(200, h, nh, "hello", 5, false));
+		else if (send_msg(r, channel, response_start(200, h, nh, "part1", 5, true)) == 0 &&
 			 send_msg(r, channel, chunk_msg("part2", 5, true)) == 0)
 			send_msg(r, channel, chunk_msg("part3", 5, false));
 	} else if (strcmp(path, "/header-case") == 0) {
-		static const struct header h[] = {{"X-Custom-Header", "Value"},
-						  {"content-type", "text/plain"}};
-		send_msg(r, channel, start_msg(200, h, 2, "ok", 2, false));
+		static const struct laurel_header h[] = {{"X-Custom-Header", "Value"},
+							 {"content-type", "text/plain"}};
+		send_msg(r, channel, response_start(200, h, 2, "ok", 2, false));
 	} else {
 		reply_text(r, channel, 404, "not found", 9);
 	}

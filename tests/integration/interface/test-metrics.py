@@ -33,29 +33,9 @@ os.environ.pop("LAUREL_E2E_MODE", None)
 import websockets  # noqa: E402
 
 from harness import Stack, check, check_eq, done, free_port, wait_port  # noqa: E402
+from testlib import fetch, parse_exposition  # noqa: E402
 
 N_OK, N_404, K_WS = 300, 40, 50
-
-
-def fetch(url, data=None, timeout=5):
-    """(status, body text) of a request; errors with a status are returned too."""
-    try:
-        with urllib.request.urlopen(url, data=data, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError as e:
-        return type(e).__name__, ""
-
-
-def parse(text):
-    """{'name{labels}': value} of a text exposition."""
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            k, _, v = line.rpartition(" ")
-            out[k] = float(v)
-    return out
 
 
 class Prometheus:
@@ -140,7 +120,7 @@ def check_worker_endpoint(wbase):
                        text=True)
     check(r.returncode == 0, "worker pool: promtool check metrics accepts the output",
           r.stdout + r.stderr)
-    m = parse(text)
+    m = parse_exposition(text)
     check_eq(m.get("laurel_worker_processes"), 2.0, "worker pool: 2 processes counted")
     for route in ("hello", "not_found", "echo"):
         check('laurel_worker_consumer_seconds_count{route="%s"}' % route in m,
@@ -180,7 +160,7 @@ def check_worker_counts(prom, wbase, wbefore):
              "Prometheus: worker pool: one held reply per request, echo and accept")
 
     # A process killed: a restart counted, its counts kept, ready again.
-    counted = parse(fetch(wbase + "/metrics")[1])
+    counted = parse_exposition(fetch(wbase + "/metrics")[1])
     victim = pool_children(prom.st)[0]
     os.kill(victim, 9)
     check_eq(prom.wait_for("laurel_worker_process_restarts_total", 1.0), 1.0,
@@ -192,7 +172,7 @@ def check_worker_counts(prom, wbase, wbefore):
     check(victim not in pool_children(prom.st) and len(pool_children(prom.st)) == 2,
           "worker pool: the killed process was replaced")
     check_eq(fetch(wbase + "/readyz")[0], 200, "worker pool: ready again after the restart")
-    after = parse(fetch(wbase + "/metrics")[1])
+    after = parse_exposition(fetch(wbase + "/metrics")[1])
     keys = [k for k in counted if k.startswith("laurel_worker_messages_total")
             or k.startswith("laurel_worker_route_messages_total")
             or k.startswith("laurel_worker_consumer_seconds_count")]
@@ -208,7 +188,7 @@ def check_worker_counts(prom, wbase, wbefore):
         end = time.monotonic() + 5
         while time.monotonic() < end and fetch(wbase + "/metrics")[0] != 200:
             time.sleep(0.1)
-        again = parse(fetch(wbase + "/metrics")[1])
+        again = parse_exposition(fetch(wbase + "/metrics")[1])
         check(metrics_process(prom.st) not in (None, mp) and again.get(keys[0]) == after.get(keys[0]),
               "worker pool: the metrics process killed is replaced, counts kept")
         check_eq(again.get("laurel_worker_process_restarts_total"), 1.0,
@@ -239,8 +219,8 @@ def main(st, mport, wport):
     check(prom.wait_for('up{job="laurel-interface"}', 1.0) == 1.0, "Prometheus scrapes it")
     check(prom.wait_for('up{job="laurel-worker"}', 1.0) == 1.0,
           "Prometheus scrapes the worker pool")
-    before = parse(fetch(base + "/metrics")[1])
-    wbefore = parse(fetch(wbase + "/metrics")[1])
+    before = parse_exposition(fetch(base + "/metrics")[1])
+    wbefore = parse_exposition(fetch(wbase + "/metrics")[1])
 
     for _ in range(N_OK):
         fetch(st.base + "/hello")
@@ -330,7 +310,7 @@ def runserver(build):
         base = "http://127.0.0.1:%d" % mport
         for _ in range(20):
             fetch("http://127.0.0.1:%d/hello" % port)
-        m = parse(fetch(base + "/metrics")[1])
+        m = parse_exposition(fetch(base + "/metrics")[1])
         check_eq(m.get('laurel_interface_http_responses_total{code="2xx"}'), 20.0,
                  "runserver: the interface's responses counted")
         check_eq(m.get('laurel_worker_route_messages_total{route="hello",result="ok"}'), 20.0,

@@ -25,56 +25,15 @@ import traceback
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib"))
+import testlib  # noqa: E402
+from testlib import (await_for, check, check_eq, done, free_port, log, recv_until,  # noqa: E402
+                     stop, wait_for)
+
 INTERFACE, RESPONDER = sys.argv[1], sys.argv[2]
 TOOL = sys.argv[3] if len(sys.argv) > 3 else None
 TMP = tempfile.mkdtemp(prefix="laurel-ws-")
 PROCS = []
-PASSED = 0
-FAILED = 0
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def check(cond, what):
-    global PASSED, FAILED
-    if cond:
-        PASSED += 1
-    else:
-        FAILED += 1
-        log("FAILED: " + what)
-    return cond
-
-
-def check_eq(got, want, what):
-    return check(got == want, "%s: got %r, expected %r" % (what, got, want))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(pred, timeout, step=0.02):
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= end:
-            return v
-        time.sleep(step)
-
-
-async def await_for(pred, timeout, step=0.02):
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() >= end:
-            return v
-        await asyncio.sleep(step)
 
 
 # --- Redis -------------------------------------------------------------------------------------
@@ -136,15 +95,9 @@ class Proc:
         return self.p.poll() is None
 
     def stop(self, sig=signal.SIGTERM, timeout=10):
-        if self.p.poll() is None:
-            self.p.send_signal(sig)
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+        rc = stop(self.p, sig, timeout)
         self.logf.close()
-        return self.p.returncode
+        return rc
 
     def text(self):
         with open(self.log, "rb") as f:
@@ -365,13 +318,7 @@ def raw_handshake(port, path="/chat", extra=b"", key=b"dGhlIHNhbXBsZSBub25jZQ=="
     s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
               b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\n"
               b"Sec-WebSocket-Version: 13\r\n" + extra + b"\r\n")
-    head = b""
-    while b"\r\n\r\n" not in head:
-        d = s.recv(4096)
-        if not d:
-            break
-        head += d
-    return head, s
+    return recv_until(s, b"\r\n\r\n"), s
 
 
 @test
@@ -738,7 +685,7 @@ async def main():
         redis.close()
         for p in reversed(PROCS):
             p.stop(signal.SIGKILL if p.name == "redis" else signal.SIGTERM)
-        if FAILED:
+        if testlib.failed:
             for i in ifaces:
                 i.proc.dump()
             responder.dump()
@@ -746,8 +693,7 @@ async def main():
         else:
             shutil.rmtree(TMP, ignore_errors=True)
         del redis_proc
-    log("%d passed, %d failed" % (PASSED, FAILED))
-    return 1 if FAILED else 0
+    return done()
 
 
 if __name__ == "__main__":

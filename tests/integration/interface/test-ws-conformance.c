@@ -11,6 +11,7 @@
 #include "laurel/message.h"
 #include "tests/integration/interface/harness.h"
 #include "tests/lib/test.h"
+#include "tests/lib/wsframe.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -40,34 +41,11 @@ struct frame {
 	struct buf payload;
 };
 
-static void frame_build(struct buf *b, uint8_t b0, bool masked, const void *data, size_t len)
-{
-	static const uint8_t key[4] = {0xa1, 0x3c, 0x07, 0x5e};
-	const uint8_t *p = data;
-	uint8_t m = masked ? 0x80 : 0;
-	buf_append_byte(b, b0);
-	if (len < 126) {
-		buf_append_byte(b, (unsigned char)(m | len));
-	} else if (len < 65536) {
-		buf_append_byte(b, m | 126);
-		buf_append_byte(b, (unsigned char)(len >> 8));
-		buf_append_byte(b, (unsigned char)len);
-	} else {
-		buf_append_byte(b, m | 127);
-		for (int i = 7; i >= 0; i--)
-			buf_append_byte(b, (unsigned char)((uint64_t)len >> (8 * i)));
-	}
-	if (masked)
-		buf_append(b, key, 4);
-	for (size_t i = 0; i < len; i++)
-		buf_append_byte(b, (unsigned char)(masked ? p[i] ^ key[i % 4] : p[i]));
-}
-
 static int ws_sendframe(struct client *c, uint8_t b0, bool masked, const void *data, size_t len)
 {
 	struct buf b;
 	buf_init(&b);
-	frame_build(&b, b0, masked, data, len);
+	wsframe_append(&b, b0, masked, data, len);
 	int rc = client_send(c, b.data, b.len);
 	buf_fini(&b);
 	return rc;
@@ -80,11 +58,12 @@ static int send_text(struct client *c, const char *s)
 
 static int send_close(struct client *c, int code, const void *reason, size_t rlen)
 {
-	uint8_t p[130];
-	p[0] = (uint8_t)(code >> 8);
-	p[1] = (uint8_t)code;
-	memcpy(p + 2, reason, rlen);
-	return ws_sendframe(c, 0x88, true, p, 2 + rlen);
+	struct buf b;
+	buf_init(&b);
+	wsframe_close(&b, code, reason, rlen);
+	int rc = client_send(c, b.data, b.len);
+	buf_fini(&b);
+	return rc;
 }
 
 /* Reads one frame from the server. Returns 0, -1 on timeout, -2 if the connection ended first.
@@ -468,7 +447,7 @@ static void fail_with_frame(uint8_t b0, bool masked, const void *data, size_t le
 {
 	struct buf b;
 	buf_init(&b);
-	frame_build(&b, b0, masked, data, len);
+	wsframe_append(&b, b0, masked, data, len);
 	expect_failure(b.data, b.len, code, what);
 	buf_fini(&b);
 }
@@ -497,8 +476,8 @@ static void test_protocol_errors(void)
 	fail_with_frame(0x00, true, "cont", 4, 1002, "unfinished continuation without a start");
 	struct buf b;
 	buf_init(&b);
-	frame_build(&b, 0x01, true, "a", 1);
-	frame_build(&b, 0x81, true, "b", 1);
+	wsframe_append(&b, 0x01, true, "a", 1);
+	wsframe_append(&b, 0x81, true, "b", 1);
 	expect_failure(b.data, b.len, 1002, "a new message inside a fragmented one");
 	buf_fini(&b);
 }
@@ -527,8 +506,8 @@ static void test_utf8_messages(void)
 	fail_with_frame(0x81, true, "\xe2\x82", 2, 1007, "truncated code point");
 	struct buf b;
 	buf_init(&b);
-	frame_build(&b, 0x01, true, "ok \xf0\x9f", 5);
-	frame_build(&b, 0x80, true, "(", 1);
+	wsframe_append(&b, 0x01, true, "ok \xf0\x9f", 5);
+	wsframe_append(&b, 0x80, true, "(", 1);
 	expect_failure(b.data, b.len, 1007, "invalid UTF-8 across fragments");
 	buf_fini(&b);
 }
@@ -574,7 +553,7 @@ static void test_close(void)
 	/* A close reason that is not UTF-8: 1002 (Autobahn 7.5.1 also accepts 1007). */
 	struct buf b;
 	buf_init(&b);
-	frame_build(&b, 0x88, true, "\x03\xe8ok\xff\xfe", 6);
+	wsframe_append(&b, 0x88, true, "\x03\xe8ok\xff\xfe", 6);
 	expect_failure_or(b.data, b.len, 1002, 1007, "close reason not UTF-8");
 	/* The same close frame in two TCP segments, cut inside the reason. */
 	struct client c;
@@ -587,7 +566,7 @@ static void test_close(void)
 	}
 	/* A valid reason cut after the first byte of the code must be answered 1000. */
 	buf_reset(&b);
-	frame_build(&b, 0x88, true, "\x03\xe8\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5", 13);
+	wsframe_append(&b, 0x88, true, "\x03\xe8\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5", 13);
 	if (ws_open_on(&c, main_if.port, "/close") == 0) {
 		client_send(&c, b.data, 7);
 		h_sleep_ms(50);
@@ -635,8 +614,8 @@ static void test_close(void)
 		reply_of(&c, reply, sizeof(reply));
 		struct buf b2;
 		buf_init(&b2);
-		frame_build(&b2, 0x88, true, "\x03\xe8", 2);
-		frame_build(&b2, 0x81, true, "late", 4);
+		wsframe_append(&b2, 0x88, true, "\x03\xe8", 2);
+		wsframe_append(&b2, 0x81, true, "late", 4);
 		client_send(&c, b2.data, b2.len);
 		buf_fini(&b2);
 		expect_close(&c, 1000, "close then data");
@@ -661,9 +640,9 @@ static void test_max_message(void)
 	fail_with_frame(0x81, true, data, n, 1009, "message over --ws-max-message");
 	struct buf b;
 	buf_init(&b);
-	frame_build(&b, 0x01, true, data, MAX_MESSAGE / 2);
-	frame_build(&b, 0x00, true, data, MAX_MESSAGE / 2);
-	frame_build(&b, 0x80, true, data, 1);
+	wsframe_append(&b, 0x01, true, data, MAX_MESSAGE / 2);
+	wsframe_append(&b, 0x00, true, data, MAX_MESSAGE / 2);
+	wsframe_append(&b, 0x80, true, data, 1);
 	expect_failure(b.data, b.len, 1009, "fragmented message over --ws-max-message");
 	buf_fini(&b);
 	free(data);
@@ -889,7 +868,7 @@ static void test_inbound(struct iface *f, const char *data, size_t n)
 	(void)data;
 	struct buf fr;
 	buf_init(&fr);
-	frame_build(&fr, 0x81, true, text, n);
+	wsframe_append(&fr, 0x81, true, text, n);
 	long before = rss_kib(f->proc.pid), peak = before;
 	int sent = 0;
 	int64_t t0 = util_now_ms();
@@ -1142,7 +1121,7 @@ static void burst(int port, bool in_order, const char *what)
 	char text[16];
 	for (int i = 0; i < N; i++) {
 		int n = snprintf(text, sizeof(text), "b%d", i);
-		frame_build(&all, 0x81, true, text, (size_t)n);
+		wsframe_append(&all, 0x81, true, text, (size_t)n);
 	}
 	CHECK_EQ(client_send(&c, all.data, all.len), 0);
 	static bool seen[N];

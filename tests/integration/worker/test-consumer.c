@@ -11,7 +11,6 @@
 #include "laurel/layer.h"
 #include "laurel/routing.h"
 #include "worker/consumer.h"
-#include "worker/ordering.h"
 #include "worker/worker.h"
 
 static int seen_errors[16];
@@ -324,18 +323,9 @@ static struct laurel_msg *ordered_msg(const char *reply, int64_t order, const ch
 	return m;
 }
 
+/* enforce_ordering through worker_handle (its parts: tests/unit/worker/test-ordering.c). */
 static void test_ordering(void)
 {
-	char wait[LAUREL_NAME_MAX + 1];
-	CHECK_EQ(ordering_wait_channel("daphne.response.AbCdEfGhIj!kLmN", wait), 0);
-	CHECK_STR(wait, "__wait__.daphne.response.AbCdEfGhIj?kLmN");
-	CHECK_EQ(ordering_wait_channel("http.response?xy", wait), 0);
-	CHECK_STR(wait, "__wait__.http.response?xy");
-	char longname[96];
-	memset(longname, 'a', sizeof(longname) - 1);
-	longname[sizeof(longname) - 1] = '\0';
-	CHECK_EQ(ordering_wait_channel(longname, wait), -EINVAL);
-
 	/* Receives before the connect wait, then run in order once it ran. */
 	CHECK_EQ(handle("websocket.receive", ordered_msg("ord!a", 3, "c")), WORKER_WAITING);
 	CHECK_EQ(handle("websocket.receive", ordered_msg("ord!a", 1, "a")), WORKER_WAITING);

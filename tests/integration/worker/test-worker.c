@@ -8,23 +8,20 @@
 #include "tests/lib/test.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common/util.h"
+#include "laurel/layer.h"
 #include "laurel/message.h"
+#include "tests/lib/proc.h"
 
 static const char *worker_path, *app_path, *badabi_path, *badroute_path;
 static struct test_redis redis;
 static redisContext *rc;
-static char tmpdir[] = "/tmp/laurel-test-worker-XXXXXX";
 static struct util_rng rng;
 
 /* --- Catalog --------------------------------------------------------------------------------- */
@@ -47,18 +44,7 @@ enum {
 
 /* --- Processes ------------------------------------------------------------------------------- */
 
-struct proc {
-	pid_t pid;
-	char log[512];
-};
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
-/* Starts laurel-worker with args (NULL-terminated), stdout and stderr to TMPDIR/name.log. */
+/* Starts laurel-worker with args (NULL-terminated), stdout and stderr to TMP/name.log. */
 static void start(struct proc *p, const char *name, const char *const *args)
 {
 	size_t nargs = 0;
@@ -67,64 +53,8 @@ static void start(struct proc *p, const char *name, const char *const *args)
 	const char **argv = xcalloc(nargs + 2, sizeof(*argv));
 	argv[0] = worker_path;
 	memcpy(argv + 1, args, nargs * sizeof(*argv));
-	snprintf(p->log, sizeof(p->log), "%s/%s.log", tmpdir, name);
-	p->pid = fork();
-	if (p->pid < 0) {
-		perror("fork");
-		exit(2);
-	}
-	if (p->pid == 0) {
-		int fd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		close(fd);
-		unsetenv("LAUREL_LAYER");
-		unsetenv("LAUREL_APP");
-		execv(worker_path, (char *const *)argv);
-		perror("exec laurel-worker");
-		_exit(127);
-	}
+	proc_start(p, name, argv);
 	free(argv);
-}
-
-/* Waits up to timeout_ms for p to exit (after sending sig, if non-zero); kills it if it does not.
- * Returns its exit status, 128 + signal, or -1 if it had to be killed. */
-static int finish(struct proc *p, int sig, int timeout_ms)
-{
-	if (sig)
-		kill(p->pid, sig);
-	int64_t deadline = util_now_ms() + timeout_ms;
-	int status;
-	for (;;) {
-		pid_t r = waitpid(p->pid, &status, WNOHANG);
-		if (r == p->pid)
-			break;
-		if (util_now_ms() > deadline) {
-			fprintf(stderr, "%s: still running after %d ms, killing it\n", p->log,
-				timeout_ms);
-			kill(p->pid, SIGKILL);
-			waitpid(p->pid, &status, 0);
-			return -1;
-		}
-		sleep_ms(10);
-	}
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-static char *slurp(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	struct stat st;
-	if (!f || fstat(fileno(f), &st) < 0) {
-		if (f)
-			fclose(f);
-		return xstrdup("");
-	}
-	char *s = xmalloc((size_t)st.st_size + 1);
-	size_t n = fread(s, 1, (size_t)st.st_size, f);
-	s[n] = '\0';
-	fclose(f);
-	return s;
 }
 
 static int count_of(const char *hay, const char *needle)
@@ -147,7 +77,7 @@ static bool log_has_n(struct proc *p, const char *needle, int times, int timeout
 			return true;
 		if (util_now_ms() > deadline)
 			return false;
-		sleep_ms(20);
+		h_sleep_ms(20);
 	}
 }
 
@@ -167,7 +97,7 @@ static int run_sync(const char *name, const char *const *args, char **out)
 {
 	struct proc p;
 	start(&p, name, args);
-	int status = finish(&p, 0, 10000);
+	int status = proc_stop(&p, 0, 10000);
 	*out = slurp(p.log);
 	return status;
 }
@@ -176,24 +106,15 @@ static int run_sync(const char *name, const char *const *args, char **out)
 
 /* --- Redis, the way Daphne uses it ----------------------------------------------------------- */
 
-static const char chansend[] = "if redis.call('llen', KEYS[2]) >= tonumber(ARGV[3]) then\n"
-			       "    return redis.error_reply(\"full\")\n"
-			       "end\n"
-			       "redis.call('set', KEYS[1], ARGV[1])\n"
-			       "redis.call('expire', KEYS[1], ARGV[2])\n"
-			       "redis.call('rpush', KEYS[2], KEYS[1])\n"
-			       "redis.call('expire', KEYS[2], ARGV[2] + 1)\n";
-
 /* asgi_redis 1.4's send: a body key asgi:<uuid4 hex> and the queue asgi:<channel>. */
 static void inject_raw(const char *channel, const void *bytes, size_t len)
 {
 	char body[6 + 32] = "asgi:";
 	util_rng_hex(&rng, body + 5, 32);
 	body[37] = '\0';
-	redisReply *r = redisCommand(rc, "EVAL %s 2 %s asgi:%s %b 60 100", chansend, body, channel,
-				     bytes, len);
-	CHECK(r && r->type != REDIS_REPLY_ERROR);
-	freeReplyObject(r);
+	char queue[LAUREL_NAME_MAX + 6];
+	snprintf(queue, sizeof(queue), "asgi:%s", channel);
+	CHECK_EQ(test_asgi_send(rc, body, queue, bytes, len), 0);
 }
 
 static void inject(const char *channel, const struct laurel_msg *m)
@@ -452,7 +373,7 @@ static void test_chat_sessions(void)
 	int64_t deadline = util_now_ms() + 3000;
 	while (strcmp(test_redis_cmd(&redis, "ZCARD asgi::group:chat-room1"), "2") != 0 &&
 	       util_now_ms() < deadline)
-		sleep_ms(10);
+		h_sleep_ms(10);
 	CHECK_STR(test_redis_cmd(&redis, "ZCARD asgi::group:chat-room1"), "2");
 	ws_message("websocket.receive", "daphne.response.ChatTestAb!ann", "/chat/room1/", NULL,
 		   "ghost");
@@ -465,8 +386,8 @@ static void test_chat_sessions(void)
 	collect(queue, 1, "close", got, sizeof(got));
 	CHECK_STR(got, "daphne.response.ChatTestAb!nonick=close:true\n");
 
-	CHECK_EQ(finish(&a, SIGTERM, 5000), 0);
-	CHECK_EQ(finish(&b, SIGTERM, 5000), 0);
+	CHECK_EQ(proc_stop(&a, SIGTERM, 5000), 0);
+	CHECK_EQ(proc_stop(&b, SIGTERM, 5000), 0);
 }
 
 /* A consumer that sends and then fails sends nothing. */
@@ -726,11 +647,11 @@ static void test_delay(void)
 	inject_delay(to, 2500, "b");
 	int64_t deadline = util_now_ms() + 2000;
 	while (atoi(test_redis_cmd(&redis, "ZCARD asgi::delay")) < 2 && util_now_ms() < deadline)
-		sleep_ms(5);
+		h_sleep_ms(5);
 	CHECK_STR(test_redis_cmd(&redis, "ZCARD asgi::delay"), "2");
-	CHECK_EQ(finish(&d, SIGKILL, 5000), 128 + SIGKILL);
+	CHECK_EQ(proc_stop(&d, SIGKILL, 5000), 128 + SIGKILL);
 	inject_delay(to, 100, "c"); /* waits on asgi.delay while nobody reads it */
-	sleep_ms(1200);
+	h_sleep_ms(1200);
 	int64_t restart = util_now_ms() - t0;
 	start(&d, "delay2", ARGS("--layer", redis.url, "--delay", "--processes", "0", "-v"));
 	char first[2][64];
@@ -771,7 +692,7 @@ static void test_delay(void)
 
 	/* SIGTERM while idle: at once (the layer watches the stop handler's pipe). */
 	int64_t t1 = util_now_ms();
-	CHECK_EQ(finish(&d, SIGTERM, 5000), 0);
+	CHECK_EQ(proc_stop(&d, SIGTERM, 5000), 0);
 	CHECK_INT(util_now_ms() - t1, <, 500);
 }
 
@@ -820,9 +741,9 @@ static void test_batch_replies(void)
 	}
 	CHECK_EQ(got, 2 * N);
 	CHECK_EQ(llen(queue), 0);
-	sleep_ms(300); /* idle, blocked in Redis */
+	h_sleep_ms(300); /* idle, blocked in Redis */
 	int64_t t0 = util_now_ms();
-	CHECK_EQ(finish(&w, SIGTERM, 5000), 0);
+	CHECK_EQ(proc_stop(&w, SIGTERM, 5000), 0);
 	CHECK_INT(util_now_ms() - t0, <, 500);
 }
 
@@ -885,9 +806,9 @@ static void test_sigterm(struct proc *pool)
 	laurel_msg_free(m);
 	int64_t deadline = util_now_ms() + 3000;
 	while (llen("test.slow") > 0 && util_now_ms() < deadline)
-		sleep_ms(5);
+		h_sleep_ms(5);
 	CHECK_EQ(llen("test.slow"), 0);
-	sleep_ms(100);
+	h_sleep_ms(100);
 	int64_t t0 = util_now_ms();
 	kill(pool->pid, SIGTERM);
 	m = await_reply("daphne.response.TermTestAb!", 5000, NULL, NULL);
@@ -895,7 +816,7 @@ static void test_sigterm(struct proc *pool)
 	if (m)
 		CHECK_STR(laurel_msg_get_text(m, "text", NULL), "slow done");
 	laurel_msg_free(m);
-	CHECK_EQ(finish(pool, 0, 10000), 0);
+	CHECK_EQ(proc_stop(pool, 0, 10000), 0);
 	CHECK_INT(util_now_ms() - t0, <, 5000);
 	CHECK_LOG(pool, "stopping 4 worker processes", 0);
 	CHECK_LOG(pool, "laurel-worker info: stopped", 0);
@@ -906,7 +827,7 @@ static void test_sigterm(struct proc *pool)
 static void check_sanitizers(const char *name)
 {
 	char path[600];
-	snprintf(path, sizeof(path), "%s/%s.log", tmpdir, name);
+	snprintf(path, sizeof(path), "%s/%s.log", h_tmp(), name);
 	char *s = slurp(path);
 	int before = test_failures;
 	CHECK_EQ(count_of(s, "runtime error:"), 0);
@@ -934,10 +855,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: only %zu vectors\n", argv[5], nvectors);
 		return 2;
 	}
-	if (!mkdtemp(tmpdir)) {
-		perror("mkdtemp");
-		return 2;
-	}
+	h_init("test-worker");
 	if (test_redis_start(&redis) < 0)
 		return 2;
 	rc = redisConnect("127.0.0.1", redis.port);
@@ -971,13 +889,6 @@ int main(int argc, char **argv)
 	redisFree(rc);
 	test_redis_cleanup(&redis);
 	test_free_vectors(vectors, nvectors);
-	if (test_failures == 0) {
-		char cmd[512];
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "could not remove %s\n", tmpdir);
-	} else {
-		fprintf(stderr, "logs kept in %s\n", tmpdir);
-	}
+	h_cleanup();
 	return test_done();
 }

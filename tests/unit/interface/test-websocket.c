@@ -6,6 +6,7 @@
 #include "interface/websocket.h"
 #include "interface/deflate.h"
 #include "tests/lib/test.h"
+#include "tests/lib/wsframe.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -110,43 +111,10 @@ static void run(const struct buf *in, size_t max_message, size_t step, struct re
 	run_parts(in, max_message, step, 0, r);
 }
 
-/* --- Frames from the client ---------------------------------------------------------------- */
+/* --- Frames from the client (tests/lib/wsframe.h) ------------------------------------------ */
 
 #define MASKED 1
 #define UNMASKED 0
-
-/* Appends a client frame: b0 is the first byte (FIN, RSV, opcode), masked or not. */
-static void cframe(struct buf *b, uint8_t b0, bool masked, const void *data, size_t len)
-{
-	static const uint8_t key[4] = {0x37, 0xfa, 0x21, 0x3d};
-	const uint8_t *p = data;
-	uint8_t mbit = masked ? 0x80 : 0;
-	buf_append_byte(b, b0);
-	if (len < 126) {
-		buf_append_byte(b, (unsigned char)(mbit | len));
-	} else if (len < 65536) {
-		buf_append_byte(b, mbit | 126);
-		buf_append_byte(b, (unsigned char)(len >> 8));
-		buf_append_byte(b, (unsigned char)len);
-	} else {
-		buf_append_byte(b, mbit | 127);
-		for (int i = 7; i >= 0; i--)
-			buf_append_byte(b, (unsigned char)((uint64_t)len >> (8 * i)));
-	}
-	if (masked)
-		buf_append(b, key, 4);
-	for (size_t i = 0; i < len; i++)
-		buf_append_byte(b, (unsigned char)(masked ? p[i] ^ key[i % 4] : p[i]));
-}
-
-static void close_frame(struct buf *b, int code, const void *reason, size_t rlen)
-{
-	uint8_t p[128];
-	p[0] = (uint8_t)(code >> 8);
-	p[1] = (uint8_t)code;
-	memcpy(p + 2, reason, rlen);
-	cframe(b, 0x88, MASKED, p, 2 + rlen);
-}
 
 /* --- Frames from the server ---------------------------------------------------------------- */
 
@@ -347,8 +315,8 @@ static void test_messages(void)
 		for (int text = 0; text <= 1; text++) {
 			struct buf in;
 			buf_init(&in);
-			cframe(&in, text ? 0x81 : 0x82, MASKED, data, lens[i]);
-			cframe(&in, 0x81, MASKED, "next", 4);
+			wsframe_append(&in, text ? 0x81 : 0x82, MASKED, data, lens[i]);
+			wsframe_append(&in, 0x81, MASKED, "next", 4);
 			for (size_t step = 0; step <= 1; step++) {
 				struct result r;
 				run(&in, 1 << 20, step, &r);
@@ -374,11 +342,11 @@ static void test_fragments_and_ping(void)
 {
 	struct buf in;
 	buf_init(&in);
-	cframe(&in, 0x01, MASKED, "Hel", 3);	      /* text, not FIN */
-	cframe(&in, 0x89, MASKED, "ping-data", 9);    /* ping in between */
-	cframe(&in, 0x00, MASKED, "lo, ", 4);	      /* continuation */
-	cframe(&in, 0x8a, MASKED, "unsolicited", 11); /* pong: ignored */
-	cframe(&in, 0x80, MASKED, "w\xc3\xb6rld", 6); /* final continuation */
+	wsframe_append(&in, 0x01, MASKED, "Hel", 3);	      /* text, not FIN */
+	wsframe_append(&in, 0x89, MASKED, "ping-data", 9);    /* ping in between */
+	wsframe_append(&in, 0x00, MASKED, "lo, ", 4);	      /* continuation */
+	wsframe_append(&in, 0x8a, MASKED, "unsolicited", 11); /* pong: ignored */
+	wsframe_append(&in, 0x80, MASKED, "w\xc3\xb6rld", 6); /* final continuation */
 	for (size_t step = 0; step <= 1; step++) {
 		struct result r;
 		run(&in, 1 << 20, step, &r);
@@ -402,11 +370,11 @@ static void test_fragments_and_ping(void)
 	buf_reset(&in);
 	uint8_t big[125];
 	memset(big, 'p', sizeof(big));
-	cframe(&in, 0x02, MASKED, "\x00\x01", 2);
-	cframe(&in, 0x89, MASKED, "", 0);
-	cframe(&in, 0x00, MASKED, "", 0);
-	cframe(&in, 0x89, MASKED, big, 125);
-	cframe(&in, 0x80, MASKED, "\xff", 1);
+	wsframe_append(&in, 0x02, MASKED, "\x00\x01", 2);
+	wsframe_append(&in, 0x89, MASKED, "", 0);
+	wsframe_append(&in, 0x00, MASKED, "", 0);
+	wsframe_append(&in, 0x89, MASKED, big, 125);
+	wsframe_append(&in, 0x80, MASKED, "\xff", 1);
 	for (size_t step = 0; step <= 1; step++) {
 		struct result r;
 		run(&in, 1 << 20, step, &r);
@@ -432,47 +400,47 @@ static void test_protocol_errors(void)
 	struct buf in;
 	buf_init(&in);
 
-	cframe(&in, 0x81, UNMASKED, "hi", 2);
+	wsframe_append(&in, 0x81, UNMASKED, "hi", 2);
 	expect_close(&in, 1 << 20, 1002, 0, "unmasked frame");
 
 	for (int rsv = 1; rsv <= 7; rsv++) {
 		buf_reset(&in);
-		cframe(&in, (uint8_t)(0x81 | rsv << 4), MASKED, "hi", 2);
+		wsframe_append(&in, (uint8_t)(0x81 | rsv << 4), MASKED, "hi", 2);
 		expect_close(&in, 1 << 20, 1002, 0, "reserved bits");
 	}
 	static const int opcodes[] = {3, 4, 5, 6, 7, 0xb, 0xc, 0xd, 0xe, 0xf};
 	for (size_t i = 0; i < sizeof(opcodes) / sizeof(opcodes[0]); i++) {
 		buf_reset(&in);
-		cframe(&in, (uint8_t)(0x80 | opcodes[i]), MASKED, "hi", 2);
+		wsframe_append(&in, (uint8_t)(0x80 | opcodes[i]), MASKED, "hi", 2);
 		expect_close(&in, 1 << 20, 1002, 0, "reserved opcode");
 	}
 	uint8_t big[126];
 	memset(big, 'x', sizeof(big));
 	buf_reset(&in);
-	cframe(&in, 0x89, MASKED, big, 126);
+	wsframe_append(&in, 0x89, MASKED, big, 126);
 	expect_close(&in, 1 << 20, 1002, 0, "ping of 126 bytes");
 	buf_reset(&in);
-	cframe(&in, 0x09, MASKED, "x", 1);
+	wsframe_append(&in, 0x09, MASKED, "x", 1);
 	expect_close(&in, 1 << 20, 1002, 0, "fragmented ping");
 	buf_reset(&in);
-	cframe(&in, 0x08, MASKED, "\x03\xe8", 2);
+	wsframe_append(&in, 0x08, MASKED, "\x03\xe8", 2);
 	expect_close(&in, 1 << 20, 1002, 0, "fragmented close");
 	buf_reset(&in);
-	cframe(&in, 0x80, MASKED, "x", 1);
+	wsframe_append(&in, 0x80, MASKED, "x", 1);
 	expect_close(&in, 1 << 20, 1002, 0, "continuation without start");
 	buf_reset(&in);
-	cframe(&in, 0x00, MASKED, "x", 1);
+	wsframe_append(&in, 0x00, MASKED, "x", 1);
 	expect_close(&in, 1 << 20, 1002, 0, "unfinished continuation without start");
 	buf_reset(&in);
-	cframe(&in, 0x01, MASKED, "a", 1);
-	cframe(&in, 0x81, MASKED, "b", 1);
+	wsframe_append(&in, 0x01, MASKED, "a", 1);
+	wsframe_append(&in, 0x81, MASKED, "b", 1);
 	expect_close(&in, 1 << 20, 1002, 0, "new text inside a fragmented message");
 
 	/* The message before the error is delivered. */
 	buf_reset(&in);
-	cframe(&in, 0x81, MASKED, "ok", 2);
-	cframe(&in, 0x83, MASKED, "x", 1);
-	cframe(&in, 0x81, MASKED, "never", 5);
+	wsframe_append(&in, 0x81, MASKED, "ok", 2);
+	wsframe_append(&in, 0x83, MASKED, "x", 1);
+	wsframe_append(&in, 0x81, MASKED, "never", 5);
 	expect_close(&in, 1 << 20, 1002, 1, "error after one message");
 	buf_fini(&in);
 }
@@ -481,7 +449,7 @@ static void test_utf8_frames(void)
 {
 	struct buf in;
 	buf_init(&in);
-	cframe(&in, 0x81, MASKED, "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5", 11);
+	wsframe_append(&in, 0x81, MASKED, "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5", 11);
 	for (size_t step = 0; step <= 1; step++) {
 		struct result r;
 		run(&in, 1 << 20, step, &r);
@@ -493,9 +461,9 @@ static void test_utf8_frames(void)
 	}
 	/* A code point split across fragments is fine. */
 	buf_reset(&in);
-	cframe(&in, 0x01, MASKED, "\xf0\x9f", 2);
-	cframe(&in, 0x00, MASKED, "\x98", 1);
-	cframe(&in, 0x80, MASKED, "\x80!", 2);
+	wsframe_append(&in, 0x01, MASKED, "\xf0\x9f", 2);
+	wsframe_append(&in, 0x00, MASKED, "\x98", 1);
+	wsframe_append(&in, 0x80, MASKED, "\x80!", 2);
 	for (size_t step = 0; step <= 1; step++) {
 		struct result r;
 		run(&in, 1 << 20, step, &r);
@@ -505,21 +473,21 @@ static void test_utf8_frames(void)
 		result_fini(&r);
 	}
 	buf_reset(&in);
-	cframe(&in, 0x81, MASKED, "ab\xc0\x80", 4);
+	wsframe_append(&in, 0x81, MASKED, "ab\xc0\x80", 4);
 	expect_close(&in, 1 << 20, 1007, 0, "invalid UTF-8");
 	buf_reset(&in);
-	cframe(&in, 0x81, MASKED, "\xed\xa0\x80", 3);
+	wsframe_append(&in, 0x81, MASKED, "\xed\xa0\x80", 3);
 	expect_close(&in, 1 << 20, 1007, 0, "surrogate");
 	buf_reset(&in);
-	cframe(&in, 0x01, MASKED, "\xf0\x9f", 2);
-	cframe(&in, 0x80, MASKED, "\x28", 1);
+	wsframe_append(&in, 0x01, MASKED, "\xf0\x9f", 2);
+	wsframe_append(&in, 0x80, MASKED, "\x28", 1);
 	expect_close(&in, 1 << 20, 1007, 0, "invalid UTF-8 split across fragments");
 	buf_reset(&in);
-	cframe(&in, 0x81, MASKED, "\xe2\x82", 2);
+	wsframe_append(&in, 0x81, MASKED, "\xe2\x82", 2);
 	expect_close(&in, 1 << 20, 1007, 0, "truncated UTF-8");
 	/* Binary is not checked. */
 	buf_reset(&in);
-	cframe(&in, 0x82, MASKED, "\xc0\x80\xff", 3);
+	wsframe_append(&in, 0x82, MASKED, "\xc0\x80\xff", 3);
 	for (size_t step = 0; step <= 1; step++) {
 		struct result r;
 		run(&in, 1 << 20, step, &r);
@@ -538,8 +506,8 @@ static void test_close(void)
 				     1009, 1010, 1011, 3000, 4999};
 	for (size_t i = 0; i < sizeof(echoed) / sizeof(echoed[0]); i++) {
 		buf_reset(&in);
-		close_frame(&in, echoed[i], "bye", 3);
-		cframe(&in, 0x81, MASKED, "after close", 11); /* ignored */
+		wsframe_close(&in, echoed[i], "bye", 3);
+		wsframe_append(&in, 0x81, MASKED, "after close", 11); /* ignored */
 		for (size_t step = 0; step <= 1; step++) {
 			struct result r;
 			run(&in, 1 << 20, step, &r);
@@ -553,7 +521,7 @@ static void test_close(void)
 	}
 	/* A close without a code: answered, and reported as 1005. */
 	buf_reset(&in);
-	cframe(&in, 0x88, MASKED, "", 0);
+	wsframe_append(&in, 0x88, MASKED, "", 0);
 	for (size_t step = 0; step <= 1; step++) {
 		struct result r;
 		run(&in, 1 << 20, step, &r);
@@ -574,18 +542,18 @@ static void test_close(void)
 		if (invalid[i] >= 1012 && invalid[i] <= 1014)
 			continue;
 		buf_reset(&in);
-		close_frame(&in, invalid[i], "", 0);
+		wsframe_close(&in, invalid[i], "", 0);
 		char what[64];
 		snprintf(what, sizeof(what), "close code %d", invalid[i]);
 		expect_close(&in, 1 << 20, 1002, 0, what);
 	}
 	buf_reset(&in);
-	cframe(&in, 0x88, MASKED, "\x03", 1);
+	wsframe_append(&in, 0x88, MASKED, "\x03", 1);
 	expect_close(&in, 1 << 20, 1002, 0, "close with a 1-byte payload");
 	/* A close reason that is not UTF-8: 1002 (Autobahn 7.5.1 also accepts 1007), never an
 	 * echo of the reason. */
 	buf_reset(&in);
-	close_frame(&in, 1000, "ok\xff\xfe", 4);
+	wsframe_close(&in, 1000, "ok\xff\xfe", 4);
 	for (size_t step = 0; step <= 1; step++) {
 		struct result r;
 		run(&in, 1 << 20, step, &r);
@@ -605,7 +573,7 @@ static void test_close(void)
 		result_fini(&r);
 	}
 	buf_reset(&in);
-	close_frame(&in, 1000, "\xce\xba\xe1\xbd\xb9", 5);
+	wsframe_close(&in, 1000, "\xce\xba\xe1\xbd\xb9", 5);
 	for (size_t step = 0; step <= 1; step++) {
 		struct result r;
 		run(&in, 1 << 20, step, &r);
@@ -622,7 +590,7 @@ static void test_max_message(void)
 	struct buf in;
 	buf_init(&in);
 	/* Exactly the limit is fine. */
-	cframe(&in, 0x81, MASKED, data, 200);
+	wsframe_append(&in, 0x81, MASKED, data, 200);
 	for (size_t step = 0; step <= 1; step++) {
 		struct result r;
 		run(&in, 200, step, &r);
@@ -631,12 +599,12 @@ static void test_max_message(void)
 		result_fini(&r);
 	}
 	buf_reset(&in);
-	cframe(&in, 0x81, MASKED, "first", 5);
-	cframe(&in, 0x82, MASKED, data, 201);
+	wsframe_append(&in, 0x81, MASKED, "first", 5);
+	wsframe_append(&in, 0x82, MASKED, data, 201);
 	expect_close(&in, 200, 1009, 1, "message over the limit");
 	buf_reset(&in);
-	cframe(&in, 0x01, MASKED, data, 150);
-	cframe(&in, 0x80, MASKED, data, 51);
+	wsframe_append(&in, 0x01, MASKED, data, 150);
+	wsframe_append(&in, 0x80, MASKED, data, 51);
 	expect_close(&in, 200, 1009, 0, "fragmented message over the limit");
 	buf_fini(&in);
 }
@@ -658,7 +626,7 @@ static void test_send_close_ping(void)
 	/* A pong to our ping counts as activity. */
 	struct buf in;
 	buf_init(&in);
-	cframe(&in, 0x8a, MASKED, "laurel", 6);
+	wsframe_append(&in, 0x8a, MASKED, "laurel", 6);
 	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, in.len), 0);
 	CHECK_EQ(r.activity, 1);
 	CHECK_EQ(r.out.len, 0);
@@ -677,7 +645,7 @@ static void test_send_close_ping(void)
 
 	/* The client answers: done. */
 	buf_reset(&in);
-	close_frame(&in, 4001, "", 0);
+	wsframe_close(&in, 4001, "", 0);
 	ws_feed(w, (const uint8_t *)in.data, in.len);
 	CHECK(ws_close_received(w));
 	CHECK_EQ(ws_close_code_received(w), 4001);
@@ -711,38 +679,38 @@ static void test_dormant(void)
 	CHECK_EQ(ws_send(w, true, "hi", 2), 0); /* sending data needs no context */
 	CHECK(ws_dormant(w));
 
-	cframe(&in, 0x81, MASKED, "one", 3);
+	wsframe_append(&in, 0x81, MASKED, "one", 3);
 	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, in.len), 0);
 	CHECK(!ws_dormant(w)); /* data: awake until quiet */
 	ws_ping(w);
 	CHECK(ws_dormant(w));
 	/* The pong alone: back to sleep. */
 	buf_reset(&in);
-	cframe(&in, 0x8a, MASKED, "laurel", 6);
+	wsframe_append(&in, 0x8a, MASKED, "laurel", 6);
 	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, in.len), 0);
 	CHECK(ws_dormant(w));
 	/* A client ping is answered, and it goes back to sleep. */
 	buf_reset(&r.out);
 	buf_reset(&in);
-	cframe(&in, 0x89, MASKED, "p", 1);
+	wsframe_append(&in, 0x89, MASKED, "p", 1);
 	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, in.len), 0);
 	CHECK_MEM(r.out.data, r.out.len, "\x8a\x01p", 3);
 	CHECK(ws_dormant(w));
 
 	/* A fragmented message across a ping: the context stays until it ends. */
 	buf_reset(&in);
-	cframe(&in, 0x01, MASKED, "frag", 4);
+	wsframe_append(&in, 0x01, MASKED, "frag", 4);
 	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, in.len), 0);
 	ws_ping(w);
 	CHECK(!ws_dormant(w));
 	buf_reset(&in);
-	cframe(&in, 0x80, MASKED, "ment", 4);
+	wsframe_append(&in, 0x80, MASKED, "ment", 4);
 	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, in.len), 0);
 	ws_ping(w);
 	CHECK(ws_dormant(w));
 	/* Half a frame across a ping: likewise. */
 	buf_reset(&in);
-	cframe(&in, 0x82, MASKED, "0123456789", 10);
+	wsframe_append(&in, 0x82, MASKED, "0123456789", 10);
 	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, 9), 0);
 	ws_ping(w);
 	CHECK(!ws_dormant(w));
@@ -751,7 +719,7 @@ static void test_dormant(void)
 	CHECK(ws_dormant(w));
 	/* Only a partial header while dormant: kept. */
 	buf_reset(&in);
-	cframe(&in, 0x81, MASKED, "two", 3);
+	wsframe_append(&in, 0x81, MASKED, "two", 3);
 	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, 1), 0);
 	CHECK(!ws_dormant(w));
 	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data + 1, in.len - 1), 0);
@@ -772,7 +740,7 @@ static void test_dormant(void)
 	ws_ping(w);
 	CHECK(!ws_dormant(w));
 	buf_reset(&in);
-	close_frame(&in, 1001, "", 0);
+	wsframe_close(&in, 1001, "", 0);
 	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, in.len), 0);
 	CHECK(ws_finished(w));
 	CHECK_EQ(ws_close_code_received(w), 1001);
@@ -783,7 +751,7 @@ static void test_dormant(void)
 	result_init(&r);
 	w = ws_new(&cfg_1m, 0, &callbacks, &r);
 	buf_reset(&in);
-	close_frame(&in, 1000, "bye", 3);
+	wsframe_close(&in, 1000, "bye", 3);
 	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, in.len), 0);
 	CHECK(!ws_dormant(w));
 	CHECK(ws_close_received(w) && ws_close_sent(w) && ws_finished(w));
@@ -802,7 +770,7 @@ static void test_write_failure(void)
 	CHECK_EQ(ws_send(w, true, "x", 1), -1);
 	struct buf in;
 	buf_init(&in);
-	cframe(&in, 0x89, MASKED, "p", 1); /* the pong cannot be written */
+	wsframe_append(&in, 0x89, MASKED, "p", 1); /* the pong cannot be written */
 	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, in.len), -1);
 	CHECK(ws_finished(w));
 	CHECK_EQ(ws_feed(w, (const uint8_t *)in.data, in.len), -1);
@@ -843,18 +811,18 @@ static void test_splits(void)
 	buf_init(&in);
 	uint8_t big[300];
 	memset(big, 'b', sizeof(big));
-	cframe(&in, 0x81, MASKED, "hello", 5);
-	cframe(&in, 0x82, MASKED, big, 300);
-	cframe(&in, 0x01, MASKED, "\xce\xba\xe1", 3);
-	cframe(&in, 0x89, MASKED, "p", 1);
-	cframe(&in, 0x80, MASKED, "\xbd\xb9", 2);
+	wsframe_append(&in, 0x81, MASKED, "hello", 5);
+	wsframe_append(&in, 0x82, MASKED, big, 300);
+	wsframe_append(&in, 0x01, MASKED, "\xce\xba\xe1", 3);
+	wsframe_append(&in, 0x89, MASKED, "p", 1);
+	wsframe_append(&in, 0x80, MASKED, "\xbd\xb9", 2);
 	check_splits(&in, 1 << 20, "messages");
 	/* A close with a UTF-8 reason: answered 1000 wherever TCP cuts it. */
 	buf_reset(&in);
-	close_frame(&in, 1000, "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5", 11);
+	wsframe_close(&in, 1000, "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5", 11);
 	check_splits(&in, 1 << 20, "close with a UTF-8 reason");
 	buf_reset(&in);
-	close_frame(&in, 1000, "ok\xff\xfe", 4);
+	wsframe_close(&in, 1000, "ok\xff\xfe", 4);
 	check_splits(&in, 1 << 20, "close with a reason that is not UTF-8");
 	buf_fini(&in);
 }
@@ -982,7 +950,7 @@ static void zframe(struct buf *b, uint8_t b0, const void *data, size_t len, bool
 	struct buf z;
 	buf_init(&z);
 	zdeflate(&z, data, len, final);
-	cframe(b, b0, MASKED, z.data, z.len);
+	wsframe_append(b, b0, MASKED, z.data, z.len);
 	buf_fini(&z);
 }
 
@@ -1000,14 +968,15 @@ static void test_deflate_input(void)
 	/* Compressed, plain, fragmented compressed (RSV1 on the first frame only) with a ping in
 	 * the middle, a final block, binary, an empty message: whole, byte by byte, cut anywhere. */
 	zframe(&in, 0xc1, prose, sizeof(prose) - 1, false);
-	cframe(&in, 0x81, MASKED, "plain", 5);
+	wsframe_append(&in, 0x81, MASKED, "plain", 5);
 	zdeflate(&z, "fragmented \xce\xba\xe1\xbd\xb9", 16, false);
-	cframe(&in, 0x41, MASKED, z.data, 3);
-	cframe(&in, 0x89, MASKED, "p", 1);
-	cframe(&in, 0x80, MASKED, z.data + 3, z.len - 3);
+	wsframe_append(&in, 0x41, MASKED, z.data, 3);
+	wsframe_append(&in, 0x89, MASKED, "p", 1);
+	wsframe_append(&in, 0x80, MASKED, z.data + 3, z.len - 3);
 	zframe(&in, 0xc1, "final block", 11, true);
 	zframe(&in, 0xc2, "\x00\x01\x02\x00\x01\x02\x00\x01\x02", 9, false);
-	cframe(&in, 0xc1, MASKED, "\x00", 1); /* an empty message, compressed (RFC 7692 §7.2.3.6) */
+	/* An empty message, compressed (RFC 7692 §7.2.3.6). */
+	wsframe_append(&in, 0xc1, MASKED, "\x00", 1);
 	for (size_t step = 0; step <= 1; step++) {
 		struct result r;
 		run(&in, 1 << 20, step, &r);
@@ -1065,21 +1034,21 @@ static void test_deflate_input(void)
 	CHECK(!r.close_sent);
 	result_fini(&r);
 	buf_reset(&in);
-	cframe(&in, 0x82, MASKED, noise, sizeof(noise));
+	wsframe_append(&in, 0x82, MASKED, noise, sizeof(noise));
 	expect_close(&in, sizeof(noise) - 1, 1009, 0, "a plain message over the limit (deflate)");
 	/* A stored block that claims more than it carries: not a whole message. */
 	buf_reset(&in);
-	cframe(&in, 0xc2, MASKED, "\x00\x64\x00\x9b\xff" "ab", 7);
+	wsframe_append(&in, 0xc2, MASKED, "\x00\x64\x00\x9b\xff" "ab", 7);
 	expect_close(&in, 1 << 20, 1007, 0, "a stored block cut short");
 	/* Bad data, data after a final block, compressed invalid UTF-8. */
 	buf_reset(&in);
-	cframe(&in, 0xc1, MASKED, "\xff\xfe\xfd", 3);
+	wsframe_append(&in, 0xc1, MASKED, "\xff\xfe\xfd", 3);
 	expect_close(&in, 1 << 20, 1007, 0, "not deflate data");
 	buf_reset(&in);
 	buf_reset(&z);
 	zdeflate(&z, "done", 4, true);
 	buf_append(&z, "\x01\x02", 2);
-	cframe(&in, 0xc1, MASKED, z.data, z.len);
+	wsframe_append(&in, 0xc1, MASKED, z.data, z.len);
 	expect_close(&in, 1 << 20, 1007, 0, "data after a final block");
 	buf_reset(&in);
 	zframe(&in, 0xc1, "ok \xc3\x28", 5, false);
@@ -1088,14 +1057,14 @@ static void test_deflate_input(void)
 	buf_reset(&in);
 	buf_reset(&z);
 	zdeflate(&z, prose, 100, false);
-	cframe(&in, 0x41, MASKED, z.data, 4);
-	cframe(&in, 0xc0, MASKED, z.data + 4, z.len - 4);
+	wsframe_append(&in, 0x41, MASKED, z.data, 4);
+	wsframe_append(&in, 0xc0, MASKED, z.data + 4, z.len - 4);
 	expect_close(&in, 1 << 20, 1002, 0, "RSV1 on a continuation");
 	buf_reset(&in);
-	cframe(&in, 0xc9, MASKED, "p", 1);
+	wsframe_append(&in, 0xc9, MASKED, "p", 1);
 	expect_close(&in, 1 << 20, 1002, 0, "RSV1 on a ping");
 	buf_reset(&in);
-	cframe(&in, 0xa1, MASKED, "x", 1);
+	wsframe_append(&in, 0xa1, MASKED, "x", 1);
 	expect_close(&in, 1 << 20, 1002, 0, "RSV2");
 	run_deflate = 0;
 	buf_reset(&in);
