@@ -1,6 +1,7 @@
 /* laurel-interface: terminates HTTP/1.1 and turns every request into a message on the channel
  * layer (SPEC §4–5). Flags follow Daphne 1.4's where Daphne had them. */
 #include "interface/server.h"
+#include "common/layer.h"
 #include "common/log.h"
 #include "common/options.h"
 #include "common/util.h"
@@ -114,19 +115,7 @@ static const struct option opts[] = {
 	 "holding the most are closed first (WebSockets: code 1013). 0: an eighth of the RAM."},
 	{"ws-max-output", 0, OPTION_SIZE, S(ws_max_output), 4096, 1LL << 34, "4M", NULL, "BYTES",
 	 "Bytes waiting for a slow WebSocket client before it is closed (1013)."},
-	{"layer", 0, OPTION_URLS, S(layers), 0, 0, "redis://127.0.0.1:6379", "LAUREL_LAYER", "URL",
-	 "Redis server of the channel layer: redis://[[user]:password@]host[:port][/db], "
-	 "unix:///path[?db=N], or a Sentinel-monitored master "
-	 "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/NAME[?db=N"
-	 "&sentinel_password=P] (docs/layer.md). Repeat it for shards, in the same order everywhere."},
-	{"prefix", 0, OPTION_STRING, S(prefix), 1, 0, "asgi:", NULL, "PREFIX",
-	 "Prefix of the layer's Redis keys."},
-	{"expiry", 0, OPTION_INT, S(expiry), 1, YEAR, "60", NULL, "SECONDS",
-	 "How long a sent message waits to be read."},
-	{"group-expiry", 0, OPTION_INT, S(group_expiry), 1, YEAR, "86400", NULL, "SECONDS",
-	 "How long a group membership lives."},
-	{"capacity", 0, OPTION_INT, S(capacity), 1, 1000000000, "100", NULL, "N",
-	 "Messages a channel holds; http.request beyond it: 503 \"Request queue full.\""},
+	LAYER_OPTIONS(S, "http.request beyond it: 503 \"Request queue full.\""),
 	{"user", 0, OPTION_STRING, C(user), 1, 0, NULL, "LAUREL_USER", "USER",
 	 "Once the sockets are bound, run as this user (a name or number; its group too, unless "
 	 "--group). Started as root without it, laurel-interface warns."},

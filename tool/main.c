@@ -75,25 +75,10 @@ struct config {
 
 #define CFG(field) offsetof(struct config, field)
 #define DAY 86400L
-#define YEAR (365 * DAY)
 
 static const struct option opts[] = {
-	{"layer", 0, OPTION_URLS, CFG(layers), 0, 0, "redis://127.0.0.1:6379", "LAUREL_LAYER", "URL",
-	 "Redis server of the layer: redis://[[user]:password@]host[:port][/db], "
-	 "unix:///path[?db=N], or a Sentinel-monitored master "
-	 "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/NAME[?db=N"
-	 "&sentinel_password=P] (docs/layer.md). Repeat it for shards, listed in the same order everywhere."},
-	{"prefix", 0, OPTION_STRING, CFG(prefix), 1, 0, "asgi:", NULL, "PREFIX",
-	 "Prefix of the layer's Redis keys."},
-	{"expiry", 0, OPTION_INT, CFG(expiry), 1, YEAR, "60", NULL, "SECONDS",
-	 "How long a sent message waits to be read."},
-	{"group-expiry", 0, OPTION_INT, CFG(group_expiry), 1, YEAR, "86400", NULL, "SECONDS",
-	 "How long a group membership lives; older members are dropped."},
-	{"capacity", 0, OPTION_INT, CFG(capacity), 1, 1000000000L, "100", NULL, "N",
-	 "Messages a channel holds; a send to a fuller channel fails (exit 1)."},
-	{"group-history", 0, OPTION_LIST, CFG(group_history), 0, 0, NULL, "LAUREL_GROUP_HISTORY",
-	 "PATTERN=SIZE/SECONDS",
-	 LAYER_HISTORY_HELP},
+	LAYER_OPTIONS(CFG, "a send to a fuller channel fails (exit 1)."),
+	LAYER_HISTORY_OPTION(CFG),
 	{"dry-run", 'n', OPTION_FLAG, CFG(dry_run), 0, 0, NULL, NULL, NULL,
 	 "send, group-send: check the name and the message and print the message as JSON, but "
 	 "send nothing."},

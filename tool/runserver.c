@@ -38,6 +38,10 @@ struct config {
 	int workers;
 	struct option_list statics;
 	struct option_list layers;
+	char *prefix;
+	int expiry;
+	int group_expiry;
+	int capacity;
 	struct option_list group_history;
 	int http_timeout;
 	char *metrics;
@@ -60,11 +64,13 @@ static const struct option opts[] = {
 	{"static", 0, OPTION_LIST, C(statics), 0, 0, NULL, NULL, "PREFIX=DIR",
 	 "Serve the files under DIR at URL PREFIX (repeat for several). A bundled example's "
 	 "static files are served at /static/ without it."},
+	/* Not LAUREL_LAYER: a development server must not use a deployment's layer unasked. */
 	{"layer", 0, OPTION_URLS, C(layers), 0, 0, "memory://", NULL, "URL",
-	 "The channel layer: memory:// (in this process), or Redis URLs (repeat for shards)."},
-	{"group-history", 0, OPTION_LIST, C(group_history), 0, 0, NULL, "LAUREL_GROUP_HISTORY",
-	 "PATTERN=SIZE/SECONDS",
-	 LAYER_HISTORY_HELP},
+	 "The channel layer: memory:// (in this process), or Redis: " LAYER_URL_FORMS
+	 ". Repeat it for shards."},
+	LAYER_TUNING_OPTIONS(C, "http.request beyond it: 503 \"Request queue full.\"; a reply to a "
+				"fuller channel is retried for 2 s, then dropped."),
+	LAYER_HISTORY_OPTION(C),
 	{"http-timeout", 't', OPTION_INT, C(http_timeout), 1, 86400, "60", NULL, "SECONDS",
 	 "Answer 503 when the application has not responded within this time."},
 	{"metrics", 0, OPTION_STRING, C(metrics), 1, 0, NULL, "LAUREL_METRICS", "ADDR",
@@ -231,6 +237,10 @@ int runserver_main(int argc, char **argv)
 	}
 	struct laurel_layer_options lo = {.urls = (const char *const *)cfg.layers.v,
 					  .nurls = cfg.layers.n,
+					  .prefix = cfg.prefix,
+					  .expiry = cfg.expiry,
+					  .group_expiry = cfg.group_expiry,
+					  .capacity = cfg.capacity,
 					  .histories = history.v,
 					  .nhistories = history.n};
 	if (memory && laurel_layer_new(&shared, &lo, err, sizeof(err)) < 0) {
@@ -267,10 +277,10 @@ int runserver_main(int argc, char **argv)
 	sc.ws_compression_threshold = (size_t)atoi(WS_COMPRESSION_THRESHOLD);
 	sc.ws_compression_level = atoi(WS_COMPRESSION_LEVEL);
 	sc.layers = cfg.layers;
-	sc.prefix = "asgi:";
-	sc.expiry = 60;
-	sc.group_expiry = 86400;
-	sc.capacity = 100;
+	sc.prefix = cfg.prefix;
+	sc.expiry = cfg.expiry;
+	sc.group_expiry = cfg.group_expiry;
+	sc.capacity = cfg.capacity;
 	sc.statics = mounts;
 	sc.nstatics = nmounts;
 	sc.shared_layer = shared;

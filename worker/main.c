@@ -71,8 +71,6 @@ struct config {
 };
 
 #define CFG(field) offsetof(struct config, field)
-#define DAY 86400L
-#define YEAR (365 * DAY)
 
 static const struct option opts[] = {
 	{"app", 0, OPTION_STRING, CFG(app), 1, 0, NULL, "LAUREL_APP", "PATH",
@@ -83,22 +81,8 @@ static const struct option opts[] = {
 	 "content} sent to asgi.delay are kept in Redis (surviving a restart) and sent to channel "
 	 "when due; --app and the channel options are ignored. One process (--processes 1) is "
 	 "enough."},
-	{"layer", 0, OPTION_URLS, CFG(layers), 0, 0, "redis://127.0.0.1:6379", "LAUREL_LAYER", "URL",
-	 "Redis server of the layer: redis://[[user]:password@]host[:port][/db], "
-	 "unix:///path[?db=N], or a Sentinel-monitored master "
-	 "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/NAME[?db=N"
-	 "&sentinel_password=P] (docs/layer.md). Repeat it for shards, listed in the same order everywhere."},
-	{"prefix", 0, OPTION_STRING, CFG(prefix), 1, 0, "asgi:", NULL, "PREFIX",
-	 "Prefix of the layer's Redis keys."},
-	{"expiry", 0, OPTION_INT, CFG(expiry), 1, YEAR, "60", NULL, "SECONDS",
-	 "How long a sent message waits to be read."},
-	{"group-expiry", 0, OPTION_INT, CFG(group_expiry), 1, YEAR, "86400", NULL, "SECONDS",
-	 "How long a group membership and a channel session live."},
-	{"capacity", 0, OPTION_INT, CFG(capacity), 1, 1000000000L, "100", NULL, "N",
-	 "Messages a channel holds; a reply to a fuller channel is retried for 2 s, then dropped."},
-	{"group-history", 0, OPTION_LIST, CFG(group_history), 0, 0, NULL, "LAUREL_GROUP_HISTORY",
-	 "PATTERN=SIZE/SECONDS",
-	 LAYER_HISTORY_HELP},
+	LAYER_OPTIONS(CFG, "a reply to a fuller channel is retried for 2 s, then dropped."),
+	LAYER_HISTORY_OPTION(CFG),
 	{"processes", 'n', OPTION_INT, CFG(processes), 0, 1024, "1", NULL, "N",
 	 "Worker processes, kept running by a supervisor that replaces one that dies. 0 runs the "
 	 "worker in this process, without a supervisor."},
