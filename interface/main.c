@@ -56,8 +56,8 @@ static const struct option opts[] = {
 	{"metrics", 0, OPTION_STRING, S(metrics), 1, 0, NULL, "LAUREL_METRICS", "ADDR",
 	 "Serve /metrics (Prometheus), /healthz and /readyz on ADDR: host:port, [ipv6]:port or a "
 	 "unix socket /path (docs/operations.md). Off by default."},
-	{"verbosity", 'v', OPTION_INT, S(verbosity), 0, 2, "1", NULL, "0|1|2",
-	 "How much to log on stderr: 0 warnings and errors, 1 also information, 2 also debug."},
+	{"verbosity", 'v', OPTION_VERBOSITY, S(verbosity), 0, 2, "1", NULL, "N",
+	 OPTION_VERBOSITY_HELP},
 	{"no-http-disconnect", 0, OPTION_FLAG, S(no_http_disconnect), 0, 0, NULL, NULL, NULL,
 	 "Do not send http.disconnect (most applications never read it)."},
 	{"max-connections", 0, OPTION_INT, S(max_connections), 1, 10000000, "100000", NULL, "N",
@@ -184,9 +184,7 @@ int main(int argc, char **argv)
 	/* TCP unless only a unix socket or an inherited socket was asked for. */
 	bool asked_tcp = given[0] || given[1];
 	cfg.server.tcp = asked_tcp || (!cfg.server.unix_socket && cfg.server.fd < 0);
-	log_level = cfg.server.verbosity == 0 ? LOG_WARN
-		    : cfg.server.verbosity == 1 ? LOG_INFO
-						: LOG_DEBUG;
+	log_level = log_level_for(cfg.server.verbosity);
 	signal(SIGPIPE, SIG_IGN);
 	struct event_base *base = event_base_new();
 	if (server_new(&server, base, &cfg.server, err, sizeof(err)) < 0) {

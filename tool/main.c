@@ -62,7 +62,7 @@ struct config {
 	int group_expiry;
 	int capacity;
 	struct option_list group_history;
-	int verbose;
+	int verbosity;
 	bool dry_run;
 	bool prometheus;
 	char *groups;
@@ -96,8 +96,9 @@ static const struct option opts[] = {
 	 "for each."},
 	{"history", 0, OPTION_INT, CFG(history), 60, DAY, "600", NULL, "SECONDS",
 	 "dashboard: how much history it keeps (one sample a second) for a page opened later."},
-	{"verbose", 'v', OPTION_COUNT, CFG(verbose), 0, 0, NULL, NULL, NULL,
-	 "Log what happens to stderr; twice for debug detail."},
+	{"verbosity|verbose", 'v', OPTION_VERBOSITY, CFG(verbosity), -1, 2, "-1", NULL, "N",
+	 OPTION_VERBOSITY_HELP " -1 is quiet: nothing but the tool's own one-line messages (so -v "
+	 "is 1)."},
 	{"help", 'h', OPTION_FLAG, CFG(help), 0, 0, NULL, NULL, NULL,
 	 "Show this help, or a command's (laurel COMMAND --help)."},
 	{"version", 0, OPTION_FLAG, CFG(version), 0, 0, NULL, NULL, NULL, "Print the version."},
@@ -809,8 +810,8 @@ int main(int argc, char **argv)
 	}
 	int code = parse_args(&t.cfg, t.given, argc, argv, pos, &npos);
 	if (code == 0) {
-		/* Quiet by default: a failure is reported once, by the tool, in one line. */
-		log_level = t.cfg.verbose ? LOG_INFO + t.cfg.verbose - 1 : LOG_ERROR - 1;
+		/* Quiet by default (-1): a failure is reported once, by the tool, in one line. */
+		log_level = log_level_for(t.cfg.verbosity);
 		code = run(&t, pos, npos);
 	}
 	laurel_layer_free(t.layer);

@@ -79,8 +79,8 @@ static const struct option opts[] = {
 	{"ws-compression", 0, OPTION_STRING, C(ws_compression), 2, 0, "on", NULL, "on|off",
 	 "permessage-deflate for WebSocket clients that offer it (laurel-interface --help has "
 	 "the details)."},
-	{"verbosity", 'v', OPTION_INT, C(verbosity), 0, 2, "1", NULL, "0|1|2",
-	 "0 warnings and errors, 1 also a line per request and WebSocket event, 2 debug."},
+	{"verbosity", 'v', OPTION_VERBOSITY, C(verbosity), 0, 2, "1", NULL, "N",
+	 OPTION_VERBOSITY_HELP " From 1 on, a line per request and WebSocket event."},
 	{"help", 'h', OPTION_FLAG, C(help), 0, 0, NULL, NULL, NULL, "Show this help."},
 };
 
@@ -186,7 +186,7 @@ int runserver_main(int argc, char **argv)
 		status = 2;
 		goto out;
 	}
-	log_level = cfg.verbosity == 0 ? LOG_WARN : cfg.verbosity == 1 ? LOG_INFO : LOG_DEBUG;
+	log_level = log_level_for(cfg.verbosity);
 	bool compression;
 	if (!server_parse_on_off(cfg.ws_compression, &compression)) {
 		fprintf(stderr, "laurel runserver: --ws-compression takes on or off, not \"%s\"\n",

@@ -64,7 +64,7 @@ struct config {
 	struct option_list group_history;
 	int processes;
 	int batch;
-	int verbose;
+	int verbosity;
 	bool delay;
 	bool help;
 	bool version;
@@ -96,8 +96,8 @@ static const struct option opts[] = {
 	 "Serve /metrics (Prometheus), /healthz and /readyz on ADDR: host:port, [ipv6]:port or a "
 	 "unix socket path. One endpoint for the whole pool: the supervisor sums its worker "
 	 "processes' counts (docs/operations.md). Off by default."},
-	{"verbose", 'v', OPTION_COUNT, CFG(verbose), 0, 0, NULL, NULL, NULL,
-	 "Log more to stderr: once for each process start and stop, twice for every message."},
+	{"verbosity|verbose", 'v', OPTION_VERBOSITY, CFG(verbosity), 0, 2, "0", NULL, "N",
+	 OPTION_VERBOSITY_HELP " Information is each process start and stop, debug every message."},
 	{"help", 'h', OPTION_FLAG, CFG(help), 0, 0, NULL, NULL, NULL, "Show this help."},
 	{"version", 0, OPTION_FLAG, CFG(version), 0, 0, NULL, NULL, NULL, "Print the version."},
 };
@@ -310,7 +310,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
-	log_level = cfg.verbose >= 2 ? LOG_DEBUG : cfg.verbose == 1 ? LOG_INFO : LOG_WARN;
+	log_level = log_level_for(cfg.verbosity);
 	{
 		char err[512];
 		if (layer_history_rules_parse(&history, cfg.group_history.v, cfg.group_history.n,
