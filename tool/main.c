@@ -19,13 +19,13 @@
 #include "common/buf.h"
 #include "common/layer.h"
 #include "common/layer_census.h"
+#include "common/json.h"
 #include "common/log.h"
 #include "common/options.h"
 #include "common/redis_layout.h"
 #include "common/sentinel.h"
 #include "common/util.h"
 #include "tool/dashboard.h"
-#include "tool/json.h"
 #include "tool/runserver.h"
 
 #ifndef LAUREL_VERSION

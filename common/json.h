@@ -12,8 +12,8 @@
  *   object                           map (key order kept)
  * The top level is an object. An object that has a "$bytes" key must have no other key.
  */
-#ifndef LAUREL_TOOL_JSON_H
-#define LAUREL_TOOL_JSON_H
+#ifndef LAUREL_COMMON_JSON_H
+#define LAUREL_COMMON_JSON_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-#include "tool/json.h"
+#include "common/json.h"
 
 #include <errno.h>
 #include <jansson.h>
