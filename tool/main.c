@@ -414,7 +414,30 @@ static int read_stdin(struct buf *in)
 	return 0;
 }
 
-/* Parses the JSON operand ("-" = stdin) into *out. Returns 0 or EXIT_USAGE. */
+static const char *json_type_name(const struct laurel_value *v)
+{
+	switch (v->type) {
+	case LAUREL_LIST:
+		return "an array";
+	case LAUREL_TEXT:
+		return "a string";
+	case LAUREL_INT:
+	case LAUREL_DOUBLE:
+		return "a number";
+	case LAUREL_BOOL:
+		return "a boolean";
+	case LAUREL_NIL:
+		return "null";
+	case LAUREL_BYTES:
+		return "bytes ({\"$bytes\": ...})";
+	case LAUREL_MAP:
+		break;
+	}
+	return "an object";
+}
+
+/* Parses the JSON operand ("-" = stdin) into *out, the tool's way (common/json.h, JSON_POLICY_LOSSY):
+ * one object. Returns 0 or EXIT_USAGE. */
 static int load_message(const char *arg, struct laurel_msg **out)
 {
 	struct buf in;
@@ -425,18 +448,38 @@ static int load_message(const char *arg, struct laurel_msg **out)
 		code = read_stdin(&in);
 	else
 		buf_append_str(&in, arg);
-	if (code == 0 && json_to_msg(in.len ? in.data : "", in.len, out, err, sizeof(err)) < 0)
-		code = fail(EXIT_USAGE, "%s", err);
+	if (code == 0) {
+		struct laurel_msg *m = laurel_msg_new();
+		const struct laurel_value *root = laurel_msg_croot(m);
+		if (json_parse(in.len ? in.data : "", in.len, JSON_POLICY_LOSSY, m, laurel_msg_root(m), err,
+			       sizeof(err)) < 0)
+			code = fail(EXIT_USAGE, "the message is %s", err);
+		else if (root->type != LAUREL_MAP)
+			code = fail(EXIT_USAGE, "the message must be a JSON object ({...}), not %s",
+				    json_type_name(root));
+		if (code)
+			laurel_msg_free(m);
+		else
+			*out = m;
+	}
 	buf_fini(&in);
 	return code;
 }
 
-static int print_message(const struct laurel_msg *msg)
+/* Prints a message as JSON on one line: lossily, as docs/tool.md says. */
+static int print_json(const struct laurel_msg *msg, const char *lead)
 {
-	char *text = json_from_msg(msg, false);
-	printf("%s\n", text);
+	char *text;
+	if (json_dump(laurel_msg_croot(msg), JSON_POLICY_LOSSY, NULL, &text, NULL) < 0)
+		return fail(EXIT_LAYER, "a message nests too deep to be written as JSON");
+	printf("%s%s\n", lead, text);
 	free(text);
 	return EXIT_OK;
+}
+
+static int print_message(const struct laurel_msg *msg)
+{
+	return print_json(msg, "");
 }
 
 static int layer_error(struct tool *t, int rc)
@@ -546,13 +589,14 @@ static int cmd_group_history(struct tool *t, char **args, int nargs)
 				     : layer_error(t, rc);
 	printf("epoch %s offset %" PRIu64 " first %" PRIu64 "\n", top.epoch[0] ? top.epoch : "-",
 	       top.offset, top.first);
-	for (size_t i = 0; i < n; i++) {
-		char *json = json_from_msg(v[i].msg, false);
-		printf("%" PRIu64 " %s\n", v[i].offset, json);
-		free(json);
+	code = EXIT_OK;
+	for (size_t i = 0; i < n && code == EXIT_OK; i++) {
+		char lead[32];
+		snprintf(lead, sizeof(lead), "%" PRIu64 " ", v[i].offset);
+		code = print_json(v[i].msg, lead);
 	}
 	laurel_history_entries_free(v, n);
-	return EXIT_OK;
+	return code;
 }
 
 /* One line per shard; a Sentinel shard's says which server is its master now, since when (as

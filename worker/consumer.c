@@ -13,7 +13,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "worker/json.h"
+#include "common/json.h"
 
 #define FULL_RETRY_MS 50
 
@@ -287,7 +287,8 @@ int laurel_ctx_json(struct laurel_ctx *ctx, const struct laurel_value **out)
 			ctx->json_holder = laurel_msg_new();
 			struct laurel_value *slot = laurel_map_put(
 				ctx->json_holder, laurel_msg_root(ctx->json_holder), "json");
-			if (json_parse(text, len, ctx->json_holder, slot, why, sizeof(why)))
+			if (json_parse(text, len, JSON_POLICY_STRICT, ctx->json_holder, slot, why,
+				       sizeof(why)))
 				return laurel_ctx_error(ctx, -EBADMSG, "the text frame is %s", why);
 			ctx->json = slot;
 		}
@@ -311,7 +312,7 @@ static int json_frame(struct laurel_ctx *ctx, const struct laurel_value *value,
 	size_t len;
 	if (!value)
 		return -EINVAL;
-	int rc = json_dump(ctx->stream, value, &text, &len);
+	int rc = json_dump(value, JSON_POLICY_STRICT, ctx->stream, &text, &len);
 	if (rc)
 		return rc;
 	*out = laurel_msg_new();
