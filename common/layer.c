@@ -198,11 +198,11 @@ int layer_config_init(struct layer_config *cfg, const struct laurel_layer_option
 		layer_config_fini(cfg);                                                            \
 		return -EINVAL;                                                                    \
 	} while (0)
-	cfg->prefix = xstrdup(o.prefix ? o.prefix : "asgi:");
+	cfg->prefix = xstrdup(o.prefix ? o.prefix : LAYER_DEFAULT_PREFIX);
 	cfg->stats_prefix = xstrdup(o.stats_prefix ? o.stats_prefix : "asgi-meta:");
-	cfg->expiry = o.expiry ? o.expiry : 60;
-	cfg->group_expiry = o.group_expiry ? o.group_expiry : 86400;
-	cfg->capacity = o.capacity ? o.capacity : 100;
+	cfg->expiry = o.expiry ? o.expiry : LAYER_DEFAULT_EXPIRY;
+	cfg->group_expiry = o.group_expiry ? o.group_expiry : LAYER_DEFAULT_GROUP_EXPIRY;
+	cfg->capacity = o.capacity ? o.capacity : LAYER_DEFAULT_CAPACITY;
 	cfg->max_message = o.max_message ? o.max_message : LAUREL_MAX_MESSAGE_DEFAULT;
 	cfg->connect_timeout_ms = o.connect_timeout_ms ? o.connect_timeout_ms : 2000;
 	cfg->command_timeout_ms = o.command_timeout_ms ? o.command_timeout_ms : 5000;
@@ -300,7 +300,7 @@ int layer_history_parse(char *spec, struct laurel_history_rule *r, char *err, si
 int laurel_layer_new(struct laurel_layer **out, const struct laurel_layer_options *opts, char *err,
 		     size_t errlen)
 {
-	static const char *const default_urls[] = {"redis://127.0.0.1:6379"};
+	static const char *const default_urls[] = {LAYER_DEFAULT_URL};
 	struct layer_config cfg;
 	const char *const *urls = opts && opts->nurls ? opts->urls : default_urls;
 	size_t nurls = opts && opts->nurls ? opts->nurls : 1;

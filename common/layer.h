@@ -96,6 +96,52 @@ size_t layer_queue_len(const char *channel);
 /* The capacity of channel, from the overrides or the default. */
 int layer_capacity_for(const struct layer_config *cfg, const char *channel);
 #define LAYER_HISTORY_SIZE_MAX 100000
+
+/* The layer's defaults: layer_config_init and laurel_layer_new apply them to options left 0 or
+ * NULL, and every program's options (LAYER_OPTIONS) show them. */
+#define LAYER_DEFAULT_URL "redis://127.0.0.1:6379"
+#define LAYER_DEFAULT_PREFIX "asgi:"
+#define LAYER_DEFAULT_EXPIRY 60
+#define LAYER_DEFAULT_GROUP_EXPIRY 86400
+#define LAYER_DEFAULT_CAPACITY 100
+#define LAYER_EXPIRY_MAX (365 * 86400)
+#define LAYER_CAPACITY_MAX 1000000000
+#define LAYER_STR_(x) #x
+#define LAYER_STR(x) LAYER_STR_(x)
+
+/* clang-format off */
+/* The forms of a Redis --layer URL, for help texts. */
+#define LAYER_URL_FORMS                                                                            \
+	"redis://[[user]:password@]host[:port][/db], unix:///path[?db=N], or a Sentinel-monitored " \
+	"master redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/NAME[?db=N"       \
+	"&sentinel_password=P] (docs/layer.md)"
+
+/* The channel layer's rows of a program's option table (common/options.h), the same in every
+ * program. F(name) is the offset of the program's config field name: struct option_list layers,
+ * char *prefix, int expiry, int group_expiry, int capacity. full says what the program does
+ * with a message for a channel that is full. LAYER_TUNING_OPTIONS are the rows without --layer,
+ * for a program whose --layer differs (laurel runserver: memory:// by default). */
+#define LAYER_OPTIONS(F, full)                                                                     \
+	{"layer", 0, OPTION_URLS, F(layers), 0, 0, LAYER_DEFAULT_URL, "LAUREL_LAYER", "URL",       \
+	 "Redis server of the channel layer: " LAYER_URL_FORMS ". Repeat it for shards, listed "  \
+	 "in the same order everywhere."},                                                         \
+	LAYER_TUNING_OPTIONS(F, full)
+#define LAYER_TUNING_OPTIONS(F, full)                                                              \
+	{"prefix", 0, OPTION_STRING, F(prefix), 1, 0, LAYER_DEFAULT_PREFIX, NULL, "PREFIX",        \
+	 "Prefix of the layer's Redis keys."},                                                     \
+	{"expiry", 0, OPTION_INT, F(expiry), 1, LAYER_EXPIRY_MAX, LAYER_STR(LAYER_DEFAULT_EXPIRY), \
+	 NULL, "SECONDS", "How long a sent message waits to be read."},                            \
+	{"group-expiry", 0, OPTION_INT, F(group_expiry), 1, LAYER_EXPIRY_MAX,                      \
+	 LAYER_STR(LAYER_DEFAULT_GROUP_EXPIRY), NULL, "SECONDS",                                   \
+	 "How long a group membership and a channel session live; older members are dropped."},   \
+	{"capacity", 0, OPTION_INT, F(capacity), 1, LAYER_CAPACITY_MAX,                            \
+	 LAYER_STR(LAYER_DEFAULT_CAPACITY), NULL, "N", "Messages a channel holds; " full}
+/* The --group-history row (F as for LAYER_OPTIONS; the field is struct option_list
+ * group_history). */
+#define LAYER_HISTORY_OPTION(F)                                                                    \
+	{"group-history", 0, OPTION_LIST, F(group_history), 0, 0, NULL, "LAUREL_GROUP_HISTORY",    \
+	 "PATTERN=SIZE/SECONDS", LAYER_HISTORY_HELP}
+/* clang-format on */
 /* The --group-history option's help, the same in every program. */
 #define LAYER_HISTORY_HELP                                                                         \
 	"Groups whose name matches the glob PATTERN keep their last SIZE messages, for SECONDS "  \

@@ -1296,7 +1296,7 @@ size_t layer_async_connected(const struct layer_async *a)
 int layer_async_new(struct layer_async **out, struct event_base *base,
 		    const struct laurel_layer_options *opts, char *err, size_t errlen)
 {
-	static const char *const default_urls[] = {"redis://127.0.0.1:6379"};
+	static const char *const default_urls[] = {LAYER_DEFAULT_URL};
 	const char *const *urls = opts && opts->nurls ? opts->urls : default_urls;
 	size_t nurls = opts && opts->nurls ? opts->nurls : 1;
 	if (nurls > 64) {

@@ -9,6 +9,13 @@
 int log_level = LOG_WARN;
 static const char *program = "laurel";
 
+int log_level_for(int verbosity)
+{
+	if (verbosity < 0)
+		return LOG_ERROR - 1;
+	return verbosity >= 2 ? LOG_DEBUG : verbosity == 1 ? LOG_INFO : LOG_WARN;
+}
+
 void log_set_program(const char *name)
 {
 	program = name;

@@ -9,6 +9,11 @@ enum log_level { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 
 extern int log_level;
 
+/* The log_level of a program's verbosity (its -v, --verbosity; common/options.h), the same in
+ * every program: below 0 nothing (the tool's quiet default), 0 warnings and errors, 1 also
+ * information, 2 and more also debug. */
+int log_level_for(int verbosity);
+
 /* Sets the program name printed at the start of each line (default "laurel"). */
 void log_set_program(const char *name);
 void log_write(int level, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

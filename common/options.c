@@ -22,23 +22,37 @@ static int failf(char *err, size_t errlen, const char *fmt, ...)
 	return -1;
 }
 
-static bool same_name(const char *a, const char *b, size_t blen)
+/* Whether a[0..alen) and b[0..blen) are the same name, '-' and '_' taken as equal. */
+static bool same_name(const char *a, size_t alen, const char *b, size_t blen)
 {
-	size_t i = 0;
-	for (; a[i] && i < blen; i++) {
+	if (alen != blen)
+		return false;
+	for (size_t i = 0; i < alen; i++) {
 		char x = a[i] == '_' ? '-' : a[i], y = b[i] == '_' ? '-' : b[i];
 		if (x != y)
 			return false;
 	}
-	return a[i] == '\0' && i == blen;
+	return true;
+}
+
+/* The length of an option's long name, without its synonyms. */
+static int name_len(const struct option *o)
+{
+	return (int)strcspn(o->name, "|");
 }
 
 static const struct option *find_long(const struct option *opts, size_t n, const char *name,
 				      size_t len)
 {
 	for (size_t i = 0; i < n; i++)
-		if (same_name(opts[i].name, name, len))
-			return &opts[i];
+		for (const char *p = opts[i].name;; p++) {
+			size_t plen = strcspn(p, "|");
+			if (same_name(p, plen, name, len))
+				return &opts[i];
+			p += plen;
+			if (!*p)
+				break;
+		}
 	return NULL;
 }
 
@@ -50,9 +64,30 @@ static const struct option *find_short(const struct option *opts, size_t n, char
 	return NULL;
 }
 
+/* Whether the option must have a value (OPTION_VERBOSITY may have one). */
 static bool takes_value(const struct option *o)
 {
-	return o->type != OPTION_FLAG && o->type != OPTION_COUNT;
+	return o->type != OPTION_FLAG && o->type != OPTION_VERBOSITY;
+}
+
+/* A whole number, as a -v may be followed by: anything else after it is an operand. */
+static bool is_number(const char *s)
+{
+	s += *s == '-';
+	return *s && strspn(s, "0123456789") == strlen(s);
+}
+
+/* A -v without a number: one more than the level so far, which is the default (or 0 for a
+ * default below 0) the first time. */
+static void raise_level(const struct option *o, void *cfg, bool first)
+{
+	int *level = (int *)((char *)cfg + o->offset);
+	if (first) {
+		long base = o->def ? strtol(o->def, NULL, 10) : 0;
+		*level = base < 0 ? 0 : (int)base;
+	}
+	if (*level < o->max)
+		(*level)++;
 }
 
 static void list_push(struct option_list *l, const char *s, size_t len)
@@ -86,9 +121,7 @@ static int set_value(const struct option *o, void *cfg, const char *val, const c
 	case OPTION_FLAG:
 		*(bool *)field = true;
 		return 0;
-	case OPTION_COUNT:
-		(*(int *)field)++;
-		return 0;
+	case OPTION_VERBOSITY:
 	case OPTION_INT:
 	case OPTION_MODE:
 	case OPTION_SIZE: {
@@ -182,17 +215,24 @@ int options_parse(const struct option *opts, size_t nopts, void *cfg, int argc, 
 			const struct option *o = find_long(opts, nopts, name, len);
 			if (!o)
 				return failf(err, errlen, "unknown option \"%.60s\" (see --help)", a);
-			snprintf(source, sizeof(source), "--%s", o->name);
+			snprintf(source, sizeof(source), "--%.*s", name_len(o), o->name);
 			const char *val = eq ? eq + 1 : NULL;
-			if (takes_value(o) && !val) {
-				if (i + 1 >= argc)
-					return failf(err, errlen, "option --%s needs a value (%s)",
-						     o->name, o->metavar);
+			if (o->type == OPTION_VERBOSITY && !val && i + 1 < argc &&
+			    is_number(argv[i + 1]))
 				val = argv[++i];
-			} else if (!takes_value(o) && val) {
-				return failf(err, errlen, "option --%s takes no value", o->name);
+			if (o->type == OPTION_VERBOSITY && !val) {
+				raise_level(o, cfg, !given[o - opts]);
+			} else if (takes_value(o) && !val) {
+				if (i + 1 >= argc)
+					return failf(err, errlen, "option --%.*s needs a value (%s)",
+						     name_len(o), o->name, o->metavar);
+				val = argv[++i];
+			} else if (o->type == OPTION_FLAG && val) {
+				return failf(err, errlen, "option --%.*s takes no value", name_len(o),
+					     o->name);
 			}
-			if (set_value(o, cfg, val, source, err, errlen) < 0)
+			if ((val || o->type == OPTION_FLAG) &&
+			    set_value(o, cfg, val, source, err, errlen) < 0)
 				return -1;
 			given[o - opts] = true;
 			continue;
@@ -203,7 +243,16 @@ int options_parse(const struct option *opts, size_t nopts, void *cfg, int argc, 
 				return failf(err, errlen, "unknown option -%c (see --help)", *c);
 			snprintf(source, sizeof(source), "-%c", *c);
 			const char *val = NULL;
-			if (takes_value(o)) {
+			if (o->type == OPTION_VERBOSITY) {
+				/* A number attached or next, else none (-vv, -v COMMAND). */
+				if (c[1] && (strchr("0123456789", c[1]) ||
+					     (c[1] == '-' && c[2] && strchr("0123456789", c[2]))))
+					val = c + 1;
+				else if (!c[1] && i + 1 < argc && is_number(argv[i + 1]))
+					val = argv[++i];
+				if (!val)
+					raise_level(o, cfg, !given[o - opts]);
+			} else if (takes_value(o)) {
 				if (c[1])
 					val = c + 1;
 				else if (i + 1 < argc)
@@ -212,7 +261,8 @@ int options_parse(const struct option *opts, size_t nopts, void *cfg, int argc, 
 					return failf(err, errlen, "option -%c needs a value (%s)", *c,
 						     o->metavar);
 			}
-			if (set_value(o, cfg, val, source, err, errlen) < 0)
+			if ((val || o->type == OPTION_FLAG) &&
+			    set_value(o, cfg, val, source, err, errlen) < 0)
 				return -1;
 			given[o - opts] = true;
 			if (val)
@@ -230,7 +280,8 @@ int options_parse(const struct option *opts, size_t nopts, void *cfg, int argc, 
 				return -1;
 			given[i] = true;
 		} else if (o->def) {
-			snprintf(source, sizeof(source), "the default of --%s", o->name);
+			snprintf(source, sizeof(source), "the default of --%.*s", name_len(o),
+				 o->name);
 			if (set_value(o, cfg, o->def, source, err, errlen) < 0)
 				return -1;
 		}
@@ -300,11 +351,21 @@ void options_print(FILE *f, const struct option *opts, size_t nopts)
 		char left[80], text[1024];
 		size_t n;
 		if (o->short_name)
-			n = (size_t)snprintf(left, sizeof(left), "-%c, --%s", o->short_name,
-					     o->name);
+			n = (size_t)snprintf(left, sizeof(left), "-%c, ", o->short_name);
 		else
-			n = (size_t)snprintf(left, sizeof(left), "    --%s", o->name);
-		if (o->metavar)
+			n = (size_t)snprintf(left, sizeof(left), "    ");
+		/* Synonyms too: "--verbosity, --verbose". */
+		for (const char *p = o->name;; p++) {
+			int len = (int)strcspn(p, "|");
+			n += (size_t)snprintf(left + n, sizeof(left) - n, "%s--%.*s",
+					      p == o->name ? "" : ", ", len, p);
+			p += len;
+			if (!*p || n >= sizeof(left))
+				break;
+		}
+		if (o->metavar && o->type == OPTION_VERBOSITY)
+			snprintf(left + n, sizeof(left) - n, " [%s]", o->metavar);
+		else if (o->metavar)
 			snprintf(left + n, sizeof(left) - n, " %s", o->metavar);
 		n = (size_t)snprintf(text, sizeof(text), "%s", o->help);
 		if (o->env)

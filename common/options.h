@@ -12,7 +12,10 @@
 
 enum option_type {
 	OPTION_FLAG,	/* bool, set when given */
-	OPTION_COUNT,	/* int, +1 each time given */
+	OPTION_VERBOSITY, /* int, how much to log (log_level_for, common/log.h): "-v N", "-vN",
+			   * "--name N" and "--name=N" set it to N in [min, max]; a -v or --name
+			   * not followed by a number raises it by one from the default (from 0
+			   * when the default is below 0: quiet), up to max, so -vv by two */
 	OPTION_INT,	/* int in [min, max] */
 	OPTION_SIZE,	/* size_t in [min, max]; accepts k, M, G suffixes (1024-based) */
 	OPTION_MODE,	/* int, octal, in [min, max] */
@@ -29,7 +32,7 @@ struct option_list {
 };
 
 struct option {
-	const char *name;
+	const char *name;    /* long name, then any synonyms after '|' ("verbosity|verbose") */
 	char short_name;
 	enum option_type type;
 	size_t offset;	     /* of the field in the program's config struct */
@@ -39,6 +42,12 @@ struct option {
 	const char *metavar; /* NULL for flags and counts */
 	const char *help;
 };
+
+/* The help of every program's -v, --verbosity (OPTION_VERBOSITY), to which a program may add
+ * what a level shows in it. */
+#define OPTION_VERBOSITY_HELP                                                                      \
+	"How much to log on stderr: 0 warnings and errors, 1 also information, 2 also debug. A "  \
+	"-v not followed by a number is one more than the default, -vv two more."
 
 /* Parses argv[1..argc) into cfg: options anywhere until "--", the rest into pos[0..*npos) (pos
  * must hold argc entries). Then fills every option not given from its environment variable, else

@@ -255,6 +255,74 @@ void util_sha1_hex(const void *data, size_t len, char out[41])
 	out[40] = '\0';
 }
 
+static int base64_value(unsigned char ch)
+{
+	if (ch >= 'A' && ch <= 'Z')
+		return ch - 'A';
+	if (ch >= 'a' && ch <= 'z')
+		return ch - 'a' + 26;
+	if (ch >= '0' && ch <= '9')
+		return ch - '0' + 52;
+	if (ch == '+')
+		return 62;
+	if (ch == '/')
+		return 63;
+	return -1;
+}
+
+int util_base64_decode(const char *s, size_t len, void *out, size_t *n, char *err, size_t errlen)
+{
+	unsigned char *o = out;
+	*n = 0;
+	if (len % 4 != 0) {
+		if (errlen)
+			snprintf(err, errlen,
+				 "its length (%zu) is not a multiple of 4 (pad the end with '=')",
+				 len);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < len; i += 4) {
+		uint32_t acc = 0;
+		int pad = 0;
+		for (size_t j = 0; j < 4; j++) {
+			unsigned char ch = (unsigned char)s[i + j];
+			int v = base64_value(ch);
+			if (ch == '=' && i + 4 == len && j >= 2) {
+				pad++;
+				acc <<= 6;
+				continue;
+			}
+			if (ch == '=' || (pad && v >= 0)) {
+				if (errlen)
+					snprintf(err, errlen,
+						 "'=' at character %zu: padding may only end the "
+						 "text",
+						 i + j + 1);
+				return -EINVAL;
+			}
+			if (v < 0) {
+				if (errlen && ch >= 0x20 && ch < 0x7f)
+					snprintf(err, errlen,
+						 "character %zu ('%c') is not in the base64 "
+						 "alphabet",
+						 i + j + 1, ch);
+				else if (errlen)
+					snprintf(err, errlen,
+						 "character %zu (byte 0x%02x) is not in the base64 "
+						 "alphabet",
+						 i + j + 1, ch);
+				return -EINVAL;
+			}
+			acc = acc << 6 | (uint32_t)v;
+		}
+		unsigned char bytes[3] = {(unsigned char)(acc >> 16), (unsigned char)(acc >> 8),
+					  (unsigned char)acc};
+		memcpy(o + *n, bytes, (size_t)(3 - pad));
+		*n += (size_t)(3 - pad);
+	}
+	return 0;
+}
+
 void util_base64_encode(const void *data, size_t n, char *out)
 {
 	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -49,6 +49,10 @@ void util_sha1_hex(const void *data, size_t len, char out[41]);
 
 /* Standard base64 with padding of n bytes into out (4 * ((n + 2) / 3) characters and a NUL). */
 void util_base64_encode(const void *data, size_t n, char *out);
+/* Decodes standard base64 s[0..len) (RFC 4648 §4, '=' padding required, as Python's b64decode
+ * wants) into out, which holds len / 4 * 3 bytes, and sets *n to the number written. Returns 0,
+ * or -EINVAL with the reason in err ("character 3 ('!') is not in the base64 alphabet"). */
+int util_base64_decode(const char *s, size_t len, void *out, size_t *n, char *err, size_t errlen);
 
 /* Switches to user and/or group (names or numbers; NULL: unchanged) for good: supplementary
  * groups are set to the user's (or just the group), then the group id, then the user id, and it is

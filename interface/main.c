@@ -1,6 +1,7 @@
 /* laurel-interface: terminates HTTP/1.1 and turns every request into a message on the channel
  * layer (SPEC §4–5). Flags follow Daphne 1.4's where Daphne had them. */
 #include "interface/server.h"
+#include "common/layer.h"
 #include "common/log.h"
 #include "common/options.h"
 #include "common/util.h"
@@ -55,8 +56,8 @@ static const struct option opts[] = {
 	{"metrics", 0, OPTION_STRING, S(metrics), 1, 0, NULL, "LAUREL_METRICS", "ADDR",
 	 "Serve /metrics (Prometheus), /healthz and /readyz on ADDR: host:port, [ipv6]:port or a "
 	 "unix socket /path (docs/operations.md). Off by default."},
-	{"verbosity", 'v', OPTION_INT, S(verbosity), 0, 2, "1", NULL, "0|1|2",
-	 "How much to log on stderr: 0 warnings and errors, 1 also information, 2 also debug."},
+	{"verbosity", 'v', OPTION_VERBOSITY, S(verbosity), 0, 2, "1", NULL, "N",
+	 OPTION_VERBOSITY_HELP},
 	{"no-http-disconnect", 0, OPTION_FLAG, S(no_http_disconnect), 0, 0, NULL, NULL, NULL,
 	 "Do not send http.disconnect (most applications never read it)."},
 	{"max-connections", 0, OPTION_INT, S(max_connections), 1, 10000000, "100000", NULL, "N",
@@ -114,19 +115,7 @@ static const struct option opts[] = {
 	 "holding the most are closed first (WebSockets: code 1013). 0: an eighth of the RAM."},
 	{"ws-max-output", 0, OPTION_SIZE, S(ws_max_output), 4096, 1LL << 34, "4M", NULL, "BYTES",
 	 "Bytes waiting for a slow WebSocket client before it is closed (1013)."},
-	{"layer", 0, OPTION_URLS, S(layers), 0, 0, "redis://127.0.0.1:6379", "LAUREL_LAYER", "URL",
-	 "Redis server of the channel layer: redis://[[user]:password@]host[:port][/db], "
-	 "unix:///path[?db=N], or a Sentinel-monitored master "
-	 "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/NAME[?db=N"
-	 "&sentinel_password=P] (docs/layer.md). Repeat it for shards, in the same order everywhere."},
-	{"prefix", 0, OPTION_STRING, S(prefix), 1, 0, "asgi:", NULL, "PREFIX",
-	 "Prefix of the layer's Redis keys."},
-	{"expiry", 0, OPTION_INT, S(expiry), 1, YEAR, "60", NULL, "SECONDS",
-	 "How long a sent message waits to be read."},
-	{"group-expiry", 0, OPTION_INT, S(group_expiry), 1, YEAR, "86400", NULL, "SECONDS",
-	 "How long a group membership lives."},
-	{"capacity", 0, OPTION_INT, S(capacity), 1, 1000000000, "100", NULL, "N",
-	 "Messages a channel holds; http.request beyond it: 503 \"Request queue full.\""},
+	LAYER_OPTIONS(S, "http.request beyond it: 503 \"Request queue full.\""),
 	{"user", 0, OPTION_STRING, C(user), 1, 0, NULL, "LAUREL_USER", "USER",
 	 "Once the sockets are bound, run as this user (a name or number; its group too, unless "
 	 "--group). Started as root without it, laurel-interface warns."},
@@ -195,9 +184,7 @@ int main(int argc, char **argv)
 	/* TCP unless only a unix socket or an inherited socket was asked for. */
 	bool asked_tcp = given[0] || given[1];
 	cfg.server.tcp = asked_tcp || (!cfg.server.unix_socket && cfg.server.fd < 0);
-	log_level = cfg.server.verbosity == 0 ? LOG_WARN
-		    : cfg.server.verbosity == 1 ? LOG_INFO
-						: LOG_DEBUG;
+	log_level = log_level_for(cfg.server.verbosity);
 	signal(SIGPIPE, SIG_IGN);
 	struct event_base *base = event_base_new();
 	if (server_new(&server, base, &cfg.server, err, sizeof(err)) < 0) {

@@ -19,13 +19,13 @@
 #include "common/buf.h"
 #include "common/layer.h"
 #include "common/layer_census.h"
+#include "common/json.h"
 #include "common/log.h"
 #include "common/options.h"
 #include "common/redis_layout.h"
 #include "common/sentinel.h"
 #include "common/util.h"
 #include "tool/dashboard.h"
-#include "tool/json.h"
 #include "tool/runserver.h"
 
 #ifndef LAUREL_VERSION
@@ -62,7 +62,7 @@ struct config {
 	int group_expiry;
 	int capacity;
 	struct option_list group_history;
-	int verbose;
+	int verbosity;
 	bool dry_run;
 	bool prometheus;
 	char *groups;
@@ -75,25 +75,10 @@ struct config {
 
 #define CFG(field) offsetof(struct config, field)
 #define DAY 86400L
-#define YEAR (365 * DAY)
 
 static const struct option opts[] = {
-	{"layer", 0, OPTION_URLS, CFG(layers), 0, 0, "redis://127.0.0.1:6379", "LAUREL_LAYER", "URL",
-	 "Redis server of the layer: redis://[[user]:password@]host[:port][/db], "
-	 "unix:///path[?db=N], or a Sentinel-monitored master "
-	 "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/NAME[?db=N"
-	 "&sentinel_password=P] (docs/layer.md). Repeat it for shards, listed in the same order everywhere."},
-	{"prefix", 0, OPTION_STRING, CFG(prefix), 1, 0, "asgi:", NULL, "PREFIX",
-	 "Prefix of the layer's Redis keys."},
-	{"expiry", 0, OPTION_INT, CFG(expiry), 1, YEAR, "60", NULL, "SECONDS",
-	 "How long a sent message waits to be read."},
-	{"group-expiry", 0, OPTION_INT, CFG(group_expiry), 1, YEAR, "86400", NULL, "SECONDS",
-	 "How long a group membership lives; older members are dropped."},
-	{"capacity", 0, OPTION_INT, CFG(capacity), 1, 1000000000L, "100", NULL, "N",
-	 "Messages a channel holds; a send to a fuller channel fails (exit 1)."},
-	{"group-history", 0, OPTION_LIST, CFG(group_history), 0, 0, NULL, "LAUREL_GROUP_HISTORY",
-	 "PATTERN=SIZE/SECONDS",
-	 LAYER_HISTORY_HELP},
+	LAYER_OPTIONS(CFG, "a send to a fuller channel fails (exit 1)."),
+	LAYER_HISTORY_OPTION(CFG),
 	{"dry-run", 'n', OPTION_FLAG, CFG(dry_run), 0, 0, NULL, NULL, NULL,
 	 "send, group-send: check the name and the message and print the message as JSON, but "
 	 "send nothing."},
@@ -111,8 +96,9 @@ static const struct option opts[] = {
 	 "for each."},
 	{"history", 0, OPTION_INT, CFG(history), 60, DAY, "600", NULL, "SECONDS",
 	 "dashboard: how much history it keeps (one sample a second) for a page opened later."},
-	{"verbose", 'v', OPTION_COUNT, CFG(verbose), 0, 0, NULL, NULL, NULL,
-	 "Log what happens to stderr; twice for debug detail."},
+	{"verbosity|verbose", 'v', OPTION_VERBOSITY, CFG(verbosity), -1, 2, "-1", NULL, "N",
+	 OPTION_VERBOSITY_HELP " -1 is quiet: nothing but the tool's own one-line messages (so -v "
+	 "is 1)."},
 	{"help", 'h', OPTION_FLAG, CFG(help), 0, 0, NULL, NULL, NULL,
 	 "Show this help, or a command's (laurel COMMAND --help)."},
 	{"version", 0, OPTION_FLAG, CFG(version), 0, 0, NULL, NULL, NULL, "Print the version."},
@@ -428,7 +414,30 @@ static int read_stdin(struct buf *in)
 	return 0;
 }
 
-/* Parses the JSON operand ("-" = stdin) into *out. Returns 0 or EXIT_USAGE. */
+static const char *json_type_name(const struct laurel_value *v)
+{
+	switch (v->type) {
+	case LAUREL_LIST:
+		return "an array";
+	case LAUREL_TEXT:
+		return "a string";
+	case LAUREL_INT:
+	case LAUREL_DOUBLE:
+		return "a number";
+	case LAUREL_BOOL:
+		return "a boolean";
+	case LAUREL_NIL:
+		return "null";
+	case LAUREL_BYTES:
+		return "bytes ({\"$bytes\": ...})";
+	case LAUREL_MAP:
+		break;
+	}
+	return "an object";
+}
+
+/* Parses the JSON operand ("-" = stdin) into *out, the tool's way (common/json.h, JSON_POLICY_LOSSY):
+ * one object. Returns 0 or EXIT_USAGE. */
 static int load_message(const char *arg, struct laurel_msg **out)
 {
 	struct buf in;
@@ -439,18 +448,38 @@ static int load_message(const char *arg, struct laurel_msg **out)
 		code = read_stdin(&in);
 	else
 		buf_append_str(&in, arg);
-	if (code == 0 && json_to_msg(in.len ? in.data : "", in.len, out, err, sizeof(err)) < 0)
-		code = fail(EXIT_USAGE, "%s", err);
+	if (code == 0) {
+		struct laurel_msg *m = laurel_msg_new();
+		const struct laurel_value *root = laurel_msg_croot(m);
+		if (json_parse(in.len ? in.data : "", in.len, JSON_POLICY_LOSSY, m, laurel_msg_root(m), err,
+			       sizeof(err)) < 0)
+			code = fail(EXIT_USAGE, "the message is %s", err);
+		else if (root->type != LAUREL_MAP)
+			code = fail(EXIT_USAGE, "the message must be a JSON object ({...}), not %s",
+				    json_type_name(root));
+		if (code)
+			laurel_msg_free(m);
+		else
+			*out = m;
+	}
 	buf_fini(&in);
 	return code;
 }
 
-static int print_message(const struct laurel_msg *msg)
+/* Prints a message as JSON on one line: lossily, as docs/tool.md says. */
+static int print_json(const struct laurel_msg *msg, const char *lead)
 {
-	char *text = json_from_msg(msg, false);
-	printf("%s\n", text);
+	char *text;
+	if (json_dump(laurel_msg_croot(msg), JSON_POLICY_LOSSY, NULL, &text, NULL) < 0)
+		return fail(EXIT_LAYER, "a message nests too deep to be written as JSON");
+	printf("%s%s\n", lead, text);
 	free(text);
 	return EXIT_OK;
+}
+
+static int print_message(const struct laurel_msg *msg)
+{
+	return print_json(msg, "");
 }
 
 static int layer_error(struct tool *t, int rc)
@@ -560,13 +589,14 @@ static int cmd_group_history(struct tool *t, char **args, int nargs)
 				     : layer_error(t, rc);
 	printf("epoch %s offset %" PRIu64 " first %" PRIu64 "\n", top.epoch[0] ? top.epoch : "-",
 	       top.offset, top.first);
-	for (size_t i = 0; i < n; i++) {
-		char *json = json_from_msg(v[i].msg, false);
-		printf("%" PRIu64 " %s\n", v[i].offset, json);
-		free(json);
+	code = EXIT_OK;
+	for (size_t i = 0; i < n && code == EXIT_OK; i++) {
+		char lead[32];
+		snprintf(lead, sizeof(lead), "%" PRIu64 " ", v[i].offset);
+		code = print_json(v[i].msg, lead);
 	}
 	laurel_history_entries_free(v, n);
-	return EXIT_OK;
+	return code;
 }
 
 /* One line per shard; a Sentinel shard's says which server is its master now, since when (as
@@ -824,8 +854,8 @@ int main(int argc, char **argv)
 	}
 	int code = parse_args(&t.cfg, t.given, argc, argv, pos, &npos);
 	if (code == 0) {
-		/* Quiet by default: a failure is reported once, by the tool, in one line. */
-		log_level = t.cfg.verbose ? LOG_INFO + t.cfg.verbose - 1 : LOG_ERROR - 1;
+		/* Quiet by default (-1): a failure is reported once, by the tool, in one line. */
+		log_level = log_level_for(t.cfg.verbosity);
 		code = run(&t, pos, npos);
 	}
 	laurel_layer_free(t.layer);

@@ -39,6 +39,10 @@ struct config {
 	int workers;
 	struct option_list statics;
 	struct option_list layers;
+	char *prefix;
+	int expiry;
+	int group_expiry;
+	int capacity;
 	struct option_list group_history;
 	int http_timeout;
 	char *metrics;
@@ -65,11 +69,13 @@ static const struct option opts[] = {
 	{"static", 0, OPTION_LIST, C(statics), 0, 0, NULL, NULL, "PREFIX=DIR",
 	 "Serve the files under DIR at URL PREFIX (repeat for several). A bundled example's "
 	 "static files are served at /static/ without it."},
+	/* Not LAUREL_LAYER: a development server must not use a deployment's layer unasked. */
 	{"layer", 0, OPTION_URLS, C(layers), 0, 0, "memory://", NULL, "URL",
-	 "The channel layer: memory:// (in this process), or Redis URLs (repeat for shards)."},
-	{"group-history", 0, OPTION_LIST, C(group_history), 0, 0, NULL, "LAUREL_GROUP_HISTORY",
-	 "PATTERN=SIZE/SECONDS",
-	 LAYER_HISTORY_HELP},
+	 "The channel layer: memory:// (in this process), or Redis: " LAYER_URL_FORMS
+	 ". Repeat it for shards."},
+	LAYER_TUNING_OPTIONS(C, "http.request beyond it: 503 \"Request queue full.\"; a reply to a "
+				"fuller channel is retried for 2 s, then dropped."),
+	LAYER_HISTORY_OPTION(C),
 	{"http-timeout", 't', OPTION_INT, C(http_timeout), 1, 86400, "60", NULL, "SECONDS",
 	 "Answer 503 when the application has not responded within this time."},
 	{"metrics", 0, OPTION_STRING, C(metrics), 1, 0, NULL, "LAUREL_METRICS", "ADDR",
@@ -78,8 +84,8 @@ static const struct option opts[] = {
 	{"ws-compression", 0, OPTION_STRING, C(ws_compression), 2, 0, "on", NULL, "on|off",
 	 "permessage-deflate for WebSocket clients that offer it (laurel-interface --help has "
 	 "the details)."},
-	{"verbosity", 'v', OPTION_INT, C(verbosity), 0, 2, "1", NULL, "0|1|2",
-	 "0 warnings and errors, 1 also a line per request and WebSocket event, 2 debug."},
+	{"verbosity", 'v', OPTION_VERBOSITY, C(verbosity), 0, 2, "1", NULL, "N",
+	 OPTION_VERBOSITY_HELP " From 1 on, a line per request and WebSocket event."},
 	{"help", 'h', OPTION_FLAG, C(help), 0, 0, NULL, NULL, NULL, "Show this help."},
 };
 
@@ -194,7 +200,7 @@ int runserver_main(int argc, char **argv)
 		status = 2;
 		goto out;
 	}
-	log_level = cfg.verbosity == 0 ? LOG_WARN : cfg.verbosity == 1 ? LOG_INFO : LOG_DEBUG;
+	log_level = log_level_for(cfg.verbosity);
 	bool compression;
 	if (!server_parse_on_off(cfg.ws_compression, &compression)) {
 		fprintf(stderr, "laurel runserver: --ws-compression takes on or off, not \"%s\"\n",
@@ -246,6 +252,10 @@ int runserver_main(int argc, char **argv)
 	}
 	struct laurel_layer_options lo = {.urls = (const char *const *)cfg.layers.v,
 					  .nurls = cfg.layers.n,
+					  .prefix = cfg.prefix,
+					  .expiry = cfg.expiry,
+					  .group_expiry = cfg.group_expiry,
+					  .capacity = cfg.capacity,
 					  .histories = history.v,
 					  .nhistories = history.n};
 	if (memory && laurel_layer_new(&shared, &lo, err, sizeof(err)) < 0) {
@@ -282,10 +292,10 @@ int runserver_main(int argc, char **argv)
 	sc.ws_compression_threshold = (size_t)atoi(WS_COMPRESSION_THRESHOLD);
 	sc.ws_compression_level = atoi(WS_COMPRESSION_LEVEL);
 	sc.layers = cfg.layers;
-	sc.prefix = "asgi:";
-	sc.expiry = 60;
-	sc.group_expiry = 86400;
-	sc.capacity = 100;
+	sc.prefix = cfg.prefix;
+	sc.expiry = cfg.expiry;
+	sc.group_expiry = cfg.group_expiry;
+	sc.capacity = cfg.capacity;
 	sc.statics = mounts;
 	sc.nstatics = nmounts;
 	sc.shared_layer = shared;

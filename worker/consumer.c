@@ -14,7 +14,7 @@
 #include "common/log.h"
 #include "common/response.h"
 #include "common/util.h"
-#include "worker/json.h"
+#include "common/json.h"
 
 #define FULL_RETRY_MS 50
 
@@ -329,7 +329,8 @@ int laurel_ctx_json(struct laurel_ctx *ctx, const struct laurel_value **out)
 			ctx->json_holder = laurel_msg_new();
 			struct laurel_value *slot = laurel_map_put(
 				ctx->json_holder, laurel_msg_root(ctx->json_holder), "json");
-			if (json_parse(text, len, ctx->json_holder, slot, why, sizeof(why)))
+			if (json_parse(text, len, JSON_POLICY_STRICT, ctx->json_holder, slot, why,
+				       sizeof(why)))
 				return laurel_ctx_error(ctx, -EBADMSG, "the text frame is %s", why);
 			ctx->json = slot;
 		}
@@ -340,7 +341,7 @@ int laurel_ctx_json(struct laurel_ctx *ctx, const struct laurel_value **out)
 	return 0;
 }
 
-int laurel_json_parse(struct laurel_ctx *ctx, const void *text, size_t len,
+int laurel_json_parse(struct laurel_ctx *ctx, const void *text, size_t len, unsigned flags,
 		      const struct laurel_value **out)
 {
 	if (!out || (!text && len))
@@ -348,7 +349,8 @@ int laurel_json_parse(struct laurel_ctx *ctx, const void *text, size_t len,
 	char why[200];
 	struct laurel_msg *m = laurel_msg_new();
 	struct laurel_value *slot = laurel_map_put(m, laurel_msg_root(m), "json");
-	if (json_parse(text ? text : "", len, m, slot, why, sizeof(why))) {
+	if (json_parse_unique(text ? text : "", len, JSON_POLICY_STRICT,
+			      (flags & LAUREL_JSON_UNIQUE_KEYS) != 0, m, slot, why, sizeof(why))) {
 		laurel_msg_free(m);
 		return laurel_ctx_error(ctx, -EBADMSG, "the text is %s", why);
 	}
@@ -377,7 +379,7 @@ static int json_frame(struct laurel_ctx *ctx, const struct laurel_value *value,
 							laurel_build_error(ctx->builders[i]));
 		return laurel_ctx_error(ctx, -EINVAL, "no JSON value to send (NULL)");
 	}
-	int rc = json_dump(ctx->stream, value, &text, &len);
+	int rc = json_dump(value, JSON_POLICY_STRICT, ctx->stream, &text, &len);
 	if (rc)
 		return laurel_ctx_error(ctx, rc,
 					"the value has no JSON form (bytes, a double that is not "

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/layer.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "worker/consumer.h"
@@ -41,7 +42,7 @@ int64_t delay_now_ms(void)
 
 int delay_new(struct delay **out, const struct laurel_layer_options *o, char *err, size_t errlen)
 {
-	const char *url = o->nurls ? o->urls[0] : "redis://127.0.0.1:6379";
+	const char *url = o->nurls ? o->urls[0] : LAYER_DEFAULT_URL;
 	if (strncmp(url, "memory:", 7) == 0) {
 		snprintf(err, errlen,
 			 "the delay service needs a Redis layer, not %s (a memory layer lives and "

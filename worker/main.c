@@ -65,15 +65,13 @@ struct config {
 	struct option_list group_history;
 	int processes;
 	int batch;
-	int verbose;
+	int verbosity;
 	bool delay;
 	bool help;
 	bool version;
 };
 
 #define CFG(field) offsetof(struct config, field)
-#define DAY 86400L
-#define YEAR (365 * DAY)
 
 static const struct option opts[] = {
 	{"app", 0, OPTION_STRING, CFG(app), 1, 0, NULL, "LAUREL_APP", "PATH",
@@ -88,22 +86,8 @@ static const struct option opts[] = {
 	 "content} sent to asgi.delay are kept in Redis (surviving a restart) and sent to channel "
 	 "when due; --app and the channel options are ignored. One process (--processes 1) is "
 	 "enough."},
-	{"layer", 0, OPTION_URLS, CFG(layers), 0, 0, "redis://127.0.0.1:6379", "LAUREL_LAYER", "URL",
-	 "Redis server of the layer: redis://[[user]:password@]host[:port][/db], "
-	 "unix:///path[?db=N], or a Sentinel-monitored master "
-	 "redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/NAME[?db=N"
-	 "&sentinel_password=P] (docs/layer.md). Repeat it for shards, listed in the same order everywhere."},
-	{"prefix", 0, OPTION_STRING, CFG(prefix), 1, 0, "asgi:", NULL, "PREFIX",
-	 "Prefix of the layer's Redis keys."},
-	{"expiry", 0, OPTION_INT, CFG(expiry), 1, YEAR, "60", NULL, "SECONDS",
-	 "How long a sent message waits to be read."},
-	{"group-expiry", 0, OPTION_INT, CFG(group_expiry), 1, YEAR, "86400", NULL, "SECONDS",
-	 "How long a group membership and a channel session live."},
-	{"capacity", 0, OPTION_INT, CFG(capacity), 1, 1000000000L, "100", NULL, "N",
-	 "Messages a channel holds; a reply to a fuller channel is retried for 2 s, then dropped."},
-	{"group-history", 0, OPTION_LIST, CFG(group_history), 0, 0, NULL, "LAUREL_GROUP_HISTORY",
-	 "PATTERN=SIZE/SECONDS",
-	 LAYER_HISTORY_HELP},
+	LAYER_OPTIONS(CFG, "a reply to a fuller channel is retried for 2 s, then dropped."),
+	LAYER_HISTORY_OPTION(CFG),
 	{"processes", 'n', OPTION_INT, CFG(processes), 0, 1024, "1", NULL, "N",
 	 "Worker processes, kept running by a supervisor that replaces one that dies. 0 runs the "
 	 "worker in this process, without a supervisor."},
@@ -117,8 +101,8 @@ static const struct option opts[] = {
 	 "Serve /metrics (Prometheus), /healthz and /readyz on ADDR: host:port, [ipv6]:port or a "
 	 "unix socket path. One endpoint for the whole pool: the supervisor sums its worker "
 	 "processes' counts (docs/operations.md). Off by default."},
-	{"verbose", 'v', OPTION_COUNT, CFG(verbose), 0, 0, NULL, NULL, NULL,
-	 "Log more to stderr: once for each process start and stop, twice for every message."},
+	{"verbosity|verbose", 'v', OPTION_VERBOSITY, CFG(verbosity), 0, 2, "0", NULL, "N",
+	 OPTION_VERBOSITY_HELP " Information is each process start and stop, debug every message."},
 	{"help", 'h', OPTION_FLAG, CFG(help), 0, 0, NULL, NULL, NULL, "Show this help."},
 	{"version", 0, OPTION_FLAG, CFG(version), 0, 0, NULL, NULL, NULL, "Print the version."},
 };
@@ -358,7 +342,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
-	log_level = cfg.verbose >= 2 ? LOG_DEBUG : cfg.verbose == 1 ? LOG_INFO : LOG_WARN;
+	log_level = log_level_for(cfg.verbosity);
 	{
 		char err[512];
 		if (layer_history_rules_parse(&history, cfg.group_history.v, cfg.group_history.n,

@@ -10,11 +10,9 @@
  * is also broadcast to the room's data-binding group, so the WebSockets on /demultiplex/<room>/
  * see it as they see their own changes.
  *
- * The request body is parsed with jansson: the consumer API parses only a WebSocket text frame
- * (laurel_ctx_json). Everything else goes through the API: the replies are built with the value
- * builder, and the database is opened once per worker (common/store.c). */
+ * The request body is parsed with laurel_json_parse (duplicate keys refused), the replies are
+ * built with the value builder, and the database is opened once per worker (common/store.c). */
 #include <errno.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,23 +44,14 @@ static int list(struct laurel_ctx *ctx)
 	return rc;
 }
 
-/* The fields of the body but room, as the map store_check_data checks: strings as text, any
- * other value as nil (which it refuses). */
-static const struct laurel_value *body_data(struct laurel_ctx *ctx, json_t *in)
+/* The fields of the body but room, as the map store_check_data checks. */
+static const struct laurel_value *body_data(struct laurel_ctx *ctx, const struct laurel_value *in)
 {
 	struct laurel_builder *b = laurel_ctx_builder(ctx);
-	const char *key;
-	json_t *v;
 	laurel_build_map(b, NULL);
-	json_object_foreach(in, key, v)
-	{
-		if (strcmp(key, "room") == 0)
-			continue;
-		if (json_is_string(v))
-			laurel_build_textn(b, key, json_string_value(v), json_string_length(v));
-		else
-			laurel_build_nil(b, key);
-	}
+	for (size_t i = 0; i < in->u.map.len; i++)
+		if (strcmp(in->u.map.items[i].key.ptr, "room") != 0)
+			laurel_build_value(b, in->u.map.items[i].key.ptr, &in->u.map.items[i].value);
 	laurel_build_end(b);
 	return laurel_build_done(b);
 }
@@ -75,20 +64,14 @@ static int create(struct laurel_ctx *ctx)
 	if (laurel_msg_get(m, "body_channel"))
 		return example_reply_http_error(ctx, 413, "body too large");
 
-	json_error_t jerr;
-	json_t *in = json_loadb(body ? body : "", body ? len : 0, JSON_REJECT_DUPLICATES, &jerr);
-	if (!json_is_object(in)) {
-		char reason[200];
-		if (in)
-			snprintf(reason, sizeof(reason), "the body must be a JSON object");
-		else
-			snprintf(reason, sizeof(reason), "bad JSON at line %d, column %d: %s",
-				 jerr.line, jerr.column, jerr.text);
-		json_decref(in);
-		return example_reply_http_error(ctx, 400, reason);
-	}
+	/* Duplicate keys refused: which "room" would be meant? */
+	const struct laurel_value *in;
+	if (laurel_json_parse(ctx, body ? body : "", body ? len : 0, LAUREL_JSON_UNIQUE_KEYS, &in))
+		return example_reply_http_error(ctx, 400, laurel_ctx_error_text(ctx));
+	if (in->type != LAUREL_MAP)
+		return example_reply_http_error(ctx, 400, "the body must be a JSON object");
 	const struct laurel_value *data = body_data(ctx, in);
-	const char *room = json_string_value(json_object_get(in, "room"));
+	const char *room = example_text(laurel_map_get(in, "room"), NULL);
 	const char *bad = NULL;
 	if (!room || !example_valid_name(room, STORE_ROOM_MAX))
 		bad = "room must be 1 to 32 letters, digits, - or _";
@@ -105,7 +88,6 @@ static int create(struct laurel_ctx *ctx)
 		rc = db_error(ctx, st);
 	else
 		rc = 0;
-	json_decref(in);
 	if (bad || rc)
 		return rc;
 

@@ -257,8 +257,10 @@ int laurel_ctx_json(struct laurel_ctx *ctx, const struct laurel_value **out);
 /* Parses text[0..len) as JSON (any value, as laurel_ctx_json: an HTTP request's body, say) and
  * sets *out to it, borrowed until the consumer returns. Returns 0, or -EBADMSG when it is not JSON
  * (nested deeper than 32, an integer beyond 64 bits), the reason recorded as with
- * laurel_ctx_error. Duplicate keys keep the last value, as Python's json does. */
-int laurel_json_parse(struct laurel_ctx *ctx, const void *text, size_t len,
+ * laurel_ctx_error. Of duplicate keys the last value is kept, as Python's json and
+ * laurel_ctx_json do, unless flags has LAUREL_JSON_UNIQUE_KEYS: then they are refused. */
+#define LAUREL_JSON_UNIQUE_KEYS 1u
+int laurel_json_parse(struct laurel_ctx *ctx, const void *text, size_t len, unsigned flags,
 		      const struct laurel_value **out);
 /* The stream the running consumer serves in a demultiplexer, or NULL outside one. */
 const char *laurel_ctx_stream(const struct laurel_ctx *ctx);

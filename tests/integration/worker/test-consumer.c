@@ -192,7 +192,7 @@ static int c_api(struct laurel_ctx *ctx)
 	/* A body parsed, read with the map getters. */
 	const struct laurel_value *v;
 	int64_t i = 0;
-	CHECK_EQ(laurel_json_parse(ctx, "{\"a\": 1, \"t\": \"x\", \"a\": 2}", 26, &v), 0);
+	CHECK_EQ(laurel_json_parse(ctx, "{\"a\": 1, \"t\": \"x\", \"a\": 2}", 26, 0, &v), 0);
 	CHECK_EQ(laurel_map_get_int(v, "a", &i), 0);
 	CHECK_EQ(i, 2); /* the last of a duplicate key, as Python */
 	CHECK(laurel_map_get_text(v, "a", NULL) == NULL);
@@ -200,10 +200,13 @@ static int c_api(struct laurel_ctx *ctx)
 	CHECK_EQ(laurel_map_get_int(v, "t", &i), -EINVAL);
 	CHECK_EQ(laurel_map_get_int(v, "none", &i), -ENOENT);
 	CHECK_EQ(laurel_map_get_int(NULL, "a", &i), -ENOENT);
-	CHECK_EQ(laurel_json_parse(ctx, "{\"a\": ", 6, &v), -EBADMSG);
+	CHECK_EQ(laurel_json_parse(ctx, "{\"a\": 1, \"a\": 2}", 16, LAUREL_JSON_UNIQUE_KEYS, &v),
+		 -EBADMSG);
+	CHECK(strstr(laurel_ctx_error_text(ctx), "duplicate") != NULL);
+	CHECK_EQ(laurel_json_parse(ctx, "{\"a\": ", 6, 0, &v), -EBADMSG);
 	CHECK(strstr(laurel_ctx_error_text(ctx), "not JSON") != NULL);
 	CHECK_EQ(laurel_json_parse(ctx, "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
-				   67, &v),
+				   67, 0, &v),
 		 -EBADMSG);
 	return 0;
 }

@@ -2,8 +2,47 @@
 #include "common/buf.h"
 #include "tests/lib/test.h"
 
+#include <errno.h>
+
+static void test_base64(void)
+{
+	static const struct {
+		const char *plain, *b64;
+	} v[] = {{"", ""},
+		 {"f", "Zg=="},
+		 {"fo", "Zm8="},
+		 {"foo", "Zm9v"},
+		 {"foob", "Zm9vYg=="},
+		 {"fooba", "Zm9vYmE="},
+		 {"foobar", "Zm9vYmFy"}};
+	for (size_t i = 0; i < ARRAY_SIZE(v); i++) {
+		char enc[16], dec[16];
+		size_t n = 99;
+		util_base64_encode(v[i].plain, strlen(v[i].plain), enc);
+		CHECK_STR(enc, v[i].b64);
+		CHECK_EQ(util_base64_decode(v[i].b64, strlen(v[i].b64), dec, &n, NULL, 0), 0);
+		CHECK_MEM(dec, n, v[i].plain, strlen(v[i].plain));
+	}
+	unsigned char all[256], back[256];
+	char enc[400];
+	size_t n = 0;
+	for (int i = 0; i < 256; i++)
+		all[i] = (unsigned char)i;
+	util_base64_encode(all, sizeof(all), enc);
+	CHECK_EQ(util_base64_decode(enc, strlen(enc), back, &n, NULL, 0), 0);
+	CHECK_MEM(back, n, all, sizeof(all));
+	char err[128];
+	CHECK_EQ(util_base64_decode("Zm9v-A==", 8, back, &n, err, sizeof(err)), -EINVAL);
+	CHECK_STR(err, "character 5 ('-') is not in the base64 alphabet");
+	CHECK_EQ(util_base64_decode("Zg=", 3, back, &n, err, sizeof(err)), -EINVAL);
+	CHECK_EQ(util_base64_decode("Zg==Zg==", 8, back, &n, err, sizeof(err)), -EINVAL);
+	CHECK_STR(err, "'=' at character 3: padding may only end the text");
+	CHECK_EQ(util_base64_decode("Z===", 4, back, &n, err, sizeof(err)), -EINVAL);
+}
+
 int main(void)
 {
+	test_base64();
 	/* zlib's crc32 of well-known strings. */
 	CHECK_EQ(util_crc32("", 0), 0);
 	CHECK_EQ(util_crc32("123456789", 9), 0xCBF43926u);

@@ -1,9 +1,10 @@
-#include "tool/json.h"
+#include "common/json.h"
 
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,13 +16,11 @@
 #define BYTES_KEY "$bytes"
 #define BYTES_KEY_LEN (sizeof(BYTES_KEY) - 1)
 
-static const char b64_alphabet[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* State of one JSON -> message conversion. path names the value being converted, as
- * "$.a[2].b", so that an error can say where it is. */
+/* State of one JSON -> value conversion. path names the value being converted, as "$.a[2].b",
+ * so that an error can say where it is. */
 struct conv {
 	struct laurel_msg *m;
+	enum json_policy policy;
 	struct buf path;
 	char *err;
 	size_t errlen;
@@ -35,10 +34,11 @@ static void use_xmalloc(void)
 
 static int fail(struct conv *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* "not valid at PATH: why". */
 static int fail(struct conv *c, const char *fmt, ...)
 {
 	if (c->errlen) {
-		int n = snprintf(c->err, c->errlen, "bad message at %s: ", c->path.data);
+		int n = snprintf(c->err, c->errlen, "not valid at %s: ", c->path.data);
 		if (n >= 0 && (size_t)n < c->errlen) {
 			va_list ap;
 			va_start(ap, fmt);
@@ -90,85 +90,6 @@ static void path_truncate(struct buf *path, size_t len)
 	path->data[len] = '\0';
 }
 
-static int b64_value(unsigned char ch)
-{
-	if (ch >= 'A' && ch <= 'Z')
-		return ch - 'A';
-	if (ch >= 'a' && ch <= 'z')
-		return ch - 'a' + 26;
-	if (ch >= '0' && ch <= '9')
-		return ch - '0' + 52;
-	if (ch == '+')
-		return 62;
-	if (ch == '/')
-		return 63;
-	return -1;
-}
-
-/* Decodes standard base64 (RFC 4648 §4, '=' padding required, as Python's b64decode wants)
- * into out. Returns 0, or -EINVAL with the reason in err. */
-static int base64_decode(const char *s, size_t len, struct buf *out, char *err, size_t errlen)
-{
-	if (len % 4 != 0) {
-		snprintf(err, errlen,
-			 "its length (%zu) is not a multiple of 4 (pad the end with '=')", len);
-		return -EINVAL;
-	}
-	for (size_t i = 0; i < len; i += 4) {
-		uint32_t acc = 0;
-		int pad = 0;
-		for (size_t j = 0; j < 4; j++) {
-			unsigned char ch = (unsigned char)s[i + j];
-			int v = b64_value(ch);
-			if (ch == '=' && i + 4 == len && j >= 2) {
-				pad++;
-				acc <<= 6;
-				continue;
-			}
-			if (ch == '=' || (pad && v >= 0)) {
-				snprintf(err, errlen,
-					 "'=' at character %zu: padding may only end the text",
-					 i + j + 1);
-				return -EINVAL;
-			}
-			if (v < 0) {
-				if (ch >= 0x20 && ch < 0x7f)
-					snprintf(err, errlen,
-						 "character %zu ('%c') is not in the base64 "
-						 "alphabet",
-						 i + j + 1, ch);
-				else
-					snprintf(err, errlen,
-						 "character %zu (byte 0x%02x) is not in the base64 "
-						 "alphabet",
-						 i + j + 1, ch);
-				return -EINVAL;
-			}
-			acc = acc << 6 | (uint32_t)v;
-		}
-		unsigned char bytes[3] = {(unsigned char)(acc >> 16), (unsigned char)(acc >> 8),
-					  (unsigned char)acc};
-		buf_append(out, bytes, (size_t)(3 - pad));
-	}
-	return 0;
-}
-
-static void base64_encode(const unsigned char *p, size_t len, struct buf *out)
-{
-	for (size_t i = 0; i < len; i += 3) {
-		size_t n = len - i < 3 ? len - i : 3;
-		uint32_t acc = (uint32_t)p[i] << 16;
-		if (n > 1)
-			acc |= (uint32_t)p[i + 1] << 8;
-		if (n > 2)
-			acc |= p[i + 2];
-		char quad[4] = {b64_alphabet[acc >> 18 & 63], b64_alphabet[acc >> 12 & 63],
-				n > 1 ? b64_alphabet[acc >> 6 & 63] : '=',
-				n > 2 ? b64_alphabet[acc & 63] : '='};
-		buf_append(out, quad, 4);
-	}
-}
-
 static int from_json(struct conv *c, struct laurel_value *v, json_t *j, int depth);
 
 static int bytes_from_json(struct conv *c, struct laurel_value *v, json_t *obj, json_t *b64)
@@ -177,16 +98,15 @@ static int bytes_from_json(struct conv *c, struct laurel_value *v, json_t *obj, 
 		return fail(c, "an object with a \"" BYTES_KEY "\" key must have no other key");
 	if (!json_is_string(b64))
 		return fail(c, "\"" BYTES_KEY "\" must be a base64 string");
-	struct buf bytes;
+	size_t len = json_string_length(b64), n = 0;
+	char *bytes = xmalloc(len / 4 * 3 + 1);
 	char why[160];
-	buf_init(&bytes);
-	int rc = base64_decode(json_string_value(b64), json_string_length(b64), &bytes, why,
-			       sizeof(why));
+	int rc = util_base64_decode(json_string_value(b64), len, bytes, &n, why, sizeof(why));
 	if (rc == 0)
-		laurel_value_set_bytes(c->m, v, bytes.len ? bytes.data : "", bytes.len);
+		laurel_value_set_bytes(c->m, v, bytes, n);
 	else
-		fail(c, "\"" BYTES_KEY "\" is not valid base64: %s", why);
-	buf_fini(&bytes);
+		fail(c, "\"" BYTES_KEY "\" is not base64: %s", why);
+	free(bytes);
 	return rc;
 }
 
@@ -228,23 +148,23 @@ static int list_from_json(struct conv *c, struct laurel_value *v, json_t *arr, i
 	return 0;
 }
 
-/* Converts j into v; depth is the nesting level j would have if it is a list or a map. */
+/* Converts j into v; depth is the nesting level j has if it is a list or a map. */
 static int from_json(struct conv *c, struct laurel_value *v, json_t *j, int depth)
 {
 	switch (json_typeof(j)) {
 	case JSON_OBJECT: {
-		json_t *b64 = json_object_getn(j, BYTES_KEY, BYTES_KEY_LEN);
+		json_t *b64 = c->policy == JSON_POLICY_LOSSY
+				      ? json_object_getn(j, BYTES_KEY, BYTES_KEY_LEN)
+				      : NULL;
 		if (b64)
 			return bytes_from_json(c, v, j, b64);
-		if (depth > JSON_MSG_MAX_DEPTH)
-			return fail(c, "lists and objects nest deeper than %d levels",
-				    JSON_MSG_MAX_DEPTH);
+		if (depth > JSON_MAX_DEPTH)
+			return fail(c, "lists and maps nest deeper than %d levels", JSON_MAX_DEPTH);
 		return map_from_json(c, v, j, depth);
 	}
 	case JSON_ARRAY:
-		if (depth > JSON_MSG_MAX_DEPTH)
-			return fail(c, "lists and objects nest deeper than %d levels",
-				    JSON_MSG_MAX_DEPTH);
+		if (depth > JSON_MAX_DEPTH)
+			return fail(c, "lists and maps nest deeper than %d levels", JSON_MAX_DEPTH);
 		return list_from_json(c, v, j, depth);
 	case JSON_STRING:
 		laurel_value_set_text(c->m, v, json_string_value(j), json_string_length(j));
@@ -268,57 +188,38 @@ static int from_json(struct conv *c, struct laurel_value *v, json_t *j, int dept
 	return fail(c, "unknown JSON type %d", (int)json_typeof(j));
 }
 
-static const char *json_type_name(json_t *j)
+int json_parse(const char *text, size_t len, enum json_policy policy, struct laurel_msg *m,
+	       struct laurel_value *slot, char *err, size_t errlen)
 {
-	switch (json_typeof(j)) {
-	case JSON_OBJECT:
-		return "an object";
-	case JSON_ARRAY:
-		return "an array";
-	case JSON_STRING:
-		return "a string";
-	case JSON_INTEGER:
-	case JSON_REAL:
-		return "a number";
-	case JSON_TRUE:
-	case JSON_FALSE:
-		return "a boolean";
-	case JSON_NULL:
-		return "null";
-	}
-	return "something else";
+	return json_parse_unique(text, len, policy, policy == JSON_POLICY_LOSSY, m, slot, err,
+				 errlen);
 }
 
-int json_to_msg(const char *text, size_t len, struct laurel_msg **out, char *err, size_t errlen)
+int json_parse_unique(const char *text, size_t len, enum json_policy policy, bool unique,
+		      struct laurel_msg *m, struct laurel_value *slot, char *err, size_t errlen)
 {
 	json_error_t jerr;
+	size_t flags = JSON_DECODE_ANY | JSON_ALLOW_NUL;
+	if (unique)
+		flags |= JSON_REJECT_DUPLICATES;
 	use_xmalloc();
-	json_t *root = json_loadb(text, len,
-				  JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+	laurel_value_set_nil(slot);
+	json_t *root = json_loadb(text, len, flags, &jerr);
 	if (!root) {
-		snprintf(err, errlen, "bad JSON at line %d, column %d: %s", jerr.line, jerr.column,
-			 jerr.text);
+		if (errlen)
+			snprintf(err, errlen, "not JSON: %s at line %d, column %d", jerr.text,
+				 jerr.line, jerr.column);
 		return -EINVAL;
 	}
-	if (!json_is_object(root) || json_object_getn(root, BYTES_KEY, BYTES_KEY_LEN)) {
-		snprintf(err, errlen, "bad message: it must be a JSON object ({...}), not %s",
-			 json_is_object(root) ? "bytes ({\"" BYTES_KEY "\": ...})"
-					      : json_type_name(root));
-		json_decref(root);
-		return -EINVAL;
-	}
-	struct conv c = {.m = laurel_msg_new(), .err = err, .errlen = errlen};
+	struct conv c = {.m = m, .policy = policy, .err = err, .errlen = errlen};
 	buf_init(&c.path);
 	buf_append_str(&c.path, "$");
-	int rc = map_from_json(&c, laurel_msg_root(c.m), root, 1);
+	int rc = from_json(&c, slot, root, 1);
 	buf_fini(&c.path);
 	json_decref(root);
-	if (rc < 0) {
-		laurel_msg_free(c.m);
-		return rc;
-	}
-	*out = c.m;
-	return 0;
+	if (rc < 0)
+		laurel_value_set_nil(slot);
+	return rc;
 }
 
 /* The length of the valid UTF-8 sequence (RFC 3629: no overlong forms, no surrogates, nothing
@@ -372,21 +273,37 @@ static void utf8_sanitize(const char *s, size_t len, struct buf *out)
 	}
 }
 
-static json_t *text_to_json(const struct laurel_str *s)
+/* A JSON string of s[0..len), or NULL (JSON_POLICY_STRICT) when it is not UTF-8. */
+static json_t *text_to_json(const char *s, size_t len, enum json_policy policy)
 {
-	json_t *j = json_stringn(s->ptr, s->len);
-	if (j)
+	json_t *j = json_stringn(s, len);
+	if (j || policy == JSON_POLICY_STRICT)
 		return j;
 	struct buf clean;
 	buf_init(&clean);
-	utf8_sanitize(s->ptr, s->len, &clean);
+	utf8_sanitize(s, len, &clean);
 	j = json_stringn(clean.len ? clean.data : "", clean.len);
 	buf_fini(&clean);
 	return j;
 }
 
-static json_t *to_json(const struct laurel_value *v)
+static json_t *bytes_to_json(const struct laurel_str *s)
 {
+	char *b64 = xmalloc((s->len + 2) / 3 * 4 + 1);
+	util_base64_encode(s->ptr, s->len, b64);
+	json_t *obj = json_object();
+	json_object_set_new(obj, BYTES_KEY, json_string(b64));
+	free(b64);
+	return obj;
+}
+
+/* A new reference, or NULL for a value that has no JSON form under policy; depth counts the
+ * outermost value 1. */
+static json_t *to_json(const struct laurel_value *v, enum json_policy policy, int depth)
+{
+	json_t *j = NULL;
+	if (depth > JSON_DUMP_MAX_DEPTH)
+		return NULL;
 	switch (v->type) {
 	case LAUREL_NIL:
 		return json_null();
@@ -395,48 +312,66 @@ static json_t *to_json(const struct laurel_value *v)
 	case LAUREL_INT:
 		return json_integer((json_int_t)v->u.i);
 	case LAUREL_DOUBLE:
-		return isfinite(v->u.d) ? json_real(v->u.d) : json_null();
+		if (isfinite(v->u.d))
+			return json_real(v->u.d);
+		return policy == JSON_POLICY_LOSSY ? json_null() : NULL;
 	case LAUREL_TEXT:
-		return text_to_json(&v->u.s);
-	case LAUREL_BYTES: {
-		struct buf b64;
-		buf_init(&b64);
-		base64_encode((const unsigned char *)v->u.s.ptr, v->u.s.len, &b64);
-		json_t *obj = json_object();
-		json_object_set_new(obj, BYTES_KEY, json_stringn(b64.len ? b64.data : "", b64.len));
-		buf_fini(&b64);
-		return obj;
-	}
-	case LAUREL_LIST: {
-		json_t *arr = json_array();
-		for (size_t i = 0; i < v->u.list.len; i++)
-			json_array_append_new(arr, to_json(&v->u.list.items[i]));
-		return arr;
-	}
-	case LAUREL_MAP: {
-		json_t *obj = json_object();
+		return text_to_json(v->u.s.ptr, v->u.s.len, policy);
+	case LAUREL_BYTES:
+		return policy == JSON_POLICY_LOSSY ? bytes_to_json(&v->u.s) : NULL;
+	case LAUREL_LIST:
+		j = json_array();
+		for (size_t i = 0; i < v->u.list.len; i++) {
+			json_t *x = to_json(&v->u.list.items[i], policy, depth + 1);
+			if (!x || json_array_append_new(j, x)) {
+				json_decref(j);
+				return NULL;
+			}
+		}
+		return j;
+	case LAUREL_MAP:
+		j = json_object();
 		for (size_t i = 0; i < v->u.map.len; i++) {
 			const struct laurel_entry *e = &v->u.map.items[i];
-			json_t *key = text_to_json(&e->key);
-			json_object_setn_new(obj, json_string_value(key), json_string_length(key),
-					     to_json(&e->value));
+			json_t *key = text_to_json(e->key.ptr, e->key.len, policy);
+			json_t *x = key ? to_json(&e->value, policy, depth + 1) : NULL;
+			if (!x || json_object_setn_new(j, json_string_value(key),
+						       json_string_length(key), x)) {
+				json_decref(key);
+				json_decref(j);
+				return NULL;
+			}
 			json_decref(key);
 		}
-		return obj;
+		return j;
 	}
-	}
-	return json_null();
+	return NULL;
 }
 
-char *json_from_msg(const struct laurel_msg *m, bool pretty)
+int json_dump(const struct laurel_value *v, enum json_policy policy, const char *stream, char **out,
+	      size_t *len)
 {
 	use_xmalloc();
-	json_t *root = to_json(laurel_msg_croot(m));
-	char *text = json_dumps(root, pretty ? JSON_INDENT(2) : JSON_COMPACT);
-	json_decref(root);
-	if (!text) {
-		fprintf(stderr, "laurel: out of memory writing JSON\n");
-		abort();
+	json_t *j = to_json(v, policy, 1);
+	if (!j)
+		return -EINVAL;
+	if (stream) {
+		json_t *s = text_to_json(stream, strlen(stream), policy);
+		if (!s) {
+			json_decref(j);
+			return -EINVAL;
+		}
+		json_t *w = json_object();
+		json_object_set_new(w, "stream", s);
+		json_object_set_new(w, "payload", j);
+		j = w;
 	}
-	return text;
+	char *text = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+	json_decref(j);
+	if (!text)
+		return -EINVAL;
+	*out = text;
+	if (len)
+		*len = strlen(text);
+	return 0;
 }
