@@ -327,6 +327,16 @@ static int appdata(struct laurel_ctx *ctx)
 	return laurel_reply_http(ctx, 200, h, 1, body, (size_t)n, false);
 }
 
+/* test.log {text}: one information line each time, and a warning that a flood makes one line
+ * (laurel_ctx_log's limit). */
+static int log_lines(struct laurel_ctx *ctx)
+{
+	const char *text = laurel_msg_get_text(laurel_ctx_message(ctx), "text", NULL);
+	laurel_ctx_log(ctx, LAUREL_LOG_INFO, "testapp heard %s", text ? text : "nothing");
+	laurel_ctx_log(ctx, LAUREL_LOG_WARN, "testapp says %s", text ? text : "nothing");
+	return 0;
+}
+
 static const struct laurel_route http_routes[] = {
 	LAUREL_ROUTE("http.request", appdata, LAUREL_FILTER("path", "^/appdata$")),
 	LAUREL_ROUTE("http.request", hello, LAUREL_FILTER("path", "^/hello$")),
@@ -351,6 +361,7 @@ static const struct laurel_route routes[] = {
 	LAUREL_ROUTE("test.pid", pid),
 	LAUREL_ROUTE("test.slow", slow),
 	LAUREL_ROUTE("test.twice", twice),
+	LAUREL_ROUTE("test.log", log_lines),
 	LAUREL_ROUTES_END,
 };
 

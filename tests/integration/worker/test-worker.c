@@ -329,6 +329,33 @@ static bool has_line(const char *lines, const char *line)
 	return false;
 }
 
+/* laurel_ctx_log: lines name the message's channels; information lines all come (with -v),
+ * a warning repeated at once is written once. */
+static void test_app_log(void)
+{
+	struct proc w;
+	start(&w, "applog",
+	      ARGS("--layer", redis.url, "--app", app_path, "--processes", "0", "--only-channels",
+		   "test.log", "-v"));
+	for (int i = 0; i < 5; i++) {
+		struct laurel_msg *m = laurel_msg_new();
+		laurel_msg_set_text(m, "reply_channel", "daphne.response.LogTest!a");
+		laurel_msg_set_text(m, "text", "hello");
+		inject("test.log", m);
+		laurel_msg_free(m);
+	}
+	test_checks++;
+	if (!log_has_n(&w, "channel test.log, reply channel daphne.response.LogTest!a: testapp "
+			   "heard hello",
+		       5, 5000))
+		test_fail(__FILE__, __LINE__, "five information lines");
+	CHECK_LOG(&w, "laurel-worker warning: channel test.log, reply channel "
+		      "daphne.response.LogTest!a: testapp says hello",
+		  0);
+	CHECK(!log_has_n(&w, "testapp says hello", 2, 200));
+	CHECK_EQ(proc_stop(&w, SIGTERM, 5000), 0);
+}
+
 /* Chat: groups joined on connect and left on disconnect, and a channel session written by the
  * worker that handled websocket.connect and read by another process that handles
  * websocket.receive (each listens only on its channels). */
@@ -866,6 +893,7 @@ int main(int argc, char **argv)
 
 	test_command_line();
 	test_chat_sessions();
+	test_app_log();
 	test_delay();
 	test_batch_replies();
 
