@@ -22,6 +22,7 @@
  *   settle-ms     the delay of the recount, 0 for none
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,7 +119,14 @@ static int room_connect(struct laurel_ctx *ctx)
 		if (rc)
 			return laurel_ctx_error(ctx, rc, "cannot count %s", group);
 		if (n > (size_t)p->max_per_room) {
+			/* Its disconnect will come too: the session tells it not to announce a
+			 * leave of someone who never was in. */
+			struct laurel_msg *session;
 			rc = laurel_group_discard(ctx, group);
+			if (!rc)
+				rc = laurel_session(ctx, &session);
+			if (!rc)
+				laurel_msg_set_bool(session, "refused", true);
 			return rc ? rc : laurel_ws_reject(ctx);
 		}
 	}
@@ -134,7 +142,15 @@ static int room_disconnect(struct laurel_ctx *ctx)
 {
 	const char *room = laurel_ctx_kwarg(ctx, "room");
 	char group[LAUREL_NAME_MAX + 1];
+	struct laurel_msg *session;
+	bool refused = false;
 	int rc = laurel_ctx_group_name(ctx, ROOM_GROUP, group, sizeof(group));
+	if (!rc && ((const struct presence *)laurel_ctx_app_data(ctx))->max_per_room) {
+		/* Only a room with a limit refuses anyone: only there is a session to look at. */
+		rc = laurel_session(ctx, &session);
+		if (!rc && laurel_msg_get_bool(session, "refused", &refused) == 0 && refused)
+			return laurel_session_delete(ctx);
+	}
 	if (!rc)
 		rc = announce(ctx, room, group, "leave");
 	if (!rc)

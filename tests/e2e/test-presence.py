@@ -102,6 +102,21 @@ async def settled(ws, want, seconds=3.0):
     return False
 
 
+async def silent_events(ws, seconds=0.6):
+    """True if only recounts (or nothing) arrive on ws within seconds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    try:
+        while loop.time() < end:
+            f = json.loads(await asyncio.wait_for(ws.recv(), end - loop.time()))
+            if f.get("event") != "settle":
+                print("  unexpected frame: %s" % f)
+                return False
+    except asyncio.TimeoutError:
+        pass
+    return True
+
+
 def frame(room, count, ev):
     return {"type": "presence", "room": room, "count": count, "event": ev}
 
@@ -147,6 +162,7 @@ async def main(st):
 
     # max-per-room=3: the fourth connection of a room is refused.
     c = [await websockets.connect(url % "full") for _ in range(3)]
+    check(await settled(c[1], 3), "a full room of three")
     try:
         extra = await websockets.connect(url % "full")
         await extra.close()
@@ -154,6 +170,7 @@ async def main(st):
     except websockets.InvalidStatusCode as e:
         check_eq(e.status_code, 403, "a fourth connection to a room of three: HTTP 403")
     check(await settled(c[0], 3), "the full room still counts 3 (the refused one left no trace)")
+    check(await silent_events(c[1]), "and its members were told of no join or leave")
     await c[2].close()
     await settled(c[0], 2)
     d = await websockets.connect(url % "full")
