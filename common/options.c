@@ -138,9 +138,10 @@ static int set_value(const struct option *o, void *cfg, const char *val, const c
 				mult = 1024LL * 1024 * 1024;
 			if (mult > 1) {
 				end++;
-				if (v > INT64_MAX / mult)
-					errno = ERANGE;
-				v *= mult;
+				if (v > INT64_MAX / mult || v < INT64_MIN / mult)
+					errno = ERANGE; /* never multiplied: that would overflow */
+				else
+					v *= mult;
 			}
 		}
 		if (errno || end == val || *end || v < o->min || v > o->max)

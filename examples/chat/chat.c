@@ -307,10 +307,13 @@ static int not_found(struct laurel_ctx *ctx)
 	return laurel_reply_http(ctx, 404, h, 1, "not found\n", 10, false);
 }
 
+/* strict_ordering: a user's messages reach the room in the order typed, even when two workers
+ * take two of them at once (and the connect runs before any of them, the disconnect after). */
 static const struct laurel_ws_consumer chat = {
 	.connect = chat_connect,
 	.receive = chat_receive,
 	.disconnect = chat_disconnect,
+	.strict_ordering = true,
 };
 
 #define ROOM "(?P<room>[A-Za-z0-9_-]{1,32})"

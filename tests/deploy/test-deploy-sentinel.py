@@ -96,7 +96,9 @@ class SentinelDeployment(d.Deployment):
 
 async def main(dep):
     dep.start_redis_side()
-    d.check(d.wait_for(dep.topology_ready, 30),
+    # Sentinels learn replicas from the masters' INFO every 10 s: on a loaded machine it takes
+    # a few rounds.
+    d.check(d.wait_for(dep.topology_ready, 60, 0.2),
             "the sentinels see %d replicas per master and each other" % REPLICAS)
     dep.start_supervisord()
     socks = [os.path.join(dep.run, "interface-%02d.sock" % n) for n in range(d.INTERFACES)]
