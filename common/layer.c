@@ -530,6 +530,31 @@ void layer_history_rules_free(struct layer_history_rules *r)
 	memset(r, 0, sizeof(*r));
 }
 
+int layer_flags_parse(struct layer_flags *f, char *err, size_t errlen)
+{
+	return layer_history_rules_parse(&f->history, f->group_history.v, f->group_history.n, err,
+					 errlen);
+}
+
+struct laurel_layer_options layer_flags_options(const struct layer_flags *f)
+{
+	return (struct laurel_layer_options){
+		.urls = (const char *const *)f->urls.v,
+		.nurls = f->urls.n,
+		.prefix = f->prefix,
+		.expiry = f->expiry,
+		.group_expiry = f->group_expiry,
+		.capacity = f->capacity,
+		.histories = f->history.v,
+		.nhistories = f->history.n,
+	};
+}
+
+void layer_flags_fini(struct layer_flags *f)
+{
+	layer_history_rules_free(&f->history);
+}
+
 struct laurel_msg *layer_history_tag(const struct laurel_msg *msg, const char *group,
 				     const struct laurel_history_pos *pos)
 {

@@ -5,6 +5,7 @@
 
 #include "laurel/layer.h"
 #include "common/buf.h"
+#include "common/options.h"
 
 /* The message key that carries the full name of a process channel (asgi_redis). */
 #define LAYER_CHANNEL_KEY "__asgi_channel__"
@@ -117,30 +118,30 @@ int layer_capacity_for(const struct layer_config *cfg, const char *channel);
 	"&sentinel_password=P] (docs/layer.md)"
 
 /* The channel layer's rows of a program's option table (common/options.h), the same in every
- * program. F(name) is the offset of the program's config field name: struct option_list layers,
- * char *prefix, int expiry, int group_expiry, int capacity. full says what the program does
- * with a message for a channel that is full. LAYER_TUNING_OPTIONS are the rows without --layer,
- * for a program whose --layer differs (laurel runserver: memory:// by default). */
+ * program. They fill the struct layer_flags the program's config embeds as its member layer:
+ * F(layer.name) is the offset of its field name. full says what the program does with a
+ * message for a channel that is full. LAYER_TUNING_OPTIONS are the rows without --layer, for a
+ * program whose --layer differs (laurel runserver: memory:// by default). */
 #define LAYER_OPTIONS(F, full)                                                                     \
-	{"layer", 0, OPTION_URLS, F(layers), 0, 0, LAYER_DEFAULT_URL, "LAUREL_LAYER", "URL",       \
+	{"layer", 0, OPTION_URLS, F(layer.urls), 0, 0, LAYER_DEFAULT_URL, "LAUREL_LAYER", "URL",   \
 	 "Redis server of the channel layer: " LAYER_URL_FORMS ". Repeat it for shards, listed "  \
 	 "in the same order everywhere."},                                                         \
 	LAYER_TUNING_OPTIONS(F, full)
 #define LAYER_TUNING_OPTIONS(F, full)                                                              \
-	{"prefix", 0, OPTION_STRING, F(prefix), 1, 0, LAYER_DEFAULT_PREFIX, NULL, "PREFIX",        \
+	{"prefix", 0, OPTION_STRING, F(layer.prefix), 1, 0, LAYER_DEFAULT_PREFIX, NULL, "PREFIX",  \
 	 "Prefix of the layer's Redis keys."},                                                     \
-	{"expiry", 0, OPTION_INT, F(expiry), 1, LAYER_EXPIRY_MAX, LAYER_STR(LAYER_DEFAULT_EXPIRY), \
-	 NULL, "SECONDS", "How long a sent message waits to be read."},                            \
-	{"group-expiry", 0, OPTION_INT, F(group_expiry), 1, LAYER_EXPIRY_MAX,                      \
+	{"expiry", 0, OPTION_INT, F(layer.expiry), 1, LAYER_EXPIRY_MAX,                            \
+	 LAYER_STR(LAYER_DEFAULT_EXPIRY), NULL, "SECONDS",                                         \
+	 "How long a sent message waits to be read."},                                             \
+	{"group-expiry", 0, OPTION_INT, F(layer.group_expiry), 1, LAYER_EXPIRY_MAX,                \
 	 LAYER_STR(LAYER_DEFAULT_GROUP_EXPIRY), NULL, "SECONDS",                                   \
 	 "How long a group membership and a channel session live; older members are dropped."},   \
-	{"capacity", 0, OPTION_INT, F(capacity), 1, LAYER_CAPACITY_MAX,                            \
+	{"capacity", 0, OPTION_INT, F(layer.capacity), 1, LAYER_CAPACITY_MAX,                      \
 	 LAYER_STR(LAYER_DEFAULT_CAPACITY), NULL, "N", "Messages a channel holds; " full}
-/* The --group-history row (F as for LAYER_OPTIONS; the field is struct option_list
- * group_history). */
+/* The --group-history row (F as for LAYER_OPTIONS). */
 #define LAYER_HISTORY_OPTION(F)                                                                    \
-	{"group-history", 0, OPTION_LIST, F(group_history), 0, 0, NULL, "LAUREL_GROUP_HISTORY",    \
-	 "PATTERN=SIZE/SECONDS", LAYER_HISTORY_HELP}
+	{"group-history", 0, OPTION_LIST, F(layer.group_history), 0, 0, NULL,                      \
+	 "LAUREL_GROUP_HISTORY", "PATTERN=SIZE/SECONDS", LAYER_HISTORY_HELP}
 /* clang-format on */
 /* The --group-history option's help, the same in every program. */
 #define LAYER_HISTORY_HELP                                                                         \
@@ -169,6 +170,28 @@ struct layer_history_rules {
 int layer_history_rules_parse(struct layer_history_rules *out, char *const *v, size_t n, char *err,
 			      size_t errlen);
 void layer_history_rules_free(struct layer_history_rules *r);
+
+/* A program's channel layer options, as LAYER_OPTIONS (or LAYER_TUNING_OPTIONS and its own
+ * --layer) and LAYER_HISTORY_OPTION fill them; every program's config embeds one as its member
+ * layer. The option values belong to the program's table (options_free); history, the
+ * --group-history rules, is layer_flags_parse's (layer_flags_fini). */
+struct layer_flags {
+	struct option_list urls;
+	char *prefix;
+	int expiry;
+	int group_expiry;
+	int capacity;
+	struct option_list group_history;
+	struct layer_history_rules history;
+};
+/* Parses f->group_history into f->history (as layer_history_rules_parse). Returns 0, or -EINVAL
+ * with a sentence in err. */
+int layer_flags_parse(struct layer_flags *f, char *err, size_t errlen);
+/* The layer options f gives (its URLs, prefix, expiries, capacity and history rules, borrowed
+ * from f); the others are 0, the layer's defaults. */
+struct laurel_layer_options layer_flags_options(const struct layer_flags *f);
+/* Frees f->history. */
+void layer_flags_fini(struct layer_flags *f);
 
 /* Encodes msg for channel into out (appending): for a process channel "a!b", with
  * __asgi_channel__ = "a!b" added as the last key (replacing one already there). Returns 0, or

@@ -157,19 +157,11 @@ int server_new(struct server **out, struct event_base *base, const struct server
 			}
 		}
 	}
-	struct laurel_layer_options lo = {
-		.urls = (const char *const *)cfg->layers.v,
-		.nurls = cfg->layers.n,
-		.prefix = cfg->prefix,
-		.expiry = cfg->expiry,
-		.group_expiry = cfg->group_expiry,
-		.capacity = cfg->capacity,
-		/* --ws-max-message is the one limit: the layer takes a message of that payload. */
-		.max_message = cfg->ws_max_message + LAUREL_MESSAGE_ENVELOPE >
-					       LAUREL_MAX_MESSAGE_DEFAULT
-				       ? cfg->ws_max_message + LAUREL_MESSAGE_ENVELOPE
-				       : LAUREL_MAX_MESSAGE_DEFAULT,
-	};
+	struct laurel_layer_options lo = layer_flags_options(&cfg->layer);
+	/* --ws-max-message is the one limit: the layer takes a message of that payload. */
+	lo.max_message = cfg->ws_max_message + LAUREL_MESSAGE_ENVELOPE > LAUREL_MAX_MESSAGE_DEFAULT
+				 ? cfg->ws_max_message + LAUREL_MESSAGE_ENVELOPE
+				 : LAUREL_MAX_MESSAGE_DEFAULT;
 	if (cfg->shared_layer)
 		layer_async_new_shared(&s->layer, base, cfg->shared_layer);
 	else if (layer_check_options(&lo, err, errlen) < 0 ||

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "common/layer.h"
 #include "common/options.h"
 #include "interface/static.h"
 
@@ -62,12 +63,8 @@ struct server_config {
 	 * threads'); NULL: none. */
 	void (*metrics_more)(void *arg, struct buf *out);
 	void *metrics_more_arg;
-	/* channel layer */
-	struct option_list layers;
-	char *prefix;
-	int expiry;
-	int group_expiry;
-	int capacity;
+	/* channel layer (no --group-history: the interface sends to no group) */
+	struct layer_flags layer;
 	/* development (laurel runserver) */
 	struct static_mount *statics;
 	size_t nstatics;

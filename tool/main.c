@@ -56,12 +56,7 @@ static const char json_help[] =
 	"bools, null nil, arrays lists and objects maps.";
 
 struct config {
-	struct option_list layers;
-	char *prefix;
-	int expiry;
-	int group_expiry;
-	int capacity;
-	struct option_list group_history;
+	struct layer_flags layer;
 	int verbosity;
 	bool dry_run;
 	bool prometheus;
@@ -109,7 +104,6 @@ struct tool {
 	bool quick; /* short layer timeouts: a command that must not wait on a shard for long */
 	bool given[ARRAY_SIZE(opts)]; /* options set on the command line or by the environment */
 	struct laurel_layer *layer; /* made before a command that uses_layer runs */
-	struct layer_history_rules history;
 };
 
 struct command {
@@ -504,7 +498,7 @@ static int cmd_send(struct tool *t, char **args, int nargs)
 		if (rc == LAUREL_FULL)
 			code = fail(EXIT_FULL,
 				    "channel %s is full (capacity %d); the message was not sent",
-				    quote(channel, q, sizeof(q)), t->cfg.capacity);
+				    quote(channel, q, sizeof(q)), t->cfg.layer.capacity);
 		else if (rc < 0)
 			code = layer_error(t, rc);
 		else
@@ -603,10 +597,10 @@ static int cmd_group_history(struct tool *t, char **args, int nargs)
  * the sentinels saw it take the role) and its failover epoch. */
 static void print_shards(struct tool *t)
 {
-	for (size_t i = 0; i < t->cfg.layers.n; i++) {
+	for (size_t i = 0; i < t->cfg.layer.urls.n; i++) {
 		struct layer_endpoint ep = {0};
 		char err[512];
-		if (layer_endpoint_parse(&ep, t->cfg.layers.v[i], err, sizeof(err)) < 0)
+		if (layer_endpoint_parse(&ep, t->cfg.layer.urls.v[i], err, sizeof(err)) < 0)
 			continue;
 		if (!ep.master_name) {
 			printf("shard %zu %s\n", i, ep.desc);
@@ -723,29 +717,19 @@ static int cmd_flush(struct tool *t, char **args, int nargs)
 
 static int open_layer(struct tool *t)
 {
-	const struct config *cfg = &t->cfg;
-	struct laurel_layer_options o = {
-		.urls = (const char *const *)cfg->layers.v,
-		.nurls = cfg->layers.n,
-		.prefix = cfg->prefix,
-		.expiry = cfg->expiry,
-		.group_expiry = cfg->group_expiry,
-		.capacity = cfg->capacity,
-		.connect_timeout_ms = t->quick ? 500 : 0,
-		.command_timeout_ms = t->quick ? 1000 : 0,
-	};
+	struct layer_flags *lf = &t->cfg.layer;
 	char err[256] = "";
-	for (size_t i = 0; i < cfg->layers.n; i++)
-		if (strncmp(cfg->layers.v[i], "memory:", 7) == 0)
+	for (size_t i = 0; i < lf->urls.n; i++)
+		if (strncmp(lf->urls.v[i], "memory:", 7) == 0)
 			return fail(
 				EXIT_USAGE,
 				"the memory layer lives inside one process and would vanish with "
 				"this one: give a Redis URL");
-	if (layer_history_rules_parse(&t->history, cfg->group_history.v, cfg->group_history.n, err,
-				      sizeof(err)) < 0)
+	if (layer_flags_parse(lf, err, sizeof(err)) < 0)
 		return fail(EXIT_USAGE, "%s", err);
-	o.histories = t->history.v;
-	o.nhistories = t->history.n;
+	struct laurel_layer_options o = layer_flags_options(lf);
+	o.connect_timeout_ms = t->quick ? 500 : 0;
+	o.command_timeout_ms = t->quick ? 1000 : 0;
 	int rc = laurel_layer_new(&t->layer, &o, err, sizeof(err));
 	if (rc < 0)
 		return fail(EXIT_USAGE, "%s", err[0] ? err : strerror(-rc));
@@ -859,7 +843,7 @@ int main(int argc, char **argv)
 		code = run(&t, pos, npos);
 	}
 	laurel_layer_free(t.layer);
-	layer_history_rules_free(&t.history);
+	layer_flags_fini(&t.cfg.layer);
 	config_fini(&t.cfg);
 	free(pos);
 	return code;

@@ -38,12 +38,7 @@ struct config {
 	int port;
 	int workers;
 	struct option_list statics;
-	struct option_list layers;
-	char *prefix;
-	int expiry;
-	int group_expiry;
-	int capacity;
-	struct option_list group_history;
+	struct layer_flags layer;
 	int http_timeout;
 	char *metrics;
 	char *ws_compression;
@@ -70,7 +65,7 @@ static const struct option opts[] = {
 	 "Serve the files under DIR at URL PREFIX (repeat for several). A bundled example's "
 	 "static files are served at /static/ without it."},
 	/* Not LAUREL_LAYER: a development server must not use a deployment's layer unasked. */
-	{"layer", 0, OPTION_URLS, C(layers), 0, 0, "memory://", NULL, "URL",
+	{"layer", 0, OPTION_URLS, C(layer.urls), 0, 0, "memory://", NULL, "URL",
 	 "The channel layer: memory:// (in this process), or Redis: " LAYER_URL_FORMS
 	 ". Repeat it for shards."},
 	LAYER_TUNING_OPTIONS(C, "http.request beyond it: 503 \"Request queue full.\"; a reply to a "
@@ -172,7 +167,6 @@ int runserver_main(int argc, char **argv)
 	pthread_t delay_thread;
 	bool delay_started = false;
 	struct server_config sc = {0};
-	struct layer_history_rules history = {0};
 	struct static_mount mounts[16];
 	size_t nmounts = 0;
 	struct event_base *base = NULL;
@@ -243,21 +237,13 @@ int runserver_main(int argc, char **argv)
 			nmounts++;
 	}
 
-	bool memory = strcmp(cfg.layers.v[0], "memory://") == 0;
-	if (layer_history_rules_parse(&history, cfg.group_history.v, cfg.group_history.n, err,
-				      sizeof(err)) < 0) {
+	bool memory = strcmp(cfg.layer.urls.v[0], "memory://") == 0;
+	if (layer_flags_parse(&cfg.layer, err, sizeof(err)) < 0) {
 		fprintf(stderr, "laurel runserver: %s\n", err);
 		status = 2;
 		goto out;
 	}
-	struct laurel_layer_options lo = {.urls = (const char *const *)cfg.layers.v,
-					  .nurls = cfg.layers.n,
-					  .prefix = cfg.prefix,
-					  .expiry = cfg.expiry,
-					  .group_expiry = cfg.group_expiry,
-					  .capacity = cfg.capacity,
-					  .histories = history.v,
-					  .nhistories = history.n};
+	struct laurel_layer_options lo = layer_flags_options(&cfg.layer);
 	if (memory && laurel_layer_new(&shared, &lo, err, sizeof(err)) < 0) {
 		fprintf(stderr, "laurel runserver: %s\n", err);
 		status = 2;
@@ -291,11 +277,9 @@ int runserver_main(int argc, char **argv)
 	sc.ws_compression = compression;
 	sc.ws_compression_threshold = (size_t)atoi(WS_COMPRESSION_THRESHOLD);
 	sc.ws_compression_level = atoi(WS_COMPRESSION_LEVEL);
-	sc.layers = cfg.layers;
-	sc.prefix = cfg.prefix;
-	sc.expiry = cfg.expiry;
-	sc.group_expiry = cfg.group_expiry;
-	sc.capacity = cfg.capacity;
+	/* The rules stay cfg's: the interface sends to no group. */
+	sc.layer = cfg.layer;
+	sc.layer.history = (struct layer_history_rules){0};
 	sc.statics = mounts;
 	sc.nstatics = nmounts;
 	sc.shared_layer = shared;
@@ -360,7 +344,7 @@ int runserver_main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	printf("laurel runserver: %s (%s) on http://%s:%d/ with %d worker%s over %s\n",
 	       app_name(app), path, cfg.bind, cfg.port, cfg.workers, cfg.workers == 1 ? "" : "s",
-	       memory ? "the in-memory layer" : cfg.layers.v[0]);
+	       memory ? "the in-memory layer" : cfg.layer.urls.v[0]);
 	printf("Quit with Ctrl-C.\n");
 	fflush(stdout);
 	event_base_dispatch(base);
@@ -388,7 +372,7 @@ out:
 	laurel_layer_free(shared);
 	wstats_free(stats);
 	app_free(app);
-	layer_history_rules_free(&history);
+	layer_flags_fini(&cfg.layer);
 	options_free(opts, ARRAY_SIZE(opts), &cfg);
 	free(pos);
 	return status;

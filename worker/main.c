@@ -52,17 +52,12 @@ static const char signal_help[] =
 	"                   processes one by one, each new one started before the old one stops\n";
 
 struct config {
-	struct option_list layers;
+	struct layer_flags layer;
 	struct option_list only;
 	struct option_list exclude;
 	char *app;
 	struct option_list app_options;
-	char *prefix;
 	char *metrics;
-	int expiry;
-	int group_expiry;
-	int capacity;
-	struct option_list group_history;
 	int processes;
 	int batch;
 	int verbosity;
@@ -315,7 +310,6 @@ int main(int argc, char **argv)
 {
 	struct config cfg = {0};
 	struct run run = {.cfg = &cfg};
-	struct layer_history_rules history = {0};
 	int code = EXIT_OK;
 	log_set_program("laurel-worker");
 	if ((code = parse_args(&cfg, argc, argv)))
@@ -345,21 +339,13 @@ int main(int argc, char **argv)
 	log_level = log_level_for(cfg.verbosity);
 	{
 		char err[512];
-		if (layer_history_rules_parse(&history, cfg.group_history.v, cfg.group_history.n,
-					      err, sizeof(err)) < 0) {
+		if (layer_flags_parse(&cfg.layer, err, sizeof(err)) < 0) {
 			code = fail(EXIT_USAGE, "%s", err);
 			goto out;
 		}
 	}
 	run.wopt = (struct worker_options){
-		.layer = {.urls = (const char *const *)cfg.layers.v,
-			  .nurls = cfg.layers.n,
-			  .prefix = cfg.prefix,
-			  .expiry = cfg.expiry,
-			  .group_expiry = cfg.group_expiry,
-			  .capacity = cfg.capacity,
-			  .histories = history.v,
-			  .nhistories = history.n},
+		.layer = layer_flags_options(&cfg.layer),
 		.only = (const char *const *)cfg.only.v,
 		.nonly = cfg.only.n,
 		.exclude = (const char *const *)cfg.exclude.v,
@@ -432,7 +418,7 @@ int main(int argc, char **argv)
 out:
 	worker_metrics_stop(run.metrics);
 	wstats_free(run.stats);
-	layer_history_rules_free(&history);
+	layer_flags_fini(&cfg.layer);
 	config_fini(&cfg);
 	return code;
 }
