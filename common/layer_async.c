@@ -884,6 +884,26 @@ int layer_async_send(struct layer_async *a, const char *channel, const struct la
 
 static void listen_pop(struct conn *c, redisReply *popped);
 
+/* Hands one popped message to the listener: k is its queue key, b its body or direct entry. */
+static void deliver(struct conn *c, const redisReply *k, const redisReply *b)
+{
+	struct listener *l = c->listener;
+	size_t prefixlen = strlen(c->a->cfg.prefix);
+	const char *payload = b->str;
+	size_t len = b->len;
+	if (layer_direct_entry(b->str, b->len, c->a->cfg.expiry, &payload, &len) < 0)
+		return; /* expired unread, as a body key would have */
+	struct laurel_received rcv;
+	if (k->len < prefixlen ||
+	    layer_decode(k->str + prefixlen, k->len - prefixlen, payload, len, &rcv) < 0) {
+		log_warn("dropped a message on %s that does not decode (%zu bytes)", l->channel,
+			 len);
+		return;
+	}
+	l->cb(&rcv, l->arg);
+	laurel_received_fini(&rcv);
+}
+
 static void on_blpop(redisAsyncContext *ac, void *reply, void *privdata)
 {
 	struct conn *c = privdata;
@@ -899,7 +919,16 @@ static void on_blpop(redisAsyncContext *ac, void *reply, void *privdata)
 	}
 	conn_ok(c);
 	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
-		listen_pop(c, r);
+		/* A direct entry is the message itself: it goes to the application before anything
+		 * else is asked; a body key is read (with whatever else is ready) first. */
+		if (r->element[1]->len && r->element[1]->str[0] == '\0') {
+			deliver(c, r->element[0], r->element[1]);
+			if (c->a->freeing || !c->ac)
+				return;
+			listen_pop(c, NULL);
+		} else {
+			listen_pop(c, r);
+		}
 		return;
 	}
 	/* A timeout (nil): block again. */
@@ -928,21 +957,10 @@ static void on_pop(redisAsyncContext *ac, void *reply, void *privdata)
 	conn_ok(c);
 	long long left = 0;
 	if (r->elements > 0) {
-		size_t prefixlen = strlen(c->a->cfg.prefix);
 		if (r->element[0]->type == REDIS_REPLY_INTEGER)
 			left = r->element[0]->integer;
 		for (size_t i = 1; i + 1 < r->elements; i += 2) {
-			redisReply *k = r->element[i], *b = r->element[i + 1];
-			struct laurel_received rcv;
-			if (k->len < prefixlen ||
-			    layer_decode(k->str + prefixlen, k->len - prefixlen, b->str, b->len,
-					 &rcv) < 0) {
-				log_warn("dropped a message on %s that does not decode (%zu bytes)",
-					 l->channel, b->len);
-				continue;
-			}
-			l->cb(&rcv, l->arg);
-			laurel_received_fini(&rcv);
+			deliver(c, r->element[i], r->element[i + 1]);
 			if (c->a->freeing || !c->ac)
 				return;
 		}

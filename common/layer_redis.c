@@ -659,10 +659,14 @@ static int pop_ready(struct redis_layer *L, size_t sh, struct plan *p, redisRepl
 		     r->element[0]->integer == 0;
 	for (size_t i = 1; i + 1 < r->elements; i += 2) {
 		redisReply *k = r->element[i], *b = r->element[i + 1];
+		const char *payload = b->str;
+		size_t len = b->len;
+		if (layer_direct_entry(b->str, b->len, L->base.cfg.expiry, &payload, &len) < 0)
+			continue; /* expired unread, as a body key would have */
 		if (*got < max)
-			deliver(L, k->str, k->len, b->str, b->len, out, got);
+			deliver(L, k->str, k->len, payload, len, out, got);
 		else
-			hold(L, k->str, k->len, b->str, b->len);
+			hold(L, k->str, k->len, payload, len);
 	}
 	freeReplyObject(r);
 	return 0;
@@ -733,8 +737,22 @@ static int finish_blpop(struct redis_layer *L, size_t sh, struct plan *p,
 		return shard_failed(s, what);
 	}
 	shard_ok(s);
-	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2)
-		rc = pop_ready(L, sh, p, r, out, max, got);
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+		const redisReply *k = r->element[0], *b = r->element[1];
+		const char *payload;
+		size_t len;
+		int d = layer_direct_entry(b->str, b->len, L->base.cfg.expiry, &payload, &len);
+		if (d == 0) {
+			rc = pop_ready(L, sh, p, r, out, max, got);
+		} else {
+			/* A direct entry is the message itself: no body key to read. */
+			if (d > 0 && *got < max)
+				deliver(L, k->str, k->len, payload, len, out, got);
+			else if (d > 0)
+				hold(L, k->str, k->len, payload, len);
+			rc = pop_ready(L, sh, p, NULL, out, max, got);
+		}
+	}
 	freeReplyObject(r);
 	return rc;
 }
@@ -1948,7 +1966,17 @@ static int redis_stats(struct laurel_layer *base, const char *channel, struct la
 			out->control_dropped += reply_ll(r[2]);
 		if (channel) {
 			out->messages_pending += reply_ll(r[2]);
-			if (r[3]->type == REDIS_REPLY_STRING) {
+			const char *payload;
+			size_t plen;
+			if (r[3]->type == REDIS_REPLY_STRING && r[3]->len && r[3]->str[0] == '\0') {
+				/* A direct entry carries the time it was sent. */
+				long long sent = strtoll(r[3]->str + 1, NULL, 10);
+				long long age = ((long long)(util_wall_time() * 1000) - sent) / 1000;
+				if (layer_direct_entry(r[3]->str, r[3]->len, cfg->expiry, &payload,
+						       &plen) > 0 &&
+				    age > out->messages_max_age)
+					out->messages_max_age = age;
+			} else if (r[3]->type == REDIS_REPLY_STRING) {
 				redisAppendCommand(s->c, "TTL %b", r[3]->str, r[3]->len);
 				redisReply *t;
 				if (pipeline(L, s, &t, 1) == 0) {
@@ -2364,13 +2392,15 @@ static int redis_check(struct laurel_layer *base)
 		layer_key_global(cfg, "channel_full_count", glfull, sizeof(glfull));
 		/* send_many with no message does nothing; a BLPOP of 10 ms on a key nobody uses. */
 		const char *load[3] = {"SCRIPT", "LOAD", layer_script_source(SCRIPT_SEND_MANY)};
-		const char *eval[8] = {"EVALSHA", layer_script_sha(SCRIPT_SEND_MANY), "0", expiry,
-				       cfg->prefix, cfg->stats_prefix, glmsgs, glfull};
+		char registry[96];
+		layer_key_interfaces(cfg, registry, sizeof(registry));
+		const char *eval[10] = {"EVALSHA", layer_script_sha(SCRIPT_SEND_MANY), "0", expiry,
+					cfg->prefix, cfg->stats_prefix, glmsgs, glfull, registry, "0"};
 		const char *blpop[3] = {"BLPOP", probe, "0.01"};
 		const struct {
 			int argc;
 			const char **argv;
-		} cmds[] = {{3, load}, {8, eval}, {3, blpop}};
+		} cmds[] = {{3, load}, {10, eval}, {3, blpop}};
 		int rc = 0;
 		for (size_t i = 0; i < ARRAY_SIZE(cmds) && rc == 0; i++) {
 			redisReply *r = redisCommandArgv(c, cmds[i].argc, cmds[i].argv, NULL);

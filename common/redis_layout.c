@@ -311,7 +311,7 @@ void layer_key_global(const struct layer_config *cfg, const char *counter, char 
 /* KEYS: queues, in the order to try. ARGV[1]: most messages to take from KEYS. ARGV[2], ARGV[3]
  * (optional): a body key already popped by BLPOP and its queue key, read and deleted first.
  * Returns the number of messages left in KEYS, then queue key, body pairs. Bodies that expired
- * are skipped. The queues are only counted when the batch filled up before they were all
+ * are skipped; a direct entry (see script_send_many) is returned as it is, in place of a body. The queues are only counted when the batch filled up before they were all
  * emptied: otherwise every one answered LPOP with nothing, and 0 are left. */
 static const char script_pop[] =
 	"local out = {0}\n"
@@ -331,9 +331,12 @@ static const char script_pop[] =
 	"  repeat\n"
 	"    local bk = redis.call('lpop', KEYS[i])\n"
 	"    if not bk then break end\n"
-	"    local body = redis.call('get', bk)\n"
+	"    local body = bk\n"
+	"    if string.byte(bk, 1) ~= 0 then\n"
+	"      body = redis.call('get', bk)\n"
+	"      if body then redis.call('del', bk) end\n"
+	"    end\n"
 	"    if body then\n"
-	"      redis.call('del', bk)\n"
 	"      out[2 * n + 2] = KEYS[i]\n"
 	"      out[2 * n + 3] = body\n"
 	"      n = n + 1\n"
@@ -352,11 +355,12 @@ static const char script_pop[] =
  * channel_full_count. ARGV: expiry, body key base (key prefix + 24 hex digits), plain payload,
  * payload head ending in the key __asgi_channel__, payload head ending in the key
  * __laurel_multicast__, now, key prefix, statistics prefix, then member, capacity pairs.
- * Members of one live interface's process channel get one message listing them all; every other
- * member gets its own. Full queues are skipped. Returns the number of members reached. */
+ * Members of one live interface's process channel get one message listing them all, pushed as a
+ * direct entry (see script_send_many); every other member gets its own. Full queues are skipped. Returns the number of members reached. */
 static const char script_group_send[] =
 	"local qexpiry = tostring(tonumber(ARGV[1]) + 1)\n"
 	"local now = tonumber(ARGV[6])\n"
+	"local nowms = string.format('%.0f', now * 1000)\n"
 	"local kp, sp = ARGV[7], ARGV[8]\n"
 	"local seq, sent = 0, 0\n"
 	"local counts, fulls, lens = {}, {}, {}\n"
@@ -366,7 +370,7 @@ static const char script_group_send[] =
 	"  if n < 256 then return string.char(0xd9, n) .. s end\n"
 	"  return string.char(0xda, math.floor(n / 256), n % 256) .. s\n"
 	"end\n"
-	"local function push(queue, cap, payload)\n"
+	"local function push(queue, cap, payload, direct)\n"
 	"  local qk = kp .. queue\n"
 	"  local len = lens[queue]\n"
 	"  if len == nil then len = redis.call('llen', qk) end\n"
@@ -374,6 +378,11 @@ static const char script_group_send[] =
 	"    lens[queue] = len\n"
 	"    fulls[queue] = (fulls[queue] or 0) + 1\n"
 	"    return false\n"
+	"  end\n"
+	"  if direct then\n"
+	"    lens[queue] = redis.call('rpush', qk, '\\0' .. nowms .. '\\0' .. payload)\n"
+	"    counts[queue] = (counts[queue] or 0) + 1\n"
+	"    return true\n"
 	"  end\n"
 	"  seq = seq + 1\n"
 	"  local bk = ARGV[2] .. string.format('%08x', seq)\n"
@@ -419,7 +428,7 @@ static const char script_group_send[] =
 	"                         math.floor(n / 256) % 256, n % 256) end\n"
 	"  local parts = {ARGV[5], hdr}\n"
 	"  for j = 1, n do parts[#parts + 1] = mpstr(ms[j]) end\n"
-	"  if push(p, buckets[p].cap, table.concat(parts)) then sent = sent + n end\n"
+	"  if push(p, buckets[p].cap, table.concat(parts), true) then sent = sent + n end\n"
 	"end\n"
 	"local total, totalfull = 0, 0\n"
 	"for q, c in pairs(counts) do\n"
@@ -440,16 +449,19 @@ static const char script_group_send[] =
 	"return sent\n";
 
 /* Several sends on one shard. ARGV: expiry, key prefix, statistics prefix, global messages_count
- * key, global channel_full_count key, then body key, queue (without the key prefix), capacity,
- * payload for each message. Each message is sent as the send script would; once a queue was found
- * full, later messages for it are not tried, so a retry keeps their order. Returns one status per
- * message: 1 sent, 0 full, 2 not tried. */
+ * key, global channel_full_count key, interface registry key, now (unix ms), then body key, queue
+ * (without the key prefix), capacity, payload for each message. Each message is sent as the send
+ * script would, except that one for the process queue of a live laurel interface is pushed whole
+ * onto the queue as a direct entry ("\\0" now "\\0" payload: no body key, see
+ * layer_direct_entry). Once a queue was found full, later messages for it are not tried, so a
+ * retry keeps their order. Returns one status per message: 1 sent, 0 full, 2 not tried. */
 static const char script_send_many[] =
 	"local expiry, qexpiry = ARGV[1], tostring(tonumber(ARGV[1]) + 1)\n"
-	"local kp, sp = ARGV[2], ARGV[3]\n"
-	"local out, blocked, counts, fulls, lens = {}, {}, {}, {}, {}\n"
+	"local kp, sp, reg, nowms = ARGV[2], ARGV[3], ARGV[6], ARGV[7]\n"
+	"local now = tonumber(nowms) / 1000\n"
+	"local out, blocked, counts, fulls, lens, direct = {}, {}, {}, {}, {}, {}\n"
 	"local total, totalfull, m = 0, 0, 0\n"
-	"for i = 6, #ARGV, 4 do\n"
+	"for i = 8, #ARGV, 4 do\n"
 	"  local body, q, cap = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])\n"
 	"  local qk = kp .. q\n"
 	"  m = m + 1\n"
@@ -457,12 +469,25 @@ static const char script_send_many[] =
 	"    out[m] = 2\n"
 	"  else\n"
 	"    local len = lens[q]\n"
-	"    if len == nil then len = redis.call('llen', qk) end\n"
+	"    if len == nil then\n"
+	"      len = redis.call('llen', qk)\n"
+	"      local d = false\n"
+	"      if string.byte(q, -1) == 33 then\n"
+	"        local score = redis.call('zscore', reg, q)\n"
+	"        d = (score and tonumber(score) >= now) or false\n"
+	"      end\n"
+	"      direct[q] = d\n"
+	"    end\n"
 	"    if len >= cap then\n"
 	"      blocked[q] = true\n"
 	"      fulls[q] = (fulls[q] or 0) + 1\n"
 	"      totalfull = totalfull + 1\n"
 	"      out[m] = 0\n"
+	"    elseif direct[q] then\n"
+	"      lens[q] = redis.call('rpush', qk, '\\0' .. nowms .. '\\0' .. ARGV[i + 3])\n"
+	"      counts[q] = (counts[q] or 0) + 1\n"
+	"      total = total + 1\n"
+	"      out[m] = 1\n"
 	"    else\n"
 	"      redis.call('set', body, ARGV[i + 3], 'EX', expiry)\n"
 	"      lens[q] = redis.call('rpush', qk, body)\n"
@@ -568,6 +593,27 @@ const char *layer_script_sha(enum script_id id)
 	return script_sha[id];
 }
 
+/* --- Direct entries -------------------------------------------------------------------------- */
+
+int layer_direct_entry(const char *entry, size_t len, int expiry_s, const char **payload,
+		       size_t *plen)
+{
+	if (len == 0 || entry[0] != '\0')
+		return 0;
+	int64_t sent = 0;
+	size_t i = 1;
+	for (; i < len && i < 20 && entry[i] >= '0' && entry[i] <= '9'; i++)
+		sent = sent * 10 + (entry[i] - '0');
+	if (i == 1 || i >= len || entry[i] != '\0')
+		return -1;
+	int64_t now = (int64_t)(util_wall_time() * 1000);
+	if (now - sent > (int64_t)expiry_s * 1000)
+		return -1;
+	*payload = entry + i + 1;
+	*plen = len - i - 1;
+	return 1;
+}
+
 /* --- The send script's arguments ----------------------------------------------------------- */
 
 void layer_batch_add(struct layer_batch *b, const struct layer_config *cfg, const char *channel,
@@ -588,7 +634,7 @@ void layer_batch_add(struct layer_batch *b, const struct layer_config *cfg, cons
 size_t layer_batch_command(struct layer_batch *b, const struct layer_config *cfg,
 			   const char ***argv, size_t **lens)
 {
-	size_t argc = 8 + 4 * b->n;
+	size_t argc = 10 + 4 * b->n;
 	if (argc > b->argcap) {
 		b->argcap = argc;
 		b->argv = xrealloc(b->argv, argc * sizeof(*b->argv));
@@ -597,11 +643,14 @@ size_t layer_batch_command(struct layer_batch *b, const struct layer_config *cfg
 	snprintf(b->expiry, sizeof(b->expiry), "%d", cfg->expiry);
 	layer_key_global(cfg, "messages_count", b->glmsgs, sizeof(b->glmsgs));
 	layer_key_global(cfg, "channel_full_count", b->glfull, sizeof(b->glfull));
-	const char *fixed[8] = {"EVALSHA",   layer_script_sha(SCRIPT_SEND_MANY),
-				"0",	     b->expiry,
-				cfg->prefix, cfg->stats_prefix,
-				b->glmsgs,   b->glfull};
-	for (size_t k = 0; k < 8; k++) {
+	layer_key_interfaces(cfg, b->registry, sizeof(b->registry));
+	snprintf(b->now, sizeof(b->now), "%lld", (long long)(util_wall_time() * 1000));
+	const char *fixed[10] = {"EVALSHA",   layer_script_sha(SCRIPT_SEND_MANY),
+				 "0",	      b->expiry,
+				 cfg->prefix, cfg->stats_prefix,
+				 b->glmsgs,   b->glfull,
+				 b->registry, b->now};
+	for (size_t k = 0; k < 10; k++) {
 		b->argv[k] = fixed[k];
 		b->lens[k] = strlen(fixed[k]);
 	}
@@ -609,8 +658,8 @@ size_t layer_batch_command(struct layer_batch *b, const struct layer_config *cfg
 		const struct layer_batch_item *it = &b->items[i];
 		const char *v[4] = {it->body, it->queue, it->capacity, it->payload.data};
 		for (size_t k = 0; k < 4; k++) {
-			b->argv[8 + 4 * i + k] = v[k];
-			b->lens[8 + 4 * i + k] = k == 3 ? it->payload.len : strlen(v[k]);
+			b->argv[10 + 4 * i + k] = v[k];
+			b->lens[10 + 4 * i + k] = k == 3 ? it->payload.len : strlen(v[k]);
 		}
 	}
 	*argv = b->argv;

@@ -99,6 +99,15 @@ enum script_id {
 const char *layer_script_source(enum script_id id);
 const char *layer_script_sha(enum script_id id); /* 40 hex digits */
 
+/* A direct entry: a message pushed whole onto the process queue of a live laurel interface
+ * ("\0" + unix ms of the send in decimal + "\0" + the payload) instead of a body key, so that
+ * its reader needs no GET and DEL (docs/layer.md). Only laurel interfaces read such queues, and
+ * a body key never starts with a NUL. Returns 0 if entry[0..len) is not one (payload untouched),
+ * 1 with *payload and *plen set to the message, -1 if it is malformed or older than expiry_s
+ * (it expired, as its body key would have). */
+int layer_direct_entry(const char *entry, size_t len, int expiry_s, const char **payload,
+		       size_t *plen);
+
 /* Messages bound for one shard, as the arguments of the send_many script: what the synchronous
  * and the asynchronous client both send. */
 struct layer_batch_item {
@@ -110,7 +119,7 @@ struct layer_batch_item {
 struct layer_batch {
 	struct layer_batch_item *items;
 	size_t n, cap;
-	char expiry[16], glmsgs[128], glfull[128];
+	char expiry[16], glmsgs[128], glfull[128], registry[96], now[24];
 	const char **argv; /* the last layer_batch_command */
 	size_t *lens;
 	size_t argcap;

@@ -1,6 +1,9 @@
 /* The asynchronous Redis client against a real redis-server: listening without polling, sending
- * with callbacks, multicast to an announced interface, capacity, cancellation, and Redis going
- * away and coming back under a running event loop. */
+ * with callbacks, multicast to an announced interface, direct entries (and asgi_redis's body keys
+ * beside them), capacity, cancellation, and Redis going away and coming back under a running
+ * event loop. */
+#include "common/buf.h"
+#include "common/codec.h"
 #include "common/layer_async.h"
 #include "common/util.h"
 #include "laurel/layer.h"
@@ -9,7 +12,9 @@
 #include <errno.h>
 #include <pthread.h>
 #include <event2/event.h>
+#include <hiredis/hiredis.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 static struct event_base *base;
@@ -108,6 +113,98 @@ static void *local_send_thread(void *arg)
 	}
 	laurel_msg_free(m);
 	return NULL;
+}
+
+/* Direct entries (docs/layer.md): a send to the process queue of an announced interface is pushed
+ * as the message itself, with no body key; one to a prefix nobody announced keeps asgi_redis's
+ * body key, and so does a Python peer's send to a live interface. The reader takes all of them in
+ * order and skips a direct entry older than the expiry, as a body key would have expired. */
+static void test_direct(struct test_redis *r, struct layer_async *a, struct laurel_layer *l)
+{
+	const char *queue = "asgi:iface.direct.QWERTYUIOP!";
+	redisContext *c = redisConnect("127.0.0.1", r->port);
+	CHECK(c && !c->err);
+	struct laurel_msg *m = laurel_msg_new();
+
+	/* Nobody announced the prefix: asgi_redis's layout, a body key on the queue. */
+	laurel_msg_set_int(m, "n", 0);
+	CHECK_EQ(laurel_layer_send(l, "iface.direct.QWERTYUIOP!a", m), 0);
+	redisReply *e = redisCommand(c, "LINDEX %s 0", queue);
+	CHECK(e && e->type == REDIS_REPLY_STRING && e->len == 37 && !memcmp(e->str, "asgi:", 5));
+	if (e && e->type == REDIS_REPLY_STRING)
+		CHECK_STR(test_redis_cmd(r, "EXISTS %s", e->str), "1");
+	freeReplyObject(e);
+
+	/* Announced: the message itself, after a NUL and the time it was sent. */
+	CHECK_EQ(layer_async_announce(a, "iface.direct.QWERTYUIOP!", 30), 0);
+	run_for(300);
+	laurel_msg_set_int(m, "n", 1);
+	long long keys = atoll(test_redis_cmd(r, "DBSIZE"));
+	CHECK_EQ(laurel_layer_send(l, "iface.direct.QWERTYUIOP!b", m), 0);
+	CHECK_EQ(atoll(test_redis_cmd(r, "DBSIZE")), keys); /* no body key, no new key at all */
+	e = redisCommand(c, "LINDEX %s 1", queue);
+	CHECK(e && e->type == REDIS_REPLY_STRING && e->len > 16 && e->str[0] == '\0');
+	char *nul = e && e->len > 1 ? memchr(e->str + 1, '\0', e->len - 1) : NULL;
+	CHECK(nul != NULL);
+	long long sent = e ? atoll(e->str + 1) : 0;
+	CHECK_INT(llabs(sent - (long long)(util_wall_time() * 1000)), <, 5000);
+
+	/* A Python peer's send to the live interface (its own script, a body key). */
+	laurel_msg_set_int(m, "n", 2);
+	laurel_msg_set_text(m, "__asgi_channel__", "iface.direct.QWERTYUIOP!c");
+	struct buf b;
+	buf_init(&b);
+	codec_encode(m, NULL, &b);
+	CHECK_EQ(test_asgi_send(c, "asgi:0123456789abcdef0123456789abcdef", queue, b.data, b.len), 0);
+	buf_fini(&b);
+	laurel_map_remove(laurel_msg_root(m), "__asgi_channel__");
+
+	/* A direct entry sent 61 s ago (the expiry is 60 s): skipped. Then one more, current. */
+	if (e && nul) {
+		size_t plen = e->len - (size_t)(nul + 1 - e->str);
+		char *old = xmalloc(plen + 32);
+		int h = snprintf(old, 32, "%c%lld", 0, sent - 61000);
+		memcpy(old + h, nul, plen + 1);
+		freeReplyObject(redisCommand(c, "RPUSH %s %b", queue, old, (size_t)h + 1 + plen));
+		free(old);
+	}
+	/* The age of the oldest message, from a direct entry's own time (it has no TTL). */
+	if (e && nul) {
+		char aged[40];
+		int h = snprintf(aged, sizeof(aged), "%c%lld%c%c", 0, sent - 7000, 0, 0x80);
+		freeReplyObject(redisCommand(c, "RPUSH asgi:iface.age.X! %b", aged, (size_t)h));
+		struct laurel_stats st;
+		CHECK_EQ(laurel_layer_stats(l, "iface.age.X!", &st), 0);
+		CHECK_EQ(st.messages_pending, 1);
+		CHECK_INT(st.messages_max_age, >=, 6);
+		CHECK_INT(st.messages_max_age, <=, 9);
+	}
+	freeReplyObject(e);
+	laurel_msg_set_int(m, "n", 3);
+	CHECK_EQ(laurel_layer_send(l, "iface.direct.QWERTYUIOP!d", m), 0);
+	CHECK_STR(test_redis_cmd(r, "LLEN %s", queue), "5");
+
+	struct inbox in = {.last_n = -1, .in_order = true, .stop_at = 4};
+	CHECK_EQ(layer_async_listen(a, "iface.direct.QWERTYUIOP!", on_message, &in), 0);
+	run_for(3000);
+	CHECK_EQ(in.count, 4);
+	CHECK(in.in_order);
+	CHECK_EQ(in.last_n, 3);
+	CHECK_STR(in.last_channel, "iface.direct.QWERTYUIOP!d");
+	CHECK_STR(test_redis_cmd(r, "LLEN %s", queue), "0");
+	CHECK_STR(test_redis_cmd(r, "KEYS asgi:0123456789abcdef*"), "");
+
+	/* A single direct entry wakes the idle listener at once (BLPOP hands it over whole). */
+	in.stop_at = in.count + 1;
+	int64_t t0 = util_now_ms();
+	laurel_msg_set_int(m, "n", 4);
+	CHECK_EQ(laurel_layer_send(l, "iface.direct.QWERTYUIOP!e", m), 0);
+	run_for(2000);
+	CHECK_EQ(in.count, 5);
+	CHECK_INT(util_now_ms() - t0, <, 100);
+	CHECK_STR(in.last_channel, "iface.direct.QWERTYUIOP!e");
+	laurel_msg_free(m);
+	redisFree(c);
 }
 
 /* The same client over a shared in-memory layer (the development server). */
@@ -292,6 +389,8 @@ int main(void)
 	CHECK_EQ(laurel_layer_interfaces(l, &ifs, &nifs), 0);
 	CHECK_EQ(nifs, 0);
 	laurel_strv_free(ifs);
+
+	test_direct(&r, a, l);
 
 	/* Redis goes away under the running loop: sends fail at once, and when it is back the
 	 * listener resumes by itself and the announcement-free client sends again. */
