@@ -47,6 +47,10 @@ struct conn {
 	void (*on_up)(struct conn *c);
 	struct listener *listener; /* NULL for a command connection */
 	uint64_t master_gen;	   /* a Sentinel shard's: the master it was made for */
+	/* A listener's: its last pop found nothing ready, and how many direct entries BLPOP has
+	 * handed over one by one since (see on_blpop). */
+	bool idle;
+	unsigned direct_run;
 };
 
 /* Local mode: messages a receiving thread took, waiting for the event loop. */
@@ -925,7 +929,14 @@ static void on_blpop(redisAsyncContext *ac, void *reply, void *privdata)
 			deliver(c, r->element[0], r->element[1]);
 			if (c->a->freeing || !c->ac)
 				return;
-			listen_pop(c, NULL);
+			/* When the queue was idle, block again at once: one message at a time
+			 * costs Redis a BLPOP instead of a script call. Every 8th time, and
+			 * whenever a pop found more, a script call takes a batch instead, so a
+			 * burst is not read one round trip per message. */
+			if (c->idle && ++c->direct_run % 8 != 0)
+				redisAsyncCommand(c->ac, on_blpop, c, "BLPOP %s 0", c->listener->key);
+			else
+				listen_pop(c, NULL);
 		} else {
 			listen_pop(c, r);
 		}
@@ -956,6 +967,9 @@ static void on_pop(redisAsyncContext *ac, void *reply, void *privdata)
 	}
 	conn_ok(c);
 	long long left = 0;
+	c->idle = r->elements <= 1;
+	if (!c->idle)
+		c->direct_run = 0;
 	if (r->elements > 0) {
 		if (r->element[0]->type == REDIS_REPLY_INTEGER)
 			left = r->element[0]->integer;
