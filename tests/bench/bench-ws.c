@@ -10,12 +10,28 @@
  *       "xS" (padded with English text to BYTES when given) and the time until the last member
  *       has "nI: xS" is taken; deliveries missing after 5 s are lost. The bytes received per
  *       delivery (frames as on the wire) are printed.
+ *       With --publish-url /pub/R (and --sub-path /sub/R, the members' path instead of the
+ *       chat's), the broadcasts are HTTP POSTs of "p: xS" on one keep-alive connection to the
+ *       first port instead of a member's message (nchan): the same time, from the POST going
+ *       out until the last member has it.
  *   bench-ws idle   --port P --conns N [--src 127.0.0.1,127.0.0.2,...] [--path /chat/idle/]
  *                   [--pid PID[,PID...]] [--redis-port P]
  *       Opens N WebSockets from the source addresses (bound before connect) in child processes
  *       of at most 16,000 each, holds them, and prints the (summed) RSS of the PIDs and Redis's
  *       used_memory
  *       before and after, per connection.
+ *   bench-ws hold   --port P[,P2...] --conns N --room R [--src ...] [--per-proc M]
+ *                   [--broadcasts B] [--gap-ms MS] [--pid PID[,PID...]] [--redis-port P]
+ *                   [--publish-url /pub/R --sub-path /sub/R]
+ *       N members of one room (/chat/R/?nick=nI, or --sub-path) held by child processes of at
+ *       most M (default 16,000) connections each, since one process may open only so many
+ *       files. Once all are open: the summed RSS of the PIDs and Redis's used_memory before and
+ *       after, per connection held. Then B broadcasts, MS apart: the parent holds one more member
+ *       (nick "nN") and sends "xS" from it (or POSTs "p: xS" to --publish-url), and every child
+ *       stamps each delivery with CLOCK_MONOTONIC (one clock for all processes of the host) in
+ *       memory shared with the parent; a broadcast's time is its last delivery over all
+ *       children minus the send, over those that reached every member held; deliveries missing
+ *       after 5 s are lost.
  *
  * --deflate F: a fraction F (0..1) of the connections offer permessage-deflate as browsers do
  * ("permessage-deflate; client_max_window_bits"); where the server agrees, compressed messages
@@ -35,6 +51,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -63,20 +81,22 @@ struct conn {
 	int last_seq;    /* fanout: the last broadcast seen */
 	bool offer;      /* offers permessage-deflate (--deflate) */
 	bool deflate;    /* the server agreed */
+	bool pub;        /* an HTTP connection that publishes (--publish-url), not a member */
 	char *rbuf;
 };
 
 static struct {
 	const char *mode, *path, *room;
+	const char *sub_path, *publish_url; /* nchan: members subscribe here; broadcasts POST there */
 	int ports[MAX_PORTS], nports;
 	struct in_addr src[MAX_SRC];
 	int nsrc;
-	int conns, msgs, size, broadcasts, gap_ms, inflight, redis_port;
+	int conns, msgs, size, broadcasts, gap_ms, inflight, redis_port, per_proc;
 	int pids[16], npids;
 	double deflate;
 	bool sized; /* --size given (fanout pads its message) */
 } opt = {.path = NULL, .room = "bench", .conns = 1, .msgs = 1000, .size = 32, .broadcasts = 30,
-	 .gap_ms = 200, .inflight = 64};
+	 .gap_ms = 200, .inflight = 64, .per_proc = PER_CHILD};
 
 static int ep;
 static struct conn *conns;
@@ -125,10 +145,10 @@ static void kill_conn(struct conn *c)
 {
 	if (c->st == DEAD)
 		return;
-	if (c->st == OPEN)
-		nopen--;
-	else
+	if (c->st != OPEN)
 		ninflight--;
+	else if (!c->pub)
+		nopen--;
 	nfailed++;
 	c->st = DEAD;
 	close(c->fd);
@@ -233,8 +253,17 @@ static void send_handshake(struct conn *c)
 		kill_conn(c);
 		return;
 	}
+	if (c->pub) { /* plain HTTP: open once connected */
+		c->st = OPEN;
+		ninflight--;
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+		epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+		return;
+	}
 	char req[512], path[256];
-	if (opt.room)
+	if (opt.sub_path)
+		snprintf(path, sizeof(path), "%s", opt.sub_path);
+	else if (opt.room)
 		snprintf(path, sizeof(path), "/chat/%s/?nick=n%d", opt.room, c->idx);
 	else
 		snprintf(path, sizeof(path), "%s", opt.path);
@@ -347,8 +376,70 @@ static bool parse_frames(struct conn *c)
 	return true;
 }
 
+/* The publisher's connection: the answers are read and dropped; one that is not 2xx is told. */
+static void pub_readable(struct conn *c)
+{
+	for (;;) {
+		ssize_t n = read(c->fd, c->rbuf, RBUF - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0) {
+			fprintf(stderr, "bench-ws: the publisher's connection closed\n");
+			kill_conn(c);
+			return;
+		}
+		c->rbuf[n] = 0;
+		for (char *p = c->rbuf; (p = memmem(p, (size_t)(c->rbuf + n - p), "HTTP/1.1 ", 9));
+		     p += 9)
+			if (c->rbuf + n - p >= 10 && p[9] != '2')
+				fprintf(stderr, "bench-ws: publish answered %.3s\n", p + 9);
+	}
+}
+
+/* POSTs one message on the publisher's connection. */
+static bool publish(struct conn *c, const char *body, size_t len)
+{
+	char req[8192];
+	int h = snprintf(req, sizeof(req),
+			 "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+			 "Content-Length: %zu\r\n\r\n",
+			 opt.publish_url, len);
+	if (h < 0 || (size_t)h + len > sizeof(req))
+		return false;
+	memcpy(req + h, body, len);
+	return write_all(c, req, (size_t)h + len);
+}
+
+/* The publisher's connection to the first port. */
+static struct conn pubc = {.fd = -1, .st = DEAD, .pub = true};
+
+static bool pub_ready(void)
+{
+	return pubc.st != CONNECTING;
+}
+
+static void run_loop(int timeout_ms, bool (*stop)(void));
+
+/* Opens pubc; false when it did not open. */
+static bool open_publisher(void)
+{
+	pubc.rbuf = malloc(RBUF);
+	pubc.idx = 0;
+	start_connect(&pubc);
+	run_loop(5000, pub_ready);
+	if (pubc.st != OPEN)
+		fprintf(stderr, "bench-ws: cannot connect the publisher to port %d\n", opt.ports[0]);
+	return pubc.st == OPEN;
+}
+
 static void on_readable(struct conn *c)
 {
+	if (c->pub) {
+		pub_readable(c);
+		return;
+	}
 	for (;;) {
 		ssize_t n = read(c->fd, c->rbuf + c->rlen, RBUF - c->rlen);
 		if (n < 0 && errno == EINTR)
@@ -531,18 +622,24 @@ static int run_echo(void)
 
 static int cur_seq = -1, got_cur;
 
-static void fanout_message(struct conn *c, const char *data, size_t len)
+/* The S of a broadcast "nI: xS...", or -1. */
+static int broadcast_seq(const char *data, size_t len)
 {
-	/* "nI: xS" */
-	if (getenv("BENCH_WS_DEBUG"))
-		fprintf(stderr, "conn %d: %.*s\n", c->idx, (int)len, data);
 	const char *x = memmem(data, len, ": x", 3);
 	if (!x)
-		return;
+		return -1;
 	int seq = 0;
 	for (const char *d = x + 3; d < data + len && *d >= '0' && *d <= '9'; d++)
 		seq = seq * 10 + (*d - '0');
-	if (seq == cur_seq && c->last_seq != seq) {
+	return seq;
+}
+
+static void fanout_message(struct conn *c, const char *data, size_t len)
+{
+	if (getenv("BENCH_WS_DEBUG"))
+		fprintf(stderr, "conn %d: %.*s\n", c->idx, (int)len, data);
+	int seq = broadcast_seq(data, len);
+	if (seq >= 0 && seq == cur_seq && c->last_seq != seq) {
 		c->last_seq = seq;
 		got_cur++;
 	}
@@ -567,11 +664,16 @@ static int run_fanout(void)
 	if (nopen < nconn)
 		fprintf(stderr, "bench-ws: only %d of %d members connected\n", nopen, nconn);
 	struct conn *sender = NULL;
-	for (int i = 0; i < nconn && !sender; i++)
-		if (conns[i].st == OPEN)
-			sender = &conns[i];
+	if (opt.publish_url) {
+		if (nopen && open_publisher())
+			sender = &pubc;
+	} else {
+		for (int i = 0; i < nconn && !sender; i++)
+			if (conns[i].st == OPEN)
+				sender = &conns[i];
+	}
 	if (!sender) {
-		printf("RESULT members=0 opened=0\n");
+		printf("RESULT members=%d opened=%d\n", nopen, nopen);
 		return 1;
 	}
 	run_loop(300, never); /* let the last joins settle */
@@ -587,7 +689,7 @@ static int run_fanout(void)
 		"shared the new schedule.";
 	for (int b = 0; b < opt.broadcasts; b++) {
 		char msg[4096];
-		int n = snprintf(msg, sizeof(msg), "x%d", b);
+		int n = snprintf(msg, sizeof(msg), "%sx%d", sender->pub ? "p: " : "", b);
 		while (opt.sized && n < opt.size && n < (int)sizeof(msg) - 1) {
 			msg[n] = prose[(size_t)n % (sizeof(prose) - 1)];
 			n++;
@@ -596,7 +698,8 @@ static int run_fanout(void)
 		got_cur = 0;
 		int members = nopen;
 		int64_t t0 = now_ns();
-		if (!send_frame(sender, 1, msg, (size_t)n))
+		if (!(sender->pub ? publish(sender, msg, (size_t)n)
+				  : send_frame(sender, 1, msg, (size_t)n)))
 			break;
 		run_loop(5000, fanout_done);
 		int64_t dt = now_ns() - t0;
@@ -773,9 +876,254 @@ static int run_idle(void)
 	return 0;
 }
 
+/* ---- hold ---- */
+
+#define MAX_BCAST 256
+#define LOST_NS 5000000000LL
+
+/* In memory shared by the parent and its children (MAP_SHARED before fork). Each child writes
+ * only its own slot; t0 is written by the parent before the broadcast goes out, so a child that
+ * has the broadcast sees it. */
+struct hold_child {
+	int ready;             /* the opening is over */
+	int held, held_now;    /* members open then, and now */
+	int got[MAX_BCAST];    /* deliveries of broadcast b within 5 s */
+	int64_t last[MAX_BCAST]; /* CLOCK_MONOTONIC ns of the latest of them */
+};
+struct hold_shared {
+	int quit;
+	int64_t t0[MAX_BCAST];
+	struct hold_child child[];
+};
+static struct hold_shared *hs;
+static struct hold_child *me;
+static int hold_nchild, hold_bcast = -1;
+
+static void hold_message(struct conn *c, const char *data, size_t len)
+{
+	int seq = broadcast_seq(data, len);
+	if (seq < 0 || seq >= opt.broadcasts || seq == c->last_seq)
+		return;
+	int64_t t0 = __atomic_load_n(&hs->t0[seq], __ATOMIC_ACQUIRE), now = now_ns();
+	if (!t0 || now - t0 > LOST_NS)
+		return;
+	c->last_seq = seq;
+	__atomic_store_n(&me->last[seq], now, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&me->got[seq], 1, __ATOMIC_RELEASE);
+}
+
+static void ignore_message(struct conn *c, const char *data, size_t len)
+{
+}
+
+static bool hold_quit(void)
+{
+	return __atomic_load_n(&hs->quit, __ATOMIC_ACQUIRE);
+}
+
+static int hold_got(int b)
+{
+	int sum = 0;
+	for (int k = 0; k < hold_nchild; k++)
+		sum += __atomic_load_n(&hs->child[k].got[b], __ATOMIC_ACQUIRE);
+	return sum;
+}
+
+static int hold_held(void)
+{
+	int sum = 0;
+	for (int k = 0; k < hold_nchild; k++)
+		sum += hs->child[k].held;
+	return sum;
+}
+
+static bool hold_complete(void)
+{
+	return hold_got(hold_bcast) >= hold_held();
+}
+
+static bool below_inflight(void)
+{
+	return ninflight < opt.inflight;
+}
+
+/* Connects again, up to rounds times, the connections that failed (a refused or 503'd
+ * handshake in a connect storm) or that open_all gave up on before starting. */
+static void retry_dead(int rounds)
+{
+	for (int r = 0; r < rounds && nopen < nconn; r++) {
+		struct timespec ts = {.tv_nsec = 200000000};
+		nanosleep(&ts, NULL);
+		int first = nextconn;
+		nextconn = nconn;
+		for (int i = 0; i < nconn; i++) {
+			if (conns[i].st == DEAD)
+				nfailed--;
+			else if (i < first)
+				continue;
+			while (!below_inflight())
+				run_loop(100, below_inflight);
+			start_connect(&conns[i]);
+		}
+		int64_t end = now_ns() + 10000000000LL;
+		while (ninflight && now_ns() < end)
+			run_loop(100, all_settled);
+	}
+}
+
+static void hold_child_main(int k, int share)
+{
+	me = &hs->child[k];
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() == 1)
+		_exit(1);
+	setup(share);
+	on_message = hold_message;
+	for (int i = 0; i < share; i++)
+		conns[i].idx = i * hold_nchild + k; /* distinct nicks and source addresses */
+	open_all(5000);
+	retry_dead(3);
+	me->held = me->held_now = nopen;
+	__atomic_store_n(&me->ready, 1, __ATOMIC_RELEASE);
+	/* hold, answering pings, until the parent says so */
+	while (!hold_quit()) {
+		run_loop(1000, hold_quit);
+		me->held_now = nopen;
+	}
+	me->held_now = nopen;
+	_exit(0);
+}
+
+static int run_hold(void)
+{
+	opt.path = NULL;
+	if (opt.broadcasts > MAX_BCAST)
+		opt.broadcasts = MAX_BCAST;
+	int nchild = hold_nchild = (opt.conns + opt.per_proc - 1) / opt.per_proc;
+	size_t shsize = sizeof(*hs) + (size_t)nchild * sizeof(hs->child[0]);
+	hs = mmap(NULL, shsize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (hs == MAP_FAILED)
+		die("mmap");
+	int inflight = opt.inflight;
+	opt.inflight = inflight / nchild > 8 ? inflight / nchild : 8; /* about the same in all */
+	long rss0 = rss_total();
+	long red0 = redis_used_memory(opt.redis_port);
+	int64_t t0 = now_ns();
+	pid_t *kids = calloc((size_t)nchild, sizeof(*kids));
+	for (int k = 0; k < nchild; k++) {
+		int share = opt.conns / nchild + (k < opt.conns % nchild);
+		fflush(stdout);
+		pid_t p = fork();
+		if (p < 0)
+			die("fork");
+		if (p == 0)
+			hold_child_main(k, share);
+		kids[k] = p;
+	}
+	/* Wait for every child to be done opening (or gone). */
+	for (;;) {
+		int ready = 0;
+		for (int k = 0; k < nchild; k++) {
+			if (kids[k] > 0 && waitpid(kids[k], NULL, WNOHANG) == kids[k]) {
+				fprintf(stderr, "bench-ws: hold child %d exited early\n", k);
+				kids[k] = 0;
+				hs->child[k].held = 0;
+				__atomic_store_n(&hs->child[k].ready, 1, __ATOMIC_RELEASE);
+			}
+			ready += __atomic_load_n(&hs->child[k].ready, __ATOMIC_ACQUIRE);
+		}
+		if (ready == nchild)
+			break;
+		struct timespec ts = {.tv_nsec = 100000000};
+		nanosleep(&ts, NULL);
+	}
+	double open_s = (double)(now_ns() - t0) / 1e9;
+	int held = hold_held();
+	/* Let the workers finish storing what the connects left in Redis. */
+	struct timespec ts = {.tv_sec = 2};
+	nanosleep(&ts, NULL);
+	long rss1 = rss_total();
+	long red1 = redis_used_memory(opt.redis_port);
+	printf("hold: %d of %d members held by %d processes in %.1f s; RSS %ld -> %ld KiB\n", held,
+	       opt.conns, nchild, open_s, rss0, rss1);
+	fflush(stdout);
+
+	/* The sender: one more member (nick nN), or the publisher's HTTP connection. */
+	opt.inflight = inflight;
+	setup(1);
+	on_message = ignore_message;
+	struct conn *sender = NULL;
+	if (opt.publish_url) {
+		if (open_publisher())
+			sender = &pubc;
+	} else {
+		conns[0].idx = opt.conns;
+		open_all(5000);
+		if (conns[0].st == OPEN)
+			sender = &conns[0];
+		else
+			fprintf(stderr, "bench-ws: the sender did not connect\n");
+	}
+	int64_t *t = calloc((size_t)opt.broadcasts + 1, sizeof(*t));
+	size_t nt = 0;
+	long lost = 0;
+	if (sender && held) {
+		run_loop(500, never); /* let the sender's join settle */
+		for (int b = 0; b < opt.broadcasts; b++) {
+			char msg[64];
+			int n = snprintf(msg, sizeof(msg), "%sx%d", sender->pub ? "p: " : "", b);
+			hold_bcast = b;
+			__atomic_store_n(&hs->t0[b], now_ns(), __ATOMIC_RELEASE);
+			if (!(sender->pub ? publish(sender, msg, (size_t)n)
+					  : send_frame(sender, 1, msg, (size_t)n))) {
+				fprintf(stderr, "bench-ws: the sender's connection failed\n");
+				break;
+			}
+			run_loop((int)(LOST_NS / 1000000) + 200, hold_complete);
+			if (b + 1 < opt.broadcasts)
+				run_loop(opt.gap_ms, never);
+		}
+		for (int b = 0; b <= hold_bcast; b++) {
+			int got = hold_got(b);
+			int64_t last = 0;
+			for (int k = 0; k < nchild; k++)
+				if (hs->child[k].last[b] > last)
+					last = hs->child[k].last[b];
+			if (got >= held)
+				t[nt++] = last - hs->t0[b];
+			else
+				lost += held - got;
+			printf("broadcast %d: %d of %d members, the last after %.1f ms\n", b, got, held,
+			       (double)(last - hs->t0[b]) / 1e6);
+		}
+	}
+	__atomic_store_n(&hs->quit, 1, __ATOMIC_RELEASE);
+	for (int k = 0; k < nchild; k++)
+		if (kids[k] > 0)
+			waitpid(kids[k], NULL, 0);
+	int held_end = 0;
+	for (int k = 0; k < nchild; k++)
+		held_end += hs->child[k].held_now;
+	double cpu = cpu_seconds(RUSAGE_CHILDREN);
+	qsort(t, nt, sizeof(*t), cmp_i64);
+	char redis[32] = "-";
+	if (opt.redis_port && red0 >= 0 && red1 >= 0 && held)
+		snprintf(redis, sizeof(redis), "%.0f", (double)(red1 - red0) / held);
+	printf("RESULT held=%d conns=%d procs=%d rss_per_conn_b=%.0f redis_per_conn_b=%s "
+	       "rss0_kib=%ld rss1_kib=%ld p50_ms=%.2f p95_ms=%.2f lost=%ld complete=%zu "
+	       "broadcasts=%d held_end=%d open_s=%.2f client_cpu_s=%.2f\n",
+	       held, opt.conns, nchild, held ? (double)(rss1 - rss0) * 1024.0 / held : 0.0, redis,
+	       rss0, rss1, pct_ms(t, nt, 0.50), pct_ms(t, nt, 0.95), lost, nt, hold_bcast + 1,
+	       held_end, open_s, cpu);
+	fflush(stdout);
+	free(t);
+	free(kids);
+	return held ? 0 : 1;
+}
+
 static void usage(void)
 {
-	fprintf(stderr, "usage: bench-ws echo|fanout|idle --port P[,P2] [options]; see the source\n");
+	fprintf(stderr, "usage: bench-ws echo|fanout|idle|hold --port P[,P2] [options]; see the source\n");
 	exit(2);
 }
 
@@ -832,6 +1180,14 @@ int main(int argc, char **argv)
 			free(s);
 		} else if (!strcmp(a, "--redis-port")) {
 			opt.redis_port = atoi(v);
+		} else if (!strcmp(a, "--sub-path")) {
+			opt.sub_path = v;
+		} else if (!strcmp(a, "--publish-url")) {
+			opt.publish_url = v;
+		} else if (!strcmp(a, "--per-proc")) {
+			opt.per_proc = atoi(v);
+			if (opt.per_proc < 1)
+				usage();
 		} else {
 			usage();
 		}
@@ -844,6 +1200,8 @@ int main(int argc, char **argv)
 		return run_fanout();
 	if (!strcmp(opt.mode, "idle"))
 		return run_idle();
+	if (!strcmp(opt.mode, "hold"))
+		return run_hold();
 	usage();
 	return 2;
 }
