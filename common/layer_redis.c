@@ -1385,8 +1385,54 @@ struct shard_batch {
 	size_t argc;
 	char **owned; /* capacity strings */
 	size_t nowned;
+	size_t nbuckets; /* multicast messages gathered by the caller */
 	bool sent;
 };
+
+/* A group send's members on one live interface, and their multicast message. */
+struct bucket {
+	const char *first;
+	size_t n;
+	struct buf payload;
+};
+
+/* msgpack: an array header of n elements; a str. */
+static void mp_array(struct buf *b, size_t n)
+{
+	unsigned char h[5];
+	size_t k;
+	if (n < 16) {
+		h[0] = (unsigned char)(0x90 | n);
+		k = 1;
+	} else if (n < 65536) {
+		h[0] = 0xdc, h[1] = (unsigned char)(n >> 8), h[2] = (unsigned char)n;
+		k = 3;
+	} else {
+		h[0] = 0xdd, h[1] = (unsigned char)(n >> 24), h[2] = (unsigned char)(n >> 16);
+		h[3] = (unsigned char)(n >> 8), h[4] = (unsigned char)n;
+		k = 5;
+	}
+	buf_append(b, h, k);
+}
+
+static void mp_str(struct buf *b, const char *s)
+{
+	size_t n = strlen(s);
+	unsigned char h[3];
+	size_t k;
+	if (n < 32) {
+		h[0] = (unsigned char)(0xa0 | n);
+		k = 1;
+	} else if (n < 256) {
+		h[0] = 0xd9, h[1] = (unsigned char)n;
+		k = 2;
+	} else {
+		h[0] = 0xda, h[1] = (unsigned char)(n >> 8), h[2] = (unsigned char)n;
+		k = 3;
+	}
+	buf_append(b, h, k);
+	buf_append(b, s, n);
+}
 
 static void history_keys(const struct redis_layer *L, const char *group, char *meta, char *log,
 			 size_t n)
@@ -1568,40 +1614,102 @@ static int redis_group_send(struct laurel_layer *base, const char *group,
 	snprintf(expiry, sizeof(expiry), "%d", cfg->expiry);
 	snprintf(now, sizeof(now), "%.3f", util_wall_time());
 
-	struct shard_batch *b = xcalloc(L->nshards, sizeof(*b));
+	/* The members on interfaces this process knows to be live (its presence cache, at most a
+	 * second old) are gathered here, one multicast message per interface, so that the script
+	 * only pushes it: Redis does not loop over them. The others go to the script one by one,
+	 * which still gathers those of an interface that became live since. */
+	refresh_live(L);
+	size_t nlive = 0;
+	for (char **p = L->live; p && *p; p++)
+		nlive++;
+	struct bucket *bk = xcalloc(nlive ? nlive : 1, sizeof(*bk));
+	int *which = xmalloc(nm * sizeof(*which));
 	for (size_t i = 0; i < nm; i++) {
-		const char *m = members[i];
-		if (!laurel_valid_channel(m))
+		which[i] = -1;
+		const char *m = members[i], *bang = strchr(m, '!');
+		if (!bang || !laurel_valid_channel(m))
 			continue;
-		size_t sh = send_shard(L, m);
-		struct shard_batch *sb = &b[sh];
-		if (!sb->argv) {
-			sb->argv = xcalloc(14 + 2 * nm, sizeof(char *));
-			sb->lens = xcalloc(14 + 2 * nm, sizeof(size_t));
-			sb->owned = xcalloc(nm + 1, sizeof(char *));
-			char hex[24];
-			util_rng_hex(&L->rng, hex, 24);
-			snprintf(basekey, sizeof(basekey), "%s%.24s", cfg->prefix, hex);
-			const char *fixed[] = {registry, glmsgs, glfull, expiry, xstrdup(basekey),
-					       plain.data, uni.data, multi.data, now, cfg->prefix,
-					       cfg->stats_prefix};
-			size_t flens[] = {0, 0, 0, 0, 0, plain.len, uni.len, multi.len, 0, 0, 0};
-			sb->owned[sb->nowned++] = (char *)fixed[4];
-			for (size_t k = 0; k < ARRAY_SIZE(fixed); k++) {
-				sb->argv[3 + k] = fixed[k];
-				sb->lens[3 + k] = flens[k] ? flens[k] : strlen(fixed[k]);
+		size_t plen = (size_t)(bang - m) + 1;
+		for (size_t j = 0; j < nlive; j++)
+			if (strncmp(L->live[j], m, plen) == 0 && L->live[j][plen] == '\0') {
+				which[i] = (int)j;
+				if (bk[j].n++ == 0)
+					bk[j].first = m;
+				break;
 			}
-			sb->argc = 3 + ARRAY_SIZE(fixed);
-		}
-		char cap[16];
-		snprintf(cap, sizeof(cap), "%d", layer_capacity_for(cfg, m));
-		char *capdup = xstrdup(cap);
-		sb->owned[sb->nowned++] = capdup;
-		sb->argv[sb->argc] = m;
-		sb->lens[sb->argc++] = strlen(m);
-		sb->argv[sb->argc] = capdup;
-		sb->lens[sb->argc++] = strlen(capdup);
 	}
+	for (size_t j = 0; j < nlive; j++)
+		if (bk[j].n) {
+			buf_init(&bk[j].payload);
+			buf_append(&bk[j].payload, multi.data, multi.len);
+			mp_array(&bk[j].payload, bk[j].n);
+		}
+	for (size_t i = 0; i < nm; i++)
+		if (which[i] >= 0)
+			mp_str(&bk[which[i]].payload, members[i]);
+
+	struct shard_batch *b = xcalloc(L->nshards, sizeof(*b));
+	/* argv[3..14]: the fixed part; then bucket quads, then member, capacity pairs. */
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < (pass ? nm : nlive); i++) {
+			const char *m = pass ? members[i] : bk[i].first;
+			if (pass ? which[i] >= 0 || !laurel_valid_channel(m) : bk[i].n == 0)
+				continue;
+			size_t sh = send_shard(L, m);
+			struct shard_batch *sb = &b[sh];
+			if (!sb->argv) {
+				size_t room = 15 + 2 * nm + 4 * nlive;
+				sb->argv = xcalloc(room, sizeof(char *));
+				sb->lens = xcalloc(room, sizeof(size_t));
+				sb->owned = xcalloc(nm + 2 * nlive + 2, sizeof(char *));
+				char hex[24];
+				util_rng_hex(&L->rng, hex, 24);
+				snprintf(basekey, sizeof(basekey), "%s%.24s", cfg->prefix, hex);
+				const char *fixed[] = {registry,	 glmsgs, glfull,   expiry,
+						       xstrdup(basekey), plain.data, uni.data, multi.data,
+						       now,		 cfg->prefix, cfg->stats_prefix, "0"};
+				size_t flens[] = {0, 0, 0, 0, 0, plain.len, uni.len, multi.len, 0, 0, 0, 0};
+				sb->owned[sb->nowned++] = (char *)fixed[4];
+				for (size_t k = 0; k < ARRAY_SIZE(fixed); k++) {
+					sb->argv[3 + k] = fixed[k];
+					sb->lens[3 + k] = flens[k] ? flens[k] : strlen(fixed[k]);
+				}
+				sb->argc = 3 + ARRAY_SIZE(fixed);
+			}
+			char num[24];
+			snprintf(num, sizeof(num), "%d", layer_capacity_for(cfg, m));
+			char *capdup = xstrdup(num);
+			sb->owned[sb->nowned++] = capdup;
+			if (pass == 0) {
+				size_t plen = (size_t)(strchr(m, '!') - m) + 1;
+				snprintf(num, sizeof(num), "%zu", bk[i].n);
+				char *ndup = xstrdup(num);
+				sb->owned[sb->nowned++] = ndup;
+				sb->nbuckets++;
+				sb->argv[sb->argc] = m;
+				sb->lens[sb->argc++] = plen;
+				sb->argv[sb->argc] = capdup;
+				sb->lens[sb->argc++] = strlen(capdup);
+				sb->argv[sb->argc] = bk[i].payload.data;
+				sb->lens[sb->argc++] = bk[i].payload.len;
+				sb->argv[sb->argc] = ndup;
+				sb->lens[sb->argc++] = strlen(ndup);
+			} else {
+				sb->argv[sb->argc] = m;
+				sb->lens[sb->argc++] = strlen(m);
+				sb->argv[sb->argc] = capdup;
+				sb->lens[sb->argc++] = strlen(capdup);
+			}
+		}
+	for (size_t sh = 0; sh < L->nshards; sh++)
+		if (b[sh].argv && b[sh].nbuckets) {
+			char num[24];
+			snprintf(num, sizeof(num), "%zu", b[sh].nbuckets);
+			char *ndup = xstrdup(num);
+			b[sh].owned[b[sh].nowned++] = ndup;
+			b[sh].argv[14] = ndup;
+			b[sh].lens[14] = strlen(ndup);
+		}
 	/* One script call per shard, all written before any reply is read. */
 	for (size_t sh = 0; sh < L->nshards; sh++) {
 		struct shard_batch *sb = &b[sh];
@@ -1655,6 +1763,11 @@ static int redis_group_send(struct laurel_layer *base, const char *group,
 		free(sb->lens);
 	}
 	free(b);
+	for (size_t j = 0; j < nlive; j++)
+		if (bk[j].n)
+			buf_fini(&bk[j].payload);
+	free(bk);
+	free(which);
 out:
 	buf_fini(&plain);
 	buf_fini(&uni);
@@ -1703,6 +1816,7 @@ static int redis_withdraw(struct laurel_layer *base, const char *prefix)
 	if (rc < 0)
 		return rc;
 	freeReplyObject(r);
+	L->live_at = 0; /* this process's own view is read again before its next group send */
 	return 0;
 }
 

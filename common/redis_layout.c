@@ -354,7 +354,11 @@ static const char script_pop[] =
 /* One shard's part of a group send. KEYS: interface registry, global messages_count, global
  * channel_full_count. ARGV: expiry, body key base (key prefix + 24 hex digits), plain payload,
  * payload head ending in the key __asgi_channel__, payload head ending in the key
- * __laurel_multicast__, now, key prefix, statistics prefix, then member, capacity pairs.
+ * __laurel_multicast__, now, key prefix, statistics prefix, the number of multicast messages
+ * the caller gathered, then for each: an interface's process prefix, its capacity, the message
+ * (with its recipients), their number; then member, capacity pairs. A gathered message is
+ * pushed as a direct entry while the interface is live, else with a body key (an interface
+ * alive but no longer announced still reads it; a dead one's queue expires).
  * Members of one live interface's process channel get one message listing them all, pushed as a
  * direct entry (see script_send_many); every other member gets its own. Full queues are skipped. Returns the number of members reached. */
 static const char script_group_send[] =
@@ -392,7 +396,15 @@ static const char script_group_send[] =
 	"  return true\n"
 	"end\n"
 	"local live, buckets, order = {}, {}, {}\n"
-	"for i = 9, #ARGV, 2 do\n"
+	"local nb = tonumber(ARGV[9])\n"
+	"for i = 10, 9 + 4 * nb, 4 do\n"
+	"  local p = ARGV[i]\n"
+	"  local score = redis.call('zscore', KEYS[1], p)\n"
+	"  local l = (score and tonumber(score) >= now) or false\n"
+	"  live[p] = l\n"
+	"  if push(p, tonumber(ARGV[i + 1]), ARGV[i + 2], l) then sent = sent + tonumber(ARGV[i + 3]) end\n"
+	"end\n"
+	"for i = 10 + 4 * nb, #ARGV, 2 do\n"
 	"  local member, cap = ARGV[i], tonumber(ARGV[i + 1])\n"
 	"  local bang = string.find(member, '!', 1, true)\n"
 	"  if bang then\n"

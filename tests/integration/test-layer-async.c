@@ -65,11 +65,20 @@ static void on_done(int status, void *arg)
 		event_base_loopbreak(base);
 }
 
+static void on_run_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	event_base_loopbreak(base);
+}
+
+/* Runs the loop for ms, or until a callback breaks it; its timer goes with it (a loopexit left
+ * pending would cut a later run short). */
 static void run_for(int ms)
 {
 	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-	event_base_loopexit(base, &tv);
+	struct event *t = evtimer_new(base, on_run_timeout, NULL);
+	evtimer_add(t, &tv);
 	event_base_dispatch(base);
+	event_free(t);
 }
 
 static struct laurel_layer *sync_layer(struct test_redis *r)
@@ -184,7 +193,8 @@ static void test_direct(struct test_redis *r, struct layer_async *a, struct laur
 	CHECK_EQ(laurel_layer_send(l, "iface.direct.QWERTYUIOP!d", m), 0);
 	CHECK_STR(test_redis_cmd(r, "LLEN %s", queue), "5");
 
-	struct inbox in = {.last_n = -1, .in_order = true, .stop_at = 4};
+	static struct inbox in; /* the listener outlives this function */
+	in = (struct inbox){.last_n = -1, .in_order = true, .stop_at = 4};
 	CHECK_EQ(layer_async_listen(a, "iface.direct.QWERTYUIOP!", on_message, &in), 0);
 	run_for(3000);
 	CHECK_EQ(in.count, 4);
@@ -203,6 +213,34 @@ static void test_direct(struct test_redis *r, struct layer_async *a, struct laur
 	CHECK_EQ(in.count, 5);
 	CHECK_INT(util_now_ms() - t0, <, 100);
 	CHECK_STR(in.last_channel, "iface.direct.QWERTYUIOP!e");
+
+	/* A group send gathers the members of an interface the sender knows to be live (its view
+	 * is at most a second old) into one multicast message, which the script only pushes:
+	 * directly while the interface is announced, with a body key once it is not (withdrawn
+	 * within that second: still one message, which such an interface could still read). */
+	for (int i = 0; i < 3; i++) {
+		char chan[64];
+		snprintf(chan, sizeof(chan), "iface.direct.QWERTYUIOP!g%d", i);
+		CHECK_EQ(laurel_layer_group_add(l, "direct-room", chan), 0);
+	}
+	usleep(1100 * 1000); /* the sender's view of the live interfaces is read again */
+	size_t delivered = 0, recipients = in.recipients;
+	in.stop_at = in.count + 1;
+	CHECK_EQ(laurel_layer_group_send(l, "direct-room", m, &delivered), 0);
+	CHECK_EQ(delivered, 3);
+	run_for(2000);
+	CHECK_EQ(in.count, 6);
+	CHECK_EQ(in.recipients - recipients, 3);
+	struct results wd = {.expected = 1};
+	CHECK_EQ(layer_async_withdraw(a, "iface.direct.QWERTYUIOP!", on_done, &wd), 0);
+	run_for(500);
+	CHECK_EQ(wd.ok, 1);
+	in.stop_at = in.count + 1;
+	CHECK_EQ(laurel_layer_group_send(l, "direct-room", m, &delivered), 0);
+	CHECK_EQ(delivered, 3);
+	run_for(2000);
+	CHECK_EQ(in.count, 7); /* one message, not three */
+	CHECK_EQ(in.recipients - recipients, 6);
 	laurel_msg_free(m);
 	redisFree(c);
 }
