@@ -652,11 +652,14 @@ void asgi_ws_reply(struct conn *c, const struct laurel_msg *m)
 {
 	const struct laurel_value *ctl = laurel_msg_get(m, RECOVERY_KEY);
 	if (ctl) {
-		/* A recovery (recovery.h): a hold waits for nothing; a batch of missed messages
+		/* A recovery (recovery.h): a hold accepts nothing but takes effect at once, also
+		 * while the handshake is still open (the connect consumer recovers before it
+		 * accepts, and a live message may accept it first); a batch of missed messages
 		 * accepts a handshake still open, as any text would. */
-		if (!recovery_is_hold(ctl) && c->mode == MODE_WS_CONNECTING)
+		bool hold = recovery_is_hold(ctl);
+		if (!hold && c->mode == MODE_WS_CONNECTING)
 			accept_now(c);
-		if (c->mode != MODE_WS_CONNECTING && !c->closing)
+		if ((hold || c->mode != MODE_WS_CONNECTING) && !c->closing)
 			recovery_control(c, m, ctl);
 		return;
 	}

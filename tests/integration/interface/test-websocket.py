@@ -11,6 +11,7 @@ end. Prints one line per check and "N passed, N failed"; exits 1 if any failed.
 """
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -433,6 +434,53 @@ async def implicit_accept(f):
         check_eq(await recv(ws), "still here", "echo after implicit accept")
 
 
+async def test_hold_while_connecting(f):
+    """A recovery's hold that reaches the interface while the handshake is still open (the
+    connect consumer recovers before it accepts) takes effect: a live message of the group that
+    comes next accepts the handshake but is kept until the final batch, then follows the missed
+    ones and the status — never before them, never twice."""
+    def nevers():
+        return [x for x in find_records("websocket.connect")
+                if rec_get(x, "path") in (b"/ws/never", "/ws/never")]
+    before = len(nevers())
+    task = asyncio.ensure_future(websockets.connect(f.url("/ws/never"), open_timeout=10))
+    reply = None
+    for _ in range(100):
+        r = nevers()
+        if len(r) > before:
+            reply = rec_get(r[-1], "reply_channel")
+            break
+        await asyncio.sleep(0.05)
+    check(reply is not None, "the connect of /ws/never recorded")
+    reply = reply.decode() if isinstance(reply, bytes) else reply
+    epoch = "0123456789abcdef"
+    sends = [
+        {"__laurel_recovery__": {"group": "hg", "hold": True}},
+        {"text": "live7", "__laurel_history__": ["hg", epoch, 7]},
+        {"__laurel_recovery__": {"group": "hg", "epoch": epoch, "offset": 6, "recovered": True,
+                                 "final": True}, "messages": [[5, "m5"], [6, "m6"]]},
+    ]
+    for m in sends:
+        out = subprocess.run([TOOL, "--layer", LAYER, "send", reply, json.dumps(m)],
+                             capture_output=True, timeout=20)
+        check_eq(out.returncode, 0, "laurel send (%r)" % out.stderr)
+    ws = await task
+    got = []
+    for _ in range(4):
+        try:
+            got.append(json.loads(await recv(ws)))
+        except (asyncio.TimeoutError, ConnectionClosed) as e:
+            got.append(repr(e))
+            break
+    check_eq([g.get("offset") if isinstance(g, dict) else g for g in got], [5, 6, 6, 7],
+             "the missed ones, the status (offset 6), then the kept live one")
+    check(isinstance(got[2], dict) and got[2].get("recovered") is True, "the status", got[2])
+    check(isinstance(got[3], dict) and got[3].get("text") == "live7", "the live one", got[3])
+    m = await nothing_within(ws, 0.3)
+    check(m is None, "nothing twice (then %r)" % (m,))
+    await ws.close()
+
+
 @test
 async def app_close_codes(f):
     for text, code in (("close:4001", 4001), ("close", 1000), ("close:3000", 3000)):
@@ -663,6 +711,7 @@ async def main():
         await run("full", test_full(full, redis))
         if TOOL:
             await run("multicast", test_multicast(f, redis))
+            await run("hold_while_connecting", test_hold_while_connecting(f))
         ka = Iface("--ping-interval", "1", "--ping-timeout", "1")
         to = Iface("--websocket_timeout", "2")
         ifaces += [ka, to]
