@@ -1396,44 +1396,6 @@ struct bucket {
 	struct buf payload;
 };
 
-/* msgpack: an array header of n elements; a str. */
-static void mp_array(struct buf *b, size_t n)
-{
-	unsigned char h[5];
-	size_t k;
-	if (n < 16) {
-		h[0] = (unsigned char)(0x90 | n);
-		k = 1;
-	} else if (n < 65536) {
-		h[0] = 0xdc, h[1] = (unsigned char)(n >> 8), h[2] = (unsigned char)n;
-		k = 3;
-	} else {
-		h[0] = 0xdd, h[1] = (unsigned char)(n >> 24), h[2] = (unsigned char)(n >> 16);
-		h[3] = (unsigned char)(n >> 8), h[4] = (unsigned char)n;
-		k = 5;
-	}
-	buf_append(b, h, k);
-}
-
-static void mp_str(struct buf *b, const char *s)
-{
-	size_t n = strlen(s);
-	unsigned char h[3];
-	size_t k;
-	if (n < 32) {
-		h[0] = (unsigned char)(0xa0 | n);
-		k = 1;
-	} else if (n < 256) {
-		h[0] = 0xd9, h[1] = (unsigned char)n;
-		k = 2;
-	} else {
-		h[0] = 0xda, h[1] = (unsigned char)(n >> 8), h[2] = (unsigned char)n;
-		k = 3;
-	}
-	buf_append(b, h, k);
-	buf_append(b, s, n);
-}
-
 static void history_keys(const struct redis_layer *L, const char *group, char *meta, char *log,
 			 size_t n)
 {
@@ -1642,11 +1604,11 @@ static int redis_group_send(struct laurel_layer *base, const char *group,
 		if (bk[j].n) {
 			buf_init(&bk[j].payload);
 			buf_append(&bk[j].payload, multi.data, multi.len);
-			mp_array(&bk[j].payload, bk[j].n);
+			codec_put_array_header(&bk[j].payload, bk[j].n);
 		}
 	for (size_t i = 0; i < nm; i++)
 		if (which[i] >= 0)
-			mp_str(&bk[which[i]].payload, members[i]);
+			codec_put_str(&bk[which[i]].payload, members[i], strlen(members[i]));
 
 	struct shard_batch *b = xcalloc(L->nshards, sizeof(*b));
 	/* argv[3..14]: the fixed part; then bucket quads, then member, capacity pairs. */
@@ -2080,15 +2042,12 @@ static int redis_stats(struct laurel_layer *base, const char *channel, struct la
 			out->control_dropped += reply_ll(r[2]);
 		if (channel) {
 			out->messages_pending += reply_ll(r[2]);
-			const char *payload;
-			size_t plen;
-			if (r[3]->type == REDIS_REPLY_STRING && r[3]->len && r[3]->str[0] == '\0') {
+			int64_t sent;
+			if (r[3]->type == REDIS_REPLY_STRING &&
+			    layer_direct_entry_time(r[3]->str, r[3]->len, &sent)) {
 				/* A direct entry carries the time it was sent. */
-				long long sent = strtoll(r[3]->str + 1, NULL, 10);
-				long long age = ((long long)(util_wall_time() * 1000) - sent) / 1000;
-				if (layer_direct_entry(r[3]->str, r[3]->len, cfg->expiry, &payload,
-						       &plen) > 0 &&
-				    age > out->messages_max_age)
+				int64_t age = ((int64_t)(util_wall_time() * 1000) - sent) / 1000;
+				if (age <= cfg->expiry && age > out->messages_max_age)
 					out->messages_max_age = age;
 			} else if (r[3]->type == REDIS_REPLY_STRING) {
 				redisAppendCommand(s->c, "TTL %b", r[3]->str, r[3]->len);

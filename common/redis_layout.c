@@ -607,22 +607,33 @@ const char *layer_script_sha(enum script_id id)
 
 /* --- Direct entries -------------------------------------------------------------------------- */
 
-int layer_direct_entry(const char *entry, size_t len, int expiry_s, const char **payload,
-		       size_t *plen)
+bool layer_direct_entry_time(const char *entry, size_t len, int64_t *sent_ms)
 {
 	if (len == 0 || entry[0] != '\0')
-		return 0;
+		return false;
 	int64_t sent = 0;
 	size_t i = 1;
 	for (; i < len && i < 20 && entry[i] >= '0' && entry[i] <= '9'; i++)
 		sent = sent * 10 + (entry[i] - '0');
 	if (i == 1 || i >= len || entry[i] != '\0')
+		return false;
+	*sent_ms = sent;
+	return true;
+}
+
+int layer_direct_entry(const char *entry, size_t len, int expiry_s, const char **payload,
+		       size_t *plen)
+{
+	if (len == 0 || entry[0] != '\0')
+		return 0;
+	int64_t sent;
+	if (!layer_direct_entry_time(entry, len, &sent))
 		return -1;
-	int64_t now = (int64_t)(util_wall_time() * 1000);
-	if (now - sent > (int64_t)expiry_s * 1000)
+	if ((int64_t)(util_wall_time() * 1000) - sent > (int64_t)expiry_s * 1000)
 		return -1;
-	*payload = entry + i + 1;
-	*plen = len - i - 1;
+	const char *nul = memchr(entry + 1, '\0', len - 1);
+	*payload = nul + 1;
+	*plen = len - (size_t)(nul + 1 - entry);
 	return 1;
 }
 

@@ -107,6 +107,8 @@ const char *layer_script_sha(enum script_id id); /* 40 hex digits */
  * (it expired, as its body key would have). */
 int layer_direct_entry(const char *entry, size_t len, int expiry_s, const char **payload,
 		       size_t *plen);
+/* Whether entry[0..len) is a well-formed direct entry; *sent_ms its send time if so. */
+bool layer_direct_entry_time(const char *entry, size_t len, int64_t *sent_ms);
 
 /* Messages bound for one shard, as the arguments of the send_many script: what the synchronous
  * and the asynchronous client both send. */
